@@ -1,0 +1,56 @@
+"""Entry point.  The only module that imports the global reactor."""
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr,
+                        level={"warn": logging.WARNING}.get(level, level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from twisted.python import log as twlog
+    twlog.PythonLoggingObserver(loggerName="twisted").start()
+
+
+def serve(args) -> int:
+    from . import cli, config
+    try:
+        cfg = cli.effective_config(args)
+    except config.ConfigError as e:
+        print(f"netbootd: config error: {e}", file=sys.stderr)
+        return 2
+    _logging(cfg.log_level)
+    from twisted.internet import reactor
+
+    from .net.service import makeService
+    top = makeService(cfg, reactor)
+    failed = []
+
+    def start():
+        try:
+            top.startService()
+        except Exception as e:
+            logging.getLogger("netbootd").error("cannot start: %s", e)
+            failed.append(e)
+            reactor.stop()
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown",
+                                  lambda: top.stopService() if top.running else None)
+    reactor.run()   # installs SIGTERM/SIGINT handlers -> clean stop
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import cli
+    args = cli.build_parser().parse_args(argv)
+    if args.cmd == "serve":
+        return serve(args)
+    if args.cmd == "config":
+        return cli.cmd_config_check(args)
+    return cli.cmd_read(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""DHCPv4 / BOOTP message codec (RFC 2131, 2132, 3396).  Pure: bytes in, bytes out.
+
+``decode`` reads a message into a ``Packet`` whose ``options`` dict keeps the
+order in which options first appeared; long options split over several
+instances are concatenated (RFC 3396 §7) and options overloaded into the
+``file``/``sname`` fields (option 52, RFC 2132 §9.3) are read in the order the
+RFC prescribes (options field, then file, then sname).  Any structural fault
+raises ``DecodeError`` naming the reason and the byte offset.
+
+``encode`` writes a reply that fits a size budget: values longer than 255
+bytes are split (RFC 3396), options that do not fit the options field spill
+into ``file`` and ``sname`` through option 52 when those are unused, and what
+still does not fit is left out, last options first (callers order options by
+priority).
+"""
+from __future__ import annotations
+
+import socket
+import struct
+
+from .dhcp_options import (
+    FIXED_LEN, MAGIC_COOKIE, MIN_REPLY_LEN, OPT_END, OPT_MESSAGE_TYPE, OPT_OVERLOAD,
+    OPT_PAD, OPTIONS_START, OVERLOAD_FILE, OVERLOAD_SNAME,
+)
+
+_HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
+assert _HEADER.size == FIXED_LEN
+
+_ZERO_IP = b"\x00\x00\x00\x00"
+
+
+class DecodeError(ValueError):
+    """A message that cannot be read.  ``reason`` is a short stable token
+    (usable as a counter label), ``offset`` the byte where reading failed."""
+
+    def __init__(self, reason: str, offset: int, detail: str = ""):
+        self.reason = reason
+        self.offset = offset
+        super().__init__(f"{reason} at byte {offset}" + (f": {detail}" if detail else ""))
+
+
+class Packet:
+    """One DHCP/BOOTP message.  Addresses are 4-byte ``bytes`` (``*_ip``
+    properties give dotted strings); ``chaddr`` holds ``hlen`` bytes."""
+
+    __slots__ = ("op", "htype", "hlen", "hops", "xid", "secs", "flags", "ciaddr",
+                 "yiaddr", "siaddr", "giaddr", "chaddr", "sname", "file", "options")
+
+    def __init__(self, op=1, htype=1, hlen=6, hops=0, xid=0, secs=0, flags=0,
+                 ciaddr=_ZERO_IP, yiaddr=_ZERO_IP, siaddr=_ZERO_IP, giaddr=_ZERO_IP,
+                 chaddr=b"", sname=b"", file=b"", options=None):
+        self.op = op
+        self.htype = htype
+        self.hlen = hlen
+        self.hops = hops
+        self.xid = xid
+        self.secs = secs
+        self.flags = flags
+        self.ciaddr = ciaddr
+        self.yiaddr = yiaddr
+        self.siaddr = siaddr
+        self.giaddr = giaddr
+        self.chaddr = chaddr
+        self.sname = sname
+        self.file = file
+        self.options: dict[int, bytes] = {} if options is None else options
+
+    # -- convenience views ---------------------------------------------
+    @property
+    def msg_type(self) -> int | None:
+        v = self.options.get(OPT_MESSAGE_TYPE)
+        return v[0] if v and len(v) == 1 else None
+
+    @property
+    def mac(self) -> str:
+        """chaddr as 'aa:bb:cc:dd:ee:ff' (meaningful for htype 1 / hlen 6)."""
+        return self.chaddr.hex(":")
+
+    @property
+    def ciaddr_ip(self) -> str:
+        return socket.inet_ntoa(self.ciaddr)
+
+    @property
+    def yiaddr_ip(self) -> str:
+        return socket.inet_ntoa(self.yiaddr)
+
+    @property
+    def siaddr_ip(self) -> str:
+        return socket.inet_ntoa(self.siaddr)
+
+    @property
+    def giaddr_ip(self) -> str:
+        return socket.inet_ntoa(self.giaddr)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return (f"Packet(op={self.op}, type={self.msg_type}, xid={self.xid:#x}, "
+                f"chaddr={self.mac}, ciaddr={self.ciaddr_ip}, yiaddr={self.yiaddr_ip}, "
+                f"giaddr={self.giaddr_ip}, options={sorted(self.options)})")
+
+
+def _parse_options(data: bytes, start: int, end: int, out: dict, base: int,
+                   need_end: bool) -> int | None:
+    """Parse options in data[start:end] into `out` (concatenating repeats,
+    RFC 3396).  Returns the option 52 value if seen, else None.  `base` is
+    added to offsets in errors so they are message offsets."""
+    i = start
+    overload = None
+    while i < end:
+        code = data[i]
+        if code == OPT_PAD:
+            i += 1
+            continue
+        if code == OPT_END:
+            return overload
+        if i + 1 >= end:
+            raise DecodeError("option_truncated", base + i, f"option {code} has no length")
+        ln = data[i + 1]
+        j = i + 2 + ln
+        if j > end:
+            raise DecodeError("option_overrun", base + i,
+                              f"option {code} length {ln} runs past the end")
+        val = data[i + 2:j]
+        prev = out.get(code)
+        out[code] = val if prev is None else prev + val
+        if code == OPT_OVERLOAD:
+            overload = val[0] if ln == 1 else -1
+        i = j
+    if need_end:
+        raise DecodeError("no_end", base + end, "options not terminated by END (255)")
+    # file/sname fields may simply run out (they are fixed-size and NUL padded)
+    return overload
+
+
+def decode(data: bytes) -> Packet:
+    n = len(data)
+    if n < OPTIONS_START:
+        raise DecodeError("short", n, f"{n} bytes, a DHCP message needs at least {OPTIONS_START}")
+    if data[FIXED_LEN:OPTIONS_START] != MAGIC_COOKIE:
+        raise DecodeError("bad_cookie", FIXED_LEN)
+    (op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
+     chaddr, sname, file) = _HEADER.unpack_from(data, 0)
+    if op not in (1, 2):
+        raise DecodeError("bad_op", 0, f"op {op}")
+    if hlen > 16:
+        raise DecodeError("bad_hlen", 2, f"hlen {hlen}")
+    options: dict[int, bytes] = {}
+    overload = _parse_options(data, OPTIONS_START, n, options, 0, need_end=True)
+    if overload is not None:
+        # RFC 2132 §9.3: only the options field may carry option 52; an
+        # option 52 inside file/sname is ignored (it cannot start a loop).
+        if overload not in (1, 2, 3):
+            raise DecodeError("bad_overload", OPTIONS_START, f"option 52 value {overload}")
+        if overload & OVERLOAD_FILE:
+            _parse_options(file, 0, len(file), options, 108, need_end=False)
+        if overload & OVERLOAD_SNAME:
+            _parse_options(sname, 0, len(sname), options, 44, need_end=False)
+        if overload & OVERLOAD_FILE:
+            file = b""
+        if overload & OVERLOAD_SNAME:
+            sname = b""
+        options[OPT_OVERLOAD] = bytes([overload])
+    return Packet(op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
+                  chaddr[:hlen], sname.split(b"\0", 1)[0], file.split(b"\0", 1)[0], options)
+
+
+def _option_bytes(code: int, value: bytes) -> bytes:
+    """TLV encoding of one option, split into 255-byte pieces (RFC 3396)."""
+    if len(value) <= 255:
+        return bytes((code, len(value))) + value
+    parts = []
+    for k in range(0, len(value), 255):
+        piece = value[k:k + 255]
+        parts.append(bytes((code, len(piece))) + piece)
+    return b"".join(parts)
+
+
+def encode(pkt: Packet, max_size: int = 548) -> bytes:
+    """Encode `pkt`; the result never exceeds `max_size` bytes (clamped to at
+    least 548, the RFC 2131 minimum).  Options are placed in dict order; see
+    the module docstring for what happens when they do not fit."""
+    max_size = max(max_size, 548)
+    room = max_size - OPTIONS_START - 1  # 1 for END
+    tlvs = [_option_bytes(c, v) for c, v in pkt.options.items()
+            if c != OPT_OVERLOAD and c != OPT_PAD and c != OPT_END]
+    file = pkt.file
+    sname = pkt.sname
+    if sum(map(len, tlvs)) <= room:
+        main = tlvs
+    else:
+        # Greedy fit, in priority order: options field (less 3 bytes for
+        # option 52), then an unused file field, then an unused sname field.
+        main, in_file, in_sname = [], [], []
+        left = room - 3
+        f_left = 127 if not file else -1   # 1 byte of each field for END
+        s_left = 63 if not sname else -1
+        for tlv in tlvs:
+            n = len(tlv)
+            if n <= left:
+                main.append(tlv)
+                left -= n
+            elif n <= f_left:
+                in_file.append(tlv)
+                f_left -= n
+            elif n <= s_left:
+                in_sname.append(tlv)
+                s_left -= n
+            # else: left out - it does not fit the client's size limit
+        overload = (OVERLOAD_FILE if in_file else 0) | (OVERLOAD_SNAME if in_sname else 0)
+        if overload:
+            main.append(bytes((OPT_OVERLOAD, 1, overload)))
+            if in_file:
+                file = b"".join(in_file) + b"\xff"
+            if in_sname:
+                sname = b"".join(in_sname) + b"\xff"
+    head = _HEADER.pack(pkt.op, pkt.htype, pkt.hlen, pkt.hops, pkt.xid & 0xFFFFFFFF,
+                        pkt.secs & 0xFFFF, pkt.flags & 0xFFFF, pkt.ciaddr, pkt.yiaddr,
+                        pkt.siaddr, pkt.giaddr, pkt.chaddr[:16], sname[:64], file[:128])
+    out = head + MAGIC_COOKIE + b"".join(main) + b"\xff"
+    if len(out) < MIN_REPLY_LEN:
+        out += b"\0" * (MIN_REPLY_LEN - len(out))
+    return out

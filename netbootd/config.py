@@ -1,0 +1,308 @@
+"""One frozen configuration tree, loaded once from TOML (every key optional).
+
+Unknown keys and bad values raise ``ConfigError`` naming the key path and,
+when it can be found, the file line.  Policy never reads this module's
+globals: the loaded tree is passed down.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+
+from .model import normalize_mac
+
+DEFAULT_STATE_DIR = "/var/lib/netbootd"
+
+
+class ConfigError(ValueError):
+    def __init__(self, where: str, message: str):
+        self.where = where
+        super().__init__(f"{where}: {message}")
+
+
+def _positive(v):
+    if v <= 0:
+        return "must be > 0"
+
+
+def _port(v):
+    if not 1 <= v <= 65535:
+        return "must be a port number 1..65535"
+
+
+def _share(v):
+    if not 0.0 < v <= 1.0:
+        return "must be a fraction in (0, 1]"
+
+
+def _ipv4(v):
+    try:
+        ipaddress.IPv4Address(v)
+    except ValueError:
+        return f"{v!r} is not an IPv4 address"
+
+
+def _ipv4_list(v):
+    for a in v:
+        if (err := _ipv4(a)):
+            return err
+
+
+def _subnet(v):
+    try:
+        ipaddress.IPv4Network(v, strict=True)
+    except ValueError as e:
+        return f"{v!r} is not an IPv4 subnet ({e})"
+
+
+def _mac(v):
+    try:
+        normalize_mac(v)
+    except ValueError as e:
+        return str(e)
+
+
+def _range_list(v):
+    for r in v:
+        lo, sep, hi = r.partition("-")
+        if not sep or _ipv4(lo.strip()) or _ipv4(hi.strip()):
+            return f"{r!r} is not a range like '10.0.0.100-10.0.0.200'"
+        if ipaddress.IPv4Address(lo.strip()) > ipaddress.IPv4Address(hi.strip()):
+            return f"range {r!r} ends before it starts"
+
+
+def _one_of(*choices):
+    def check(v):
+        if v not in choices:
+            return f"must be one of {', '.join(map(repr, choices))}"
+    return check
+
+
+def opt(default, check=None):
+    """A config field with a default and an optional validator."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for defaults")
+    return field(default=default, metadata={"check": check} if check else {})
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    per_mac_pps: float = opt(20.0, _positive)
+    new_clients_per_interface_pps: float = opt(5000.0, _positive)
+    unknown_share: float = opt(0.9, _share)
+
+
+@dataclass(frozen=True)
+class DhcpConfig:
+    lease_time: int = opt(3600, _positive)
+    offer_hold: int = opt(30, _positive)
+    decline_probation: int = opt(3600, _positive)
+    authoritative: bool = True
+    probe: bool = False
+    probe_timeout_ms: int = opt(500, _positive)
+    commit_window_ms: float = opt(2.0, lambda v: None if 0 <= v <= 1000 else "must be 0..1000")
+    sync: str = opt("full", _one_of("full", "normal"))
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+
+
+@dataclass(frozen=True)
+class ReservationConfig:
+    mac: str = opt("", _mac)
+    ip: str = opt("", _ipv4)
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    name: str = opt("", lambda v: None if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v)
+                    else "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    subnet: str = opt("", _subnet)
+    ranges: tuple[str, ...] = opt((), _range_list)
+    router: str | None = opt(None, _ipv4)
+    dns: tuple[str, ...] = opt((), _ipv4_list)
+    domain: str | None = None
+    lease_time: int | None = opt(None, _positive)
+    interface: str | None = None
+    reservations: tuple[ReservationConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class BootSection:
+    bios: str = "undionly.kpxe"
+    uefi_x64: str = "ipxe.efi"
+    uefi_x86: str | None = None
+    uefi_arm64: str | None = None
+    http_port: int = opt(8080, _port)
+    http_base: str | None = None
+    tftp_server: str | None = opt(None, _ipv4)
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str = opt("proxy", _one_of("proxy", "full"))
+    interfaces: tuple[str, ...] = ()
+    state_dir: str = DEFAULT_STATE_DIR
+    log_level: str = opt("info", _one_of("debug", "info", "warn", "error"))
+    dhcp: DhcpConfig = field(default_factory=DhcpConfig)
+    boot: BootSection = field(default_factory=BootSection)
+    networks: tuple[NetworkConfig, ...] = ()
+
+    def replace(self, **kw) -> "Config":
+        return dataclasses.replace(self, **kw)
+
+
+def _type_ok(value, tp) -> tuple[bool, object]:
+    """Check/convert a TOML value against a field annotation."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return True, None
+        for a in args:
+            if a is type(None):
+                continue
+            ok, v = _type_ok(value, a)
+            if ok:
+                return True, v
+        return False, value
+    if origin is tuple:
+        (inner, _) = typing.get_args(tp)
+        if not isinstance(value, list):
+            return False, value
+        out = []
+        for item in value:
+            ok, v = _type_ok(item, inner)
+            if not ok:
+                return False, value
+            out.append(v)
+        return True, tuple(out)
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, (float(value) if ok else value)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is str:
+        return isinstance(value, str), value
+    return False, value
+
+
+def _type_name(tp) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _build(cls, data: dict, path: str, locate):
+    if not isinstance(data, dict):
+        raise ConfigError(locate(path), "must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kw = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(locate(where), f"unknown key{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kw[key] = _build(tp, value, where, locate)
+            continue
+        if typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            sub = typing.get_args(tp)[0]
+            if not isinstance(value, list):
+                raise ConfigError(locate(where), "must be an array of tables ([[...]])")
+            kw[key] = tuple(_build(sub, v, f"{where}[{i}]", locate) for i, v in enumerate(value))
+            continue
+        ok, conv = _type_ok(value, tp)
+        if not ok:
+            raise ConfigError(locate(where), f"{value!r} is not of type {_type_name(tp)}")
+        check = fields[key].metadata.get("check")
+        if check and conv is not None and (err := check(conv)):
+            raise ConfigError(locate(where), err)
+        kw[key] = conv
+    obj = cls(**kw)
+    for name, f in fields.items():   # required-by-validator fields left empty
+        check = f.metadata.get("check")
+        v = getattr(obj, name)
+        if check and v == "" and name not in kw:
+            raise ConfigError(locate(f"{path}.{name}" if path else name), "is required")
+    return obj
+
+
+def _locator(text: str | None, filename: str):
+    lines = text.splitlines() if text else []
+
+    def locate(where: str) -> str:
+        if not lines:
+            return f"{filename}: {where}"
+        parts = re.sub(r"\[\d+\]", "", where).split(".")
+        key = parts[-1]
+        start = 0
+        if len(parts) > 1:
+            table = ".".join(parts[:-1])
+            for i, ln in enumerate(lines):
+                if re.match(rf"^\s*\[\[?\s*{re.escape(table)}\s*\]\]?", ln):
+                    start = i
+                    break
+        for i in range(start, len(lines)):
+            if re.match(rf"^\s*{re.escape(key)}\s*=", lines[i]) or \
+                    re.match(rf"^\s*\[\[?\s*{re.escape('.'.join(parts))}\s*\]\]?", lines[i]):
+                return f"{filename}:{i + 1}: {where}"
+        return f"{filename}: {where}"
+    return locate
+
+
+def parse(text: str, filename: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(filename, f"not valid TOML: {e}") from None
+    cfg = _build(Config, data, "", _locator(text, filename))
+    _cross_check(cfg, _locator(text, filename))
+    return cfg
+
+
+def load(path: str | None) -> Config:
+    """Load a config file; None means embedded defaults."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, f"cannot read: {e.strerror}") from None
+    return parse(text, path)
+
+
+def _cross_check(cfg: Config, locate) -> None:
+    names = set()
+    for i, n in enumerate(cfg.networks):
+        where = f"networks[{i}]"
+        if n.name in names:
+            raise ConfigError(locate(f"{where}.name"), f"duplicate network name {n.name!r}")
+        names.add(n.name)
+        subnet = ipaddress.IPv4Network(n.subnet)
+        for r in n.ranges:
+            lo, _, hi = r.partition("-")
+            for a in (lo.strip(), hi.strip()):
+                if ipaddress.IPv4Address(a) not in subnet:
+                    raise ConfigError(locate(f"{where}.ranges"), f"{a} is outside {subnet}")
+        if n.router and ipaddress.IPv4Address(n.router) not in subnet:
+            raise ConfigError(locate(f"{where}.router"), f"{n.router} is outside {subnet}")
+        seen = set()
+        for j, r in enumerate(n.reservations):
+            if ipaddress.IPv4Address(r.ip) not in subnet:
+                raise ConfigError(locate(f"{where}.reservations[{j}].ip"),
+                                  f"{r.ip} is outside {subnet}")
+            mac = normalize_mac(r.mac)
+            if mac in seen:
+                raise ConfigError(locate(f"{where}.reservations[{j}].mac"),
+                                  f"duplicate reservation for {mac}")
+            seen.add(mac)

@@ -1,0 +1,151 @@
+"""Value types shared by policy, store and protocols.  No I/O here."""
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+# IANA "Processor Architecture Types" registry (RFC 4578 §2.1, RFC 5970),
+# option 93.  Every registered value is known by name; others are reported
+# as "unknown-<n>" and turned into an event, never a crash.
+ARCH_NAMES: dict[int, str] = {
+    0: "x86-bios",
+    1: "nec-pc98",
+    2: "ia64-efi",
+    3: "dec-alpha",
+    4: "arc-x86",
+    5: "intel-lean-client",
+    6: "x86-uefi",
+    7: "x64-uefi",
+    8: "xscale-efi",
+    9: "ebc",            # sent by many x64 UEFI firmwares too
+    10: "arm32-uefi",
+    11: "arm64-uefi",
+    12: "ppc-openfirmware",
+    13: "ppc-epapr",
+    14: "power-opal-v3",
+    15: "x86-uefi-http",
+    16: "x64-uefi-http",
+    17: "ebc-http",
+    18: "arm32-uefi-http",
+    19: "arm64-uefi-http",
+    20: "x86-bios-http",
+    21: "arm32-uboot",
+    22: "arm64-uboot",
+    23: "arm32-uboot-http",
+    24: "arm64-uboot-http",
+    25: "riscv32-uefi",
+    26: "riscv32-uefi-http",
+    27: "riscv64-uefi",
+    28: "riscv64-uefi-http",
+    29: "riscv128-uefi",
+    30: "riscv128-uefi-http",
+    31: "s390-basic",
+    32: "s390-extended",
+    33: "mips32-uefi",
+    34: "mips64-uefi",
+    35: "sunway32-uefi",
+    36: "sunway64-uefi",
+    37: "loongarch32-uefi",
+    38: "loongarch32-uefi-http",
+    39: "loongarch64-uefi",
+    40: "loongarch64-uefi-http",
+    41: "arm-rpiboot",
+}
+
+# Arch types whose firmware fetches the boot file over HTTP (UEFI HTTP Boot).
+HTTP_ARCHES = frozenset({15, 16, 17, 18, 19, 20, 23, 24, 26, 28, 30, 38, 40})
+
+
+def arch_name(arch: int | None) -> str:
+    if arch is None:
+        return "none"
+    return ARCH_NAMES.get(arch, f"unknown-{arch}")
+
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+
+
+def normalize_mac(text: str) -> str:
+    """'52-54-00-AA-BB-CC' / '525400aabbcc' / '52:54:00:aa:bb:cc' -> canonical
+    lower-case colon form.  Raises ValueError naming the bad input."""
+    t = text.strip().lower()
+    if not _MAC_RE.match(t):
+        raise ValueError(f"not a MAC address: {text!r}")
+    h = t.replace(":", "").replace("-", "")
+    return ":".join(h[i:i + 2] for i in range(0, 12, 2))
+
+
+class HostState(str, enum.Enum):
+    DISCOVERED = "discovered"   # seen on the wire, nothing known yet
+    REGISTERED = "registered"   # the agent called back / admin approved
+    IDLE = "idle"               # an idle resource awaiting assignment
+    ASSIGNED = "assigned"
+    BOOTING = "booting"
+    ACTIVE = "active"
+    ERROR = "error"
+    RETIRED = "retired"
+
+
+# Hosts in these states are "known": their addresses are protected from the
+# share of a pool that unknown (merely discovered) clients may take.
+KNOWN_STATES = frozenset({HostState.REGISTERED, HostState.IDLE, HostState.ASSIGNED,
+                          HostState.BOOTING, HostState.ACTIVE})
+
+
+@dataclass
+class Host:
+    mac: str
+    state: HostState = HostState.DISCOVERED
+    arch: int | None = None
+    vendor_class: str | None = None
+    uuid: str | None = None
+    hostname: str | None = None
+    interface: str | None = None
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+
+class LeaseState(str, enum.Enum):
+    OFFERED = "offered"     # in memory only, never stored (RFC 2131 lets us forget it)
+    ACTIVE = "active"
+    RELEASED = "released"
+    DECLINED = "declined"   # on probation until `ends`
+    EXPIRED = "expired"
+
+
+@dataclass
+class Lease:
+    address: int                  # IPv4 as int
+    network: str
+    client_key: bytes             # option 61 if sent, else htype+chaddr
+    mac: str
+    state: LeaseState
+    starts: float
+    ends: float
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    mac: str
+    address: int
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    """Which iPXE binary each client family gets (names under the TFTP/HTTP roots)."""
+    bios: str = "undionly.kpxe"
+    uefi_x64: str = "ipxe.efi"          # "snponly.efi" selectable
+    uefi_x86: str | None = None
+    uefi_arm64: str | None = None       # e.g. "arm64-efi/ipxe.efi" when provided
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    files: BootFiles = field(default_factory=BootFiles)
+    http_port: int = 8080
+    # Overrides for where clients fetch from (default: the serving interface's address)
+    http_base: str | None = None      # e.g. "http://boot.example:8080"
+    tftp_server: str | None = None

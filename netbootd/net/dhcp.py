@@ -1,0 +1,110 @@
+"""DHCP over UDP: decode -> engine -> (commit) -> send.  Nothing else here.
+
+No exception escapes datagramReceived: a malformed packet is counted by its
+DecodeError reason and dropped; an internal error is logged and counted; the
+next packet is served either way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from twisted.internet.protocol import DatagramProtocol
+
+from ..codec.dhcp import DecodeError, decode
+from ..codec.dhcp_options import CLIENT_PORT, PXE_PORT
+from ..policy.dhcp_server import DhcpEngine, Ingress, Outcome
+from ..policy.leases import int2ip
+from ..registry import event
+from .interfaces import set_arp
+
+log = logging.getLogger("netbootd.dhcp")
+
+MAX_PROBE_ATTEMPTS = 3
+
+
+class DhcpProtocol(DatagramProtocol):
+    def __init__(self, engine: DhcpEngine, ingress: Ingress, committer, clock,
+                 prober=None, arp=set_arp):
+        self.engine = engine
+        self.ingress = ingress
+        self.committer = committer
+        self.clock = clock
+        self.prober = prober
+        self.arp = arp
+        self.counters = engine.counters
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        try:
+            self._handle(data, addr)
+        except Exception:
+            self.counters["drop.internal_error"] += 1
+            log.exception("dhcp: internal error on a packet from %s", addr)
+
+    def _handle(self, data: bytes, addr, attempt: int = 0) -> None:
+        try:
+            pkt = decode(data)
+        except DecodeError as e:
+            self.counters["drop." + e.reason] += 1
+            log.debug("dhcp: dropped malformed packet from %s: %s", addr, e)
+            return
+        ing = self.ingress
+        if ing.port == PXE_PORT:
+            ing = dataclasses.replace(ing, src=addr)
+        out = self.engine.handle(pkt, ing, self.clock.seconds())
+        if out is None:
+            return
+        if out.probe is not None and self.prober is not None:
+            if out.writes:
+                self.committer.submit(out.writes)
+            self._probe_then_send(out, data, addr, attempt)
+            return
+        self._dispatch(out)
+
+    def _dispatch(self, out: Outcome) -> None:
+        if out.must_commit:
+            # Durability: the ACK leaves only after its lease is committed.
+            self.committer.submit(out.writes, lambda: self._send(out))
+            return
+        if out.writes:
+            self.committer.submit(out.writes)
+        if out.reply is not None:
+            self._send(out)
+
+    def _probe_then_send(self, out: Outcome, data: bytes, addr, attempt: int) -> None:
+        ip = int2ip(out.probe)
+        self.counters["probe.sent"] += 1
+
+        def answered(in_use: bool) -> None:
+            if not in_use:
+                out.probe = None
+                self._dispatch(out)
+                return
+            self.counters["probe.conflict"] += 1
+            now = self.clock.seconds()
+            offered = self.engine.leases.by_addr.get(out.probe)
+            network = offered.network if offered is not None else (self.ingress.network or "")
+            lease = self.engine.leases.conflict(network, out.probe, now,
+                                                self.engine.s.decline_probation)
+            self.committer.submit([("lease", lease),
+                                   event(now, None, "dhcp.conflict", ip=ip)])
+            if attempt + 1 < MAX_PROBE_ATTEMPTS:
+                self._handle(data, addr, attempt + 1)   # offer another address
+
+        self.prober.probe(ip).addCallback(answered).addErrback(
+            lambda f: log.error("probe failed: %s", f.getErrorMessage()))
+
+    def _send(self, out: Outcome) -> None:
+        if self.transport is None:
+            return
+        if out.arp is not None:
+            try:
+                self.arp(self.transport.fileno(), self.ingress.iface, out.arp[0], out.arp[1])
+            except OSError:
+                # No ARP entry possible: the common fallback is a broadcast.
+                out.dest = ("255.255.255.255", CLIENT_PORT)
+        try:
+            self.transport.write(out.reply, out.dest)
+        except OSError as e:
+            self.counters["tx_error"] += 1
+            log.warning("dhcp: cannot send %s to %s: %s", out.kind, out.dest, e)

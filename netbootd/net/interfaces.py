@@ -1,0 +1,91 @@
+"""Interface facts (pyroute2) and interface-bound sockets.
+
+Linux specifics, each for a reason:
+* SO_BINDTODEVICE gives one DHCP socket per served interface, so a broadcast
+  DISCOVER is answered with the address of the interface it arrived on and our
+  broadcasts leave by that interface only (dnsmasq uses IP_PKTINFO for this;
+  one socket per interface keeps the protocol object interface-aware for free).
+* SIOCSARP installs the client's MAC for the address we are offering, so a
+  unicast reply to a client without an address can leave without an ARP
+  exchange (RFC 2131 §4.1; dnsmasq does the same).
+"""
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+from dataclasses import dataclass
+
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+SIOCSARP = 0x8955          # <linux/sockios.h>
+ATF_COM = 0x02             # <linux/if_arp.h>: completed entry
+ARPHRD_ETHER = 1
+
+
+@dataclass(frozen=True)
+class IfAddr:
+    name: str
+    ip: str
+    prefix: int
+
+
+class InterfaceError(RuntimeError):
+    pass
+
+
+def ipv4_interfaces() -> dict[str, list[IfAddr]]:
+    """Every interface with an IPv4 address, in kernel order."""
+    from pyroute2 import IPRoute  # imported lazily: slow-ish and Linux-only
+    out: dict[str, list[IfAddr]] = {}
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for a in ipr.get_addr(family=socket.AF_INET):
+            name = names.get(a["index"])
+            ip = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
+            if name and ip:
+                out.setdefault(name, []).append(IfAddr(name, ip, a["prefixlen"]))
+    return out
+
+
+def resolve(requested: tuple[str, ...]) -> list[IfAddr]:
+    """The primary IPv4 address of each requested interface; with none
+    requested, every interface with IPv4 except loopback."""
+    have = ipv4_interfaces()
+    if not requested:
+        chosen = [addrs[0] for name, addrs in have.items()
+                  if name != "lo" and not addrs[0].ip.startswith("127.")]
+        if not chosen:
+            raise InterfaceError("no interface with an IPv4 address to serve on")
+        return chosen
+    out = []
+    for name in requested:
+        if name not in have:
+            raise InterfaceError(f"interface {name!r} does not exist or has no IPv4 address")
+        out.append(have[name][0])
+    return out
+
+
+def udp_socket(iface: str | None, port: int, ip: str = "0.0.0.0",
+               bufsize: int = 4 << 20) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            s.setsockopt(socket.SOL_SOCKET, opt, bufsize)
+        if iface:
+            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, iface.encode())
+        s.bind((ip, port))
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def set_arp(fd: int, iface: str, ip: str, mac: bytes) -> None:
+    """Install a complete ARP entry ip -> mac on iface (struct arpreq)."""
+    pa = struct.pack("=H2s4s8s", socket.AF_INET, b"\0\0", socket.inet_aton(ip), b"\0" * 8)
+    ha = struct.pack("=H14s", ARPHRD_ETHER, mac[:6].ljust(14, b"\0"))
+    req = pa + ha + struct.pack("=i", ATF_COM) + b"\0" * 16 + iface.encode()[:15].ljust(16, b"\0")
+    fcntl.ioctl(fd, SIOCSARP, req)

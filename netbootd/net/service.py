@@ -1,0 +1,154 @@
+"""The one wiring module: config + reactor -> MultiService.
+
+Everything that binds a socket or owns a thread is built here and started and
+stopped by the service tree, so SIGTERM gives a clean shutdown: listeners
+close first, then pending lease writes are committed, then the store closes.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import Counter
+
+from twisted.application import service
+from twisted.internet import defer, task
+
+from ..codec.dhcp_options import PXE_PORT, SERVER_PORT
+from ..config import Config, NetworkConfig
+from ..model import BootConfig, BootFiles, Reservation, normalize_mac
+from ..policy.dhcp_server import DhcpEngine, EngineSettings, Ingress
+from ..policy.leases import LeaseTable, Network, ip2int, whole_subnet
+from ..registry import Registry
+from ..store.sqlite import Store
+from . import interfaces
+from .commit import GroupCommitter
+from .dhcp import DhcpProtocol
+from .probe import IcmpProber
+
+log = logging.getLogger("netbootd")
+
+
+def network_from_config(nc: NetworkConfig, default_lease: int,
+                        server_ips: list[str]) -> Network:
+    subnet = ipaddress.IPv4Network(nc.subnet)
+    if nc.ranges:
+        ranges = []
+        for r in nc.ranges:
+            lo, _, hi = r.partition("-")
+            ranges.append((ip2int(lo.strip()), ip2int(hi.strip())))
+    else:
+        ranges = [(int(subnet.network_address) + 1, int(subnet.broadcast_address) - 1)]
+    excluded = {int(subnet.network_address), int(subnet.broadcast_address)}
+    excluded |= {ip2int(ip) for ip in server_ips if ipaddress.IPv4Address(ip) in subnet}
+    if nc.router:
+        excluded.add(ip2int(nc.router))
+    return Network(
+        name=nc.name, subnet=subnet, ranges=tuple(ranges), router=nc.router, dns=nc.dns,
+        domain=nc.domain, lease_time=nc.lease_time or default_lease,
+        reservations=tuple(Reservation(normalize_mac(r.mac), ip2int(r.ip), r.hostname)
+                           for r in nc.reservations),
+        interface=nc.interface, excluded=frozenset(excluded))
+
+
+def plan_networks(cfg: Config, ifaces: list[interfaces.IfAddr]) -> tuple[list[Network],
+                                                                         dict[str, str | None]]:
+    """Networks to serve, and which network each interface is attached to.
+    Full mode with no network for an interface serves that interface's whole
+    subnet (every address but network, broadcast and our own)."""
+    server_ips = [i.ip for i in ifaces]
+    nets = [network_from_config(nc, cfg.dhcp.lease_time, server_ips) for nc in cfg.networks]
+    attached: dict[str, str | None] = {}
+    for ifa in ifaces:
+        addr = ip2int(ifa.ip)
+        match = next((n for n in nets if n.interface == ifa.name), None) or \
+            next((n for n in nets if n.interface is None and n.contains(addr)), None)
+        if match is None and cfg.mode == "full":
+            match = whole_subnet(ifa.name, ifa.ip, ifa.prefix, lease_time=cfg.dhcp.lease_time,
+                                 interface=ifa.name)
+            nets.append(match)
+        attached[ifa.name] = match.name if match else None
+    return nets, attached
+
+
+def boot_config(cfg: Config) -> BootConfig:
+    b = cfg.boot
+    return BootConfig(BootFiles(b.bios, b.uefi_x64, b.uefi_x86, b.uefi_arm64),
+                      b.http_port, b.http_base, b.tftp_server)
+
+
+class DhcpService(service.Service):
+    name = "dhcp"
+
+    def __init__(self, cfg: Config, reactor, store: Store):
+        self.cfg = cfg
+        self.reactor = reactor
+        self.store = store
+        self.counters: Counter = Counter()
+        self.ports = []
+        self.prober = None
+        self.committer = None
+        self.engine = None
+        self._trim = None
+
+    def startService(self) -> None:
+        cfg = self.cfg
+        ifaces = interfaces.resolve(cfg.interfaces)
+        nets, attached = plan_networks(cfg, ifaces)
+        leases = LeaseTable(nets, cfg.dhcp.rate_limit.unknown_share)
+        stored = self.store.load_leases()
+        for lease in stored:
+            leases.load(lease)
+        registry = Registry(self.store.load_hosts())
+        rl = cfg.dhcp.rate_limit
+        settings = EngineSettings(cfg.mode, cfg.dhcp.lease_time, cfg.dhcp.offer_hold,
+                                  cfg.dhcp.decline_probation, cfg.dhcp.authoritative,
+                                  cfg.dhcp.probe, rl.per_mac_pps, rl.new_clients_per_interface_pps)
+        self.engine = DhcpEngine(settings, nets, leases, registry, boot_config(cfg), self.counters)
+        self.committer = GroupCommitter(self.reactor, self.store.apply,
+                                        cfg.dhcp.commit_window_ms / 1000.0)
+        if cfg.dhcp.probe and cfg.mode == "full":
+            self.prober = IcmpProber(self.reactor, cfg.dhcp.probe_timeout_ms / 1000.0)
+        ports = [SERVER_PORT] + ([PXE_PORT] if cfg.mode == "proxy" else [])
+        for ifa in ifaces:
+            for port in ports:
+                ing = Ingress(ifa.name, ifa.ip, attached[ifa.name], port)
+                proto = DhcpProtocol(self.engine, ing, self.committer, self.reactor, self.prober)
+                sock = interfaces.udp_socket(ifa.name, port)
+                try:
+                    self.ports.append(self.reactor.adoptDatagramPort(
+                        sock.fileno(), sock.family, proto))
+                finally:
+                    sock.close()    # twisted holds its own duplicate
+        self._trim = task.LoopingCall(self.committer.submit, [("trim", None)])
+        self._trim.clock = self.reactor
+        self._trim.start(600, now=False)
+        for n in nets:
+            log.info("dhcp: network %s %s pool=%d lease=%ss", n.name, n.subnet, n.pool_size,
+                     n.lease_time)
+        log.info("dhcp: loaded %d leases, %d hosts", len(stored), len(registry.hosts))
+        log.info("netbootd ready: mode=%s interfaces=%s", cfg.mode,
+                 ",".join(f"{i.name}={i.ip}/{i.prefix}" for i in ifaces))
+        super().startService()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self._trim is not None and self._trim.running:
+            self._trim.stop()
+        for p in self.ports:
+            yield p.stopListening()
+        self.ports = []
+        if self.prober is not None:
+            self.prober.close()
+        if self.committer is not None:
+            yield self.committer.drain()
+            self.committer.stop()
+        self.store.close()
+        log.info("netbootd stopped: %s", dict(sorted(self.counters.items())))
+
+
+def makeService(cfg: Config, reactor) -> service.MultiService:
+    top = service.MultiService()
+    store = Store(cfg.state_dir, cfg.dhcp.sync)
+    DhcpService(cfg, reactor, store).setServiceParent(top)
+    return top

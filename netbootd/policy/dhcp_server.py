@@ -1,0 +1,408 @@
+"""The DHCP server's decisions, sans I/O (RFC 2131 §4.3; PXE 2.1 proxyDHCP).
+
+``DhcpEngine.handle(packet, ingress, now)`` returns an ``Outcome``: the reply
+bytes and where they go, the writes the store must commit first (for an ACK:
+the lease), and whether the address should be probed before the OFFER
+leaves.  The lease table and the registry are in-memory state owned by the
+engine; the Twisted protocol around it only moves bytes and commits writes.
+"""
+from __future__ import annotations
+
+import re
+import socket
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..codec import dhcp_options as o
+from ..codec.dhcp import Packet, encode
+from ..model import BootConfig, LeaseState
+from ..registry import Registry, event
+from . import pxe
+from .leases import LeaseTable, Network, PoolExhausted, client_key, int2ip
+from .ratelimit import Buckets
+
+_BCAST = "255.255.255.255"
+_ZERO = b"\0\0\0\0"
+# PXE 2.1 §2.4.2 option 43 sub-option 6 PXE_DISCOVERY_CONTROL = 8: "if a boot
+# file name is present in the offer, download it" (no menu, no discovery).
+PXE_VENDOR_OPTS = bytes((6, 1, 8, 255))
+# RFC 2131 §4.3.1: options a server may always include; order after the
+# client's own parameter request list.
+_FIRST = (o.OPT_MESSAGE_TYPE, o.OPT_SERVER_ID, o.OPT_LEASE_TIME, o.OPT_RENEWAL_T1,
+          o.OPT_REBINDING_T2)
+_LABEL_BAD = re.compile(r"[^a-z0-9-]+")
+
+
+@dataclass(frozen=True)
+class Ingress:
+    """Where a packet came in: interface, our address there, its network."""
+    iface: str
+    server_ip: str
+    network: str | None
+    port: int = o.SERVER_PORT
+    src: tuple[str, int] = ("0.0.0.0", o.CLIENT_PORT)
+
+
+@dataclass
+class Outcome:
+    reply: bytes | None = None
+    dest: tuple[str, int] | None = None
+    arp: tuple[str, bytes] | None = None     # (ip, chaddr): unicast before ARP works
+    writes: list = field(default_factory=list)
+    must_commit: bool = False                # the reply waits for the writes
+    probe: int | None = None                 # ICMP-probe this address before replying
+    kind: str = ""                           # reply type name, for counters
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    mode: str = "full"
+    lease_time: int = 3600
+    offer_hold: int = 30
+    decline_probation: int = 3600
+    authoritative: bool = True
+    probe: bool = False
+    per_mac_pps: float = 20.0
+    new_clients_per_interface_pps: float = 5000.0
+
+
+def sanitize_hostname(raw: bytes | None) -> str | None:
+    """Option 12 is host-controlled: keep a valid DNS name (labels of
+    a-z 0-9 '-', 1..63 long, 253 in all) or nothing."""
+    if not raw:
+        return None
+    text = raw.split(b"\0", 1)[0].decode("ascii", "replace").lower()
+    labels = []
+    for part in text.split("."):
+        lab = _LABEL_BAD.sub("-", part).strip("-")[:63].strip("-")
+        if lab:
+            labels.append(lab)
+    name = ".".join(labels)[:253].strip(".-")
+    return name or None
+
+
+def max_message(options: dict[int, bytes]) -> int:
+    """Reply budget from option 57 (RFC 2132 §9.10): never below 576, never
+    above one Ethernet frame, less the IP and UDP headers."""
+    raw = options.get(o.OPT_MAX_MESSAGE_SIZE)
+    size = struct.unpack("!H", raw)[0] if raw is not None and len(raw) == 2 else 576
+    size = min(max(size, o.MIN_MAX_MESSAGE), o.MAX_MESSAGE_CAP)
+    return size - o.IP_UDP_OVERHEAD
+
+
+def _ip_or_none(raw: bytes | None) -> int | None:
+    return int.from_bytes(raw, "big") if raw is not None and len(raw) == 4 else None
+
+
+class DhcpEngine:
+    def __init__(self, settings: EngineSettings, networks: list[Network], leases: LeaseTable,
+                 registry: Registry, boot: BootConfig, counters: Counter | None = None):
+        self.s = settings
+        self.networks = {n.name: n for n in networks}
+        self.leases = leases
+        self.registry = registry
+        self.boot = boot
+        self.counters = counters if counters is not None else Counter()
+        self.mac_buckets = Buckets(settings.per_mac_pps)
+        self.new_buckets = Buckets(settings.new_clients_per_interface_pps, max_keys=4096)
+        self._last_exhausted: dict[str, float] = {}
+
+    # -- entry point ----------------------------------------------------
+    def handle(self, pkt: Packet, ing: Ingress, now: float) -> Outcome | None:
+        c = self.counters
+        mtype = pkt.msg_type
+        if pkt.op != o.BOOTREQUEST:
+            c["drop.not_request"] += 1
+            return None
+        if mtype is None:
+            c["drop.bootp_or_no_type"] += 1
+            return None
+        c["rx." + o.MSG_NAMES.get(mtype, "other")] += 1
+        if pkt.hlen == 0 or pkt.hlen > 16:
+            c["drop.bad_hlen"] += 1
+            return None
+        mac = pkt.mac
+        if not self.mac_buckets.allow(mac, now):
+            c["drop.rate_mac"] += 1
+            return None
+        if o.OPT_RELAY_AGENT in pkt.options and pkt.giaddr == _ZERO:
+            # RFC 3046 §2.1: option 82 without a relay (giaddr 0) is not from
+            # a trusted relay: never echo it or act on it.
+            del pkt.options[o.OPT_RELAY_AGENT]
+            c["drop.option82_untrusted"] += 1
+        client = pxe.classify(pkt.options)
+        if self.s.mode == "proxy" and not client.netboot:
+            c["ignored.proxy_not_pxe"] += 1
+            return None
+        writes: list = []
+        if self.registry.get(mac) is None and not self.new_buckets.allow(ing.iface, now):
+            c["drop.rate_new_clients"] += 1
+            return None
+        self.registry.observe(mac, now, ing.iface, client.arch, client.vendor_class,
+                              client.uuid, writes)
+        if self.s.mode == "proxy":
+            out = self._proxy(pkt, mtype, client, ing, now, writes)
+        else:
+            out = self._full(pkt, mtype, client, ing, now, writes)
+        if out is None:
+            if writes:
+                return Outcome(writes=writes)
+            return None
+        if out.kind:
+            c["tx." + out.kind] += 1
+        return out
+
+    # -- full DHCP server ------------------------------------------------
+    def _network_for(self, pkt: Packet, ing: Ingress) -> Network | None:
+        if pkt.giaddr != _ZERO:
+            g = int.from_bytes(pkt.giaddr, "big")
+            for n in self.networks.values():
+                if n.contains(g):
+                    return n
+            return None
+        if pkt.ciaddr != _ZERO and ing.network is None:
+            ci = int.from_bytes(pkt.ciaddr, "big")
+            for n in self.networks.values():
+                if n.contains(ci):
+                    return n
+        return self.networks.get(ing.network) if ing.network else None
+
+    def _full(self, pkt, mtype, client, ing, now, writes) -> Outcome | None:
+        c = self.counters
+        net = self._network_for(pkt, ing)
+        if net is None:
+            c["drop.no_network"] += 1
+            return None
+        key = client_key(pkt.options, pkt.htype, pkt.chaddr)
+        mac = pkt.mac
+        if mtype == o.DISCOVER:
+            return self._discover(pkt, client, ing, net, key, mac, now, writes)
+        if mtype == o.REQUEST:
+            return self._request(pkt, client, ing, net, key, mac, now, writes)
+        if mtype == o.RELEASE:
+            lease = self.leases.release(net.name, key, int.from_bytes(pkt.ciaddr, "big"), now)
+            if lease is not None:
+                writes += [("lease", lease), event(now, mac, "dhcp.release",
+                                                   ip=pkt.ciaddr_ip, iface=ing.iface)]
+            else:
+                c["ignored.release_unknown"] += 1
+            return None
+        if mtype == o.DECLINE:
+            sid = pkt.options.get(o.OPT_SERVER_ID)
+            addr = _ip_or_none(pkt.options.get(o.OPT_REQUESTED_IP))
+            if addr is None or (sid is not None and sid != socket.inet_aton(ing.server_ip)):
+                c["ignored.decline"] += 1
+                return None
+            lease = self.leases.decline(net.name, key, addr, now, self.s.decline_probation)
+            if lease is not None:
+                writes += [("lease", lease), event(now, mac, "dhcp.decline", ip=int2ip(addr),
+                                                   probation=self.s.decline_probation)]
+            else:
+                c["ignored.decline"] += 1
+            return None
+        if mtype == o.INFORM:
+            # RFC 2131 §4.3.5: options only; no lease, no lease time, no yiaddr.
+            reply = self._reply(pkt, o.ACK, _ZERO, ing, net, client, lease_time=None,
+                                hostname=None, boot=self._boot(client, mac, ing, now, writes))
+            return self._out(pkt, reply, o.ACK, writes, ing)
+        c["ignored.type"] += 1
+        return None
+
+    def _discover(self, pkt, client, ing, net, key, mac, now, writes) -> Outcome | None:
+        known = self.registry.is_known(mac) or any(r.mac == mac for r in net.reservations)
+        requested = _ip_or_none(pkt.options.get(o.OPT_REQUESTED_IP))
+        prev = self.leases.lease_of(net.name, key)
+        try:
+            addr = self.leases.choose(net.name, key, mac, requested, now, known)
+        except PoolExhausted as e:
+            self.counters["drop.pool_exhausted"] += 1
+            if now - self._last_exhausted.get(net.name, -1e9) > 10:
+                self._last_exhausted[net.name] = now
+                writes.append(event(now, mac, "pool.exhausted", network=net.name, reason=str(e)))
+            return None
+        lease = self.leases.offer(net.name, addr, key, mac, now, self.s.offer_hold, known)
+        fresh = prev is None or prev.address != addr
+        hostname = self._hostname(pkt, net, mac)
+        reply = self._reply(pkt, o.OFFER, addr.to_bytes(4, "big"), ing, net, client,
+                            self._lease_time(net), hostname,
+                            self._boot(client, mac, ing, now, writes))
+        out = self._out(pkt, reply, o.OFFER, writes, ing)
+        if self.s.probe and fresh and lease.state == LeaseState.OFFERED:
+            out.probe = addr
+        return out
+
+    def _request(self, pkt, client, ing, net, key, mac, now, writes) -> Outcome | None:
+        c = self.counters
+        sid = pkt.options.get(o.OPT_SERVER_ID)
+        requested = _ip_or_none(pkt.options.get(o.OPT_REQUESTED_IP))
+        ciaddr = int.from_bytes(pkt.ciaddr, "big")
+        if sid is not None:                         # SELECTING
+            if sid != socket.inet_aton(ing.server_ip):
+                self.leases.forget_offer(net.name, key)
+                c["ignored.request_other_server"] += 1
+                return None
+            addr = requested if requested is not None else (ciaddr or None)
+        elif requested is not None and not ciaddr:  # INIT-REBOOT
+            addr = requested
+        elif ciaddr:                                # RENEWING / REBINDING
+            addr = ciaddr
+        else:
+            c["drop.request_no_address"] += 1
+            return None
+        reason = None
+        res = next((r for r in net.reservations if r.mac == mac), None)
+        if addr is None or not net.contains(addr):
+            reason = "address not on this network"
+        elif res is not None and res.address != addr:
+            reason = "client has a reservation for another address"
+        elif not self.leases.free_for(net.name, addr, key, mac, now):
+            reason = "address belongs to another client"
+        if reason is not None:
+            have_record = self.leases.lease_of(net.name, key) is not None
+            if not self.s.authoritative and not have_record:
+                c["ignored.request_no_record"] += 1   # RFC 2131 §4.3.2: stay silent
+                return None
+            writes.append(event(now, mac, "dhcp.nak", ip=int2ip(addr) if addr else None,
+                                reason=reason))
+            return self._nak(pkt, ing, reason, writes)
+        hostname = self._hostname(pkt, net, mac)
+        lease_time = self._lease_time(net)
+        lease = self.leases.bind(net.name, addr, key, mac, now, lease_time, hostname,
+                                 self.registry.is_known(mac) or res is not None)
+        boot = self._boot(client, mac, ing, now, writes)
+        writes += [("lease", lease), event(now, mac, "dhcp.ack", ip=int2ip(addr),
+                                            iface=ing.iface, file=boot.filename)]
+        reply = self._reply(pkt, o.ACK, addr.to_bytes(4, "big"), ing, net, client, lease_time,
+                            hostname, boot)
+        out = self._out(pkt, reply, o.ACK, writes, ing)
+        out.must_commit = True
+        return out
+
+    def _nak(self, pkt, ing, reason, writes) -> Outcome:
+        r = Packet(o.BOOTREPLY, pkt.htype, pkt.hlen, 0, pkt.xid, 0, pkt.flags, _ZERO, _ZERO,
+                   _ZERO, pkt.giaddr, pkt.chaddr)
+        r.options[o.OPT_MESSAGE_TYPE] = bytes((o.NAK,))
+        r.options[o.OPT_SERVER_ID] = socket.inet_aton(ing.server_ip)
+        r.options[o.OPT_MESSAGE] = reason.encode()
+        if o.OPT_RELAY_AGENT in pkt.options:
+            r.options[o.OPT_RELAY_AGENT] = pkt.options[o.OPT_RELAY_AGENT]
+        if pkt.giaddr != _ZERO:
+            r.flags |= o.FLAG_BROADCAST   # RFC 2131 §4.3.2: relay must broadcast a NAK
+            dest = (pkt.giaddr_ip, o.SERVER_PORT)
+        else:
+            dest = (_BCAST, o.CLIENT_PORT)
+        return Outcome(encode(r, max_message(pkt.options)), dest, None, writes, kind="NAK")
+
+    # -- proxyDHCP (PXE 2.1) ---------------------------------------------
+    def _proxy(self, pkt, mtype, client, ing, now, writes) -> Outcome | None:
+        c = self.counters
+        if mtype == o.DISCOVER and ing.port == o.SERVER_PORT:
+            rtype = o.OFFER
+        elif mtype == o.REQUEST and (ing.port == o.PXE_PORT or pkt.options.get(
+                o.OPT_SERVER_ID) == socket.inet_aton(ing.server_ip)):
+            rtype = o.ACK
+        else:
+            c["ignored.proxy_type"] += 1
+            return None
+        boot = self._boot(client, pkt.mac, ing, now, writes)
+        if boot.filename is None:
+            return None
+        reply = self._reply(pkt, rtype, _ZERO, ing, None, client, None, None, boot, proxy=True)
+        writes.append(event(now, pkt.mac, "proxy." + o.MSG_NAMES[rtype].lower(),
+                            file=boot.filename, port=ing.port, iface=ing.iface))
+        if ing.port == o.PXE_PORT:
+            # PXE 2.1 §2.2.2: the 4011 reply goes back where the request came from.
+            return Outcome(reply, ing.src, None, writes, kind="PROXY_" + o.MSG_NAMES[rtype])
+        out = self._out(pkt, reply, rtype, writes, ing)
+        out.kind = "PROXY_" + o.MSG_NAMES[rtype]
+        return out
+
+    # -- building replies ------------------------------------------------
+    def _lease_time(self, net: Network) -> int:
+        return net.lease_time or self.s.lease_time
+
+    def _hostname(self, pkt, net, mac) -> str | None:
+        res = next((r for r in net.reservations if r.mac == mac), None)
+        if res is not None and res.hostname:
+            return res.hostname
+        return sanitize_hostname(pkt.options.get(o.OPT_HOSTNAME))
+
+    def _boot(self, client, mac, ing, now, writes) -> pxe.BootAnswer:
+        ans = pxe.decide(client, mac, ing.server_ip, self.boot)
+        if ans.event:
+            self.counters["boot.no_file"] += 1
+            writes.append(event(now, mac, "boot.unsupported", arch=client.arch,
+                                arch_name=client.arch_name, reason=ans.event))
+        return ans
+
+    def _reply(self, pkt, rtype, yiaddr, ing, net, client, lease_time, hostname,
+               boot: pxe.BootAnswer, proxy: bool = False) -> bytes:
+        avail: dict[int, bytes] = {o.OPT_MESSAGE_TYPE: bytes((rtype,)),
+                                   o.OPT_SERVER_ID: socket.inet_aton(ing.server_ip)}
+        if lease_time is not None:
+            avail[o.OPT_LEASE_TIME] = o.u32(lease_time)
+            avail[o.OPT_RENEWAL_T1] = o.u32(lease_time // 2)          # RFC 2131 §4.4.5
+            avail[o.OPT_REBINDING_T2] = o.u32(lease_time * 7 // 8)
+        if net is not None:
+            avail[o.OPT_SUBNET_MASK] = net.subnet.netmask.packed
+            if net.router:
+                avail[o.OPT_ROUTER] = o.ip_bytes(net.router)
+            if net.dns:
+                avail[o.OPT_DNS] = o.ip_list(net.dns)
+            if net.domain:
+                avail[o.OPT_DOMAIN_NAME] = net.domain.encode()
+            avail[o.OPT_BROADCAST] = net.subnet.broadcast_address.packed
+        if hostname:
+            avail[o.OPT_HOSTNAME] = hostname.encode()
+        siaddr = _ZERO
+        file = b""
+        if boot.filename:
+            fn = boot.filename.encode()
+            avail[o.OPT_BOOTFILE] = fn
+            if len(fn) < 128:
+                file = fn
+            if boot.next_server:
+                siaddr = socket.inet_aton(boot.next_server)
+                avail[o.OPT_TFTP_SERVER] = boot.next_server.encode()
+        if proxy:
+            avail[o.OPT_VENDOR_CLASS] = b"HTTPClient" if client.http else b"PXEClient"
+            if client.pxe:
+                avail[o.OPT_VENDOR_SPECIFIC] = PXE_VENDOR_OPTS
+        elif boot.vendor_class:
+            avail[o.OPT_VENDOR_CLASS] = boot.vendor_class
+        if o.OPT_CLIENT_UUID in pkt.options and (proxy or boot.filename):
+            avail[o.OPT_CLIENT_UUID] = pkt.options[o.OPT_CLIENT_UUID]  # PXE 2.1: echo UUID
+        opts: dict[int, bytes] = {}
+        for code in _FIRST:
+            if code in avail:
+                opts[code] = avail[code]
+        for code in pkt.options.get(o.OPT_PARAM_REQUEST, b""):   # option 55 order
+            if code in avail and code not in opts:
+                opts[code] = avail[code]
+        for code, val in avail.items():
+            if code not in opts:
+                opts[code] = val
+        if o.OPT_RELAY_AGENT in pkt.options:                      # RFC 3046: echo, last
+            opts[o.OPT_RELAY_AGENT] = pkt.options[o.OPT_RELAY_AGENT]
+        r = Packet(o.BOOTREPLY, pkt.htype, pkt.hlen, 0, pkt.xid, 0, pkt.flags, pkt.ciaddr,
+                   yiaddr, siaddr, pkt.giaddr, pkt.chaddr, b"", file, opts)
+        return encode(r, max_message(pkt.options))
+
+    def _out(self, pkt, reply: bytes, rtype: int, writes, ing) -> Outcome:
+        """RFC 2131 §4.1: relay -> giaddr:67; ciaddr -> unicast; broadcast
+        bit or no address -> broadcast; else unicast to yiaddr at chaddr."""
+        if pkt.giaddr != _ZERO:
+            dest, arp = (pkt.giaddr_ip, o.SERVER_PORT), None
+        elif pkt.ciaddr != _ZERO:
+            dest, arp = (pkt.ciaddr_ip, o.CLIENT_PORT), None
+        else:
+            yiaddr = reply[16:20]
+            if pkt.flags & o.FLAG_BROADCAST or yiaddr == _ZERO or pkt.htype != 1 \
+                    or pkt.hlen != 6:
+                dest, arp = (_BCAST, o.CLIENT_PORT), None
+            else:
+                ip = socket.inet_ntoa(yiaddr)
+                dest, arp = (ip, o.CLIENT_PORT), (ip, pkt.chaddr)
+        return Outcome(reply, dest, arp, writes, kind=o.MSG_NAMES[rtype])
+

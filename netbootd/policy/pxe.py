@@ -1,0 +1,125 @@
+"""Classify a DHCP client and decide what it boots.  Pure functions.
+
+Sources: RFC 4578 (options 93, 94, 97), PXE 2.1 (option 60 "PXEClient", option
+43 discovery control), UEFI 2.x HTTP Boot (option 60 "HTTPClient", URL boot
+file), iPXE (option 77 "iPXE", option 175); ../shared/REFERENCE.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..codec.dhcp_options import (
+    OPT_CLIENT_ARCH, OPT_CLIENT_NDI, OPT_CLIENT_UUID, OPT_IPXE_ENCAP, OPT_USER_CLASS,
+    OPT_VENDOR_CLASS,
+)
+from ..model import HTTP_ARCHES, BootConfig, arch_name
+
+
+@dataclass(frozen=True)
+class Client:
+    """What a DHCP client told us about itself."""
+    arch: int | None            # first entry of option 93
+    vendor_class: str | None    # option 60, printable
+    pxe: bool                   # PXEClient firmware
+    http: bool                  # UEFI HTTP Boot firmware (HTTPClient)
+    ipxe: bool                  # already running iPXE
+    uuid: str | None            # SMBIOS UUID from option 97, canonical form
+    undi: tuple[int, int, int] | None  # option 94: type, major, minor
+
+    @property
+    def netboot(self) -> bool:
+        return self.pxe or self.http or self.ipxe
+
+    @property
+    def arch_name(self) -> str:
+        return arch_name(self.arch)
+
+
+def printable(raw: bytes | None, limit: int = 128) -> str | None:
+    """Host-controlled bytes as safe text: printable ASCII only, bounded."""
+    if raw is None:
+        return None
+    return "".join(chr(b) if 32 <= b < 127 else "?" for b in raw[:limit])
+
+
+def decode_uuid(raw: bytes | None) -> str | None:
+    """Option 97 (RFC 4578 §2.3): type 0 + 16-byte GUID.  EDK2 and iPXE put
+    the SMBIOS UUID's first three fields in little-endian (GUID layout), so
+    swap them back to get the UUID that dmidecode prints."""
+    if raw is None or len(raw) != 17 or raw[0] != 0:
+        return None
+    g = raw[1:]
+    b = g[3::-1] + g[5:3:-1] + g[7:5:-1] + g[8:]
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def classify(options: dict[int, bytes]) -> Client:
+    vc = options.get(OPT_VENDOR_CLASS)
+    arch_raw = options.get(OPT_CLIENT_ARCH)
+    # RFC 4578: a list of 16-bit types; the first is the one in use.
+    arch = int.from_bytes(arch_raw[:2], "big") if arch_raw and len(arch_raw) >= 2 else None
+    pxe = bool(vc) and vc.startswith(b"PXEClient")
+    http = bool(vc) and vc.startswith(b"HTTPClient")
+    if arch is None and vc and (pxe or http):
+        # "PXEClient:Arch:00007:UNDI:003000" carries the arch too (PXE 2.1).
+        parts = vc.split(b":")
+        if len(parts) >= 3 and parts[1] == b"Arch" and parts[2].isdigit():
+            arch = int(parts[2])
+    uc = options.get(OPT_USER_CLASS)
+    # iPXE sends option 77 raw ("iPXE"); RFC 3004 form is length-prefixed.
+    ipxe = OPT_IPXE_ENCAP in options or uc in (b"iPXE", b"\x04iPXE")
+    ndi = options.get(OPT_CLIENT_NDI)
+    undi = tuple(ndi) if ndi and len(ndi) == 3 else None
+    return Client(arch, printable(vc), pxe, http, ipxe,
+                  decode_uuid(options.get(OPT_CLIENT_UUID)), undi)
+
+
+@dataclass(frozen=True)
+class BootAnswer:
+    filename: str | None            # file field / option 67; a URL for HTTP clients
+    next_server: str | None         # siaddr / option 66 (TFTP)
+    vendor_class: bytes | None      # option 60 to echo: PXEClient / HTTPClient
+    event: str | None = None        # why nothing could be offered, for the host's log
+
+
+def script_url(base: str, mac: str) -> str:
+    return f"{base}/boot/{mac.replace(':', '-')}.ipxe"
+
+
+def decide(client: Client, mac: str, server_ip: str, cfg: BootConfig) -> BootAnswer:
+    """What `client` should boot next.  iPXE gets its boot script over HTTP
+    (so there is no chainload loop); firmware gets the right iPXE binary."""
+    http_base = cfg.http_base or f"http://{server_ip}:{cfg.http_port}"
+    tftp = cfg.tftp_server or server_ip
+    files = cfg.files
+    if client.ipxe:
+        return BootAnswer(script_url(http_base, mac), tftp, b"PXEClient" if client.pxe else None)
+    if client.http or (client.arch in HTTP_ARCHES and not client.pxe):
+        name = None
+        if client.arch in (16, 17):       # x64 (EBC-labelled too)
+            name = files.uefi_x64
+        elif client.arch == 19:
+            name = files.uefi_arm64
+        elif client.arch == 15:
+            name = files.uefi_x86
+        if not name:
+            return BootAnswer(None, None, None,
+                              f"no HTTP boot file for arch {client.arch_name}")
+        return BootAnswer(f"{http_base}/files/{name}", None, b"HTTPClient")
+    if not client.pxe:
+        return BootAnswer(None, None, None)
+    if client.arch == 0:
+        name = files.bios
+    elif client.arch in (7, 9):
+        name = files.uefi_x64
+    elif client.arch == 6:
+        name = files.uefi_x86
+    elif client.arch == 11:
+        name = files.uefi_arm64
+    else:
+        name = None
+    if not name:
+        return BootAnswer(None, None, None,
+                          f"no boot file configured for arch {client.arch_name}")
+    return BootAnswer(name, tftp, b"PXEClient")

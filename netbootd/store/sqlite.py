@@ -1,0 +1,212 @@
+"""SQLite store (WAL): schema versions, migrations, batched writes, tolerant loads.
+
+Blocking calls: ``apply`` runs on the group-commit thread (net/commit.py),
+``load_*`` at start-up before the reactor serves anything.  One connection
+per thread (check_same_thread stays on).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+
+from ..model import Host, HostState, Lease, LeaseState
+
+log = logging.getLogger("netbootd.store")
+
+DB_NAME = "netbootd.sqlite3"
+
+# Each entry migrates from version i to i+1.  Never edit a released step:
+# add a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE hosts (
+        mac TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        arch INTEGER,
+        vendor_class TEXT,
+        uuid TEXT,
+        hostname TEXT,
+        interface TEXT,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL
+    );
+    CREATE TABLE leases (
+        address TEXT PRIMARY KEY,
+        network TEXT NOT NULL,
+        client_key BLOB NOT NULL,
+        mac TEXT NOT NULL,
+        hostname TEXT,
+        state TEXT NOT NULL,
+        starts REAL NOT NULL,
+        ends REAL NOT NULL
+    );
+    CREATE INDEX leases_mac ON leases(mac);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        mac TEXT,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_mac ON events(mac, id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_LEASE_SQL = ("INSERT OR REPLACE INTO leases(address, network, client_key, mac, hostname, "
+              "state, starts, ends) VALUES (?,?,?,?,?,?,?,?)")
+_HOST_SQL = ("INSERT INTO hosts(mac, state, arch, vendor_class, uuid, hostname, interface, "
+             "first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(mac) DO UPDATE SET "
+             "state=excluded.state, arch=excluded.arch, vendor_class=excluded.vendor_class, "
+             "uuid=excluded.uuid, hostname=excluded.hostname, interface=excluded.interface, "
+             "last_seen=excluded.last_seen")
+_EVENT_SQL = "INSERT INTO events(ts, mac, kind, detail) VALUES (?,?,?,?)"
+# Events kept per host (the newest); older ones are trimmed in the background.
+EVENTS_PER_HOST = 500
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def _ip(n: int) -> str:
+    return f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
+def _ipint(s: str) -> int:
+    a, b, c, d = (int(x) for x in s.split("."))
+    if not all(0 <= x <= 255 for x in (a, b, c, d)):
+        raise ValueError(s)
+    return a << 24 | b << 16 | c << 8 | d
+
+
+class Store:
+    def __init__(self, state_dir: str, sync: str = "full"):
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, DB_NAME)
+        self.sync = sync
+        self._local = threading.local()
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        self.migrate()
+
+    # -- connections ----------------------------------------------------
+    def conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            c.execute("PRAGMA journal_mode=WAL")
+            # FULL: each group commit is fsynced (survives power loss);
+            # NORMAL: survives a process crash (kill -9), not power loss.
+            c.execute(f"PRAGMA synchronous={'FULL' if self.sync == 'full' else 'NORMAL'}")
+            c.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = c
+        return c
+
+    def close(self) -> None:
+        c = getattr(self._local, "conn", None)
+        if c is not None:
+            c.close()
+            self._local.conn = None
+
+    def migrate(self) -> None:
+        c = self.conn()
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {version}, newer than this "
+                             f"netbootd ({SCHEMA_VERSION}); refusing to touch it")
+        for v in range(version, SCHEMA_VERSION):
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in MIGRATIONS[v].split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute(f"PRAGMA user_version={v + 1}")
+                c.execute("COMMIT")
+            except Exception:
+                c.execute("ROLLBACK")
+                raise
+            log.info("store: migrated %s to schema version %d", self.path, v + 1)
+
+    # -- writes (group commit) -------------------------------------------
+    def apply(self, batch: list[tuple]) -> None:
+        """Write one batch in one transaction.  Items: ("lease", Lease),
+        ("host", Host), ("event", (ts, mac, kind, detail)), ("trim", None) to
+        trim old events afterwards."""
+        leases, hosts, events = {}, {}, []
+        trim = False
+        for kind, item in batch:
+            if kind == "lease":
+                leases[item.address] = (
+                    _ip(item.address), item.network, item.client_key, item.mac,
+                    item.hostname, item.state.value, item.starts, item.ends)
+            elif kind == "host":
+                hosts[item.mac] = (item.mac, item.state.value, item.arch, item.vendor_class,
+                                   item.uuid, item.hostname, item.interface, item.first_seen,
+                                   item.last_seen)
+            elif kind == "event":
+                events.append(item)
+            elif kind == "trim":
+                trim = True
+            else:
+                raise StoreError(f"unknown write kind {kind!r}")
+        c = self.conn()
+        c.execute("BEGIN")
+        try:
+            if hosts:
+                c.executemany(_HOST_SQL, hosts.values())
+            if leases:
+                c.executemany(_LEASE_SQL, leases.values())
+            if events:
+                c.executemany(_EVENT_SQL, events)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        if trim:
+            self.trim_events()
+
+    def trim_events(self, keep: int = EVENTS_PER_HOST) -> int:
+        """Keep the newest `keep` events of each host; returns rows deleted."""
+        c = self.conn()
+        cur = c.execute(
+            "DELETE FROM events WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER "
+            "(PARTITION BY mac ORDER BY id DESC) AS rn FROM events) WHERE rn > ?)", (keep,))
+        return cur.rowcount
+
+    # -- reads ------------------------------------------------------------
+    def load_leases(self) -> list[Lease]:
+        """Every stored lease, oldest first; unreadable rows are logged and
+        skipped, never fatal."""
+        out = []
+        for row in self.conn().execute(
+                "SELECT address, network, client_key, mac, hostname, state, starts, ends "
+                "FROM leases ORDER BY starts"):
+            try:
+                out.append(Lease(_ipint(row[0]), str(row[1]), bytes(row[2]), str(row[3]),
+                                 LeaseState(row[5]), float(row[6]), float(row[7]), row[4]))
+            except (ValueError, TypeError) as e:
+                log.warning("store: skipping unreadable lease row %r: %s", row, e)
+        return out
+
+    def load_hosts(self) -> list[Host]:
+        out = []
+        for row in self.conn().execute(
+                "SELECT mac, state, arch, vendor_class, uuid, hostname, interface, first_seen, "
+                "last_seen FROM hosts"):
+            try:
+                out.append(Host(str(row[0]), HostState(row[1]),
+                                None if row[2] is None else int(row[2]), row[3], row[4],
+                                row[5], row[6], float(row[7]), float(row[8])))
+            except (ValueError, TypeError) as e:
+                log.warning("store: skipping unreadable host row %r: %s", row, e)
+        return out
+
+    def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        c = self.conn()
+        c.row_factory = sqlite3.Row
+        try:
+            return c.execute(sql, args).fetchall()
+        finally:
+            c.row_factory = None

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what netbootd needs on Debian 12 (run as root): Debian packages and
+# a virtualenv in ./.venv with netbootd installed into it (editable).
+#   scripts/setup.sh          runtime only
+#   scripts/setup.sh test     runtime + test peers (perfdhcp, Kea, dnsmasq, udhcpc...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want=${1:-run}
+
+RUNTIME_DEBS="python3 python3-venv python3-dev gcc iproute2 ipxe"
+TEST_DEBS="kea-admin kea-dhcp4-server dnsmasq-base busybox isc-dhcp-client tcpdump procps"
+
+need=()
+for p in $RUNTIME_DEBS $( [ "$want" = test ] && echo "$TEST_DEBS" ); do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then echo "setup.sh: need root to install: ${need[*]}" >&2; exit 1; fi
+  # Never let a package's maintainer script start a daemon (kea, dnsmasq) on
+  # this machine's real interfaces: deny service starts while installing.
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; created_policy=1
+  fi
+  trap '[ $created_policy = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+PY=${PYTHON:-/usr/bin/python3}
+[ -x "$PY" ] || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+if [ "$want" = test ]; then
+  .venv/bin/pip install -q -e '.[test]'
+else
+  .venv/bin/pip install -q -e .
+fi
