@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 
@@ -38,7 +39,12 @@ def serve(args) -> int:
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown",
                                   lambda: top.stopService() if top.running else None)
-    reactor.run()   # installs SIGTERM/SIGINT handlers -> clean stop
+    profile = os.environ.get("NETBOOTD_PROFILE")   # developer aid: cProfile to this file
+    if profile:
+        import cProfile
+        cProfile.runctx("reactor.run()", globals(), {"reactor": reactor}, profile)
+    else:
+        reactor.run()   # installs SIGTERM/SIGINT handlers -> clean stop
     return 1 if failed else 0
 
 

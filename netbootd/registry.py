@@ -16,6 +16,11 @@ def event(ts: float, mac: str | None, kind: str, **detail) -> tuple:
                                                 sort_keys=True, default=str)))
 
 
+def event_json(ts: float, mac: str | None, kind: str, detail: str) -> tuple:
+    """An event whose detail the caller already serialized as JSON (hot path)."""
+    return ("event", (ts, mac, kind, detail))
+
+
 class Registry:
     def __init__(self, hosts: list[Host] | None = None):
         self.hosts: dict[str, Host] = {h.mac: h for h in hosts or ()}
@@ -40,6 +45,9 @@ class Registry:
             writes.append(event(now, mac, "host.discovered", arch=arch, interface=iface,
                                 vendor_class=vendor_class, uuid=uuid))
             return h
+        if (h.arch, h.vendor_class, h.uuid, h.interface) == (arch, vendor_class, uuid, iface) \
+                and now - h.last_seen <= 60:
+            return h     # the common case: nothing new
         changed = False
         for attr, val in (("arch", arch), ("vendor_class", vendor_class), ("uuid", uuid),
                           ("interface", iface)):

@@ -27,6 +27,7 @@ _HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 assert _HEADER.size == FIXED_LEN
 
 _ZERO_IP = b"\x00\x00\x00\x00"
+_NOT_ENCODED = frozenset((OPT_OVERLOAD, OPT_PAD, OPT_END))
 
 
 class DecodeError(ValueError):
@@ -180,8 +181,8 @@ def encode(pkt: Packet, max_size: int = 548) -> bytes:
     the module docstring for what happens when they do not fit."""
     max_size = max(max_size, 548)
     room = max_size - OPTIONS_START - 1  # 1 for END
-    tlvs = [_option_bytes(c, v) for c, v in pkt.options.items()
-            if c != OPT_OVERLOAD and c != OPT_PAD and c != OPT_END]
+    tlvs = [bytes((c, len(v))) + v if len(v) < 256 else _option_bytes(c, v)
+            for c, v in pkt.options.items() if c not in _NOT_ENCODED]
     file = pkt.file
     sname = pkt.sname
     if sum(map(len, tlvs)) <= room:

@@ -104,7 +104,11 @@ class DhcpProtocol(DatagramProtocol):
                 # No ARP entry possible: the common fallback is a broadcast.
                 out.dest = ("255.255.255.255", CLIENT_PORT)
         try:
-            self.transport.write(out.reply, out.dest)
+            # The socket directly: twisted's Port.write re-validates the
+            # address on every datagram, which the hot path cannot afford.
+            self.transport.socket.sendto(out.reply, out.dest)
+        except BlockingIOError:
+            self.counters["tx_dropped_buffer_full"] += 1
         except OSError as e:
             self.counters["tx_error"] += 1
             log.warning("dhcp: cannot send %s to %s: %s", out.kind, out.dest, e)

@@ -66,7 +66,7 @@ def resolve(requested: tuple[str, ...]) -> list[IfAddr]:
 
 
 def udp_socket(iface: str | None, port: int, ip: str = "0.0.0.0",
-               bufsize: int = 4 << 20) -> socket.socket:
+               bufsize: int = 256 << 10) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

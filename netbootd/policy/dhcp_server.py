@@ -8,6 +8,7 @@ engine; the Twisted protocol around it only moves bytes and commits writes.
 """
 from __future__ import annotations
 
+import json
 import re
 import socket
 import struct
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from ..codec import dhcp_options as o
 from ..codec.dhcp import Packet, encode
 from ..model import BootConfig, LeaseState
-from ..registry import Registry, event
+from ..registry import Registry, event, event_json
 from . import pxe
 from .leases import LeaseTable, Network, PoolExhausted, client_key, int2ip
 from .ratelimit import Buckets
@@ -32,6 +33,9 @@ PXE_VENDOR_OPTS = bytes((6, 1, 8, 255))
 _FIRST = (o.OPT_MESSAGE_TYPE, o.OPT_SERVER_ID, o.OPT_LEASE_TIME, o.OPT_RENEWAL_T1,
           o.OPT_REBINDING_T2)
 _LABEL_BAD = re.compile(r"[^a-z0-9-]+")
+_MSG_TYPE_BYTES = {t: bytes((t,)) for t in o.MSG_NAMES}
+_RX_NAMES = {t: "rx." + n for t, n in o.MSG_NAMES.items()}
+_TX_NAMES = {n: "tx." + n for n in o.MSG_NAMES.values()}
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,20 @@ def max_message(options: dict[int, bytes]) -> int:
     return size - o.IP_UDP_OVERHEAD
 
 
+_json_cache: dict = {}
+
+
+def _json(value) -> str:
+    """json.dumps for the few distinct server-side strings (file names,
+    interface names) that go into hot-path events; memoized."""
+    j = _json_cache.get(value)
+    if j is None:
+        if len(_json_cache) > 1024:
+            _json_cache.clear()
+        j = _json_cache[value] = json.dumps(value)
+    return j
+
+
 def _ip_or_none(raw: bytes | None) -> int | None:
     return int.from_bytes(raw, "big") if raw is not None and len(raw) == 4 else None
 
@@ -107,6 +125,8 @@ class DhcpEngine:
         self.mac_buckets = Buckets(settings.per_mac_pps)
         self.new_buckets = Buckets(settings.new_clients_per_interface_pps, max_keys=4096)
         self._last_exhausted: dict[str, float] = {}
+        self._lease_cache: dict[int, dict[int, bytes]] = {}
+        self._net_cache: dict[str, dict[int, bytes]] = {}
 
     # -- entry point ----------------------------------------------------
     def handle(self, pkt: Packet, ing: Ingress, now: float) -> Outcome | None:
@@ -118,7 +138,7 @@ class DhcpEngine:
         if mtype is None:
             c["drop.bootp_or_no_type"] += 1
             return None
-        c["rx." + o.MSG_NAMES.get(mtype, "other")] += 1
+        c[_RX_NAMES.get(mtype, "rx.other")] += 1
         if pkt.hlen == 0 or pkt.hlen > 16:
             c["drop.bad_hlen"] += 1
             return None
@@ -150,7 +170,7 @@ class DhcpEngine:
                 return Outcome(writes=writes)
             return None
         if out.kind:
-            c["tx." + out.kind] += 1
+            c[_TX_NAMES.get(out.kind) or "tx." + out.kind] += 1
         return out
 
     # -- full DHCP server ------------------------------------------------
@@ -210,7 +230,7 @@ class DhcpEngine:
         return None
 
     def _discover(self, pkt, client, ing, net, key, mac, now, writes) -> Outcome | None:
-        known = self.registry.is_known(mac) or any(r.mac == mac for r in net.reservations)
+        known = mac in net.reservation_of or self.registry.is_known(mac)
         requested = _ip_or_none(pkt.options.get(o.OPT_REQUESTED_IP))
         prev = self.leases.lease_of(net.name, key)
         try:
@@ -251,7 +271,7 @@ class DhcpEngine:
             c["drop.request_no_address"] += 1
             return None
         reason = None
-        res = next((r for r in net.reservations if r.mac == mac), None)
+        res = net.reservation_of.get(mac)
         if addr is None or not net.contains(addr):
             reason = "address not on this network"
         elif res is not None and res.address != addr:
@@ -271,8 +291,9 @@ class DhcpEngine:
         lease = self.leases.bind(net.name, addr, key, mac, now, lease_time, hostname,
                                  self.registry.is_known(mac) or res is not None)
         boot = self._boot(client, mac, ing, now, writes)
-        writes += [("lease", lease), event(now, mac, "dhcp.ack", ip=int2ip(addr),
-                                            iface=ing.iface, file=boot.filename)]
+        writes += [("lease", lease), event_json(
+            now, mac, "dhcp.ack", '{"file":%s,"iface":%s,"ip":"%s"}' % (
+                _json(boot.filename), _json(ing.iface), int2ip(addr)))]
         reply = self._reply(pkt, o.ACK, addr.to_bytes(4, "big"), ing, net, client, lease_time,
                             hostname, boot)
         out = self._out(pkt, reply, o.ACK, writes, ing)
@@ -319,11 +340,35 @@ class DhcpEngine:
         return out
 
     # -- building replies ------------------------------------------------
+    def _lease_opts(self, lease_time: int) -> dict[int, bytes]:
+        opts = self._lease_cache.get(lease_time)
+        if opts is None:
+            opts = self._lease_cache[lease_time] = {
+                o.OPT_LEASE_TIME: o.u32(lease_time),
+                o.OPT_RENEWAL_T1: o.u32(lease_time // 2),            # RFC 2131 §4.4.5
+                o.OPT_REBINDING_T2: o.u32(lease_time * 7 // 8)}
+        return opts
+
+    def _net_opts(self, net: Network) -> dict[int, bytes]:
+        """A network's options, encoded once (the hot path only copies them)."""
+        opts = self._net_cache.get(net.name)
+        if opts is None:
+            opts = {o.OPT_SUBNET_MASK: net.subnet.netmask.packed}
+            if net.router:
+                opts[o.OPT_ROUTER] = o.ip_bytes(net.router)
+            if net.dns:
+                opts[o.OPT_DNS] = o.ip_list(net.dns)
+            if net.domain:
+                opts[o.OPT_DOMAIN_NAME] = net.domain.encode()
+            opts[o.OPT_BROADCAST] = net.subnet.broadcast_address.packed
+            self._net_cache[net.name] = opts
+        return opts
+
     def _lease_time(self, net: Network) -> int:
         return net.lease_time or self.s.lease_time
 
     def _hostname(self, pkt, net, mac) -> str | None:
-        res = next((r for r in net.reservations if r.mac == mac), None)
+        res = net.reservation_of.get(mac)
         if res is not None and res.hostname:
             return res.hostname
         return sanitize_hostname(pkt.options.get(o.OPT_HOSTNAME))
@@ -338,21 +383,12 @@ class DhcpEngine:
 
     def _reply(self, pkt, rtype, yiaddr, ing, net, client, lease_time, hostname,
                boot: pxe.BootAnswer, proxy: bool = False) -> bytes:
-        avail: dict[int, bytes] = {o.OPT_MESSAGE_TYPE: bytes((rtype,)),
+        avail: dict[int, bytes] = {o.OPT_MESSAGE_TYPE: _MSG_TYPE_BYTES[rtype],
                                    o.OPT_SERVER_ID: socket.inet_aton(ing.server_ip)}
         if lease_time is not None:
-            avail[o.OPT_LEASE_TIME] = o.u32(lease_time)
-            avail[o.OPT_RENEWAL_T1] = o.u32(lease_time // 2)          # RFC 2131 §4.4.5
-            avail[o.OPT_REBINDING_T2] = o.u32(lease_time * 7 // 8)
+            avail.update(self._lease_opts(lease_time))
         if net is not None:
-            avail[o.OPT_SUBNET_MASK] = net.subnet.netmask.packed
-            if net.router:
-                avail[o.OPT_ROUTER] = o.ip_bytes(net.router)
-            if net.dns:
-                avail[o.OPT_DNS] = o.ip_list(net.dns)
-            if net.domain:
-                avail[o.OPT_DOMAIN_NAME] = net.domain.encode()
-            avail[o.OPT_BROADCAST] = net.subnet.broadcast_address.packed
+            avail.update(self._net_opts(net))
         if hostname:
             avail[o.OPT_HOSTNAME] = hostname.encode()
         siaddr = _ZERO

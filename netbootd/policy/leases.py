@@ -9,6 +9,7 @@ release/expiry so it gets the same one back when it is still free.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -45,7 +46,11 @@ class Network:
             return False
         return any(lo <= addr <= hi for lo, hi in self.ranges)
 
-    @property
+    @functools.cached_property
+    def reservation_of(self) -> dict[str, Reservation]:
+        return {r.mac: r for r in self.reservations}
+
+    @functools.cached_property
     def pool_size(self) -> int:
         return sum(hi - lo + 1 for lo, hi in self.ranges) - sum(
             1 for a in self.excluded if any(lo <= a <= hi for lo, hi in self.ranges))

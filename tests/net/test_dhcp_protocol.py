@@ -1,0 +1,208 @@
+"""DhcpProtocol + GroupCommitter on a fake transport and task.Clock.
+
+Twisted's MemoryReactor has no UDP, so a small fake of our own stands in for
+the socket: it records what would have been sent, and where.
+"""
+from __future__ import annotations
+
+from twisted.internet import defer, task
+
+from netbootd.codec import dhcp
+from netbootd.codec import dhcp_options as o
+from netbootd.model import BootConfig, LeaseState
+from netbootd.net.commit import GroupCommitter
+from netbootd.net.dhcp import DhcpProtocol
+from netbootd.policy.dhcp_server import DhcpEngine, EngineSettings, Ingress
+from netbootd.policy.leases import LeaseTable, whole_subnet
+from netbootd.registry import Registry
+from tests.dhcpkit import SERVER, client_packet, mac_bytes, wire
+
+
+class FakeSocket:
+    def __init__(self):
+        self.sent: list[tuple[bytes, tuple]] = []
+
+    def sendto(self, data, dest):
+        self.sent.append((data, dest))
+
+    def fileno(self):
+        return -1
+
+
+class FakeTransport:
+    def __init__(self):
+        self.socket = FakeSocket()
+
+    def fileno(self):
+        return -1
+
+
+class ManualThread:
+    """Stands in for the commit thread: runs apply() only when told to."""
+
+    def __init__(self):
+        self.calls: list[tuple[list, defer.Deferred]] = []
+        self.applied: list[list] = []
+
+    def __call__(self, fn, batch):
+        d = defer.Deferred()
+        self.calls.append((batch, d))
+        return d
+
+    def finish(self, fail: bool = False):
+        batch, d = self.calls.pop(0)
+        if fail:
+            d.errback(RuntimeError("disk full"))
+        else:
+            self.applied.append(batch)
+            d.callback(None)
+
+
+def make(window=0.002, mode="full", probe=False, prober=None):
+    clock = task.Clock()
+    clock.advance(1_700_000_000)
+    net = whole_subnet("lab", SERVER, 24)
+    engine = DhcpEngine(EngineSettings(mode=mode, probe=probe), [net], LeaseTable([net]),
+                        Registry(), BootConfig())
+    thread = ManualThread()
+    committer = GroupCommitter(clock, lambda b: None, window, run_in_thread=thread)
+    proto = DhcpProtocol(engine, Ingress("eth1", SERVER, "lab"), committer, clock, prober,
+                         arp=lambda *a: None)
+    proto.transport = FakeTransport()
+    return proto, clock, thread
+
+
+def sent(proto):
+    return [(dhcp.decode(d), dest) for d, dest in proto.transport.socket.sent]
+
+
+def discover_request(proto, i):
+    proto.datagramReceived(wire(client_packet(o.DISCOVER, mac_bytes(i), giaddr="10.77.0.9")),
+                           ("10.77.0.9", 67))
+    offer = sent(proto)[-1][0]
+    proto.datagramReceived(wire(client_packet(o.REQUEST, mac_bytes(i), giaddr="10.77.0.9",
+                                              requested=offer.yiaddr_ip, server_id=SERVER)),
+                           ("10.77.0.9", 67))
+    return offer
+
+
+def test_offer_is_sent_at_once_but_ack_only_after_the_commit():
+    proto, clock, thread = make()
+    offer = discover_request(proto, 1)
+    assert [p.msg_type for p, _ in sent(proto)] == [o.OFFER]
+    clock.advance(0.002)                         # window closes: batch goes to the thread
+    assert len(thread.calls) == 1
+    assert [p.msg_type for p, _ in sent(proto)] == [o.OFFER], "ACK left before its commit"
+    thread.finish()
+    pkts = sent(proto)
+    assert [p.msg_type for p, _ in pkts] == [o.OFFER, o.ACK]
+    assert pkts[1][0].yiaddr == offer.yiaddr and pkts[1][1] == ("10.77.0.9", 67)
+    stored = [w[1] for w in thread.applied[0] if w[0] == "lease"]
+    assert stored[0].state == LeaseState.ACTIVE and stored[0].address
+
+
+def test_writes_arriving_during_a_commit_form_the_next_group():
+    proto, clock, thread = make()
+    for i in range(3):
+        discover_request(proto, i)
+    clock.advance(0.002)
+    assert len(thread.calls) == 1
+    for i in range(3, 50):                       # these arrive while batch 1 commits
+        discover_request(proto, i)
+    thread.finish()                              # batch 1 done -> batch 2 starts at once
+    assert len(thread.calls) == 1
+    acks = [p for p, _ in sent(proto) if p.msg_type == o.ACK]
+    assert len(acks) == 3
+    thread.finish()
+    acks = [p for p, _ in sent(proto) if p.msg_type == o.ACK]
+    assert len(acks) == 50 and len({a.yiaddr for a in acks}) == 50
+    assert len(thread.applied) == 2, "47 ACKs should share one commit"
+
+
+def test_a_failed_commit_withholds_its_acks():
+    proto, clock, thread = make()
+    discover_request(proto, 1)
+    clock.advance(0.002)
+    thread.finish(fail=True)
+    assert [p.msg_type for p, _ in sent(proto)] == [o.OFFER]
+    assert proto.committer.failures == 1
+    # the client retransmits; this time the store works
+    offer = sent(proto)[0][0]
+    proto.datagramReceived(wire(client_packet(o.REQUEST, mac_bytes(1), giaddr="10.77.0.9",
+                                              requested=offer.yiaddr_ip, server_id=SERVER)),
+                           ("10.77.0.9", 67))
+    clock.advance(0.002)
+    thread.finish()
+    assert [p.msg_type for p, _ in sent(proto)] == [o.OFFER, o.ACK]
+
+
+def test_malformed_packets_are_counted_and_the_next_one_is_served():
+    proto, clock, thread = make()
+    good = wire(client_packet(o.DISCOVER, mac_bytes(1), giaddr="10.77.0.9"))
+    for bad in (b"", b"\x01" * 100, good[:-1].rstrip(b"\0")[:-1], good[:236] + b"XXXX",
+                good[:240] + b"\x35\x05\x01"):
+        proto.datagramReceived(bad, ("10.77.0.9", 67))
+    proto.datagramReceived(good, ("10.77.0.9", 67))
+    c = proto.counters
+    assert c["drop.short"] == 2 and c["drop.bad_cookie"] == 1
+    assert c["drop.option_overrun"] + c["drop.no_end"] + c["drop.option_truncated"] == 2
+    assert [p.msg_type for p, _ in sent(proto)] == [o.OFFER]
+
+
+def test_an_internal_error_never_escapes_datagram_received():
+    proto, clock, thread = make()
+
+    def boom(*a):
+        raise KeyError("bug")
+    proto.engine.handle = boom
+    proto.datagramReceived(wire(client_packet(o.DISCOVER, mac_bytes(1))), ("10.77.0.9", 67))
+    assert proto.counters["drop.internal_error"] == 1
+
+
+class FakeProber:
+    def __init__(self):
+        self.pending: dict[str, defer.Deferred] = {}
+
+    def probe(self, ip):
+        d = self.pending[ip] = defer.Deferred()
+        return d
+
+
+def test_probe_delays_only_its_own_offer_and_skips_an_address_in_use():
+    prober = FakeProber()
+    proto, clock, thread = make(probe=True, prober=prober)
+    proto.datagramReceived(wire(client_packet(o.DISCOVER, mac_bytes(1), giaddr="10.77.0.9")),
+                           ("10.77.0.9", 67))
+    assert sent(proto) == [] and len(prober.pending) == 1
+    # meanwhile another client is served (its probe is pending too, not blocking)
+    proto.datagramReceived(wire(client_packet(o.DISCOVER, mac_bytes(2), giaddr="10.77.0.9")),
+                           ("10.77.0.9", 67))
+    first_ip, second_ip = list(prober.pending)
+    prober.pending.pop(first_ip).callback(True)          # someone answered: in use
+    (retry_ip,) = set(prober.pending) - {second_ip}      # client 1 probes another address
+    assert proto.counters["probe.conflict"] == 1
+    for ip, d in list(prober.pending.items()):
+        prober.pending.pop(ip).callback(False)
+    offers = [p for p, _ in sent(proto)]
+    assert len(offers) == 2 and first_ip not in {p.yiaddr_ip for p in offers}
+    assert retry_ip in {p.yiaddr_ip for p in offers}
+    lease = proto.engine.leases.by_addr[int.from_bytes(bytes(map(int, first_ip.split("."))),
+                                                       "big")]
+    assert lease.state == LeaseState.DECLINED and lease.client_key == b""
+
+
+def test_returning_client_is_not_probed_again():
+    prober = FakeProber()
+    proto, clock, thread = make(probe=True, prober=prober)
+    proto.datagramReceived(wire(client_packet(o.DISCOVER, mac_bytes(1), giaddr="10.77.0.9")),
+                           ("10.77.0.9", 67))
+    prober.pending.popitem()[1].callback(False)
+    offer = sent(proto)[0][0]
+    proto.datagramReceived(wire(client_packet(o.REQUEST, mac_bytes(1), giaddr="10.77.0.9",
+                                              requested=offer.yiaddr_ip, server_id=SERVER)),
+                           ("10.77.0.9", 67))
+    clock.advance(0.01)
+    thread.finish()
+    proto.datagramReceived(wire(client_packet(o.DISCOVER, mac_bytes(1), giaddr="10.77.0.9")),
+                           ("10.77.0.9", 67))
+    assert prober.pending == {} and sent(proto)[-1][0].yiaddr == offer.yiaddr

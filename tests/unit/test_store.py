@@ -1,0 +1,73 @@
+"""SQLite store: migrations, round trips, tolerant loading."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from netbootd.model import Host, HostState, Lease, LeaseState
+from netbootd.registry import event
+from netbootd.store.sqlite import DB_NAME, SCHEMA_VERSION, Store, StoreError
+
+
+def lease(i, state=LeaseState.ACTIVE):
+    return Lease((10 << 24) + i, "lab", b"\x01\x01" + bytes(5) + bytes([i]),
+                 f"52:54:00:00:00:{i:02x}", state, 100.0 + i, 4000.0 + i, f"h{i}")
+
+
+def test_fresh_store_has_the_current_schema_version(tmp_path):
+    s = Store(str(tmp_path))
+    assert s.conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert s.conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_writes_survive_reopening(tmp_path):
+    s = Store(str(tmp_path))
+    h = Host("52:54:00:00:00:01", HostState.DISCOVERED, 7, "PXEClient", "u", None, "eth1", 1, 2)
+    s.apply([("host", h), ("lease", lease(1)), ("lease", lease(2)),
+             event(5.0, h.mac, "dhcp.ack", ip="10.0.0.1")])
+    s.close()
+    s2 = Store(str(tmp_path))
+    assert s2.load_leases() == [lease(1), lease(2)]
+    assert s2.load_hosts() == [h]
+    assert s2.query("SELECT kind FROM events")[0]["kind"] == "dhcp.ack"
+
+
+def test_last_write_of_a_lease_in_a_batch_wins(tmp_path):
+    s = Store(str(tmp_path))
+    s.apply([("lease", lease(1)), ("lease", lease(1, LeaseState.RELEASED))])
+    assert s.load_leases()[0].state == LeaseState.RELEASED
+
+
+def test_unreadable_rows_are_skipped_not_fatal(tmp_path, caplog):
+    s = Store(str(tmp_path))
+    s.apply([("lease", lease(1))])
+    s.conn().execute("INSERT INTO leases VALUES ('999.1.1.1','lab',x'01','m',NULL,'active',1,2)")
+    s.conn().execute("INSERT INTO leases VALUES ('10.0.0.9','lab',x'01','m',NULL,'bogus',1,2)")
+    s.conn().execute("INSERT INTO hosts VALUES ('m','nostate',NULL,NULL,NULL,NULL,NULL,1,1)")
+    assert s.load_leases() == [lease(1)]
+    assert s.load_hosts() == []
+    assert "skipping unreadable lease row" in caplog.text
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    Store(str(tmp_path)).close()
+    c = sqlite3.connect(tmp_path / DB_NAME)
+    c.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    c.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(str(tmp_path))
+
+
+def test_events_are_trimmed_per_host(tmp_path):
+    s = Store(str(tmp_path))
+    s.apply([event(float(i), "a", "k") for i in range(30)] + [event(1.0, "b", "k")])
+    assert s.trim_events(keep=10) == 20
+    rows = s.query("SELECT mac, COUNT(*) AS n FROM events GROUP BY mac ORDER BY mac")
+    assert [(r["mac"], r["n"]) for r in rows] == [("a", 10), ("b", 1)]
+
+
+def test_state_dir_is_private(tmp_path):
+    d = tmp_path / "state"
+    Store(str(d))
+    assert (d.stat().st_mode & 0o777) == 0o700
