@@ -24,6 +24,7 @@ from . import interfaces
 from .commit import GroupCommitter
 from .dhcp import DhcpProtocol
 from .probe import IcmpProber
+from .udp import UdpEndpoint
 
 log = logging.getLogger("netbootd")
 
@@ -113,12 +114,8 @@ class DhcpService(service.Service):
             for port in ports:
                 ing = Ingress(ifa.name, ifa.ip, attached[ifa.name], port)
                 proto = DhcpProtocol(self.engine, ing, self.committer, self.reactor, self.prober)
-                sock = interfaces.udp_socket(ifa.name, port)
-                try:
-                    self.ports.append(self.reactor.adoptDatagramPort(
-                        sock.fileno(), sock.family, proto))
-                finally:
-                    sock.close()    # twisted holds its own duplicate
+                self.ports.append(UdpEndpoint(self.reactor, interfaces.udp_socket(ifa.name, port),
+                                              proto))
         self._trim = task.LoopingCall(self.committer.submit, [("trim", None)])
         self._trim.clock = self.reactor
         self._trim.start(600, now=False)
@@ -136,7 +133,7 @@ class DhcpService(service.Service):
         if self._trim is not None and self._trim.running:
             self._trim.stop()
         for p in self.ports:
-            yield p.stopListening()
+            p.close()
         self.ports = []
         if self.prober is not None:
             self.prober.close()

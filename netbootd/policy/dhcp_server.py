@@ -244,9 +244,10 @@ class DhcpEngine:
         lease = self.leases.offer(net.name, addr, key, mac, now, self.s.offer_hold, known)
         fresh = prev is None or prev.address != addr
         hostname = self._hostname(pkt, net, mac)
+        boot = self._boot(client, mac, ing, now, writes)
         reply = self._reply(pkt, o.OFFER, addr.to_bytes(4, "big"), ing, net, client,
-                            self._lease_time(net), hostname,
-                            self._boot(client, mac, ing, now, writes))
+                            self._lease_time(net), hostname, boot)
+        writes.append(self._exchange_event(now, mac, "dhcp.offer", boot, ing, addr))
         out = self._out(pkt, reply, o.OFFER, writes, ing)
         if self.s.probe and fresh and lease.state == LeaseState.OFFERED:
             out.probe = addr
@@ -291,9 +292,7 @@ class DhcpEngine:
         lease = self.leases.bind(net.name, addr, key, mac, now, lease_time, hostname,
                                  self.registry.is_known(mac) or res is not None)
         boot = self._boot(client, mac, ing, now, writes)
-        writes += [("lease", lease), event_json(
-            now, mac, "dhcp.ack", '{"file":%s,"iface":%s,"ip":"%s"}' % (
-                _json(boot.filename), _json(ing.iface), int2ip(addr)))]
+        writes += [("lease", lease), self._exchange_event(now, mac, "dhcp.ack", boot, ing, addr)]
         reply = self._reply(pkt, o.ACK, addr.to_bytes(4, "big"), ing, net, client, lease_time,
                             hostname, boot)
         out = self._out(pkt, reply, o.ACK, writes, ing)
@@ -340,6 +339,12 @@ class DhcpEngine:
         return out
 
     # -- building replies ------------------------------------------------
+    @staticmethod
+    def _exchange_event(now, mac, kind, boot, ing, addr) -> tuple:
+        """The per-exchange event of the host's log (hot path: no json.dumps)."""
+        return event_json(now, mac, kind, '{"file":%s,"iface":%s,"ip":"%s"}' % (
+            _json(boot.filename), _json(ing.iface), int2ip(addr)))
+
     def _lease_opts(self, lease_time: int) -> dict[int, bytes]:
         opts = self._lease_cache.get(lease_time)
         if opts is None:

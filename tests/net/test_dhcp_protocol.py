@@ -206,3 +206,28 @@ def test_returning_client_is_not_probed_again():
     proto.datagramReceived(wire(client_packet(o.DISCOVER, mac_bytes(1), giaddr="10.77.0.9")),
                            ("10.77.0.9", 67))
     assert prober.pending == {} and sent(proto)[-1][0].yiaddr == offer.yiaddr
+
+
+def test_a_backlog_is_served_requests_first():
+    """Under overload the batch holds many datagrams: REQUESTs (exchanges under
+    way) are answered before DISCOVERs (new exchanges); arrival order otherwise."""
+    proto, clock, thread = make(window=0)
+    offers = []
+    for i in range(3):
+        proto.datagramReceived(wire(client_packet(o.DISCOVER, mac_bytes(i), giaddr="10.77.0.9")),
+                               ("10.77.0.9", 67))
+        offers.append(sent(proto)[-1][0])
+    while thread.calls:                      # let the OFFERs' event writes commit
+        thread.finish()
+    proto.transport.socket.sent.clear()
+    batch = [(wire(client_packet(o.DISCOVER, mac_bytes(10 + i), giaddr="10.77.0.9")),
+              ("10.77.0.9", 67)) for i in range(3)]
+    batch.insert(1, (wire(client_packet(o.REQUEST, mac_bytes(0), giaddr="10.77.0.9",
+                                        requested=offers[0].yiaddr_ip, server_id=SERVER)),
+                     ("10.77.0.9", 67)))
+    proto.datagramsReceived(batch)
+    assert proto.counters["rx.REQUEST"] == 1 and proto.counters["rx.batched"] == 4
+    # the REQUEST was handled first: its commit was submitted before any new OFFER left
+    assert thread.calls and [w[1].mac for w in thread.calls[0][0] if w[0] == "lease"] == \
+        [mac_bytes(0).hex(":")]
+    assert [p.chaddr for p, _ in sent(proto)] == [mac_bytes(10 + i) for i in range(3)]
