@@ -175,6 +175,28 @@ def _option_bytes(code: int, value: bytes) -> bytes:
     return b"".join(parts)
 
 
+def _layout(tlvs: list[bytes], main_room: int, file_room: int, sname_room: int):
+    """Greedy placement in priority order: options field, then file, then
+    sname; what fits nowhere is left out.  Returns (kept flags, parts)."""
+    kept, main, in_file, in_sname = [], [], [], []
+    for tlv in tlvs:
+        n = len(tlv)
+        if n <= main_room:
+            main.append(tlv)
+            main_room -= n
+        elif n <= file_room:
+            in_file.append(tlv)
+            file_room -= n
+        elif n <= sname_room:
+            in_sname.append(tlv)
+            sname_room -= n
+        else:
+            kept.append(False)
+            continue
+        kept.append(True)
+    return kept, main, in_file, in_sname
+
+
 def encode(pkt: Packet, max_size: int = 548) -> bytes:
     """Encode `pkt`; the result never exceeds `max_size` bytes (clamped to at
     least 548, the RFC 2131 minimum).  Options are placed in dict order; see
@@ -188,27 +210,23 @@ def encode(pkt: Packet, max_size: int = 548) -> bytes:
     if sum(map(len, tlvs)) <= room:
         main = tlvs
     else:
-        # Greedy fit, in priority order: options field (less 3 bytes for
-        # option 52), then an unused file field, then an unused sname field.
-        main, in_file, in_sname = [], [], []
-        left = room - 3
-        f_left = 127 if not file else -1   # 1 byte of each field for END
-        s_left = 63 if not sname else -1
-        for tlv in tlvs:
-            n = len(tlv)
-            if n <= left:
-                main.append(tlv)
-                left -= n
-            elif n <= f_left:
-                in_file.append(tlv)
-                f_left -= n
-            elif n <= s_left:
-                in_sname.append(tlv)
-                s_left -= n
-            # else: left out - it does not fit the client's size limit
-        overload = (OVERLOAD_FILE if in_file else 0) | (OVERLOAD_SNAME if in_sname else 0)
-        if overload:
-            main.append(bytes((OPT_OVERLOAD, 1, overload)))
+        # Two candidate layouts: options field only, or with option 52
+        # overloading unused file/sname fields (3 bytes of the options field
+        # go to option 52 itself).  Keep the one that drops the
+        # highest-priority option later: an option is never left out to make
+        # room for one after it.
+        plain = _layout(tlvs, room, -1, -1)
+        over = _layout(tlvs, room - 3, -1 if file else 127, -1 if sname else 63)
+        best = plain
+        if over[2] or over[3]:
+            for a, b in zip(plain[0], over[0]):
+                if a != b:
+                    best = over if b else plain
+                    break
+        _, main, in_file, in_sname = best
+        if in_file or in_sname:
+            overload = (OVERLOAD_FILE if in_file else 0) | (OVERLOAD_SNAME if in_sname else 0)
+            main = main + [bytes((OPT_OVERLOAD, 1, overload))]
             if in_file:
                 file = b"".join(in_file) + b"\xff"
             if in_sname:

@@ -177,6 +177,7 @@ class DhcpEngine:
     def _network_for(self, pkt: Packet, ing: Ingress) -> Network | None:
         if pkt.giaddr != _ZERO:
             g = int.from_bytes(pkt.giaddr, "big")
+            self.leases.in_use.add(g)      # the relay's own address is taken
             for n in self.networks.values():
                 if n.contains(g):
                     return n

@@ -95,6 +95,9 @@ class LeaseTable:
         self.by_addr: dict[int, Lease] = {}
         self.by_client: dict[tuple[str, bytes], Lease] = {}
         self.unknown_share = unknown_share
+        # Addresses seen in use by infrastructure (relay agents' giaddr):
+        # never allocated, whatever the pool says.
+        self.in_use: set[int] = set()
         self.nets: dict[str, _NetState] = {}
         for n in networks:
             self.nets[n.name] = _NetState(
@@ -121,7 +124,7 @@ class LeaseTable:
         res = st.reserved_by_mac.get(mac)
         if res is not None and res.address == addr:
             pass
-        elif addr in st.reserved_addrs or not st.network.in_pool(addr):
+        elif addr in st.reserved_addrs or addr in self.in_use or not st.network.in_pool(addr):
             return False
         h = self.holder(addr, now)
         return h is None or (h.client_key == key and h.state != LeaseState.DECLINED)
@@ -181,14 +184,15 @@ class LeaseTable:
             if a > hi:
                 ri = (ri + 1) % len(ranges)
                 a = ranges[ri][0]
-            if a not in by_addr and a not in st.reserved_addrs and a not in net.excluded:
+            if a not in by_addr and a not in st.reserved_addrs and a not in net.excluded \
+                    and a not in self.in_use:
                 st.cursor_range, st.cursor = ri, a
                 return a
         # No never-used address: reuse the longest-free one (LRU, like dhcpd).
         best = None
         for addr, lease in by_addr.items():
-            if not self.held(lease, now) and net.in_pool(addr) and \
-                    addr not in st.reserved_addrs and (best is None or lease.ends < best.ends):
+            if not self.held(lease, now) and net.in_pool(addr) and addr not in self.in_use \
+                    and addr not in st.reserved_addrs and (best is None or lease.ends < best.ends):
                 best = lease
         if best is None:
             raise PoolExhausted(f"pool of {net.name} is exhausted ({net.pool_size} addresses)")

@@ -379,3 +379,15 @@ def test_bootp_and_replies_are_dropped_and_counted():
     q.op = o.BOOTREPLY
     assert roundtrip(e, q)[0] is None
     assert e.counters["drop.bootp_or_no_type"] == 1 and e.counters["drop.not_request"] == 1
+
+
+def test_a_relays_own_address_is_never_handed_out():
+    e = make_engine()
+    addrs = set()
+    for i in range(30):
+        _, offer = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(i), giaddr="10.77.0.2"))
+        addrs.add(offer.yiaddr_ip)
+    assert "10.77.0.2" not in addrs and len(addrs) == 30
+    _, nak = roundtrip(e, client_packet(o.REQUEST, mac_bytes(99), giaddr="10.77.0.2",
+                                        requested="10.77.0.2"))
+    assert nak.msg_type == o.NAK
