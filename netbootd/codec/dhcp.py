@@ -102,17 +102,17 @@ class Packet:
 def _parse_options(data: bytes, start: int, end: int, out: dict, base: int,
                    need_end: bool) -> int | None:
     """Parse options in data[start:end] into `out` (concatenating repeats,
-    RFC 3396).  Returns the option 52 value if seen, else None.  `base` is
-    added to offsets in errors so they are message offsets."""
+    RFC 3396).  Returns the offset of the first option 52 if seen, else
+    None.  `base` is added to offsets in errors so they are message offsets."""
     i = start
-    overload = None
+    overload_at = None
     while i < end:
         code = data[i]
         if code == OPT_PAD:
             i += 1
             continue
         if code == OPT_END:
-            return overload
+            return overload_at
         if i + 1 >= end:
             raise DecodeError("option_truncated", base + i, f"option {code} has no length")
         ln = data[i + 1]
@@ -123,16 +123,18 @@ def _parse_options(data: bytes, start: int, end: int, out: dict, base: int,
         val = data[i + 2:j]
         prev = out.get(code)
         out[code] = val if prev is None else prev + val
-        if code == OPT_OVERLOAD:
-            overload = val[0] if ln == 1 else -1
+        if code == OPT_OVERLOAD and overload_at is None:
+            overload_at = base + i
         i = j
     if need_end:
         raise DecodeError("no_end", base + end, "options not terminated by END (255)")
     # file/sname fields may simply run out (they are fixed-size and NUL padded)
-    return overload
+    return overload_at
 
 
 def decode(data: bytes) -> Packet:
+    if type(data) is not bytes:
+        data = bytes(data)
     n = len(data)
     if n < OPTIONS_START:
         raise DecodeError("short", n, f"{n} bytes, a DHCP message needs at least {OPTIONS_START}")
@@ -145,12 +147,15 @@ def decode(data: bytes) -> Packet:
     if hlen > 16:
         raise DecodeError("bad_hlen", 2, f"hlen {hlen}")
     options: dict[int, bytes] = {}
-    overload = _parse_options(data, OPTIONS_START, n, options, 0, need_end=True)
-    if overload is not None:
+    at = _parse_options(data, OPTIONS_START, n, options, 0, need_end=True)
+    if at is not None:
         # RFC 2132 §9.3: only the options field may carry option 52; an
         # option 52 inside file/sname is ignored (it cannot start a loop).
-        if overload not in (1, 2, 3):
-            raise DecodeError("bad_overload", OPTIONS_START, f"option 52 value {overload}")
+        # Repeated instances concatenate (RFC 3396): only one byte is valid.
+        raw = options[OPT_OVERLOAD]
+        if len(raw) != 1 or raw[0] not in (1, 2, 3):
+            raise DecodeError("bad_overload", at, f"option 52 value {raw.hex()}")
+        overload = raw[0]
         if overload & OVERLOAD_FILE:
             _parse_options(file, 0, len(file), options, 108, need_end=False)
         if overload & OVERLOAD_SNAME:
