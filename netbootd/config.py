@@ -139,8 +139,17 @@ class BootSection:
     uefi_x86: str | None = None
     uefi_arm64: str | None = None
     http_port: int = opt(8080, _port)
+    http_listen: str = opt("0.0.0.0", _ipv4)
     http_base: str | None = None
     tftp_server: str | None = opt(None, _ipv4)
+    tftp_port: int = opt(69, _port)
+    default_profile: str = opt("discover", _one_of("discover", "localboot", "shell"))
+    files_root: str | None = None           # default: <state_dir>/files
+    ipxe_dir: str = "/usr/lib/ipxe"         # Debian's ipxe package
+    templates_dir: str | None = None        # default: boot_templates/ of this checkout
+    discover_kernel: str | None = None      # default: newest /boot/vmlinuz-*
+    discover_initrd: str | None = None      # default: <state_dir>/discover.img
+    discover_cmdline: str = "console=ttyS0 console=tty0 quiet"
 
 
 @dataclass(frozen=True)

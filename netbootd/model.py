@@ -104,6 +104,9 @@ class Host:
     interface: str | None = None
     first_seen: float = 0.0
     last_seen: float = 0.0
+    ip: str | None = None
+    profile: str | None = None          # boot profile assigned by an admin (None: default)
+    profile_args: dict = field(default_factory=dict)
 
 
 class LeaseState(str, enum.Enum):

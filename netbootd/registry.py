@@ -60,3 +60,77 @@ class Registry:
             h.last_seen = now
             writes.append(("host", h))
         return h
+
+    # -- lifecycle (boot path, agent, admin) -------------------------------
+    def _get_or_new(self, mac: str, now: float, writes: list) -> Host:
+        h = self.hosts.get(mac)
+        if h is None:
+            h = Host(mac, HostState.DISCOVERED, first_seen=now, last_seen=now)
+            self.hosts[mac] = h
+            writes.append(event(now, mac, "host.discovered", via="http"))
+        return h
+
+    def _set_state(self, h: Host, state: HostState, now: float, writes: list,
+                   why: str) -> None:
+        if h.state != state:
+            writes.append(event(now, h.mac, "host.state", old=h.state.value, new=state.value,
+                                why=why))
+            h.state = state
+
+    def script_served(self, mac: str, ip: str | None, profile: str, nbytes: int,
+                      now: float) -> list:
+        """A boot script went out: the host's timeline gets the HTTP step; an
+        assigned host is now booting its assignment."""
+        writes: list = []
+        h = self._get_or_new(mac, now, writes)
+        if ip:
+            h.ip = ip
+        h.last_seen = now
+        if h.state == HostState.ASSIGNED and profile == h.profile:
+            self._set_state(h, HostState.BOOTING, now, writes, "boot script served")
+        writes.append(("host", h))
+        writes.append(event(now, mac, "http.script", profile=profile, bytes=nbytes, ip=ip))
+        return writes
+
+    def agent_register(self, mac: str, ip: str | None, uuid: str | None,
+                       now: float) -> tuple[Host, list]:
+        """The agent (or a booted OS) called back.  discovered -> registered;
+        booting -> active (the assignment came up)."""
+        writes: list = []
+        h = self._get_or_new(mac, now, writes)
+        if ip:
+            h.ip = ip
+        if uuid:
+            h.uuid = uuid
+        h.last_seen = now
+        if h.state in (HostState.DISCOVERED, HostState.ERROR):
+            self._set_state(h, HostState.REGISTERED, now, writes, "agent registered")
+        elif h.state == HostState.BOOTING:
+            self._set_state(h, HostState.ACTIVE, now, writes, "booted system called back")
+        writes.append(("host", h))
+        writes.append(event(now, mac, "agent.register", ip=ip, uuid=uuid))
+        return h, writes
+
+    def agent_next(self, mac: str, now: float) -> tuple[str, list]:
+        """What the waiting agent should do: 'wait' as an idle resource, or
+        'reboot' into its assignment."""
+        writes: list = []
+        h = self.hosts.get(mac)
+        if h is None:
+            return "register", writes
+        if h.state == HostState.REGISTERED:
+            self._set_state(h, HostState.IDLE, now, writes, "agent waiting for assignment")
+            writes.append(("host", h))
+        if h.state == HostState.ASSIGNED:
+            return "reboot", writes
+        return "wait", writes
+
+    def assign(self, mac: str, profile: str, args: dict, now: float) -> tuple[Host, list]:
+        """Admin assignment (args already validated by policy.boot)."""
+        writes: list = []
+        h = self._get_or_new(mac, now, writes)
+        h.profile, h.profile_args = profile, dict(args)
+        self._set_state(h, HostState.ASSIGNED, now, writes, f"assigned {profile}")
+        writes.append(("host", h))
+        writes.append(event(now, mac, "host.assign", profile=profile, args=args))
+        return h, writes

@@ -10,6 +10,10 @@ import ipaddress
 import logging
 from collections import Counter
 
+import glob
+import os
+import sys
+
 from twisted.application import service
 from twisted.internet import defer, task
 
@@ -18,8 +22,10 @@ from ..config import Config, NetworkConfig
 from ..model import BootConfig, BootFiles, Reservation, normalize_mac
 from ..policy.dhcp_server import DhcpEngine, EngineSettings, Ingress
 from ..policy.leases import LeaseTable, Network, ip2int, whole_subnet
+from ..policy.boot import Renderer
 from ..registry import Registry
 from ..store.sqlite import Store
+from .. import secrets
 from . import interfaces
 from .commit import GroupCommitter
 from .dhcp import DhcpProtocol
@@ -77,54 +83,28 @@ def boot_config(cfg: Config) -> BootConfig:
                       b.http_port, b.http_base, b.tftp_server)
 
 
-class DhcpService(service.Service):
-    name = "dhcp"
+class Core(service.Service):
+    """What every protocol shares: store, registry, group commit.  Started
+    first and stopped last, so pending writes are committed after every
+    listener has closed."""
+    name = "core"
 
     def __init__(self, cfg: Config, reactor, store: Store):
         self.cfg = cfg
         self.reactor = reactor
         self.store = store
-        self.counters: Counter = Counter()
-        self.ports = []
-        self.prober = None
-        self.committer = None
-        self.engine = None
+        self.registry: Registry | None = None
+        self.committer: GroupCommitter | None = None
+        self.leases: LeaseTable | None = None     # set by the DHCP service
         self._trim = None
 
     def startService(self) -> None:
-        cfg = self.cfg
-        ifaces = interfaces.resolve(cfg.interfaces)
-        nets, attached = plan_networks(cfg, ifaces)
-        leases = LeaseTable(nets, cfg.dhcp.rate_limit.unknown_share)
-        stored = self.store.load_leases()
-        for lease in stored:
-            leases.load(lease)
-        registry = Registry(self.store.load_hosts())
-        rl = cfg.dhcp.rate_limit
-        settings = EngineSettings(cfg.mode, cfg.dhcp.lease_time, cfg.dhcp.offer_hold,
-                                  cfg.dhcp.decline_probation, cfg.dhcp.authoritative,
-                                  cfg.dhcp.probe, rl.per_mac_pps, rl.new_clients_per_interface_pps)
-        self.engine = DhcpEngine(settings, nets, leases, registry, boot_config(cfg), self.counters)
+        self.registry = Registry(self.store.load_hosts())
         self.committer = GroupCommitter(self.reactor, self.store.apply,
-                                        cfg.dhcp.commit_window_ms / 1000.0)
-        if cfg.dhcp.probe and cfg.mode == "full":
-            self.prober = IcmpProber(self.reactor, cfg.dhcp.probe_timeout_ms / 1000.0)
-        ports = [SERVER_PORT] + ([PXE_PORT] if cfg.mode == "proxy" else [])
-        for ifa in ifaces:
-            for port in ports:
-                ing = Ingress(ifa.name, ifa.ip, attached[ifa.name], port)
-                proto = DhcpProtocol(self.engine, ing, self.committer, self.reactor, self.prober)
-                self.ports.append(UdpEndpoint(self.reactor, interfaces.udp_socket(ifa.name, port),
-                                              proto))
+                                        self.cfg.dhcp.commit_window_ms / 1000.0)
         self._trim = task.LoopingCall(self.committer.submit, [("trim", None)])
         self._trim.clock = self.reactor
         self._trim.start(600, now=False)
-        for n in nets:
-            log.info("dhcp: network %s %s pool=%d lease=%ss", n.name, n.subnet, n.pool_size,
-                     n.lease_time)
-        log.info("dhcp: loaded %d leases, %d hosts", len(stored), len(registry.hosts))
-        log.info("netbootd ready: mode=%s interfaces=%s", cfg.mode,
-                 ",".join(f"{i.name}={i.ip}/{i.prefix}" for i in ifaces))
         super().startService()
 
     @defer.inlineCallbacks
@@ -132,20 +112,139 @@ class DhcpService(service.Service):
         super().stopService()
         if self._trim is not None and self._trim.running:
             self._trim.stop()
+        if self.committer is not None:
+            yield self.committer.drain()
+            self.committer.stop()
+        self.store.close()
+
+    def ip_to_mac(self, ip: str) -> str | None:
+        if self.leases is not None:
+            lease = self.leases.holder(ip2int(ip), self.reactor.seconds())
+            if lease is not None and lease.mac:
+                return lease.mac
+        for h in self.registry.hosts.values():
+            if h.ip == ip:
+                return h.mac
+        return None
+
+
+class DhcpService(service.Service):
+    name = "dhcp"
+
+    def __init__(self, core: Core):
+        self.core = core
+        self.cfg = core.cfg
+        self.reactor = core.reactor
+        self.counters: Counter = Counter()
+        self.ports = []
+        self.prober = None
+        self.engine = None
+
+    def startService(self) -> None:
+        cfg, core = self.cfg, self.core
+        ifaces = interfaces.resolve(cfg.interfaces)
+        nets, attached = plan_networks(cfg, ifaces)
+        leases = LeaseTable(nets, cfg.dhcp.rate_limit.unknown_share)
+        stored = core.store.load_leases()
+        for lease in stored:
+            leases.load(lease)
+        core.leases = leases
+        rl = cfg.dhcp.rate_limit
+        settings = EngineSettings(cfg.mode, cfg.dhcp.lease_time, cfg.dhcp.offer_hold,
+                                  cfg.dhcp.decline_probation, cfg.dhcp.authoritative,
+                                  cfg.dhcp.probe, rl.per_mac_pps, rl.new_clients_per_interface_pps)
+        self.engine = DhcpEngine(settings, nets, leases, core.registry, boot_config(cfg),
+                                 self.counters)
+        if cfg.dhcp.probe and cfg.mode == "full":
+            self.prober = IcmpProber(self.reactor, cfg.dhcp.probe_timeout_ms / 1000.0)
+        ports = [SERVER_PORT] + ([PXE_PORT] if cfg.mode == "proxy" else [])
+        for ifa in ifaces:
+            for port in ports:
+                ing = Ingress(ifa.name, ifa.ip, attached[ifa.name], port)
+                proto = DhcpProtocol(self.engine, ing, core.committer, self.reactor, self.prober)
+                self.ports.append(UdpEndpoint(self.reactor, interfaces.udp_socket(ifa.name, port),
+                                              proto))
+        for n in nets:
+            log.info("dhcp: network %s %s pool=%d lease=%ss", n.name, n.subnet, n.pool_size,
+                     n.lease_time)
+        log.info("dhcp: %s mode on %s; loaded %d leases, %d hosts", cfg.mode,
+                 ",".join(f"{i.name}={i.ip}/{i.prefix}" for i in ifaces), len(stored),
+                 len(core.registry.hosts))
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
         for p in self.ports:
             p.close()
         self.ports = []
         if self.prober is not None:
             self.prober.close()
-        if self.committer is not None:
-            yield self.committer.drain()
-            self.committer.stop()
-        self.store.close()
-        log.info("netbootd stopped: %s", dict(sorted(self.counters.items())))
+        log.info("dhcp stopped: %s", dict(sorted(self.counters.items())))
+
+
+def newest_kernel() -> str | None:
+    found = sorted(glob.glob("/boot/vmlinuz-*"), key=os.path.getmtime)
+    return found[-1] if found else None
+
+
+class HttpService(service.Service):
+    name = "http"
+
+    def __init__(self, core: Core):
+        self.core = core
+        self.port = None
+        self.app = None
+
+    def startService(self) -> None:
+        from .http.app import HttpApp
+        from .http.site import build_site
+        cfg, core = self.core.cfg, self.core
+        b = cfg.boot
+        token, created = secrets.ensure_token(cfg.state_dir)
+        if created:
+            # Shown once; afterwards only root can read it from the state dir.
+            print(f"netbootd: admin token (shown once, stored in "
+                  f"{secrets.token_path(cfg.state_dir)}): {token}", file=sys.stderr)
+        files_root = b.files_root or os.path.join(cfg.state_dir, "files")
+        os.makedirs(files_root, exist_ok=True)
+        generated = {"netbootd/discover.img": b.discover_initrd or
+                     os.path.join(cfg.state_dir, "discover.img")}
+        kernel = b.discover_kernel or newest_kernel()
+        if kernel:
+            generated["netbootd/vmlinuz"] = kernel
+        self.app = HttpApp(
+            registry=core.registry, submit=core.committer.submit,
+            renderer=Renderer(b.templates_dir, b.discover_cmdline), clock=core.reactor,
+            token=token, default_profile=b.default_profile, http_base=b.http_base,
+            roots=[files_root, b.ipxe_dir], generated=generated, ip_to_mac=core.ip_to_mac)
+        self.port = core.reactor.listenTCP(b.http_port, build_site(self.app),
+                                           interface=b.http_listen)
+        log.info("http: listening on %s:%d (files: %s, %s)", b.http_listen,
+                 self.port.getHost().port, files_root, b.ipxe_dir)
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+
+
+class Ready(service.Service):
+    """Logs the readiness line once every listener is up (tests wait for it)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    def startService(self) -> None:
+        log.info("netbootd ready: mode=%s", self.cfg.mode)
+        super().startService()
 
 
 def makeService(cfg: Config, reactor) -> service.MultiService:
     top = service.MultiService()
-    store = Store(cfg.state_dir, cfg.dhcp.sync)
-    DhcpService(cfg, reactor, store).setServiceParent(top)
+    core = Core(cfg, reactor, Store(cfg.state_dir, cfg.dhcp.sync))
+    core.setServiceParent(top)
+    DhcpService(core).setServiceParent(top)
+    HttpService(core).setServiceParent(top)
+    Ready(cfg).setServiceParent(top)
     return top

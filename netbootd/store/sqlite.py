@@ -6,6 +6,7 @@ per thread (check_same_thread stays on).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -52,16 +53,24 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_mac ON events(mac, id);
     """,
+    # 2: boot profiles per host, last known address
+    """
+    ALTER TABLE hosts ADD COLUMN ip TEXT;
+    ALTER TABLE hosts ADD COLUMN profile TEXT;
+    ALTER TABLE hosts ADD COLUMN profile_args TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _LEASE_SQL = ("INSERT OR REPLACE INTO leases(address, network, client_key, mac, hostname, "
               "state, starts, ends) VALUES (?,?,?,?,?,?,?,?)")
 _HOST_SQL = ("INSERT INTO hosts(mac, state, arch, vendor_class, uuid, hostname, interface, "
-             "first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(mac) DO UPDATE SET "
+             "first_seen, last_seen, ip, profile, profile_args) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+             "ON CONFLICT(mac) DO UPDATE SET "
              "state=excluded.state, arch=excluded.arch, vendor_class=excluded.vendor_class, "
              "uuid=excluded.uuid, hostname=excluded.hostname, interface=excluded.interface, "
-             "last_seen=excluded.last_seen")
+             "last_seen=excluded.last_seen, ip=excluded.ip, profile=excluded.profile, "
+             "profile_args=excluded.profile_args")
 _EVENT_SQL = "INSERT INTO events(ts, mac, kind, detail) VALUES (?,?,?,?)"
 # Events kept per host (the newest); older ones are trimmed in the background.
 EVENTS_PER_HOST = 500
@@ -144,7 +153,8 @@ class Store:
             elif kind == "host":
                 hosts[item.mac] = (item.mac, item.state.value, item.arch, item.vendor_class,
                                    item.uuid, item.hostname, item.interface, item.first_seen,
-                                   item.last_seen)
+                                   item.last_seen, item.ip, item.profile,
+                                   json.dumps(item.profile_args, sort_keys=True))
             elif kind == "event":
                 events.append(item)
             elif kind == "trim":
@@ -194,11 +204,15 @@ class Store:
         out = []
         for row in self.conn().execute(
                 "SELECT mac, state, arch, vendor_class, uuid, hostname, interface, first_seen, "
-                "last_seen FROM hosts"):
+                "last_seen, ip, profile, profile_args FROM hosts"):
             try:
+                args = json.loads(row[11] or "{}")
+                if not isinstance(args, dict):
+                    raise ValueError("profile_args is not an object")
                 out.append(Host(str(row[0]), HostState(row[1]),
                                 None if row[2] is None else int(row[2]), row[3], row[4],
-                                row[5], row[6], float(row[7]), float(row[8])))
+                                row[5], row[6], float(row[7]), float(row[8]), row[9], row[10],
+                                args))
             except (ValueError, TypeError) as e:
                 log.warning("store: skipping unreadable host row %r: %s", row, e)
         return out

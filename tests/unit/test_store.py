@@ -44,7 +44,9 @@ def test_unreadable_rows_are_skipped_not_fatal(tmp_path, caplog):
     s.apply([("lease", lease(1))])
     s.conn().execute("INSERT INTO leases VALUES ('999.1.1.1','lab',x'01','m',NULL,'active',1,2)")
     s.conn().execute("INSERT INTO leases VALUES ('10.0.0.9','lab',x'01','m',NULL,'bogus',1,2)")
-    s.conn().execute("INSERT INTO hosts VALUES ('m','nostate',NULL,NULL,NULL,NULL,NULL,1,1)")
+    s.conn().execute("INSERT INTO hosts(mac, state, first_seen, last_seen) VALUES ('m','nostate',1,1)")
+    s.conn().execute("INSERT INTO hosts(mac, state, first_seen, last_seen, profile_args) "
+                     "VALUES ('n','idle',1,1,'[1]')")
     assert s.load_leases() == [lease(1)]
     assert s.load_hosts() == []
     assert "skipping unreadable lease row" in caplog.text
@@ -71,3 +73,20 @@ def test_state_dir_is_private(tmp_path):
     d = tmp_path / "state"
     Store(str(d))
     assert (d.stat().st_mode & 0o777) == 0o700
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path):
+    from netbootd.store.sqlite import MIGRATIONS
+    c = sqlite3.connect(tmp_path / DB_NAME)
+    for stmt in MIGRATIONS[0].split(";"):
+        if stmt.strip():
+            c.execute(stmt)
+    c.execute("INSERT INTO hosts VALUES ('52:54:00:00:00:01','idle',7,NULL,NULL,NULL,'eth1',1,2)")
+    c.execute("PRAGMA user_version=1")
+    c.commit()
+    c.close()
+    s = Store(str(tmp_path))
+    assert s.conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    (h,) = s.load_hosts()
+    assert h.mac == "52:54:00:00:00:01" and h.state == HostState.IDLE and h.arch == 7
+    assert h.profile is None and h.profile_args == {}
