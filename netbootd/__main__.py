@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.cmd == "config":
         return cli.cmd_config_check(args)
+    if args.cmd == "hosts" and args.action == "assign":
+        return cli.cmd_assign(args)
+    if args.cmd == "token":
+        return cli.cmd_token(args)
     return cli.cmd_read(args)
 
 

@@ -34,16 +34,106 @@ def build_parser() -> argparse.ArgumentParser:
     chk = csub.add_parser("check", help="validate a config file")
     chk.add_argument("file")
 
+    t = sub.add_parser("token", help="admin token")
+    t.add_argument("action", choices=("rotate", "show-path"))
+    t.add_argument("--state-dir")
+    t.add_argument("--config")
+
     for name, helptext in (("hosts", "hosts in the registry"), ("leases", "DHCP leases"),
                            ("events", "recent events")):
         r = sub.add_parser(name, help=helptext)
-        r.add_argument("action", nargs="?", default="list", choices=("list", "show"))
+        if name == "hosts":
+            _assign_args(r)
+        r.add_argument("action", nargs="?", default="list", choices=(
+            ("list", "show", "assign") if name == "hosts" else ("list", "show")))
         r.add_argument("key", nargs="?", help="MAC (hosts show) or address (leases show)")
+        if name == "hosts":
+            r.add_argument("profile", nargs="?", help="profile (hosts assign MAC PROFILE)")
         r.add_argument("--state-dir")
         r.add_argument("--config")
         r.add_argument("--json", action="store_true", help="machine-readable output")
         r.add_argument("--limit", type=int, default=100)
     return p
+
+
+def _assign_args(p) -> None:
+    """Options of `hosts assign MAC PROFILE` (sent to the running daemon)."""
+    p.add_argument("--kernel", help="linux: kernel URL or file under the files root")
+    p.add_argument("--initrd", action="append", default=[], help="linux: initrd (repeatable)")
+    p.add_argument("--cmdline", help="linux: kernel command line")
+    p.add_argument("--san-uri", help="sanboot: iPXE SAN URI")
+    p.add_argument("--initiator-iqn", help="sanboot: initiator IQN")
+    p.add_argument("--server", help="daemon URL (default http://127.0.0.1:<http_port>)")
+
+
+def api_call(cfg: config_mod.Config, method: str, path: str, body: dict | None = None,
+             server: str | None = None) -> tuple[int, dict | list]:
+    """Call the running daemon's API with the admin token from the state dir."""
+    import urllib.error
+    import urllib.request
+
+    from . import secrets
+    try:
+        with open(secrets.token_path(cfg.state_dir), encoding="ascii") as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise SystemExit(f"netbootd: cannot read the admin token: {e}")
+    base = server or f"http://127.0.0.1:{cfg.boot.http_port}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, json.loads(e.read() or b"null")
+        except ValueError:
+            return e.code, {"error": e.reason}
+    except OSError as e:
+        raise SystemExit(f"netbootd: cannot reach the daemon at {base}: {e}")
+
+
+def cmd_assign(args) -> int:
+    from .model import normalize_mac
+    cfg = effective_config(args)
+    if not args.key or not args.profile:
+        print("netbootd: usage: hosts assign MAC PROFILE [options]", file=sys.stderr)
+        return 2
+    try:
+        mac = normalize_mac(args.key)
+    except ValueError as e:
+        print(f"netbootd: {e}", file=sys.stderr)
+        return 2
+    pargs: dict = {}
+    if args.kernel:
+        pargs["kernel"] = args.kernel
+    if args.initrd:
+        pargs["initrds"] = args.initrd
+    if args.cmdline is not None:
+        pargs["cmdline"] = args.cmdline
+    if args.san_uri:
+        pargs["san_uri"] = args.san_uri
+    if args.initiator_iqn:
+        pargs["initiator_iqn"] = args.initiator_iqn
+    code, reply = api_call(cfg, "POST", f"/api/v1/hosts/{mac}/assign",
+                           {"profile": args.profile, "args": pargs}, args.server)
+    if code != 200:
+        print(f"netbootd: assign refused ({code}): {reply.get('error')}", file=sys.stderr)
+        return 1
+    print(f"{mac}: {reply['state']} profile={reply['profile']}")
+    return 0
+
+
+def cmd_token(args) -> int:
+    from . import secrets
+    cfg = effective_config(args)
+    if args.action == "show-path":
+        print(secrets.token_path(cfg.state_dir))
+        return 0
+    tok = secrets.rotate_token(cfg.state_dir)
+    print(f"new admin token (restart the daemon to apply): {tok}")
+    return 0
 
 
 def effective_config(args) -> config_mod.Config:

@@ -1,0 +1,204 @@
+"""HTTP boot scripts, files and agent/admin API: real twisted.web on
+127.0.0.1, real SQLite, real curl as the client."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, threads
+
+from netbootd.model import HostState
+from netbootd.net.commit import GroupCommitter
+from netbootd.net.http.app import HttpApp
+from netbootd.net.http.site import build_site
+from netbootd.policy.boot import Renderer
+from netbootd.registry import Registry
+from netbootd.store.sqlite import Store
+
+MAC = "52:54:00:77:00:10"
+DASHED = MAC.replace(":", "-")
+TOKEN = "t0ken" * 8
+
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+
+@pytest.fixture
+def server(tmp_path):
+    files = tmp_path / "files"
+    (files / "debian").mkdir(parents=True)
+    (files / "debian" / "vmlinuz").write_bytes(bytes(range(256)) * 40)   # 10240 bytes
+    (tmp_path / "secret").write_text("top secret")
+    os.symlink(tmp_path / "secret", files / "leak")
+    os.symlink(files / "debian" / "vmlinuz", files / "alias")
+    kernel = tmp_path / "k"
+    kernel.write_bytes(b"KERNEL")
+    store = Store(str(tmp_path / "state"))
+    committer = GroupCommitter(reactor, store.apply, 0.001)
+    app = HttpApp(registry=Registry(), submit=committer.submit,
+                  renderer=Renderer(discover_cmdline="console=ttyS0"), clock=reactor, token=TOKEN,
+                  roots=[str(files)], generated={"netbootd/vmlinuz": str(kernel)})
+    port = reactor.listenTCP(0, build_site(app), interface="127.0.0.1")
+    base = f"http://127.0.0.1:{port.getHost().port}"
+    yield app, base, store, committer
+    port.stopListening()
+    committer.stop()
+
+
+def curl(*args) -> tuple[int, bytes, dict]:
+    """Run curl in a thread; returns (status, body, headers)."""
+    def run():
+        r = subprocess.run(["curl", "-sS", "--path-as-is", "-D", "-", "--max-time", "10", *args],
+                           capture_output=True, timeout=20)
+        raw = r.stdout
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1]) if lines and lines[0] else 0
+        headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        return status, body, headers
+    return threads.deferToThread(run)
+
+
+@pytest_twisted.inlineCallbacks
+def test_unknown_host_gets_the_discover_script_and_the_step_is_stored(server):
+    app, base, store, committer = server
+    status, body, headers = yield curl(f"{base}/boot/{DASHED}.ipxe")
+    assert status == 200 and body.startswith(b"#!ipxe\n")
+    assert int(headers["content-length"]) == len(body)
+    assert f"kernel {base}/files/netbootd/vmlinuz initrd=discover.img console=ttyS0".encode() \
+        in body
+    yield committer.drain()
+    rows = store.query("SELECT kind, detail FROM events WHERE mac = ?", (MAC,))
+    kinds = [r["kind"] for r in rows]
+    assert "http.script" in kinds
+    assert json.loads(rows[kinds.index("http.script")]["detail"])["bytes"] == len(body)
+
+
+def raw_http(base: str, request: bytes):
+    """Send bytes on a plain socket and read until the server closes."""
+    import socket
+
+    def run():
+        host, port = base.rsplit("/", 1)[-1].split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(request)
+            chunks = []
+            while (c := s.recv(65536)):
+                chunks.append(c)
+        return b"".join(chunks)
+    return threads.deferToThread(run)
+
+
+@pytest_twisted.inlineCallbacks
+def test_head_gives_the_length_without_a_body(server):
+    app, base, *_ = server
+    for path in (f"/boot/{DASHED}.ipxe", "/files/debian/vmlinuz"):
+        raw = yield raw_http(base, f"HEAD {path} HTTP/1.0\r\n\r\n".encode())
+        head, _, body = raw.partition(b"\r\n\r\n")
+        _, full, _ = yield curl(base + path)
+        assert head.startswith(b"HTTP/1.0 200") and body == b""
+        assert f"content-length: {len(full)}".encode() in head.lower()
+
+
+@pytest.mark.parametrize("path", ["/boot/zz.ipxe", "/boot/x", "/boot/../files/alias",
+                                  f"/boot/{DASHED}.ipxe/more"])
+@pytest_twisted.inlineCallbacks
+def test_bad_boot_script_names_are_404(server, path):
+    app, base, *_ = server
+    status, body, _ = yield curl(base + path)
+    assert status == 404
+
+
+@pytest_twisted.inlineCallbacks
+def test_files_support_ranges_with_exact_bytes(server):
+    app, base, *_ = server
+    data = bytes(range(256)) * 40
+    status, body, headers = yield curl("-r", "100-1123", f"{base}/files/debian/vmlinuz")
+    assert status == 206 and body == data[100:1124]
+    assert headers["content-range"] == "bytes 100-1123/10240"
+    status, body, headers = yield curl(f"{base}/files/alias")      # symlink inside the root
+    assert status == 200 and body == data and headers["content-length"] == "10240"
+    status, body, _ = yield curl(f"{base}/files/netbootd/vmlinuz")  # generated name
+    assert status == 200 and body == b"KERNEL"
+
+
+@pytest.mark.parametrize("path, code", [
+    ("/files/leak", 404),                       # symlink out of the root: nothing read
+    ("/files/../secret", 400),
+    ("/files/debian/../../secret", 400),
+    ("/files/%2e%2e/secret", 400),
+    ("/files/debian%5cvmlinuz", 400),
+    ("/files/debian%00/vmlinuz", 400),
+    ("/files/nothere", 404),
+    ("/files/" + "a" * 300, 400),
+])
+@pytest_twisted.inlineCallbacks
+def test_no_path_leaves_its_root(server, path, code):
+    app, base, *_ = server
+    status, body, _ = yield curl(base + path)
+    assert status == code and b"top secret" not in body
+
+
+@pytest_twisted.inlineCallbacks
+def test_agent_lifecycle_and_assignment(server):
+    app, base, store, committer = server
+    status, body, _ = yield curl("-X", "POST", "-H", "Content-Type: application/json",
+                                 "--data", json.dumps({"mac": MAC, "ip": "10.77.0.50",
+                                                       "uuid": "8A7C3F5E-1B2D-4C3E-9F10-77AA00BB0010"}),
+                                 f"{base}/api/v1/agent/register")
+    assert status == 200 and json.loads(body)["state"] == "registered"
+    h = app.registry.get(MAC)
+    assert h.uuid == "8a7c3f5e-1b2d-4c3e-9f10-77aa00bb0010" and h.ip == "10.77.0.50"
+    status, body, _ = yield curl(f"{base}/api/v1/agent/next?mac={MAC}")
+    assert json.loads(body) == {"action": "wait"} and h.state == HostState.IDLE
+
+    assign = ["-X", "POST", "--data", json.dumps({"profile": "linux", "args": {
+        "kernel": "debian/vmlinuz", "cmdline": "console=ttyS0"}}),
+              f"{base}/api/v1/hosts/{MAC}/assign"]
+    status, body, headers = yield curl(*assign)
+    assert status == 401 and "bearer" in headers.get("www-authenticate", "").lower()
+    status, body, _ = yield curl("-H", "Authorization: Bearer wrong", *assign)
+    assert status == 401 and h.state == HostState.IDLE
+    status, body, _ = yield curl("-H", f"Authorization: Bearer {TOKEN}", *assign)
+    assert status == 200 and json.loads(body)["state"] == "assigned"
+    status, body, _ = yield curl(f"{base}/api/v1/agent/next?mac={MAC}")
+    assert json.loads(body) == {"action": "reboot"}
+
+    status, body, _ = yield curl(f"{base}/boot/{DASHED}.ipxe")
+    assert f"kernel {base}/files/debian/vmlinuz  console=ttyS0".encode() in body
+    assert h.state == HostState.BOOTING
+    yield curl("--data", f"mac={MAC}", "-G", f"{base}/api/v1/agent/register")
+    assert h.state == HostState.ACTIVE
+    yield committer.drain()
+    stored = {x.mac: x for x in store.load_hosts()}[MAC]
+    assert stored.state == HostState.ACTIVE and stored.profile == "linux"
+    states = [json.loads(r["detail"])["new"] for r in store.query(
+        "SELECT detail FROM events WHERE mac = ? AND kind = 'host.state' ORDER BY id", (MAC,))]
+    assert states == ["registered", "idle", "assigned", "booting", "active"]
+
+
+@pytest.mark.parametrize("data, code, reason", [
+    ("{not json", 400, "not JSON"),
+    ("[1,2]", 400, "object"),
+    (json.dumps({"profile": "linux", "args": {"kernel": "a\nshell"}}), 400, "kernel"),
+    (json.dumps({"profile": "nope"}), 400, "profile"),
+    (json.dumps({"profile": "linux", "args": {"kernel": "k", "x": "y" * 70000}}), 413, "larger"),
+])
+@pytest_twisted.inlineCallbacks
+def test_bad_api_requests_get_a_4xx_with_a_reason(server, data, code, reason):
+    app, base, *_ = server
+    status, body, _ = yield curl("-H", f"Authorization: Bearer {TOKEN}", "-X", "POST",
+                                 "--data-binary", data, f"{base}/api/v1/hosts/{MAC}/assign")
+    assert status == code and reason in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("query, reason", [("mac=zz", "mac"), ("mac=" + MAC + "&uuid=nope", "uuid"),
+                                           ("mac=" + MAC + "&ip=1.2.3", "ip")])
+@pytest_twisted.inlineCallbacks
+def test_agent_register_validates_host_data(server, query, reason):
+    app, base, *_ = server
+    status, body, _ = yield curl(f"{base}/api/v1/agent/register?{query}")
+    assert status == 400 and json.loads(body)["error"].startswith(reason)
