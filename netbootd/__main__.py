@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         return cli.cmd_config_check(args)
     if args.cmd == "hosts" and args.action == "assign":
         return cli.cmd_assign(args)
+    if args.cmd == "lab":
+        from . import lab
+        return lab.main(args)
     if args.cmd == "token":
         return cli.cmd_token(args)
     return cli.cmd_read(args)

@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     chk = csub.add_parser("check", help="validate a config file")
     chk.add_argument("file")
 
+    lab = sub.add_parser("lab", help="boot a qemu VM against netbootd in private namespaces")
+    lab.add_argument("--uefi", action="store_true", help="OVMF UEFI PXE instead of SeaBIOS+iPXE")
+    lab.add_argument("--http-boot", action="store_true", help="OVMF UEFI HTTP Boot")
+    lab.add_argument("--proxy", action="store_true",
+                     help="proxyDHCP mode beside a dnsmasq that hands out addresses")
+    lab.add_argument("--nic", default="virtio-net-pci", choices=("virtio-net-pci", "e1000"))
+    lab.add_argument("--timeout", type=float, default=300.0)
+
     t = sub.add_parser("token", help="admin token")
     t.add_argument("action", choices=("rotate", "show-path"))
     t.add_argument("--state-dir")

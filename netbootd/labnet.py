@@ -110,6 +110,14 @@ class Lab:
         self.ns_exec(ns, "ip", "link", "set", br, "up")
         return br
 
+    def tap(self, ns: str) -> str:
+        """A tap device in `ns` (for qemu's -netdev tap,ifname=...)."""
+        self._links += 1
+        name = f"{self.prefix}t{self._links}"
+        self.ns_exec(ns, "ip", "tuntap", "add", name, "mode", "tap")
+        self.ns_exec(ns, "ip", "link", "set", name, "up")
+        return name
+
     # -- processes ------------------------------------------------------
     def ns_exec(self, ns: str, *args: str, check: bool = True,
                 timeout: float | None = 60) -> subprocess.CompletedProcess:

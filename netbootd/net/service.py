@@ -15,7 +15,7 @@ import os
 import sys
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 
 from ..codec.dhcp_options import PXE_PORT, SERVER_PORT
 from ..config import Config, NetworkConfig
@@ -207,11 +207,14 @@ class HttpService(service.Service):
                   f"{secrets.token_path(cfg.state_dir)}): {token}", file=sys.stderr)
         files_root = b.files_root or os.path.join(cfg.state_dir, "files")
         os.makedirs(files_root, exist_ok=True)
-        generated = {"netbootd/discover.img": b.discover_initrd or
-                     os.path.join(cfg.state_dir, "discover.img")}
-        kernel = b.discover_kernel or newest_kernel()
-        if kernel:
-            generated["netbootd/vmlinuz"] = kernel
+        generated: dict[str, str] = {}
+        if b.discover_initrd:
+            generated["netbootd/discover.img"] = b.discover_initrd
+            kernel = b.discover_kernel or newest_kernel()
+            if kernel:
+                generated["netbootd/vmlinuz"] = kernel
+        else:
+            self._build_discover(os.path.join(cfg.state_dir, "discover.img"), generated)
         self.app = HttpApp(
             registry=core.registry, submit=core.committer.submit,
             renderer=Renderer(b.templates_dir, b.discover_cmdline), clock=core.reactor,
@@ -222,6 +225,27 @@ class HttpService(service.Service):
         log.info("http: listening on %s:%d (files: %s, %s)", b.http_listen,
                  self.port.getHost().port, files_root, b.ipxe_dir)
         super().startService()
+
+    def _build_discover(self, path: str, generated: dict) -> None:
+        """Build the discover initrd off the reactor thread (DESIGN rule 8);
+        its kernel is served with it, since the modules inside must match."""
+        try:
+            from iso_builder.initrd import build_discover_initrd
+        except ImportError as e:
+            log.warning("discover initrd: iso_builder unavailable (%s)", e)
+            return
+
+        def done(info):
+            generated["netbootd/discover.img"] = info["path"]
+            if info.get("vmlinuz"):
+                generated["netbootd/vmlinuz"] = info["vmlinuz"]
+            log.info("discover initrd: %s (%d bytes) for kernel %s", info["path"], info["size"],
+                     info.get("vmlinuz"))
+
+        def failed(f):
+            log.error("discover initrd: cannot build it (%s); unassigned hosts cannot boot the "
+                      "agent until it exists", f.getErrorMessage())
+        threads.deferToThread(build_discover_initrd, path).addCallbacks(done, failed)
 
     def stopService(self):
         super().stopService()
