@@ -11,25 +11,38 @@ import os
 
 from twisted.web import resource, static
 
-from ...policy.paths import PathRefused, inside, split_request
+from ...policy.paths import PathRefused, resolve
 from ...registry import event
+from ..fileroots import open_in_root
 from .app import HttpApp
 from .common import client_ip, error
 
 
-def resolve(app: HttpApp, name: str) -> str | None:
-    """The file a request names, or None.  Raises PathRefused."""
-    parts = split_request(name)
-    rel = "/".join(parts)
-    if rel in app.generated:
-        path = app.generated[rel]
-        return path if os.path.isfile(path) else None
-    for root in app.roots:
-        root_real = os.path.realpath(root)
-        real = os.path.realpath(os.path.join(root_real, *parts))
-        if inside(root_real, real) and os.path.isfile(real):
-            return real
-    return None
+class _Opened(static.File):
+    """static.File (Range, HEAD, Content-Length) that reads from the
+    descriptor opened and checked by open_in_root, not from a fresh open of
+    the path, so a symlink swapped in after the check changes nothing."""
+
+    def __init__(self, path: str, fd: int):
+        super().__init__(path, defaultType="application/octet-stream")
+        self._fd = fd
+        self.isLeaf = True
+
+    def openForReading(self):
+        return os.fdopen(self._fd, "rb")
+
+
+def open_file(app: HttpApp, name: str) -> tuple[str, int]:
+    """(path, open fd) of the file a request names.  Raises PathRefused
+    (reason "not_found" when there is no such file)."""
+    res = resolve(name, app.roots, app.generated,
+                  lambda root, rel: os.path.lexists(os.path.join(root, rel)))
+    if res.root is None:                       # a generated name: its file, by path
+        root, rel = os.path.split(app.generated[res.rel])
+    else:
+        root, rel = res.root, res.rel
+    fd, _, real = open_in_root(root, rel)
+    return real, fd
 
 
 class Files(resource.Resource):
@@ -53,18 +66,23 @@ class FileLeaf(resource.Resource):
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"allow", b"GET, HEAD")
             return error(request, 405, "files are read-only")
+        name = ""
         try:
             name = "/".join(p.decode("utf-8") for p in request.prepath[1:] + request.postpath)
-            path = resolve(app, name)
-        except (UnicodeDecodeError, PathRefused) as e:
+            opened = open_file(app, name)
+        except UnicodeDecodeError:
             app.counters["http.file_refused"] += 1
-            return error(request, 400, f"refused: {getattr(e, 'reason', 'not UTF-8')}")
-        if path is None:
-            app.counters["http.file_missing"] += 1
-            self._log(request, name, 0, 404)
-            return error(request, 404, f"no file {name!r}")
-        f = static.File(path, defaultType="application/octet-stream")
-        f.isLeaf = True
+            return error(request, 400, "refused: path is not UTF-8")
+        except PathRefused as e:
+            if e.reason == "not_found":
+                app.counters["http.file_missing"] += 1
+                self._log(request, name, 0, 404)
+                return error(request, 404, f"no file {name!r}")
+            app.counters["http.file_refused"] += 1
+            code = 403 if e.reason in ("outside_root", "not_regular", "open_failed") else 400
+            self._log(request, name, 0, code)
+            return error(request, code, f"refused: {e.reason}")
+        f = _Opened(*opened)
         app.counters["http.file"] += 1
         request.notifyFinish().addBoth(lambda _: self._log(request, name, _sent(request),
                                                            request.code))

@@ -1,0 +1,394 @@
+"""TftpServer on fake sockets and a task.Clock.
+
+Twisted's MemoryReactor has no UDP, so (as in test_dhcp_protocol.py) a small
+fake of our own stands in: the socket factory hands out FakeSockets that
+record what would have been sent and where; tests deliver datagrams by
+calling the handlers' datagramReceived directly.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+from twisted.internet import task
+
+from netbootd.codec import tftp as t
+from netbootd.net.tftp import TftpServer
+
+CLIENT = ("10.77.0.50", 2070)
+SERVER_IP = "10.77.0.1"
+
+
+class FakeSocket:
+    def __init__(self, ip, port):
+        self.addr = (ip, port)
+        self.sent: list[tuple[bytes, tuple]] = []
+        self.closed = False
+
+    def sendto(self, data, dest):
+        self.sent.append((bytes(data), dest))
+
+    def getsockname(self):
+        return self.addr
+
+    def fileno(self):
+        return -1 if self.closed else 99
+
+    def close(self):
+        self.closed = True
+
+
+class FakeReactor(task.Clock):
+    """task.Clock plus the reader registry UdpEndpoint needs."""
+
+    def __init__(self):
+        super().__init__()
+        self.readers: set = set()
+
+    def addReader(self, r):
+        self.readers.add(r)
+
+    def removeReader(self, r):
+        self.readers.discard(r)
+
+
+class Harness:
+    def __init__(self, tmp_path, **kw):
+        self.reactor = FakeReactor()
+        self.reactor.advance(1_700_000_000)
+        self.sockets: list[FakeSocket] = []
+        self.events: list[dict] = []
+        self.root = tmp_path / "root"
+        self.root.mkdir(exist_ok=True)
+        kw.setdefault("on_event", self.events.append)
+        self.server = TftpServer(self.reactor, [str(self.root)], kw.pop("generated", None),
+                                 socket_factory=self.socket, **kw)
+        self.listener = self.server.listen(69, ip=SERVER_IP)
+        self.lsock = self.sockets[0]
+
+    def socket(self, interface, port, ip):
+        s = FakeSocket(ip, port or 40000 + len(self.sockets))
+        self.sockets.append(s)
+        return s
+
+    def file(self, name, data: bytes):
+        p = self.root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        return p
+
+    def rrq(self, name, options=(), addr=CLIENT, mode="octet"):
+        self.listener.datagramReceived(t.encode_rrq(name, mode, options), addr)
+
+    def transfer(self, addr=CLIENT):
+        (x,) = [x for x in self.server.transfers.values() if x.addr == addr]
+        return x
+
+    def to_transfer(self, xfer, data, addr=None):
+        xfer.datagramReceived(data, addr or xfer.addr)
+
+
+def decoded(sock):
+    return [(t.decode(d), dest) for d, dest in sock.sent]
+
+
+def download(h, xfer, limit=10_000):
+    """ACK each next DATA block until the transfer ends; returns the bytes."""
+    sock = xfer.transport.socket
+    out, seen, expect = bytearray(), 0, 1
+    for _ in range(limit):
+        new = decoded(sock)[seen:]
+        seen += len(new)
+        for pkt, dest in new:
+            if dest != xfer.addr:
+                assert isinstance(pkt, t.Error), "only ERRORs go to anyone but the client"
+                continue
+            if isinstance(pkt, t.OAck):
+                h.to_transfer(xfer, t.encode_ack(0))
+            elif isinstance(pkt, t.Data) and pkt.block == expect & 0xFFFF:
+                out += pkt.data                     # a lock-step client: in order only
+                expect += 1
+                h.to_transfer(xfer, t.encode_ack(pkt.block))
+        if xfer.closed:
+            return bytes(out)
+    raise AssertionError("transfer did not end")
+
+
+# -- basics ---------------------------------------------------------------------------
+def test_each_transfer_gets_its_own_socket_and_the_listener_sends_no_data(tmp_path):
+    h = Harness(tmp_path)
+    h.file("a.bin", b"A" * 700)
+    h.rrq("a.bin")
+    h.rrq("a.bin", addr=("10.77.0.51", 2070))
+    socks = [x.transport.socket for x in h.server.transfers.values()]
+    assert len(socks) == 2 and socks[0] is not socks[1]
+    assert all(s.addr[0] == SERVER_IP and s.addr[1] != 69 for s in socks)
+    assert h.lsock.sent == []
+    assert decoded(socks[0]) == [(t.Data(1, b"A" * 512), CLIENT)]
+
+
+def test_a_complete_transfer_reports_an_event_and_releases_its_socket(tmp_path):
+    h = Harness(tmp_path)
+    data = os.urandom(5000)
+    h.file("k.bin", data)
+    h.rrq("k.bin", [("blksize", "1468"), ("tsize", "0"), ("windowsize", "4")])
+    xfer = h.transfer()
+    assert decoded(xfer.transport.socket)[0][0] == t.OAck(
+        (("blksize", "1468"), ("tsize", "5000"), ("windowsize", "4")))
+    assert download(h, xfer) == data
+    assert xfer.transport.socket.closed and h.server.transfers == {}
+    (ev,) = h.events
+    assert ev["outcome"] == "finished" and ev["bytes"] == 5000 and ev["error"] is None
+    assert (ev["client"], ev["port"], ev["file"]) == (CLIENT[0], CLIENT[1], "k.bin")
+    assert (ev["blksize"], ev["windowsize"]) == (1468, 4)
+    assert h.server.counters["transfer.finished"] == 1
+
+
+def test_a_file_not_found_is_answered_with_error_1_from_the_listener(tmp_path):
+    h = Harness(tmp_path)
+    h.rrq("missing.efi")
+    assert decoded(h.lsock) == [(t.Error(t.ERR_NOT_FOUND, "file not found"), CLIENT)]
+    assert h.events[0]["outcome"] == "refused" and len(h.sockets) == 1
+
+
+def test_a_traversal_attempt_is_an_access_violation(tmp_path):
+    h = Harness(tmp_path)
+    h.rrq("../../etc/passwd")
+    assert decoded(h.lsock)[0][0].code == t.ERR_ACCESS
+    assert h.server.counters["refused.dotdot"] == 1
+
+
+def test_a_symlink_out_of_the_root_gets_error_2_and_no_data(tmp_path):
+    h = Harness(tmp_path)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s3cret")
+    (h.root / "link").symlink_to(secret)
+    h.rrq("link")
+    assert [p.code for p, _ in decoded(h.lsock)] == [t.ERR_ACCESS]
+    assert h.server.transfers == {} and h.server.cache.used == 0
+
+
+# -- TIDs -----------------------------------------------------------------------------------
+def test_a_packet_from_the_wrong_tid_gets_error_5_and_the_transfer_goes_on(tmp_path):
+    h = Harness(tmp_path)
+    data = os.urandom(2000)
+    h.file("f", data)
+    h.rrq("f")
+    xfer = h.transfer()
+    sock = xfer.transport.socket
+    stranger = (CLIENT[0], CLIENT[1] + 1)
+    h.to_transfer(xfer, t.encode_ack(1), stranger)
+    assert decoded(sock)[-1] == (t.Error(t.ERR_UNKNOWN_TID, "unknown transfer ID"), stranger)
+    assert len(sock.sent) == 2 and xfer.session.base == 1, "stranger's ACK moved the transfer"
+    h.to_transfer(xfer, t.encode_ack(1), ("10.77.0.99", CLIENT[1]))   # other host, same port
+    assert decoded(sock)[-1][0].code == t.ERR_UNKNOWN_TID
+    assert download(h, xfer) == data
+    assert h.events[0]["outcome"] == "finished" and h.server.counters["rx.wrong_tid"] == 2
+
+
+# -- refusals and caps ------------------------------------------------------------------------
+def test_a_write_request_is_refused_with_access_violation(tmp_path):
+    h = Harness(tmp_path)
+    h.listener.datagramReceived(t.encode_wrq("upload.bin"), CLIENT)
+    (pkt, dest), = decoded(h.lsock)
+    assert pkt.code == t.ERR_ACCESS and dest == CLIENT
+    assert h.server.transfers == {} and not (h.root / "upload.bin").exists()
+
+
+def test_requests_over_the_per_client_cap_get_an_error_not_silence(tmp_path):
+    h = Harness(tmp_path, per_client=2)
+    h.file("f", b"x" * 2000)
+    for port in (3001, 3002, 3003):
+        h.rrq("f", addr=(CLIENT[0], port))
+    assert len(h.server.transfers) == 2
+    (pkt, dest), = decoded(h.lsock)
+    assert pkt.code == t.ERR_NOT_DEFINED and "too many" in pkt.message
+    assert dest == (CLIENT[0], 3003) and h.server.counters["refused.cap_client"] == 1
+    h.rrq("f", addr=("10.77.0.60", 3001))                      # another client is served
+    assert len(h.server.transfers) == 3
+
+
+def test_requests_over_the_total_cap_get_an_error(tmp_path):
+    h = Harness(tmp_path, total=2)
+    h.file("f", b"x" * 2000)
+    for i in range(3):
+        h.rrq("f", addr=(f"10.77.0.{60 + i}", 3000))
+    assert len(h.server.transfers) == 2
+    (pkt, dest), = decoded(h.lsock)
+    assert pkt.code == t.ERR_NOT_DEFINED and dest == ("10.77.0.62", 3000)
+    assert h.server.counters["refused.cap_total"] == 1
+
+
+def test_a_finished_transfer_frees_its_slot_under_the_cap(tmp_path):
+    h = Harness(tmp_path, per_client=1)
+    h.file("f", b"y" * 100)
+    h.rrq("f", addr=(CLIENT[0], 3001))
+    download(h, h.transfer((CLIENT[0], 3001)))
+    h.rrq("f", addr=(CLIENT[0], 3002))
+    assert len(h.server.transfers) == 1 and h.lsock.sent == []
+
+
+def test_a_repeated_rrq_before_any_ack_does_not_start_a_second_transfer(tmp_path):
+    h = Harness(tmp_path)
+    h.file("f", b"z" * 100)
+    h.rrq("f")
+    h.rrq("f")
+    assert len(h.server.transfers) == 1 and h.server.counters["rx.rrq_duplicate"] == 1
+
+
+# -- malformed input -----------------------------------------------------------------------------
+def test_malformed_datagrams_are_counted_by_reason_and_the_next_request_is_served(tmp_path):
+    h = Harness(tmp_path)
+    h.file("ok", b"fine")
+    for bad, addr in ((b"", CLIENT), (b"\x00\x01noterm", CLIENT),
+                      (b"\x00\x01a\x01\0octet\0", CLIENT), (b"\x00\x09zz", CLIENT),
+                      (t.encode_ack(1), CLIENT)):
+        h.listener.datagramReceived(bad, addr)
+    c = h.server.counters
+    assert (c["drop.short"], c["drop.unterminated"], c["drop.bad_filename"],
+            c["drop.bad_opcode"], c["drop.not_a_request"]) == (1, 1, 1, 1, 1)
+    assert h.lsock.sent == [] and h.server.transfers == {}
+    h.rrq("ok")
+    assert decoded(h.transfer().transport.socket) == [(t.Data(1, b"fine"), CLIENT)]
+
+
+def test_malformed_datagrams_on_a_transfer_socket_are_dropped_without_disturbing_it(tmp_path):
+    h = Harness(tmp_path)
+    h.file("f", b"q" * 600)
+    h.rrq("f")
+    xfer = h.transfer()
+    h.to_transfer(xfer, b"\x00")
+    h.to_transfer(xfer, t.encode_data(1, b"huh"))
+    assert h.server.counters["drop.short"] == 1
+    assert h.server.counters["drop.unexpected_opcode"] == 1
+    assert download(h, xfer) == b"q" * 600
+
+
+def test_an_internal_error_never_escapes_datagram_received(tmp_path):
+    h = Harness(tmp_path)
+    h.file("f", b"q" * 600)
+    h.rrq("f")
+    xfer = h.transfer()
+
+    def boom(*a):
+        raise KeyError("bug")
+    xfer.session.ack = boom
+    h.to_transfer(xfer, t.encode_ack(1))
+    assert h.server.counters["drop.internal_error"] == 1
+    assert xfer.closed and h.events[-1]["outcome"] == "failed"
+    h.server._open = boom
+    h.rrq("f", addr=("10.77.0.70", 1))
+    assert h.server.counters["drop.internal_error"] == 2
+
+
+def test_an_on_event_callback_that_raises_is_counted_not_propagated(tmp_path):
+    def bad(ev):
+        raise RuntimeError("timeline down")
+    h = Harness(tmp_path, on_event=bad)
+    h.rrq("nothing")
+    assert h.server.counters["event.error"] == 1
+
+
+# -- timers -----------------------------------------------------------------------------------
+def test_the_reactor_clock_drives_retransmission_and_the_retry_limit(tmp_path):
+    h = Harness(tmp_path, timeout=2.0, retries=3)
+    h.file("f", b"t" * 100)
+    h.rrq("f")
+    xfer = h.transfer()
+    sock = xfer.transport.socket
+    h.reactor.advance(1.9)
+    assert len(sock.sent) == 1
+    h.reactor.advance(0.1)
+    assert [p for p, _ in decoded(sock)] == [t.Data(1, b"t" * 100)] * 2
+    h.reactor.advance(2.0)
+    h.reactor.advance(2.0)
+    assert len(sock.sent) == 4 and not xfer.closed
+    h.reactor.advance(2.0)
+    assert xfer.closed and sock.closed
+    ev = h.events[-1]
+    assert ev["outcome"] == "failed" and ev["error"] == "timeout" and ev["retransmits"] == 3
+    assert h.reactor.getDelayedCalls() == []
+
+
+def test_acks_move_the_deadline_without_extra_timers(tmp_path):
+    h = Harness(tmp_path)
+    h.file("f", b"m" * 5000)
+    h.rrq("f")
+    xfer = h.transfer()
+    for blk in range(1, 6):
+        h.reactor.advance(0.5)
+        h.to_transfer(xfer, t.encode_ack(blk))
+    assert len(h.reactor.getDelayedCalls()) == 1
+    h.reactor.advance(0.99)
+    assert h.server.counters["tx.timeout"] == 0, "timed out although ACKs kept coming"
+
+
+def test_a_client_error_after_the_oack_is_reported_as_aborted(tmp_path):
+    h = Harness(tmp_path)
+    h.file("f", b"x" * 100)
+    h.rrq("f", [("tsize", "0")])
+    xfer = h.transfer()
+    h.to_transfer(xfer, t.encode_error(t.ERR_OPTION_REFUSED, "just the size"))
+    assert xfer.closed and h.events[-1]["outcome"] == "aborted"
+    assert len(xfer.transport.socket.sent) == 1                 # nothing answers an ERROR
+
+
+def test_stop_closes_the_listener_and_ends_transfers(tmp_path):
+    h = Harness(tmp_path)
+    h.file("f", b"x" * 5000)
+    h.rrq("f")
+    h.server.stop()
+    assert h.lsock.closed and all(s.closed for s in h.sockets)
+    assert h.events[-1]["outcome"] == "stopped" and h.reactor.getDelayedCalls() == []
+
+
+# -- files ------------------------------------------------------------------------------------
+def test_small_files_are_cached_and_a_changed_file_is_read_again(tmp_path):
+    h = Harness(tmp_path)
+    p = h.file("s.bin", b"one")
+    for _ in range(2):
+        h.rrq("s.bin", addr=("10.77.0.80", 1000 + _))
+        assert download(h, h.transfer(("10.77.0.80", 1000 + _))) == b"one"
+    assert (h.server.counters["cache.miss"], h.server.counters["cache.hit"]) == (1, 1)
+    p.write_bytes(b"two!")
+    h.rrq("s.bin", addr=("10.77.0.81", 1000))
+    assert download(h, h.transfer(("10.77.0.81", 1000))) == b"two!"
+    assert h.server.counters["cache.miss"] == 2 and len(h.server.cache.entries) == 1
+
+
+def test_large_files_are_read_from_the_file_at_offsets(tmp_path):
+    h = Harness(tmp_path, cache_limit=1000)
+    data = os.urandom(3000)
+    h.file("big.bin", data)
+    h.rrq("big.bin")
+    assert download(h, h.transfer()) == data
+    assert h.server.counters["file.direct"] == 1 and h.server.cache.used == 0
+
+
+def test_generated_files_are_served_from_the_dict_given_by_reference(tmp_path):
+    gen = {"autoexec.ipxe": b"#!ipxe\nchain x\n"}
+    h = Harness(tmp_path, generated=gen)
+    h.rrq("/autoexec.ipxe")
+    assert download(h, h.transfer()) == b"#!ipxe\nchain x\n"
+    gen["autoexec.ipxe"] = b"#!ipxe\nexit\n"
+    h.rrq("autoexec.ipxe", addr=("10.77.0.90", 5))
+    assert download(h, h.transfer(("10.77.0.90", 5))) == b"#!ipxe\nexit\n"
+
+
+def test_mail_mode_is_refused_as_illegal_operation(tmp_path):
+    h = Harness(tmp_path)
+    h.file("f", b"x")
+    h.rrq("f", mode="mail")
+    assert decoded(h.lsock)[0][0].code == t.ERR_ILLEGAL_OP
+
+
+@pytest.mark.parametrize("cap", [512, 1468])
+def test_the_blksize_cap_applies_to_what_is_sent(tmp_path, cap):
+    h = Harness(tmp_path, max_blksize=cap)
+    h.file("f", b"b" * 4000)
+    h.rrq("f", [("blksize", "8192")])
+    xfer = h.transfer()
+    h.to_transfer(xfer, t.encode_ack(0))
+    pkts = decoded(xfer.transport.socket)
+    assert pkts[0][0] == t.OAck((("blksize", str(cap)),))
+    assert len(pkts[1][0].data) == cap
