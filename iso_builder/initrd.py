@@ -1,0 +1,411 @@
+"""Assemble the netbootd *discover initrd*: busybox + our init + the guest's NIC modules.
+
+Contents (a gzip'ed cpio newc archive the kernel unpacks as its initramfs):
+
+    /init, /etc/udhcpc.script        from initrd/ in this repository
+    /bin/busybox + applet symlinks   a *static* busybox (Debian's busybox-static)
+    /lib/modules/<kver>/...ko        NIC drivers and their dependencies, decompressed
+    /etc/netbootd/modules            those module paths in load order (init insmods them)
+    /etc/netbootd/kernel-version     <kver>, so init can warn about a kernel mismatch
+    /etc/netbootd/server             optional default server URL (command line wins)
+    /dev/console c 5 1, /dev/null c 1 3   the kernel opens /dev/console before /init runs
+
+Blocking (reads files, may run apt-get download once): the daemon calls it off the
+reactor thread.  Command line: ``python -m iso_builder.initrd --out FILE``.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .cpio import Archive, gzip_bytes
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INITRD_SRC = REPO_ROOT / "initrd"
+MODULES_ROOT = Path("/lib/modules")
+BOOT_DIR = Path("/boot")
+
+DEFAULT_MODULES = ("virtio_net", "e1000")
+# modules.dep lists symbol dependencies only.  A virtio NIC also needs its PCI
+# transport, which virtio_net does not import symbols from: without virtio_pci
+# the virtio device is never created and virtio_net binds to nothing.
+COMPANIONS = {"virtio_net": ("virtio_pci",), "virtio_blk": ("virtio_pci",)}
+
+# (source file in initrd/, path in the archive, mode)
+SOURCES = (("init", "init", 0o755), ("udhcpc.script", "etc/udhcpc.script", 0o755))
+
+
+class InitrdError(RuntimeError):
+    pass
+
+
+# -- guest kernels ---------------------------------------------------------------
+def _version_key(v: str) -> list:
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-+~]", v)]
+
+
+def guest_kernels(modules_root: Path = MODULES_ROOT, boot_dir: Path = BOOT_DIR) -> list[dict]:
+    """Kernels with both modules (modules.dep) and a /boot/vmlinuz-<kver>, oldest first."""
+    out = []
+    if not modules_root.is_dir():
+        return out
+    for d in modules_root.iterdir():
+        vmlinuz = boot_dir / f"vmlinuz-{d.name}"
+        if (d / "modules.dep").is_file() and vmlinuz.is_file():
+            out.append({"version": d.name, "vmlinuz": str(vmlinuz), "modules": str(d)})
+    return sorted(out, key=lambda k: _version_key(k["version"]))
+
+
+def default_kernel_version(modules_root: Path = MODULES_ROOT, boot_dir: Path = BOOT_DIR) -> str:
+    ks = guest_kernels(modules_root, boot_dir)
+    if not ks:
+        raise InitrdError(
+            f"no guest kernel: need /boot/vmlinuz-<kver> and {modules_root}/<kver>/modules.dep "
+            "(Debian: apt-get install linux-image-amd64)")
+    return ks[-1]["version"]
+
+
+# -- module dependencies ----------------------------------------------------------
+_KO_SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz", ".ko")
+
+
+def module_name(path: str) -> str:
+    """'kernel/drivers/net/virtio_net.ko.xz' -> 'virtio_net' ('-' and '_' are one)."""
+    base = path.rsplit("/", 1)[-1]
+    for suf in _KO_SUFFIXES:
+        if base.endswith(suf):
+            base = base[: -len(suf)]
+            break
+    return base.replace("-", "_")
+
+
+def parse_modules_dep(text: str) -> dict[str, tuple[str, list[str]]]:
+    """modules.dep -> {name: (relative path, [dependency paths as listed])}."""
+    deps: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        path, _, rest = line.partition(":")
+        path = path.strip()
+        deps[module_name(path)] = (path, rest.split())
+    return deps
+
+
+def parse_builtin(text: str) -> set[str]:
+    return {module_name(line.strip()) for line in text.splitlines() if line.strip()}
+
+
+def resolve_modules(names, deps: dict[str, tuple[str, list[str]]], builtin: set[str],
+                    companions: dict[str, tuple[str, ...]] = COMPANIONS
+                    ) -> tuple[list[str], list[str], list[str]]:
+    """Load order for `names`: returns (paths in load order, built-in names, missing names).
+
+    Dependencies come before the modules needing them (depth-first, post-order);
+    modprobe reads a modules.dep line's dependency list from its end, so we
+    visit it reversed to keep modprobe's order.  Companions (see COMPANIONS)
+    are added only when the kernel has them as modules.
+    """
+    order: list[str] = []
+    seen: set[str] = set()
+    built: list[str] = []
+    missing: list[str] = []
+    by_path = {path: name for name, (path, _) in deps.items()}
+
+    def visit(name: str, stack: tuple[str, ...]) -> None:
+        if name in seen:
+            return
+        if name in stack:  # a cycle in modules.dep: depmod refuses those, be safe anyway
+            return
+        if name not in deps:  # a dependency without its own line: a broken modules.dep
+            if name not in missing:
+                missing.append(name)
+            return
+        path, needs = deps[name]
+        for dep_path in reversed(needs):
+            visit(by_path.get(dep_path, module_name(dep_path)), stack + (name,))
+        seen.add(name)
+        order.append(path)
+
+    wanted: list[str] = []
+    for n in names:
+        n = n.replace("-", "_")
+        wanted.append(n)
+        wanted.extend(c for c in companions.get(n, ()) if c in deps)
+    for n in wanted:
+        if n in deps:
+            visit(n, ())
+        elif n in builtin:
+            if n not in built:
+                built.append(n)
+        elif n not in missing:
+            missing.append(n)
+    return order, built, missing
+
+
+def read_module(path: Path) -> bytes:
+    """Module bytes, decompressed: busybox insmod cannot read .ko.xz/.ko.zst/.ko.gz."""
+    name = path.name
+    raw = path.read_bytes()
+    if name.endswith(".ko.xz"):
+        return lzma.decompress(raw)
+    if name.endswith(".ko.gz"):
+        return gzip.decompress(raw)
+    if name.endswith(".ko.zst"):
+        zstd = shutil.which("zstd")
+        if zstd is None:
+            raise InitrdError(f"{path}: zstd-compressed module but no zstd tool "
+                              "(apt-get install zstd)")
+        r = subprocess.run([zstd, "-q", "-d", "-c", str(path)], capture_output=True)
+        if r.returncode != 0:
+            raise InitrdError(f"zstd -d {path}: {r.stderr.decode(errors='replace').strip()}")
+        return r.stdout
+    return raw
+
+
+def _uncompressed_name(rel: str) -> str:
+    for suf in (".xz", ".zst", ".gz"):
+        if rel.endswith(".ko" + suf):
+            return rel[: -len(suf)]
+    return rel
+
+
+# -- busybox ---------------------------------------------------------------------
+def is_static_elf(path: Path) -> bool:
+    """True for an ELF executable without a PT_INTERP header (statically linked)."""
+    try:
+        with open(path, "rb") as f:
+            ident = f.read(64)
+            if ident[:4] != b"\x7fELF":
+                return False
+            is64 = ident[4] == 2
+            end = "<" if ident[5] == 1 else ">"
+            if is64:
+                phoff, = struct.unpack_from(end + "Q", ident, 0x20)
+                phentsize, phnum = struct.unpack_from(end + "HH", ident, 0x36)
+            else:
+                phoff, = struct.unpack_from(end + "I", ident, 0x1C)
+                phentsize, phnum = struct.unpack_from(end + "HH", ident, 0x2A)
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+    except (OSError, struct.error):
+        return False
+    for i in range(phnum):
+        p_type, = struct.unpack_from(end + "I", table, i * phentsize)
+        if p_type == 3:  # PT_INTERP
+            return False
+    return True
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("NETBOOTD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "netbootd")
+    return Path(base)
+
+
+def _fetch_busybox_static(dest: Path) -> Path:
+    """apt-get download busybox-static and unpack it (dpkg -x) under `dest`.
+
+    Not `apt-get install`: Debian's busybox-static conflicts with the dynamic
+    busybox package other tests use, so we only unpack it into our cache.
+    """
+    for tool in ("apt-get", "dpkg"):
+        if shutil.which(tool) is None:
+            raise InitrdError(f"no static busybox found and no {tool} to fetch busybox-static")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        os.chmod(tmp, 0o755)  # lets apt's _apt sandbox user write the .deb
+        r = subprocess.run(["apt-get", "download", "-q", "busybox-static"], cwd=tmp,
+                           capture_output=True, text=True, timeout=300)
+        debs = list(Path(tmp).glob("busybox-static_*.deb"))
+        if r.returncode != 0 or not debs:
+            raise InitrdError(f"apt-get download busybox-static failed: {r.stderr.strip()}")
+        unpacked = Path(tmp) / "root"
+        r = subprocess.run(["dpkg", "-x", str(debs[0]), str(unpacked)],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise InitrdError(f"dpkg -x {debs[0].name}: {r.stderr.strip()}")
+        try:
+            os.replace(unpacked, dest)
+        except OSError:
+            if not (dest / "bin" / "busybox").is_file():  # a concurrent build won the race
+                raise
+    return dest / "bin" / "busybox"
+
+
+def find_busybox(fetch: bool = True) -> Path:
+    """A statically linked busybox: $NETBOOTD_BUSYBOX, the system's if static,
+    our cache, or (fetch=True) Debian's busybox-static unpacked into the cache."""
+    env = os.environ.get("NETBOOTD_BUSYBOX")
+    if env:
+        if not is_static_elf(Path(env)):
+            raise InitrdError(f"NETBOOTD_BUSYBOX={env} is not a statically linked ELF")
+        return Path(env)
+    cached = cache_dir() / "busybox-static" / "bin" / "busybox"
+    for cand in (Path("/bin/busybox"), Path("/usr/bin/busybox"), cached):
+        if cand.is_file() and is_static_elf(cand):
+            return cand
+    if not fetch:
+        raise InitrdError("no statically linked busybox (Debian: busybox-static)")
+    return _fetch_busybox_static(cached.parent.parent)
+
+
+def busybox_applets(busybox: Path) -> list[str]:
+    """Install paths of the applets ('usr/bin/wget', 'sbin/udhcpc', ...)."""
+    r = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0 or not r.stdout.strip():
+        raise InitrdError(f"{busybox} --list-full failed: {r.stderr.strip()}")
+    out = []
+    for line in r.stdout.split():
+        line = line.strip("/")
+        # 'linuxrc' is busybox's own init-on-initrd entry: our /init is the init.
+        if not line or "/" not in line or line == "bin/busybox":
+            continue
+        out.append(line)
+    return sorted(set(out))
+
+
+def busybox_version(busybox: Path) -> str:
+    r = subprocess.run([str(busybox)], capture_output=True, text=True, timeout=30)
+    first = (r.stdout or r.stderr).splitlines()[:1]
+    return first[0].strip() if first else "unknown"
+
+
+# -- assembly --------------------------------------------------------------------
+_URL_RE = re.compile(r"^https?://[^\s\"'\\`$]+$")
+
+
+def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES,
+                  server_url: str | None = None, source_dir: Path = INITRD_SRC,
+                  modules_root: Path = MODULES_ROOT) -> tuple[Archive, dict]:
+    """The initrd as an Archive, plus facts about it (no file written)."""
+    kdir = modules_root / kernel_version
+    dep_file = kdir / "modules.dep"
+    if not dep_file.is_file():
+        raise InitrdError(f"{dep_file} is missing (modules for kernel {kernel_version})")
+    deps = parse_modules_dep(dep_file.read_text())
+    builtin_file = kdir / "modules.builtin"
+    builtin = parse_builtin(builtin_file.read_text()) if builtin_file.is_file() else set()
+    order, built, missing = resolve_modules(modules, deps, builtin)
+    if missing:
+        raise InitrdError(f"kernel {kernel_version} has no module {', '.join(missing)}")
+    if server_url is not None and not _URL_RE.match(server_url):
+        raise InitrdError(f"server_url must be http(s)://host[:port][/path], got {server_url!r}")
+
+    a = Archive()
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc/netbootd", "proc", "sys", "dev",
+              "run", "var", f"lib/modules/{kernel_version}"):
+        a.add_dir(d)
+    a.add_dir("tmp", 0o1777)
+    a.add_dir("root", 0o700)
+    # The kernel opens /dev/console for init's stdio before /init runs (and
+    # before init mounts devtmpfs), so the initramfs must carry the node.
+    a.add_chardev("dev/console", 5, 1, 0o600)
+    a.add_chardev("dev/null", 1, 3, 0o666)
+
+    a.add_file("bin/busybox", busybox.read_bytes(), 0o755)
+    applets = busybox_applets(busybox)
+    for app in applets:
+        if app not in a:
+            a.add_symlink(app, "/bin/busybox")
+
+    for src, dst, mode in SOURCES:
+        p = source_dir / src
+        if not p.is_file():
+            raise InitrdError(f"{p} is missing")
+        a.add_file(dst, p.read_bytes(), mode)
+
+    loaded = []
+    for rel in order:
+        dst = f"lib/modules/{kernel_version}/{_uncompressed_name(rel)}"
+        a.add_file(dst, read_module(kdir / rel), 0o644)
+        loaded.append("/" + dst)
+    a.add_file("etc/netbootd/modules", "".join(p + "\n" for p in loaded).encode())
+    a.add_file("etc/netbootd/kernel-version", (kernel_version + "\n").encode())
+    if server_url is not None:
+        a.add_file("etc/netbootd/server", (server_url + "\n").encode())
+
+    info = {
+        "kernel_version": kernel_version,
+        "modules": [module_name(p) for p in order],
+        "module_files": loaded,
+        "builtin": built,
+        "busybox": str(busybox),
+        "busybox_version": busybox_version(busybox),
+        "applets": len(applets),
+        "entries": len(a),
+        "server_url": server_url,
+    }
+    return a, info
+
+
+def build_discover_initrd(out_path, *, kernel_version: str | None = None,
+                          modules=DEFAULT_MODULES, server_url: str | None = None,
+                          busybox: Path | str | None = None, compress: bool = True) -> dict:
+    """Write the discover initrd (gzip'ed newc cpio) to `out_path`; returns facts about it.
+
+    kernel_version defaults to the newest kernel that has both /boot/vmlinuz-<kver>
+    and /lib/modules/<kver>; the initrd only works with that kernel.
+    """
+    kver = kernel_version or default_kernel_version()
+    bb = Path(busybox) if busybox else find_busybox()
+    archive, info = build_archive(kernel_version=kver, busybox=bb, modules=modules,
+                                  server_url=server_url)
+    raw = archive.to_bytes()
+    data = gzip_bytes(raw) if compress else raw
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    vmlinuz = BOOT_DIR / f"vmlinuz-{kver}"
+    info.update(path=str(out), size=len(data), uncompressed_size=len(raw), compressed=compress,
+                sha256=hashlib.sha256(data).hexdigest(),
+                vmlinuz=str(vmlinuz) if vmlinuz.is_file() else None)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m iso_builder.initrd",
+                                 description="Build the netbootd discover initrd.")
+    ap.add_argument("--out", required=True, help="output file (gzip'ed cpio newc)")
+    ap.add_argument("--kernel-version", help="guest kernel (default: newest with /boot/vmlinuz-*)")
+    ap.add_argument("--module", action="append", dest="modules", metavar="NAME",
+                    help=f"NIC module to include, repeatable (default: {' '.join(DEFAULT_MODULES)})")
+    ap.add_argument("--server-url", help="default netbootd URL baked in "
+                                         "(netbootd.server= on the kernel command line wins)")
+    ap.add_argument("--busybox", help="static busybox to use (default: found or fetched)")
+    ap.add_argument("--no-gzip", action="store_true", help="write the plain cpio archive")
+    ap.add_argument("--json", action="store_true", help="print the facts as JSON")
+    args = ap.parse_args(argv)
+    try:
+        info = build_discover_initrd(args.out, kernel_version=args.kernel_version,
+                                     modules=tuple(args.modules or DEFAULT_MODULES),
+                                     server_url=args.server_url, busybox=args.busybox,
+                                     compress=not args.no_gzip)
+    except InitrdError as exc:
+        print(f"initrd: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"{info['path']}: {info['size']} bytes ({info['uncompressed_size']} unpacked), "
+              f"kernel {info['kernel_version']}, modules {' '.join(info['modules'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
