@@ -7,8 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 want=${1:-run}
 
-RUNTIME_DEBS="python3 python3-venv python3-dev gcc iproute2 ipxe"
-TEST_DEBS="kea-admin kea-dhcp4-server dnsmasq-base busybox isc-dhcp-client tcpdump procps"
+# Runtime: iPXE binaries to serve; what `netbootd lab` (the main job on a
+# machine without a spare NIC) boots: qemu, SeaBIOS/iPXE ROMs, OVMF, a Debian
+# kernel for the discover agent, a static busybox for its initrd, dnsmasq for
+# the proxy-mode lab.  busybox-static replaces busybox (same applets, static).
+RUNTIME_DEBS="python3 python3-venv iproute2 ipxe ipxe-qemu qemu-system-x86 ovmf linux-image-amd64
+ busybox-static dnsmasq-base"
+# Tests: real peers (perfdhcp/Kea, dnsmasq, udhcpc from busybox-static, curl,
+# atftp, tcpdump) and tools to check our archives (cpio, bsdtar).
+TEST_DEBS="kea-admin kea-dhcp4-server tcpdump procps curl atftp cpio libarchive-tools"
 
 need=()
 for p in $RUNTIME_DEBS $( [ "$want" = test ] && echo "$TEST_DEBS" ); do

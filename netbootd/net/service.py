@@ -23,7 +23,7 @@ from ..model import BootConfig, BootFiles, Reservation, normalize_mac
 from ..policy.dhcp_server import DhcpEngine, EngineSettings, Ingress
 from ..policy.leases import LeaseTable, Network, ip2int, whole_subnet
 from ..policy.boot import Renderer
-from ..registry import Registry
+from ..registry import Registry, event
 from ..store.sqlite import Store
 from .. import secrets
 from . import interfaces
@@ -96,9 +96,11 @@ class Core(service.Service):
         self.registry: Registry | None = None
         self.committer: GroupCommitter | None = None
         self.leases: LeaseTable | None = None     # set by the DHCP service
+        self.ifaces: list[interfaces.IfAddr] = []
         self._trim = None
 
     def startService(self) -> None:
+        self.ifaces = interfaces.resolve(self.cfg.interfaces)
         self.registry = Registry(self.store.load_hosts())
         self.committer = GroupCommitter(self.reactor, self.store.apply,
                                         self.cfg.dhcp.commit_window_ms / 1000.0)
@@ -142,7 +144,7 @@ class DhcpService(service.Service):
 
     def startService(self) -> None:
         cfg, core = self.cfg, self.core
-        ifaces = interfaces.resolve(cfg.interfaces)
+        ifaces = core.ifaces
         nets, attached = plan_networks(cfg, ifaces)
         leases = LeaseTable(nets, cfg.dhcp.rate_limit.unknown_share)
         stored = core.store.load_leases()
@@ -157,7 +159,7 @@ class DhcpService(service.Service):
                                  self.counters)
         if cfg.dhcp.probe and cfg.mode == "full":
             self.prober = IcmpProber(self.reactor, cfg.dhcp.probe_timeout_ms / 1000.0)
-        ports = [SERVER_PORT] + ([PXE_PORT] if cfg.mode == "proxy" else [])
+        ports = [SERVER_PORT, PXE_PORT]
         for ifa in ifaces:
             for port in ports:
                 ing = Ingress(ifa.name, ifa.ip, attached[ifa.name], port)
@@ -205,9 +207,9 @@ class HttpService(service.Service):
             # Shown once; afterwards only root can read it from the state dir.
             print(f"netbootd: admin token (shown once, stored in "
                   f"{secrets.token_path(cfg.state_dir)}): {token}", file=sys.stderr)
-        files_root = b.files_root or os.path.join(cfg.state_dir, "files")
-        os.makedirs(files_root, exist_ok=True)
-        generated: dict[str, str] = {}
+        root = files_root(cfg)
+        os.makedirs(root, exist_ok=True)
+        generated: dict[str, str] = dict(ipxe_binaries(cfg))
         if b.discover_initrd:
             generated["netbootd/discover.img"] = b.discover_initrd
             kernel = b.discover_kernel or newest_kernel()
@@ -219,11 +221,11 @@ class HttpService(service.Service):
             registry=core.registry, submit=core.committer.submit,
             renderer=Renderer(b.templates_dir, b.discover_cmdline), clock=core.reactor,
             token=token, default_profile=b.default_profile, http_base=b.http_base,
-            roots=[files_root, b.ipxe_dir], generated=generated, ip_to_mac=core.ip_to_mac)
+            roots=[root], generated=generated, ip_to_mac=core.ip_to_mac)
         self.port = core.reactor.listenTCP(b.http_port, build_site(self.app),
                                            interface=b.http_listen)
-        log.info("http: listening on %s:%d (files: %s, %s)", b.http_listen,
-                 self.port.getHost().port, files_root, b.ipxe_dir)
+        log.info("http: listening on %s:%d (files: %s)", b.http_listen,
+                 self.port.getHost().port, root)
         super().startService()
 
     def _build_discover(self, path: str, generated: dict) -> None:
@@ -253,6 +255,70 @@ class HttpService(service.Service):
             return self.port.stopListening()
 
 
+def files_root(cfg: Config) -> str:
+    return cfg.boot.files_root or os.path.join(cfg.state_dir, "files")
+
+
+# iPXE binaries looked for in boot.ipxe_dir (Debian: /usr/lib/ipxe).
+IPXE_NAMES = ("undionly.kpxe", "undionly.kkpxe", "ipxe.pxe", "ipxe.efi", "snponly.efi",
+              "ipxe.lkrn")
+
+
+def ipxe_binaries(cfg: Config) -> dict[str, str]:
+    """name -> real path of the iPXE binaries (and configured boot files)
+    found in boot.ipxe_dir.  Debian's are symlinks into /boot and qemu/, i.e.
+    out of the directory: they are trusted here, once, by name, instead of
+    serving the directory as a root (whose symlinks would rightly be refused)."""
+    b = cfg.boot
+    names = set(IPXE_NAMES) | {n for n in (b.bios, b.uefi_x64, b.uefi_x86, b.uefi_arm64) if n}
+    found = {}
+    for name in sorted(names):
+        path = os.path.realpath(os.path.join(b.ipxe_dir, name))
+        if os.path.isfile(path):
+            found[name] = path
+    return found
+
+
+class TftpService(service.Service):
+    """TFTP on every served interface's address (replies leave from the
+    address the client asked, even on a multi-homed host)."""
+    name = "tftp"
+
+    def __init__(self, core: Core):
+        self.core = core
+        self.server = None
+
+    def startService(self) -> None:
+        from .tftp import TftpServer
+        core, b = self.core, self.core.cfg.boot
+        root = files_root(core.cfg)
+        os.makedirs(root, exist_ok=True)
+        # Boot files are small: served from memory (read once, here, at start).
+        generated = {}
+        for name, path in ipxe_binaries(core.cfg).items():
+            with open(path, "rb") as f:
+                generated[name] = f.read()
+        self.server = TftpServer(core.reactor, [root], generated=generated, on_event=self._event)
+        for ifa in core.ifaces:
+            self.server.listen(b.tftp_port, interface=ifa.name, ip=ifa.ip)
+        log.info("tftp: port %d on %s (root %s; iPXE: %s)", b.tftp_port,
+                 ",".join(i.ip for i in core.ifaces), root, ", ".join(sorted(generated)) or "none")
+        super().startService()
+
+    def _event(self, ev: dict) -> None:
+        ip = ev.get("client")
+        mac = self.core.ip_to_mac(ip) if ip else None
+        detail = {k: v for k, v in ev.items() if k != "outcome"}
+        self.core.committer.submit([event(self.core.reactor.seconds(), mac,
+                                          "tftp." + str(ev.get("outcome")), **detail)])
+
+    def stopService(self):
+        super().stopService()
+        if self.server is not None:
+            self.server.stop()
+            log.info("tftp stopped: %s", dict(sorted(self.server.counters.items())))
+
+
 class Ready(service.Service):
     """Logs the readiness line once every listener is up (tests wait for it)."""
 
@@ -270,5 +336,6 @@ def makeService(cfg: Config, reactor) -> service.MultiService:
     core.setServiceParent(top)
     DhcpService(core).setServiceParent(top)
     HttpService(core).setServiceParent(top)
+    TftpService(core).setServiceParent(top)
     Ready(cfg).setServiceParent(top)
     return top

@@ -152,7 +152,7 @@ class DhcpEngine:
             del pkt.options[o.OPT_RELAY_AGENT]
             c["drop.option82_untrusted"] += 1
         client = pxe.classify(pkt.options)
-        if self.s.mode == "proxy" and not client.netboot:
+        if (self.s.mode == "proxy" or ing.port == o.PXE_PORT) and not client.netboot:
             c["ignored.proxy_not_pxe"] += 1
             return None
         writes: list = []
@@ -161,7 +161,9 @@ class DhcpEngine:
             return None
         self.registry.observe(mac, now, ing.iface, client.arch, client.vendor_class,
                               client.uuid, writes)
-        if self.s.mode == "proxy":
+        if self.s.mode == "proxy" or ing.port == o.PXE_PORT:
+            # PXE 2.1 boot server: proxyDHCP, and port 4011 in either mode
+            # (some firmware asks the boot server even after a full offer).
             out = self._proxy(pkt, mtype, client, ing, now, writes)
         else:
             out = self._full(pkt, mtype, client, ing, now, writes)

@@ -69,11 +69,16 @@ def whole_subnet(name: str, iface_ip: str, prefix: int, **kw) -> Network:
 
 
 def client_key(options: dict[int, bytes], htype: int, chaddr: bytes) -> bytes:
-    """RFC 2131 §4.2: option 61 identifies the client when present, else chaddr."""
+    """RFC 2131 §4.2: option 61 identifies the client when present, else
+    chaddr.  A client id that *is* htype + chaddr (RFC 2132 §9.14's
+    recommended form, sent by iPXE but not by the EDK2 or PXE ROM before it)
+    names the same client as chaddr alone, so one machine keeps one address
+    across its boot stages."""
     cid = options.get(61)
-    if cid:
+    hw = bytes([htype]) + chaddr
+    if cid and cid != hw:
         return b"\x00" + cid
-    return b"\x01" + bytes([htype]) + chaddr
+    return b"\x01" + hw
 
 
 class PoolExhausted(Exception):

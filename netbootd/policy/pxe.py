@@ -93,8 +93,12 @@ def decide(client: Client, mac: str, server_ip: str, cfg: BootConfig) -> BootAns
     http_base = cfg.http_base or f"http://{server_ip}:{cfg.http_port}"
     tftp = cfg.tftp_server or server_ip
     files = cfg.files
+    # No option 60 "PXEClient" in a plain DHCP reply: EDK2 reads PXEClient
+    # without option 43 as a BINL offer and asks a boot server on UDP 4011
+    # instead of fetching the file (seen with OVMF; dnsmasq sends none).
+    # Proxy and port-4011 replies add it (dhcp_server._reply, proxy=True).
     if client.ipxe:
-        return BootAnswer(script_url(http_base, mac), tftp, b"PXEClient" if client.pxe else None)
+        return BootAnswer(script_url(http_base, mac), tftp, None)
     if client.http or (client.arch in HTTP_ARCHES and not client.pxe):
         name = None
         if client.arch in (16, 17):       # x64 (EBC-labelled too)
@@ -122,4 +126,4 @@ def decide(client: Client, mac: str, server_ip: str, cfg: BootConfig) -> BootAns
     if not name:
         return BootAnswer(None, None, None,
                           f"no boot file configured for arch {client.arch_name}")
-    return BootAnswer(name, tftp, b"PXEClient")
+    return BootAnswer(name, tftp, None)

@@ -228,6 +228,15 @@ def test_client_identifier_is_preferred_over_chaddr():
     assert offer.yiaddr == offer2.yiaddr
 
 
+def test_firmware_and_ipxe_stages_of_one_machine_share_an_address():
+    """EDK2 sends no option 61, iPXE sends 01:<mac>: the same client."""
+    e = make_engine()
+    first, _, _ = dora(e, 1, extra=PXE_UEFI)
+    hw_cid = {o.OPT_CLIENT_ID: b"\x01" + mac_bytes(1), **IPXE_BIOS}
+    _, offer = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(1), extra=hw_cid), now=NOW + 5)
+    assert offer.yiaddr == first.yiaddr
+
+
 def test_reservation_gets_its_address_and_others_never_do():
     res = Reservation(mac_bytes(7).hex(":"), ip2int("10.77.0.77"), "node7")
     e = make_engine(reservations=[res])
@@ -293,11 +302,13 @@ def test_first_discover_registers_a_discovered_host_with_uuid():
 
 
 @pytest.mark.parametrize("extra, file, vendor", [
-    (PXE_BIOS, b"undionly.kpxe", b"PXEClient"),
-    (PXE_UEFI, b"ipxe.efi", b"PXEClient"),
-    (IPXE_BIOS, b"http://10.77.0.1:8080/boot/52-54-00-00-00-01.ipxe", b"PXEClient"),
+    (PXE_BIOS, b"undionly.kpxe", None),
+    (PXE_UEFI, b"ipxe.efi", None),
+    (IPXE_BIOS, b"http://10.77.0.1:8080/boot/52-54-00-00-00-01.ipxe", None),
 ])
 def test_full_mode_offer_carries_the_boot_decision(extra, file, vendor):
+    """A plain offer with the boot file and no option 60: EDK2 takes
+    "PXEClient" without option 43 for a BINL offer and goes to port 4011."""
     e = make_engine()
     _, offer = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(1), extra=extra))
     assert offer.file == file and offer.options[o.OPT_BOOTFILE] == file
@@ -340,6 +351,16 @@ def test_proxy_port_4011_request_is_answered_to_its_source():
                                           extra=PXE_UEFI), ing=ing)
     assert ack.msg_type == o.ACK and ack.file == b"ipxe.efi" and ack.yiaddr_ip == "0.0.0.0"
     assert out.dest == ("10.77.0.66", 4011)
+
+
+def test_port_4011_is_answered_in_full_mode_too():
+    e = make_engine(mode="full")
+    ing = Ingress("eth1", SERVER, "lab", o.PXE_PORT, ("10.77.0.66", 4011))
+    out, ack = roundtrip(e, client_packet(o.REQUEST, mac_bytes(1), ciaddr="10.77.0.66",
+                                          extra=PXE_UEFI), ing=ing)
+    assert ack.msg_type == o.ACK and ack.file == b"ipxe.efi"
+    assert ack.options[o.OPT_VENDOR_CLASS] == b"PXEClient" and out.dest == ("10.77.0.66", 4011)
+    assert not e.leases.by_addr
 
 
 def test_unknown_arch_becomes_an_event_not_a_crash():
