@@ -113,7 +113,9 @@ class LabBoot:
 
     # -- set-up -----------------------------------------------------------
     def _config(self) -> str:
+        # ttyS0 last: the agent's console lines reach qemu's serial (stdout).
         return (f'mode = "{self.o.mode}"\n'
+                '[boot]\ndiscover_cmdline = "console=tty0 console=ttyS0"\n'
                 "[dhcp]\nlease_time = 600\n"
                 + ("" if self.o.mode == "proxy" else
                    '[[networks]]\nname = "lab"\nsubnet = "10.80.0.0/24"\n'

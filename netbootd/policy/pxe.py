@@ -68,7 +68,9 @@ def classify(options: dict[int, bytes]) -> Client:
             arch = int(parts[2])
     uc = options.get(OPT_USER_CLASS)
     # iPXE sends option 77 raw ("iPXE"); RFC 3004 form is length-prefixed.
-    ipxe = OPT_IPXE_ENCAP in options or uc in (b"iPXE", b"\x04iPXE")
+    # An explicit other user class wins over option 175: it is how a site (or
+    # a ROM told `set user-class ...`) asks for the plain-PXE chain.
+    ipxe = uc in (b"iPXE", b"\x04iPXE") or (uc is None and OPT_IPXE_ENCAP in options)
     ndi = options.get(OPT_CLIENT_NDI)
     undi = tuple(ndi) if ndi and len(ndi) == 3 else None
     return Client(arch, printable(vc), pxe, http, ipxe,

@@ -68,8 +68,8 @@ def test_unknown_host_gets_the_discover_script_and_the_step_is_stored(server):
     status, body, headers = yield curl(f"{base}/boot/{DASHED}.ipxe")
     assert status == 200 and body.startswith(b"#!ipxe\n")
     assert int(headers["content-length"]) == len(body)
-    assert f"kernel {base}/files/netbootd/vmlinuz initrd=discover.img console=ttyS0".encode() \
-        in body
+    assert f"kernel {base}/files/netbootd/vmlinuz initrd=discover.img netbootd.server={base} " \
+        "console=ttyS0".encode() in body
     yield committer.drain()
     rows = store.query("SELECT kind, detail FROM events WHERE mac = ?", (MAC,))
     kinds = [r["kind"] for r in rows]

@@ -13,7 +13,7 @@ MAC = "52:54:00:77:00:10"
 
 @pytest.fixture(scope="module")
 def renderer():
-    return Renderer(discover_cmdline="console=ttyS0 netbootd.server=" + BASE)
+    return Renderer(discover_cmdline="console=ttyS0")
 
 
 def lines(text):
@@ -49,8 +49,8 @@ def test_every_profile_renders_a_script(renderer):
 
 def test_discover_boots_the_agent_with_the_server_on_the_command_line(renderer):
     text = renderer.render(BootSpec("discover", MAC, BASE))
-    assert f"kernel {BASE}/files/netbootd/vmlinuz initrd=discover.img console=ttyS0 " \
-           f"netbootd.server={BASE} || goto failed" in text
+    assert f"kernel {BASE}/files/netbootd/vmlinuz initrd=discover.img " \
+           f"netbootd.server={BASE} console=ttyS0 || goto failed" in text
     assert f"initrd --name discover.img {BASE}/files/netbootd/discover.img" in text
 
 

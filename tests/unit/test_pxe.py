@@ -27,6 +27,10 @@ def test_classify_real_firmware_kinds():
     h = pxe.classify(HTTP_UEFI)
     assert h.http and h.arch == 16 and not h.pxe
     assert pxe.classify({o.OPT_USER_CLASS: b"\x04iPXE"}).ipxe      # RFC 3004 form
+    assert pxe.classify({o.OPT_IPXE_ENCAP: b"\x13\x01\x01"}).ipxe  # 175 alone: iPXE
+    # the chain trick (bios-chain-undionly capture): user class PXE-ROM + 175 -> plain PXE
+    assert not pxe.classify({**PXE_BIOS, o.OPT_USER_CLASS: b"PXE-ROM",
+                             o.OPT_IPXE_ENCAP: b"\x13\x01\x01"}).ipxe
     assert not pxe.classify({o.OPT_VENDOR_CLASS: b"udhcp 1.35.0"}).netboot
 
 
