@@ -3,11 +3,11 @@
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 
-.PHONY: run test unit bench bench-dhcp clean
+.PHONY: run test unit e2e bench bench-dhcp bench-tftp bench-http clean
 
-run:            ## install runtime deps and run netbootd on embedded defaults
+run:            ## install runtime deps; boot a VM against netbootd (embedded defaults) in private namespaces
 	bash scripts/setup.sh run
-	.venv/bin/netbootd serve
+	.venv/bin/netbootd lab
 
 test:           ## install test deps and run the whole suite (what CI runs)
 	bash scripts/setup.sh test
@@ -16,11 +16,22 @@ test:           ## install test deps and run the whole suite (what CI runs)
 unit:
 	$(PYTEST) -q tests/unit tests/net
 
-bench: bench-dhcp
+bench: bench-dhcp bench-tftp bench-http
 
 bench-dhcp:     ## DHCP leases/s: netbootd vs Kea vs dnsmasq (perfdhcp, namespaces)
 	bash scripts/setup.sh test
 	$(PY) bench/dhcp/run.py
+
+bench-tftp:     ## TFTP MB/s and 50-transfer wall time vs tftpd-hpa, atftpd, dnsmasq
+	bash scripts/setup.sh test
+	$(PY) bench/tftp/run.py
+
+bench-http:     ## 40 MB over HTTP, 1 and 20 clients, vs nginx
+	bash scripts/setup.sh test
+	$(PY) bench/http/run.py
+
+e2e:            ## only the qemu boots (slow)
+	$(PYTEST) -q tests/e2e
 
 clean:
 	rm -rf .venv .pytest_cache .hypothesis build *.egg-info
