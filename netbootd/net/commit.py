@@ -21,7 +21,8 @@ log = logging.getLogger("netbootd.commit")
 
 class GroupCommitter:
     def __init__(self, reactor, apply: Callable[[list], None], window: float = 0.002,
-                 run_in_thread: Callable | None = None):
+                 run_in_thread: Callable | None = None,
+                 on_committed: Callable[[list], None] | None = None):
         """`apply(batch)` writes a batch (blocking).  `run_in_thread(fn, arg)`
         returns a Deferred; by default a one-thread pool so commits keep
         their order.  Tests may pass a synchronous runner."""
@@ -34,6 +35,7 @@ class GroupCommitter:
             self._pool.start()
             run_in_thread = lambda fn, arg: deferToThreadPool(reactor, self._pool, fn, arg)
         self._run = run_in_thread
+        self.on_committed = on_committed
         self._writes: list = []
         self._waiters: list[Callable[[], None]] = []
         self._timer = None
@@ -78,6 +80,11 @@ class GroupCommitter:
         self.commits += 1
         self.committed_writes += len(writes)
         self._release(waiters)
+        if self.on_committed is not None:
+            try:
+                self.on_committed(writes)
+            except Exception:
+                log.exception("on_committed observer failed")
         self._next()
 
     def _failed(self, failure, writes, waiters) -> None:

@@ -97,13 +97,29 @@ class Core(service.Service):
         self.committer: GroupCommitter | None = None
         self.leases: LeaseTable | None = None     # set by the DHCP service
         self.ifaces: list[interfaces.IfAddr] = []
+        self.started = 0.0
+        self._observers: list = []
         self._trim = None
+
+    def observe(self, fn) -> None:
+        """fn(writes) runs on the reactor thread after each committed batch
+        (DNS zone, metrics, event hooks)."""
+        self._observers.append(fn)
+
+    def _committed(self, writes: list) -> None:
+        for fn in self._observers:
+            try:
+                fn(writes)
+            except Exception:
+                log.exception("observer %r failed", fn)
 
     def startService(self) -> None:
         self.ifaces = interfaces.resolve(self.cfg.interfaces)
         self.registry = Registry(self.store.load_hosts())
+        self.started = self.reactor.seconds()
         self.committer = GroupCommitter(self.reactor, self.store.apply,
-                                        self.cfg.dhcp.commit_window_ms / 1000.0)
+                                        self.cfg.dhcp.commit_window_ms / 1000.0,
+                                        on_committed=self._committed)
         self._trim = task.LoopingCall(self.committer.submit, [("trim", None)])
         self._trim.clock = self.reactor
         self._trim.start(600, now=False)
