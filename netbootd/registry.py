@@ -134,3 +134,39 @@ class Registry:
         writes.append(("host", h))
         writes.append(event(now, mac, "host.assign", profile=profile, args=args))
         return h, writes
+
+    def approve(self, mac: str, now: float) -> tuple[Host | None, list]:
+        """Admin approval of a discovered host (as if its agent registered)."""
+        writes: list = []
+        h = self.hosts.get(mac)
+        if h is None or h.state not in (HostState.DISCOVERED, HostState.ERROR):
+            return h, writes
+        self._set_state(h, HostState.REGISTERED, now, writes, "approved by admin")
+        writes.append(("host", h))
+        return h, writes
+
+    def retire(self, mac: str, now: float) -> tuple[Host | None, list]:
+        writes: list = []
+        h = self.hosts.get(mac)
+        if h is None:
+            return None, writes
+        self._set_state(h, HostState.RETIRED, now, writes, "retired by admin")
+        writes.append(("host", h))
+        return h, writes
+
+    def set_hostname(self, mac: str, hostname: str | None, now: float) -> tuple[Host | None, list]:
+        writes: list = []
+        h = self.hosts.get(mac)
+        if h is None:
+            return None, writes
+        if h.hostname != hostname:
+            writes.append(event(now, mac, "host.hostname", old=h.hostname, new=hostname))
+            h.hostname = hostname
+            writes.append(("host", h))
+        return h, writes
+
+    def delete(self, mac: str, now: float) -> list:
+        """Forget a host (its leases stay: an address is never reused early)."""
+        if self.hosts.pop(mac, None) is None:
+            return []
+        return [("host_delete", mac), event(now, mac, "host.deleted")]

@@ -84,8 +84,6 @@ def validate_args(profile: str, args: dict) -> dict:
             raise ProfileError("kernel: required for profile 'linux'")
         out["kernel"] = _location("kernel", args["kernel"])
         initrds = args.get("initrds", [])
-        if isinstance(initrds, str):
-            initrds = [initrds]
         if not isinstance(initrds, list) or len(initrds) > 16:
             raise ProfileError("initrds: must be a list of at most 16 locations")
         out["initrds"] = [_location(f"initrds[{i}]", x) for i, x in enumerate(initrds)]
@@ -96,7 +94,7 @@ def validate_args(profile: str, args: dict) -> dict:
             raise ProfileError(f"san_uri: {uri!r} is not a SAN URI like "
                                "iscsi:10.0.0.1::::iqn.2026-01.lan.netboot:vol1")
         out["san_uri"] = uri
-        if args.get("initiator_iqn"):
+        if args.get("initiator_iqn", "") != "":
             iqn = _single_line("initiator_iqn", args["initiator_iqn"], 223)
             if not _IQN_RE.match(iqn):
                 raise ProfileError(f"initiator_iqn: {iqn!r} is not an iqn./eui. name")

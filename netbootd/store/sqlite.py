@@ -80,6 +80,16 @@ class StoreError(RuntimeError):
     pass
 
 
+def event_dict(row) -> dict:
+    """An events row as the API shows it (detail parsed from its JSON)."""
+    try:
+        detail = json.loads(row["detail"])
+    except (ValueError, TypeError):
+        detail = {"raw": row["detail"]}
+    return {"id": row["id"], "ts": row["ts"], "mac": row["mac"], "kind": row["kind"],
+            "detail": detail}
+
+
 def _ip(n: int) -> str:
     return f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
 
@@ -141,9 +151,9 @@ class Store:
     # -- writes (group commit) -------------------------------------------
     def apply(self, batch: list[tuple]) -> None:
         """Write one batch in one transaction.  Items: ("lease", Lease),
-        ("host", Host), ("event", (ts, mac, kind, detail)), ("trim", None) to
-        trim old events afterwards."""
-        leases, hosts, events = {}, {}, []
+        ("host", Host), ("host_delete", mac), ("event", (ts, mac, kind, detail)),
+        ("trim", None) to trim old events afterwards."""
+        leases, hosts, events, deleted = {}, {}, [], set()
         trim = False
         for kind, item in batch:
             if kind == "lease":
@@ -151,12 +161,16 @@ class Store:
                     _ip(item.address), item.network, item.client_key, item.mac,
                     item.hostname, item.state.value, item.starts, item.ends)
             elif kind == "host":
+                deleted.discard(item.mac)           # the later write in a batch wins
                 hosts[item.mac] = (item.mac, item.state.value, item.arch, item.vendor_class,
                                    item.uuid, item.hostname, item.interface, item.first_seen,
                                    item.last_seen, item.ip, item.profile,
                                    json.dumps(item.profile_args, sort_keys=True))
             elif kind == "event":
                 events.append(item)
+            elif kind == "host_delete":
+                hosts.pop(item, None)
+                deleted.add(item)
             elif kind == "trim":
                 trim = True
             else:
@@ -164,6 +178,8 @@ class Store:
         c = self.conn()
         c.execute("BEGIN")
         try:
+            if deleted:
+                c.executemany("DELETE FROM hosts WHERE mac = ?", [(m,) for m in deleted])
             if hosts:
                 c.executemany(_HOST_SQL, hosts.values())
             if leases:
@@ -224,3 +240,45 @@ class Store:
             return c.execute(sql, args).fetchall()
         finally:
             c.row_factory = None
+
+    # -- API reads (run on a worker thread; each thread has its own connection)
+    def events(self, after: int | None, limit: int, mac: str | None = None,
+               kind: str | None = None, newest: bool = False) -> list[dict]:
+        """Events in ascending id order: those after `after`, or (newest=True)
+        the newest `limit` ones."""
+        where, args = [], []
+        if after:
+            where.append("id > ?")
+            args.append(after)
+        if mac:
+            where.append("mac = ?")
+            args.append(mac)
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
+        sql = "SELECT id, ts, mac, kind, detail FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY id {'DESC' if newest else 'ASC'} LIMIT ?"
+        rows = self.query(sql, tuple(args) + (limit,))
+        out = [event_dict(r) for r in rows]
+        return out[::-1] if newest else out
+
+    def last_events(self) -> dict[str, dict]:
+        """The newest event of every host, by MAC."""
+        rows = self.query(
+            "SELECT e.id, e.ts, e.mac, e.kind, e.detail FROM events e JOIN "
+            "(SELECT mac, MAX(id) AS id FROM events WHERE mac IS NOT NULL GROUP BY mac) m "
+            "ON e.id = m.id")
+        return {r["mac"]: event_dict(r) for r in rows}
+
+    def leases_view(self, now: float) -> list[dict]:
+        out = []
+        for r in self.query("SELECT address, mac, state, hostname, network, starts, ends "
+                            "FROM leases"):
+            d = dict(r)
+            if d["state"] == "active" and d["ends"] <= now:
+                d["state"] = "expired"
+            out.append(d)
+        out.sort(key=lambda d: tuple(int(x) for x in d["address"].split(".")))
+        return out

@@ -105,3 +105,13 @@ def test_boot_spec_uses_the_assignment_only_while_assigned():
     h.state = HostState.RETIRED
     assert boot_spec(h, MAC, BASE, "discover").profile == "localboot"
     assert boot_spec(None, MAC, BASE, "discover").profile == "discover"
+
+
+@pytest.mark.parametrize("args, key", [
+    ({"san_uri": "iscsi:1.2.3.4::::iqn.2026-01.x:y", "initiator_iqn": {}}, "initiator_iqn"),
+    ({"san_uri": ["iscsi:x"]}, "san_uri"),
+])
+def test_non_string_arguments_are_refused_not_ignored(args, key):
+    with pytest.raises(ProfileError) as e:
+        validate_args("sanboot", args)
+    assert str(e.value).startswith(key + ":")

@@ -90,3 +90,15 @@ def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path):
     (h,) = s.load_hosts()
     assert h.mac == "52:54:00:00:00:01" and h.state == HostState.IDLE and h.arch == 7
     assert h.profile is None and h.profile_args == {}
+
+
+def test_a_deleted_host_is_gone_but_a_later_write_in_the_batch_wins(tmp_path):
+    s = Store(str(tmp_path))
+    a = Host("52:54:00:00:00:01", HostState.IDLE, first_seen=1, last_seen=1)
+    b = Host("52:54:00:00:00:02", HostState.IDLE, first_seen=1, last_seen=1)
+    s.apply([("host", a), ("host", b)])
+    s.apply([("host_delete", a.mac)])
+    assert [h.mac for h in s.load_hosts()] == [b.mac]
+    s.apply([("host_delete", b.mac), ("host", b)])          # re-created after the delete
+    s.apply([("host", a), ("host_delete", a.mac)])          # deleted after the write
+    assert [h.mac for h in s.load_hosts()] == [b.mac]

@@ -84,8 +84,14 @@ class FileLeaf(resource.Resource):
             return error(request, code, f"refused: {e.reason}")
         f = _Opened(*opened)
         app.counters["http.file"] += 1
-        request.notifyFinish().addBoth(lambda _: self._log(request, name, _sent(request),
-                                                           request.code))
+        key = id(request)
+        app.active[key] = {"client": client_ip(request), "file": name, "request": request,
+                           "size": os.fstat(opened[1]).st_size, "started": app.clock.seconds()}
+
+        def finished(_):
+            app.active.pop(key, None)
+            self._log(request, name, _sent(request), request.code)
+        request.notifyFinish().addBoth(finished)
         return f.render(request)
 
     def _log(self, request, name: str, nbytes: int, status: int) -> None:
