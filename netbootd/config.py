@@ -13,6 +13,7 @@ import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 
 from .model import normalize_mac
@@ -152,6 +153,112 @@ class BootSection:
     discover_cmdline: str = "console=ttyS0 console=tty0 quiet"
 
 
+def _url_list(v):
+    for u in v:
+        try:
+            parts = urllib.parse.urlsplit(u)
+        except ValueError as e:
+            return f"{u!r} is not a URL ({e})"
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return f"{u!r} is not an http:// or https:// URL"
+        if not u.isascii() or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in u):
+            return f"{u!r} has spaces, control or non-ASCII characters"
+
+
+def _hostname(v):
+    if not re.fullmatch(r"[A-Za-z0-9.:_-]{1,253}", v):
+        return f"{v!r} is not a host name or address"
+
+
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+(\.[A-Za-z0-9-]+)*")
+
+
+def _email(v):
+    if not _EMAIL.fullmatch(v):
+        return f"{v!r} is not a plain mail address like 'ops@example.com'"
+
+
+def _email_list(v):
+    for a in v:
+        if (err := _email(a)):
+            return err
+
+
+def _kind_list(v):
+    for k in v:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*\.[a-z0-9_]+", k):
+            return f"{k!r} is not an event kind like 'tftp.failed'"
+
+
+def _seconds(lo, hi):
+    def check(v):
+        if not lo < v <= hi:
+            return f"must be > {lo} and <= {hi} seconds"
+    return check
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True                    # GET /metrics on the HTTP port (Prometheus)
+    # A boot (first DHCP/proxy offer) with no agent.register within this many
+    # seconds is forgotten, not measured.
+    boot_timeout: float = opt(3600.0, _seconds(0, 86400))
+
+
+# Event kinds the hooks report by default: new hosts, boot failures (an
+# http.file counts only with status >= 400), exhausted pools, refused agents.
+HOOK_KINDS = ("host.discovered", "tftp.failed", "http.file", "boot.unsupported", "dhcp.nak",
+              "pool.exhausted", "agent.refused")
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    webhooks: tuple[str, ...] = opt((), _url_list)       # each gets a JSON POST per batch
+    webhook_timeout: float = opt(10.0, _seconds(0, 300))
+    webhook_retries: int = opt(3, lambda v: None if 0 <= v <= 10 else "must be 0..10")
+    webhook_backoff: float = opt(1.0, _seconds(0, 300))  # first retry delay; doubles each time
+    queue_size: int = opt(1000, lambda v: None if 1 <= v <= 100000 else "must be 1..100000")
+    smtp_host: str | None = opt(None, _hostname)        # mail relay; None: no mail
+    smtp_port: int = opt(25, _port)
+    smtp_starttls: bool = False                          # True: STARTTLS required
+    smtp_timeout: float = opt(30.0, _seconds(0, 300))
+    mail_from: str = opt("netbootd@localhost", _email)
+    mail_to: tuple[str, ...] = opt((), _email_list)
+    mail_interval: float = opt(60.0, _seconds(0, 86400))  # at most one mail per interval
+    kinds: tuple[str, ...] = opt(HOOK_KINDS, _kind_list)
+
+    def __post_init__(self):
+        if self.smtp_host and not self.mail_to:
+            raise ConfigError("hooks.mail_to", "is required when hooks.smtp_host is set")
+
+
+def _domain(v):
+    # RFC 1123 §2.1 labels; room left for a 63-byte host label (RFC 1035 §2.3.4).
+    labels = v.rstrip(".").split(".")
+    if not v or len(v) > 190 or not all(re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", x)
+                                        for x in labels):
+        return "must be a lower-case domain name like 'netboot.lan' (at most 190 characters)"
+    if labels[-1] == "arpa":
+        return "must not be under .arpa (reverse zones are derived from the subnets)"
+
+
+def _listen(v):
+    if v != "interfaces" and _ipv4(v):
+        return "must be 'interfaces' (each served interface's address) or one IPv4 address"
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    """Authoritative DNS for the managed hosts (and optional forwarding)."""
+    enabled: bool = True
+    port: int = opt(53, _port)
+    domain: str = opt("netboot.lan", _domain)
+    forwarders: tuple[str, ...] = opt((), _ipv4_list)   # empty: names not ours are REFUSED
+    ttl: int = opt(60, lambda v: None if 0 <= v <= 86400 else "must be 0..86400 seconds")
+    rate_limit_qps: float = opt(200.0, _positive)        # per source address
+    listen: str = opt("interfaces", _listen)
+
+
 @dataclass(frozen=True)
 class Config:
     mode: str = opt("proxy", _one_of("proxy", "full"))
@@ -160,7 +267,10 @@ class Config:
     log_level: str = opt("info", _one_of("debug", "info", "warn", "error"))
     dhcp: DhcpConfig = field(default_factory=DhcpConfig)
     boot: BootSection = field(default_factory=BootSection)
+    dns: DnsConfig = field(default_factory=DnsConfig)
     networks: tuple[NetworkConfig, ...] = ()
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
     def replace(self, **kw) -> "Config":
         return dataclasses.replace(self, **kw)

@@ -15,7 +15,9 @@ RUNTIME_DEBS="python3 python3-venv iproute2 ipxe ipxe-qemu qemu-system-x86 ovmf 
  busybox-static dnsmasq-base"
 # Tests: real peers (perfdhcp/Kea, dnsmasq, udhcpc from busybox-static, curl,
 # atftp, tcpdump) and tools to check our archives (cpio, bsdtar).
-TEST_DEBS="kea-admin kea-dhcp4-server tcpdump procps curl atftp cpio libarchive-tools"
+# chromium + chromium-driver: the status page is tested in a real browser.
+TEST_DEBS="kea-admin kea-dhcp4-server tcpdump procps curl atftp cpio libarchive-tools
+ chromium chromium-driver"
 
 need=()
 for p in $RUNTIME_DEBS $( [ "$want" = test ] && echo "$TEST_DEBS" ); do

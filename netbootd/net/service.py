@@ -21,7 +21,10 @@ from ..codec.dhcp_options import PXE_PORT, SERVER_PORT
 from ..config import Config, NetworkConfig
 from ..model import BootConfig, BootFiles, Reservation, normalize_mac
 from ..policy.dhcp_server import DhcpEngine, EngineSettings, Ingress
-from ..policy.leases import LeaseTable, Network, ip2int, whole_subnet
+from .. import __version__
+from ..hooks import Hooks
+from ..metrics import Metrics
+from ..policy.leases import LeaseTable, Network, int2ip, ip2int, whole_subnet
 from ..policy.boot import Renderer
 from ..registry import Registry, event
 from ..store.sqlite import Store
@@ -135,6 +138,36 @@ class Core(service.Service):
             self.committer.stop()
         self.store.close()
 
+    def pools(self) -> list[dict]:
+        """Every served network with its pool usage (API / status page)."""
+        if self.leases is None:
+            return []
+        now = self.reactor.seconds()
+        out = []
+        for name, st in self.leases.nets.items():
+            n = st.network
+            used, size = self.leases.usage(name, now)
+            out.append({"name": name, "subnet": str(n.subnet),
+                        "ranges": [f"{int2ip(lo)}-{int2ip(hi)}" for lo, hi in n.ranges],
+                        "router": n.router, "dns": list(n.dns), "domain": n.domain,
+                        "lease_time": n.lease_time, "interface": n.interface,
+                        "size": size, "used": used})
+        return out
+
+    def transfers(self) -> list[dict]:
+        """Transfers under way (TFTP and HTTP files), for the status page."""
+        out = []
+        tftp = self.parent.getServiceNamed("tftp") if self.parent else None
+        if tftp is not None and tftp.server is not None:
+            for x in list(tftp.server.transfers.values()):
+                out.append({"proto": "tftp", "client": x.addr[0], "file": x.filename,
+                            "bytes": x.session.bytes_acked, "size": x.session.source.size,
+                            "started": x.session.started})
+        http = self.parent.getServiceNamed("http") if self.parent else None
+        if http is not None and http.app is not None:
+            out.extend(http.app.active_transfers())
+        return out
+
     def ip_to_mac(self, ip: str) -> str | None:
         if self.leases is not None:
             lease = self.leases.holder(ip2int(ip), self.reactor.seconds())
@@ -212,6 +245,7 @@ class HttpService(service.Service):
         self.core = core
         self.port = None
         self.app = None
+        self.metrics = None
 
     def startService(self) -> None:
         from .http.app import HttpApp
@@ -237,8 +271,10 @@ class HttpService(service.Service):
             registry=core.registry, submit=core.committer.submit,
             renderer=Renderer(b.templates_dir, b.discover_cmdline), clock=core.reactor,
             token=token, default_profile=b.default_profile, http_base=b.http_base,
-            roots=[root], generated=generated, ip_to_mac=core.ip_to_mac)
-        self.port = core.reactor.listenTCP(b.http_port, build_site(self.app),
+            roots=[root], generated=generated, ip_to_mac=core.ip_to_mac, store=core.store,
+            version=__version__, mode=cfg.mode, started=core.started, pools=core.pools,
+            transfers=core.transfers)
+        self.port = core.reactor.listenTCP(b.http_port, build_site(self.app, self.metrics),
                                            interface=b.http_listen)
         log.info("http: listening on %s:%d (files: %s)", b.http_listen,
                  self.port.getHost().port, root)
@@ -350,8 +386,19 @@ def makeService(cfg: Config, reactor) -> service.MultiService:
     top = service.MultiService()
     core = Core(cfg, reactor, Store(cfg.state_dir, cfg.dhcp.sync))
     core.setServiceParent(top)
-    DhcpService(core).setServiceParent(top)
-    HttpService(core).setServiceParent(top)
-    TftpService(core).setServiceParent(top)
+    dhcp = DhcpService(core)
+    dhcp.setServiceParent(top)
+    http = HttpService(core)
+    http.setServiceParent(top)
+    tftp = TftpService(core)
+    tftp.setServiceParent(top)
+    hooks = Hooks(reactor, cfg.hooks)
+    if hooks.enabled:
+        hooks.setServiceParent(top)
+        core.observe(hooks.observe)
+    if cfg.metrics.enabled:
+        http.metrics = Metrics(core, dhcp, tftp, http, hooks if hooks.enabled else None,
+                               boot_timeout=cfg.metrics.boot_timeout)
+        core.observe(http.metrics.observe)
     Ready(cfg).setServiceParent(top)
     return top

@@ -1,0 +1,197 @@
+"""GET / (the status page) and GET /static/<file> (its script and style).
+
+The page is rendered on the server from the same shapes /api/v1/status and
+/api/v1/hosts return (docs/CONTRACT-api.md), so its first paint is complete
+without JavaScript; static/status.js then polls the API and keeps it live.
+
+Host-controlled strings are data (DESIGN rule 9): Jinja2 autoescape on the
+server, textContent in the browser, and a Content-Security-Policy that allows
+no inline script or style at all, so an escaping slip still runs nothing.
+Static files go through the same name policy and confined open as /files
+(policy/paths.py, net/fileroots.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+from twisted.internet import defer
+from twisted.web import resource, server
+
+from ...model import arch_name
+from ...policy.paths import PathRefused, resolve
+from ...web import STATIC_DIR, environment
+from ..fileroots import open_in_root
+from .app import HttpApp
+from .common import error
+
+log = logging.getLogger("netbootd.http")
+
+# No inline script, no inline style, no third party, no framing, no form
+# posts (the token field is read by the script; it never leaves as a form).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+       "frame-ancestors 'none'")
+
+STATIC_TYPES = {
+    ".js": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".png": b"image/png",
+    ".ico": b"image/x-icon",
+    ".txt": b"text/plain; charset=utf-8",
+}
+MAX_STATIC = 1024 * 1024
+
+
+def secure_headers(request) -> None:
+    request.setHeader(b"content-security-policy", CSP.encode())
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"referrer-policy", b"no-referrer")
+    request.setHeader(b"x-frame-options", b"DENY")
+
+
+def host_view(h, last_event: dict | None) -> dict:
+    """A host as /api/v1/hosts shows it (contract `host`)."""
+    d = dataclasses.asdict(h)
+    d["state"] = h.state.value
+    d["arch_name"] = arch_name(h.arch) if h.arch is not None else None
+    d["last_event"] = last_event
+    return d
+
+
+def _call(fn, default):
+    if not callable(fn):
+        return default
+    try:
+        return fn()
+    except Exception:
+        log.exception("status page: %r failed", fn)
+        return default
+
+
+class StatusPage(resource.Resource):
+    """GET /: hosts, boot timelines, transfers, pools, recent events."""
+    isLeaf = True
+
+    def __init__(self, app: HttpApp):
+        super().__init__()
+        self.app = app
+        self.template = environment().get_template("status.html")
+
+    def _reads(self) -> defer.Deferred:
+        """(newest 50 events, last event per MAC), read off the reactor
+        thread when the app has a store (DESIGN rule 8); empty otherwise,
+        and the script fills them in on its first poll."""
+        app = self.app
+        read, events, last = (getattr(app, n, None) for n in
+                              ("read", "store_events", "store_last_events"))
+        if not (callable(read) and callable(events) and callable(last)):
+            return defer.succeed(([], {}))
+        d = defer.gatherResults([read(events, 0, 50, None, None, True), read(last)],
+                                consumeErrors=True)
+        d.addCallback(tuple)
+
+        def failed(f):
+            log.error("status page: cannot read events: %s", f.getErrorMessage())
+            return [], {}
+        return d.addErrback(failed)
+
+    def context(self, events: list, last: dict) -> dict:
+        app = self.app
+        counts: dict[str, int] = {}
+        hosts = sorted(app.registry.hosts.values(), key=lambda h: (h.first_seen, h.mac))
+        for h in hosts:
+            counts[h.state.value] = counts.get(h.state.value, 0) + 1
+        status = {
+            "version": getattr(app, "version", ""), "mode": getattr(app, "mode", ""),
+            "started": getattr(app, "started", None), "now": app.clock.seconds(),
+            "hosts": counts, "pools": _call(getattr(app, "pools", None), []),
+            "transfers": _call(getattr(app, "transfers", None), []), "events": events}
+        return {"status": status, "hosts": [host_view(h, last.get(h.mac)) for h in hosts]}
+
+    def render_GET(self, request):
+        if request.postpath not in ([], [b""]):
+            return error(request, 404, "no such page")
+        secure_headers(request)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+
+        def done(reads):
+            if request.finished or request._disconnected:
+                return
+            try:
+                body = self.template.render(**self.context(*reads)).encode("utf-8")
+            except Exception:
+                log.exception("status page: render failed")
+                request.setResponseCode(500)
+                request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+                body = b"status page failed; see the daemon log\n"
+            request.write(body)
+            request.finish()
+        self._reads().addCallback(done)
+        return server.NOT_DONE_YET
+
+
+class Static(resource.Resource):
+    """GET /static/<name>: the page's own files, by the shared path policy."""
+
+    def __init__(self, root: str = STATIC_DIR):
+        super().__init__()
+        self.root = root
+
+    def getChild(self, name: bytes, request):
+        return _StaticLeaf(self.root)
+
+    def render_GET(self, request):
+        return error(request, 404, "no file named")
+
+
+class _StaticLeaf(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, root: str):
+        super().__init__()
+        self.root = root
+
+    def render(self, request):
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return error(request, 405, "static files are read-only")
+        try:
+            # prepath is [b"static", first] once the site has routed here.
+            name = "/".join(p.decode("utf-8") for p in request.prepath[1:] + request.postpath)
+            ctype = STATIC_TYPES.get(os.path.splitext(name)[1].lower())
+            if ctype is None:
+                return error(request, 404, "no such static file")
+            res = resolve(name, [self.root], None,
+                          lambda root, rel: os.path.lexists(os.path.join(root, rel)))
+            fd, st, _ = open_in_root(self.root, res.rel)
+        except UnicodeDecodeError:
+            return error(request, 400, "refused: path is not UTF-8")
+        except PathRefused as e:
+            if e.reason == "not_found":
+                return error(request, 404, "no such static file")
+            return error(request, 403 if e.reason in ("outside_root", "not_regular",
+                                                      "open_failed") else 400,
+                         f"refused: {e.reason}")
+        try:
+            if st.st_size > MAX_STATIC:
+                return error(request, 403, "refused: too large")
+            chunks, left = [], st.st_size
+            while left > 0:
+                c = os.read(fd, left)
+                if not c:
+                    break
+                chunks.append(c)
+                left -= len(c)
+        finally:
+            os.close(fd)
+        body = b"".join(chunks)
+        secure_headers(request)
+        request.setHeader(b"content-type", ctype)
+        # Revalidate each time: a daemon upgrade must not leave an old script
+        # running against a newer API.
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"content-length", str(len(body)).encode())
+        return b"" if request.method == b"HEAD" else body
