@@ -22,6 +22,13 @@ def serve(args) -> int:
         print(f"netbootd: config error: {e}", file=sys.stderr)
         return 2
     _logging(cfg.log_level)
+    from . import statelock
+    try:
+        # One daemon per state dir; `state restore` refuses while it is held.
+        lock = statelock.acquire(cfg.state_dir)  # noqa: F841 - held until exit
+    except statelock.StateLocked as e:
+        print(f"netbootd: cannot start: {e}", file=sys.stderr)
+        return 2
     from twisted.internet import reactor
 
     from .net.service import makeService
@@ -62,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return lab.main(args)
     if args.cmd == "token":
         return cli.cmd_token(args)
+    if args.cmd == "state":
+        return cli.cmd_state(args)
     return cli.cmd_read(args)
 
 
