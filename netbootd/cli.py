@@ -112,16 +112,23 @@ def api_call(cfg: config_mod.Config, method: str, path: str, body: dict | None =
         raise SystemExit(f"netbootd: cannot reach the daemon at {base}: {e}")
 
 
-def cmd_assign(args) -> int:
+def _mac(key: str | None, usage: str) -> str | None:
+    """The MAC argument normalized, or None after printing why not."""
     from .model import normalize_mac
-    cfg = effective_config(args)
-    if not args.key or not args.profile:
-        print("netbootd: usage: hosts assign MAC PROFILE [options]", file=sys.stderr)
-        return 2
+    if not key:
+        print(f"netbootd: {usage}", file=sys.stderr)
+        return None
     try:
-        mac = normalize_mac(args.key)
+        return normalize_mac(key)
     except ValueError as e:
         print(f"netbootd: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_assign(args) -> int:
+    cfg = effective_config(args)
+    mac = _mac(args.key if args.profile else None, "usage: hosts assign MAC PROFILE [options]")
+    if mac is None:
         return 2
     pargs: dict = {}
     if args.kernel:
@@ -249,14 +256,8 @@ def cmd_read(args) -> int:
     if args.cmd == "hosts":
         sql, qargs = "SELECT * FROM hosts ORDER BY first_seen", ()
         if args.action == "show":
-            if not args.key:
-                print("netbootd: hosts show needs a MAC", file=sys.stderr)
-                return 2
-            from .model import normalize_mac
-            try:
-                mac = normalize_mac(args.key)
-            except ValueError as e:
-                print(f"netbootd: {e}", file=sys.stderr)
+            mac = _mac(args.key, "hosts show needs a MAC")
+            if mac is None:
                 return 2
             sql, qargs = "SELECT * FROM hosts WHERE mac = ?", (mac,)
         rows = [dict(r) for r in store.query(sql, qargs)]

@@ -15,6 +15,8 @@ priority).
 """
 from __future__ import annotations
 
+from .errors import DecodeError  # noqa: F401 - re-exported: codec.<x>.DecodeError
+
 import socket
 import struct
 
@@ -29,15 +31,6 @@ assert _HEADER.size == FIXED_LEN
 _ZERO_IP = b"\x00\x00\x00\x00"
 _NOT_ENCODED = frozenset((OPT_OVERLOAD, OPT_PAD, OPT_END))
 
-
-class DecodeError(ValueError):
-    """A message that cannot be read.  ``reason`` is a short stable token
-    (usable as a counter label), ``offset`` the byte where reading failed."""
-
-    def __init__(self, reason: str, offset: int, detail: str = ""):
-        self.reason = reason
-        self.offset = offset
-        super().__init__(f"{reason} at byte {offset}" + (f": {detail}" if detail else ""))
 
 
 class Packet:

@@ -14,6 +14,8 @@ the client's own spelling, and ``Request.option_dict()`` gives them lowercased.
 """
 from __future__ import annotations
 
+from .errors import DecodeError  # noqa: F401 - re-exported: codec.<x>.DecodeError
+
 import struct
 from dataclasses import dataclass
 
@@ -71,15 +73,6 @@ MAX_OPTIONS = 32                    # our limit: RFC 2347 requests fit 512 bytes
 
 _HDR = struct.Struct("!HH")         # opcode + block number / error code
 
-
-class DecodeError(ValueError):
-    """A datagram that cannot be read.  ``reason`` is a short stable token
-    (usable as a counter label), ``offset`` the byte where reading failed."""
-
-    def __init__(self, reason: str, offset: int, detail: str = ""):
-        self.reason = reason
-        self.offset = offset
-        super().__init__(f"{reason} at byte {offset}" + (f": {detail}" if detail else ""))
 
 
 Options = tuple[tuple[str, str], ...]
