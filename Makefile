@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 
-.PHONY: run test unit e2e bench bench-dhcp bench-tftp bench-http clean
+.PHONY: run test unit e2e bench bench-dhcp bench-tftp bench-http bench-dns clean
 
 run:            ## install runtime deps; boot a VM against netbootd (embedded defaults) in private namespaces
 	bash scripts/setup.sh run
@@ -16,7 +16,7 @@ test:           ## install test deps and run the whole suite (what CI runs)
 unit:
 	$(PYTEST) -q tests/unit tests/net
 
-bench: bench-dhcp bench-tftp bench-http
+bench: bench-dhcp bench-tftp bench-http bench-dns
 
 bench-dhcp:     ## DHCP leases/s: netbootd vs Kea vs dnsmasq (perfdhcp, namespaces)
 	bash scripts/setup.sh test
@@ -29,6 +29,10 @@ bench-tftp:     ## TFTP MB/s and 50-transfer wall time vs tftpd-hpa, atftpd, dns
 bench-http:     ## 40 MB over HTTP, 1 and 20 clients, vs nginx
 	bash scripts/setup.sh test
 	$(PY) bench/http/run.py
+
+bench-dns:      ## dnsperf qps vs dnsmasq on the same 10,000-host zone
+	bash scripts/setup.sh test
+	$(PY) bench/dns/run.py
 
 e2e:            ## only the qemu boots (slow)
 	$(PYTEST) -q tests/e2e

@@ -15,9 +15,10 @@ RUNTIME_DEBS="python3 python3-venv iproute2 ipxe ipxe-qemu qemu-system-x86 ovmf 
  busybox-static dnsmasq-base"
 # Tests: real peers (perfdhcp/Kea, dnsmasq, udhcpc from busybox-static, curl,
 # atftp, tcpdump) and tools to check our archives (cpio, bsdtar).
-# chromium + chromium-driver: the status page is tested in a real browser.
+# chromium + chromium-driver: the status page is tested in a real browser;
+# dig for DNS interop, dnsperf for bench/dns.
 TEST_DEBS="kea-admin kea-dhcp4-server tcpdump procps curl atftp cpio libarchive-tools
- chromium chromium-driver"
+ chromium chromium-driver bind9-dnsutils dnsperf"
 
 need=()
 for p in $RUNTIME_DEBS $( [ "$want" = test ] && echo "$TEST_DEBS" ); do

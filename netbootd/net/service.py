@@ -371,6 +371,51 @@ class TftpService(service.Service):
             log.info("tftp stopped: %s", dict(sorted(self.server.counters.items())))
 
 
+class DnsService(service.Service):
+    """Authoritative DNS for the hosts netbootd serves (policy/zone.py),
+    following every committed lease/host write (Core.observe)."""
+    name = "dns"
+
+    def __init__(self, core: Core):
+        self.core = core
+        self.server = None
+
+    def startService(self) -> None:
+        from twisted.internet.error import CannotListenError
+
+        from ..policy.zone import Zone
+        from .dns import DnsServer
+        core, dc = self.core, self.core.cfg.dns
+        if not dc.enabled:
+            return super().startService()
+        nets = [st.network for st in core.leases.nets.values()] if core.leases else []
+        ifnets = [ipaddress.IPv4Network(f"{i.ip}/{i.prefix}", strict=False) for i in core.ifaces]
+        ips = [i.ip for i in core.ifaces] if dc.listen == "interfaces" else [dc.listen]
+        now = core.reactor.seconds()
+        zone = Zone(dc.domain, [n.subnet for n in nets], ips, ttl=dc.ttl, serial=int(now),
+                    reservations=[r for n in nets for r in n.reservations])
+        zone.load(core.leases.by_addr.values() if core.leases else (),
+                  core.registry.hosts.values(), now)
+        core.observe(lambda writes: zone.apply(writes, core.reactor.seconds()))
+        self.server = DnsServer(core.reactor, zone,
+                                served_subnets={*ifnets, *(n.subnet for n in nets)},
+                                forwarders=dc.forwarders, rate_limit=dc.rate_limit_qps)
+        for ip in ips:
+            try:
+                self.server.listen(dc.port, ip)
+            except (OSError, CannotListenError) as e:
+                log.error("dns: cannot listen on %s:%d (%s); no DNS there", ip, dc.port, e)
+        log.info("dns: %s on %s port %d, %d names", dc.domain, ",".join(ips), dc.port,
+                 len(zone.names()))
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        if self.server is not None:
+            log.info("dns stopped: %s", dict(sorted(self.server.counters.items())))
+            return self.server.stop()
+
+
 class Ready(service.Service):
     """Logs the readiness line once every listener is up (tests wait for it)."""
 
@@ -388,6 +433,7 @@ def makeService(cfg: Config, reactor) -> service.MultiService:
     core.setServiceParent(top)
     dhcp = DhcpService(core)
     dhcp.setServiceParent(top)
+    DnsService(core).setServiceParent(top)      # after DHCP: it reads core.leases
     http = HttpService(core)
     http.setServiceParent(top)
     tftp = TftpService(core)

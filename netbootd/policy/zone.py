@@ -1,0 +1,493 @@
+"""The DNS zone of the managed hosts: records from leases, reservations and hosts.  Pure.
+
+One forward zone (the configured domain, e.g. ``netboot.lan``) and the
+reverse zones (``in-addr.arpa``, RFC 1035 §3.5) of the served subnets.  The
+zone follows the store writes the daemon already produces (``apply``), so an
+answer changes the moment its lease or host is committed.
+
+Records
+  * apex: SOA and NS (``ns.<domain>``, whose A records are the server's
+    addresses); every reverse zone has its own SOA and NS.
+  * every MAC that owns an address gets one name, ``<label>.<domain>``, with
+    an A record per owned address, and a PTR per address back to that name.
+  * an address is owned by its ACTIVE, unexpired lease's MAC, else by the MAC
+    it is reserved for in the config (so a reservation is in the zone even
+    before its host asks for a lease).
+
+Names (host-controlled text is data: RFC 1123 §2.1 labels only)
+  * the label comes from, in this order: the reservation's hostname (config),
+    the host's registered hostname (``Host.hostname``), the hostname its
+    active lease carries (DHCP option 12, already sanitized); only the first
+    label of an FQDN is used, lower-cased, anything but a-z 0-9 '-' replaced
+    by '-', cut to 63.  Without one, the name is generated and stable:
+    ``host-<12 hex digits of the MAC>``.
+  * ``ns`` and the generated form ``host-<hex>`` are never given to a host
+    that asks for them (a host gets its own generated name only).
+  * collisions: when several MACs claim one label, it goes to the best claim
+    by (source rank: config < registered < lease, then the MAC in ascending
+    order); every other claimant is published under its generated name.  The
+    winner depends only on the current claims, never on their order of
+    arrival, so a restart rebuilds the same names.
+
+Answers (``lookup``): AA on everything in our zones; a name with no record of
+the asked type is NODATA (NOERROR, empty answer, the zone's SOA in authority,
+RFC 2308 §2.2); a name that does not exist is NXDOMAIN with the SOA
+(RFC 2308 §2.1).  Reverse names with fewer than four octets that have
+addresses below them are empty non-terminals: NODATA, not NXDOMAIN
+(RFC 8020).  Negative TTL = SOA minimum = the record TTL.
+
+Wire cache: ``entry(qname, typeclass)`` encodes an answer with dnslib once;
+the protocol patches the ID and the client's own question bytes in (the
+answer's names point at the question, so 0x20 case is echoed for free).
+Positive entries are dropped per changed name; entries that carry the SOA
+(its serial changes with every change) are all dropped on any change.
+"""
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import re
+from collections import Counter
+from typing import Iterable
+
+from ..codec import dns as d
+from ..model import Host, Lease, LeaseState, normalize_mac
+from .zone_wire import Answer, RRec, encode
+
+__all__ = ["Zone", "Answer", "RRec", "encode", "sanitize_label", "generated_label",
+           "reverse_name", "reverse_zones"]
+
+NS_LABEL = "ns"
+HOSTMASTER = "hostmaster"
+_GENERATED = re.compile(r"host-[0-9a-f]{12}")
+_BAD = re.compile(r"[^a-z0-9-]")
+_ARPA = (b"in-addr", b"arpa")
+_SOA_LABELS = (NS_LABEL.encode(), HOSTMASTER.encode())
+# SOA timers (RFC 1035 §3.3.13); nobody transfers this zone, they are informational.
+SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 3600, 600, 86400
+
+
+def sanitize_label(hostname: str | None) -> str | None:
+    """The first label of a host-supplied name as a valid DNS label, or None."""
+    if not hostname:
+        return None
+    first = hostname.strip().split(".", 1)[0].lower()
+    lab = _BAD.sub("-", first).strip("-")[:63].strip("-")
+    return lab or None
+
+
+def generated_label(mac: str) -> str:
+    return "host-" + mac.replace(":", "")
+
+
+def reverse_name(addr: int) -> str:
+    """10.0.0.5 -> 5.0.0.10.in-addr.arpa (RFC 1035 §3.5)."""
+    return ".".join(str((addr >> s) & 0xFF) for s in (0, 8, 16, 24)) + ".in-addr.arpa"
+
+
+def reverse_zones(subnet: ipaddress.IPv4Network) -> list[tuple[bytes, ...]]:
+    """Octet-aligned reverse zones covering a subnet: prefixes /9../23 are
+    split into the /16 or /24 zones inside them; longer than /24 claims the
+    whole /24 zone (no RFC 2317 delegation here: we are the only server)."""
+    p = subnet.prefixlen
+    aligned = 24 if p > 24 else max(8, -(-p // 8) * 8)
+    nets = [subnet.supernet(new_prefix=aligned)] if aligned < p else \
+        list(subnet.subnets(new_prefix=aligned))
+    out = []
+    for n in nets:
+        octets = str(n.network_address).split(".")[:aligned // 8]
+        out.append(tuple(o.encode() for o in reversed(octets)) + _ARPA)
+    return out
+
+
+def _octet(lab: bytes) -> int | None:
+    if not lab.isdigit() or len(lab) > 3 or (len(lab) > 1 and lab[:1] == b"0"):
+        return None
+    v = int(lab)
+    return v if v <= 255 else None
+
+
+class Zone:
+    def __init__(self, domain: str, subnets: Iterable, server_ip, *,
+                 reservations: Iterable = (), ttl: int = 60, serial: int = 1,
+                 max_cached: int = 20000):
+        self.domain = domain.strip().rstrip(".").lower()
+        self.ttl = ttl
+        self.serial = serial & 0xFFFFFFFF
+        self.max_cached = max_cached
+        self.server_ips = tuple([server_ip] if isinstance(server_ip, str) else server_ip)
+        self._dl = tuple(p.encode() for p in self.domain.split("."))
+        zones = {z for s in subnets for z in reverse_zones(ipaddress.IPv4Network(s, strict=False))}
+        # A zone inside another one we serve is part of it (no delegation here).
+        self._rev = sorted((z for z in zones if not any(z[-len(o):] == o and z != o
+                                                         for o in zones)), key=len, reverse=True)
+        # Sources.
+        self._leases: dict[int, tuple[str, float, tuple]] = {}   # addr -> (mac, ends, client)
+        self._lease_at: dict[tuple, int] = {}                    # (network, client key) -> addr
+        self._heap: list[tuple[float, int]] = []
+        self._lease_count: Counter = Counter()                   # mac -> active leases
+        self._reserved: dict[int, str] = {}                      # addr -> mac
+        self._res_name: dict[str, str] = {}                      # mac -> label (rank 0)
+        self._host_name: dict[str, str] = {}                     # rank 1
+        self._lease_name: dict[str, str] = {}                    # rank 2
+        # Derived.
+        self._owner: dict[int, str] = {}
+        self._addrs: dict[str, set[int]] = {}
+        self._claim: dict[str, tuple[int, str]] = {}
+        self._claimants: dict[str, set[tuple[int, str]]] = {}
+        self._pub: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self._fwd: dict[bytes, tuple[int, ...]] = {}
+        self._ptr: dict[int, str] = {}
+        self._ent: Counter = Counter()                           # (octets, prefix) -> PTR count
+        self._dirty: set[str] = set()
+        self._changed_names: set[bytes] = set()
+        # Wire cache: key = lower-case wire qname + type/class bytes.
+        self.pos: dict[bytes, tuple] = {}
+        self.neg: dict[bytes, tuple] = {}
+        self._shapes: dict[tuple, tuple] = {}                     # negative answers by shape
+        self._pos_keys: dict[bytes, list[bytes]] = {}
+        for r in reservations:
+            mac, ip, hostname = (r.mac, r.address, r.hostname) if hasattr(r, "address") else r
+            mac = normalize_mac(mac)
+            a = ip if isinstance(ip, int) else int(ipaddress.IPv4Address(ip))
+            if a in self._reserved and self._reserved[a] < mac:
+                continue                  # one address reserved twice: the lower MAC keeps it
+            self._reserved[a] = mac
+            lab = self._acceptable(mac, sanitize_label(hostname))
+            if lab:
+                self._res_name[mac] = lab
+            self._refresh_owner(a)
+        self._settle()
+
+    # -- changes -----------------------------------------------------------------
+    def apply(self, writes: Iterable, now: float | None = None) -> bool:
+        """Follow a batch of store writes: ("lease", Lease) and ("host", Host);
+        other kinds are ignored.  With ``now``, an ACTIVE lease that already
+        ended counts as expired.  Returns whether the zone changed."""
+        for kind, item in writes:
+            if kind == "lease":
+                self._lease(item, now)
+            elif kind == "host":
+                self._host(item)
+        return self._settle()
+
+    def load(self, leases: Iterable[Lease], hosts: Iterable[Host], now: float) -> bool:
+        """Start-up: the stored leases and hosts."""
+        return self.apply([("host", h) for h in hosts] + [("lease", x) for x in leases], now)
+
+    def expire(self, now: float) -> int:
+        """Drop the records of leases that ended by ``now``; returns how many."""
+        n, heap = 0, self._heap
+        while heap and heap[0][0] <= now:
+            _, a = heapq.heappop(heap)
+            cur = self._leases.get(a)
+            if cur is not None and cur[1] <= now:
+                self._drop_lease(a)
+                n += 1
+        if len(heap) > 4 * len(self._leases) + 1024:      # renewals leave stale entries
+            self._heap = [(v[1], a) for a, v in self._leases.items()]
+            heapq.heapify(self._heap)
+        if n:
+            self._settle()
+        return n
+
+    def _lease(self, lease: Lease, now: float | None) -> None:
+        a = lease.address
+        client = (lease.network, lease.client_key)
+        live = lease.state == LeaseState.ACTIVE and lease.mac and \
+            (now is None or lease.ends > now)
+        if not live:
+            if lease.state != LeaseState.OFFERED:      # offers are never stored, never named
+                self._drop_lease(a)
+            return
+        mac = lease.mac
+        prev = self._lease_at.get(client)
+        if prev is not None and prev != a:
+            self._drop_lease(prev)                       # the client moved (LeaseTable.bind)
+        self._drop_lease(a)
+        self._leases[a] = (mac, lease.ends, client)
+        self._lease_count[mac] += 1
+        self._lease_at[client] = a
+        heapq.heappush(self._heap, (lease.ends, a))
+        lab = self._acceptable(mac, sanitize_label(lease.hostname))
+        if self._lease_name.get(mac) != lab:
+            if lab:
+                self._lease_name[mac] = lab
+            else:
+                self._lease_name.pop(mac, None)
+            self._dirty.add(mac)
+        self._refresh_owner(a)
+
+    def _drop_lease(self, a: int) -> None:
+        cur = self._leases.pop(a, None)
+        if cur is None:
+            return
+        mac, _, client = cur
+        if self._lease_at.get(client) == a:
+            del self._lease_at[client]
+        self._refresh_owner(a)
+        self._lease_count[mac] -= 1
+        if self._lease_count[mac] <= 0:
+            del self._lease_count[mac]
+            if self._lease_name.pop(mac, None) is not None:
+                self._dirty.add(mac)     # its last lease is gone, and the name it carried
+
+    def _host(self, h: Host) -> None:
+        lab = self._acceptable(h.mac, sanitize_label(h.hostname))
+        if self._host_name.get(h.mac) != lab:
+            if lab:
+                self._host_name[h.mac] = lab
+            else:
+                self._host_name.pop(h.mac, None)
+            self._dirty.add(h.mac)
+
+    @staticmethod
+    def _acceptable(mac: str, lab: str | None) -> str | None:
+        if lab is None or lab == NS_LABEL:
+            return None
+        if _GENERATED.fullmatch(lab) and lab != generated_label(mac):
+            return None
+        return lab
+
+    def _refresh_owner(self, a: int) -> None:
+        cur = self._leases.get(a)
+        new = cur[0] if cur is not None else self._reserved.get(a)
+        old = self._owner.get(a)
+        if new == old:
+            return
+        if old is not None:
+            self._addrs[old].discard(a)
+            if not self._addrs[old]:
+                del self._addrs[old]
+            self._dirty.add(old)
+            del self._owner[a]
+        if new is not None:
+            self._owner[a] = new
+            self._addrs.setdefault(new, set()).add(a)
+            self._dirty.add(new)
+
+    def _desired(self, mac: str) -> tuple[int, str] | None:
+        for rank, src in enumerate((self._res_name, self._host_name, self._lease_name)):
+            lab = src.get(mac)
+            if lab:
+                return rank, lab
+        return None
+
+    def _winner(self, lab: str) -> str | None:
+        c = self._claimants.get(lab)
+        return min(c)[1] if c else None
+
+    def _settle(self) -> bool:
+        """Re-derive the names of the MACs whose claims or addresses changed
+        (and of those who won or lost a label because of it), then publish."""
+        dirty, self._dirty = self._dirty, set()
+        if not dirty:
+            return False
+        affected = set(dirty)
+        before: dict[str, str | None] = {}
+        for mac in dirty:
+            new = self._desired(mac) if mac in self._addrs else None
+            old = self._claim.get(mac)
+            if new == old:
+                continue
+            for c in (old, new):
+                if c is not None and c[1] not in before:
+                    before[c[1]] = self._winner(c[1])
+            if old is not None:
+                s = self._claimants[old[1]]
+                s.discard((old[0], mac))
+                if not s:
+                    del self._claimants[old[1]]
+            if new is not None:
+                self._claimants.setdefault(new[1], set()).add((new[0], mac))
+                self._claim[mac] = new
+            else:
+                self._claim.pop(mac, None)
+        for lab, w in before.items():
+            affected.update((w, self._winner(lab)))
+        affected.discard(None)
+        targets = {}
+        for mac in affected:
+            addrs = tuple(sorted(self._addrs.get(mac, ())))
+            target = None
+            if addrs:
+                c = self._claim.get(mac)
+                lab = c[1] if c is not None and self._winner(c[1]) == mac else generated_label(mac)
+                target = (lab, addrs)
+            if target != self._pub.get(mac):
+                targets[mac] = target
+        for mac in targets:               # unpublish all first: a label may change hands
+            self._unpublish(mac)
+        for mac, t in targets.items():
+            if t is not None:
+                self._publish(mac, t)
+        if not targets:
+            return False
+        self.serial = (self.serial + 1) & 0xFFFFFFFF      # RFC 1982 arithmetic
+        self.neg = {}
+        self._shapes = {}
+        for wire in self._changed_names:
+            for k in self._pos_keys.pop(wire, ()):
+                self.pos.pop(k, None)
+        self._changed_names.clear()
+        return True
+
+    def _unpublish(self, mac: str) -> None:
+        pub = self._pub.pop(mac, None)
+        if pub is None:
+            return
+        lab, addrs = pub
+        self._fwd.pop(lab.encode(), None)
+        self._changed_names.add(self._fwd_wire(lab))
+        for a in addrs:
+            if self._ptr.get(a) == lab:
+                del self._ptr[a]
+                self._ent_update(a, -1)
+            self._changed_names.add(d.name_wire(reverse_name(a)))
+
+    def _publish(self, mac: str, target: tuple[str, tuple[int, ...]]) -> None:
+        lab, addrs = target
+        self._pub[mac] = target
+        self._fwd[lab.encode()] = addrs
+        self._changed_names.add(self._fwd_wire(lab))
+        for a in addrs:
+            self._ptr[a] = lab
+            self._ent_update(a, 1)
+            self._changed_names.add(d.name_wire(reverse_name(a)))
+
+    def _ent_update(self, a: int, delta: int) -> None:
+        for k in (1, 2, 3):
+            key = (k, a >> (32 - 8 * k))
+            self._ent[key] += delta
+            if self._ent[key] <= 0:
+                del self._ent[key]
+
+    def _fwd_wire(self, lab: str) -> bytes:
+        return d.labels_wire((lab.encode(),) + self._dl)
+
+    # -- queries -------------------------------------------------------------------
+    def names(self) -> dict[str, tuple[str, ...]]:
+        """fqdn -> addresses, for status pages and tests."""
+        return {f"{lab.decode()}.{self.domain}": tuple(str(ipaddress.IPv4Address(a)) for a in v)
+                for lab, v in self._fwd.items()}
+
+    def owns(self, labels: tuple[bytes, ...]) -> bool:
+        if labels[-len(self._dl):] == self._dl:
+            return True
+        return any(labels[-len(z):] == z for z in self._rev)
+
+    def lookup(self, qname, qtype: int) -> Answer | None:
+        """The answer for a name in our zones (text or lower-case labels);
+        None when the name is not ours."""
+        if isinstance(qname, str):
+            t = qname.strip().rstrip(".").lower()
+            labels = tuple(p.encode() for p in t.split(".")) if t else ()
+        else:
+            labels = qname
+        dl = self._dl
+        if len(labels) >= len(dl) and labels[len(labels) - len(dl):] == dl:
+            return self._forward(labels[:len(labels) - len(dl)], qtype)
+        for z in self._rev:
+            if len(labels) >= len(z) and labels[len(labels) - len(z):] == z:
+                return self._reverse(labels[:len(labels) - len(z)], z, qtype)
+        return None
+
+    def _soa(self, apex: str) -> RRec:
+        return RRec(apex, d.T_SOA, self.ttl,
+                    (f"{NS_LABEL}.{self.domain}", f"{HOSTMASTER}.{self.domain}", self.serial,
+                     SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, self.ttl))
+
+    def _apex(self, apex: str, qtype: int) -> Answer:
+        soa = self._soa(apex)
+        ns = RRec(apex, d.T_NS, self.ttl, f"{NS_LABEL}.{self.domain}")
+        glue = tuple(RRec(f"{NS_LABEL}.{self.domain}", d.T_A, self.ttl, ip)
+                     for ip in self.server_ips)
+        if qtype == d.T_SOA:
+            return Answer(d.NOERROR, (soa,), (), ())
+        if qtype == d.T_NS:
+            return Answer(d.NOERROR, (ns,), (), glue)
+        if qtype == d.T_ANY:
+            return Answer(d.NOERROR, (soa, ns), (), glue)
+        return Answer(d.NOERROR, (), (soa,))
+
+    def _forward(self, rel: tuple[bytes, ...], qtype: int) -> Answer:
+        if not rel:
+            return self._apex(self.domain, qtype)
+        soa = (self._soa(self.domain),)
+        if len(rel) != 1:
+            return Answer(d.NXDOMAIN, (), soa)
+        lab = rel[0]
+        name = f"{lab.decode('ascii', 'replace')}.{self.domain}"
+        if lab == NS_LABEL.encode():
+            addrs = self.server_ips
+        else:
+            got = self._fwd.get(lab)
+            if got is None:
+                return Answer(d.NXDOMAIN, (), soa)
+            addrs = tuple(str(ipaddress.IPv4Address(a)) for a in got)
+        if qtype in (d.T_A, d.T_ANY):
+            return Answer(d.NOERROR, tuple(RRec(name, d.T_A, self.ttl, ip) for ip in addrs))
+        return Answer(d.NOERROR, (), soa)
+
+    def _reverse(self, rel: tuple[bytes, ...], zone: tuple[bytes, ...], qtype: int) -> Answer:
+        apex = b".".join(zone).decode()
+        if not rel:
+            return self._apex(apex, qtype)
+        soa = (self._soa(apex),)
+        labels = rel + zone[:-2]
+        octets = [_octet(x) for x in reversed(labels)]
+        if len(octets) > 4 or None in octets:
+            return Answer(d.NXDOMAIN, (), soa)
+        if len(octets) < 4:                       # an empty non-terminal if anything is below
+            prefix = 0
+            for o in octets:
+                prefix = (prefix << 8) | o
+            rc = d.NOERROR if self._ent.get((len(octets), prefix)) else d.NXDOMAIN
+            return Answer(rc, (), soa)
+        a = (octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]
+        lab = self._ptr.get(a)
+        if lab is None:
+            return Answer(d.NXDOMAIN, (), soa)
+        if qtype in (d.T_PTR, d.T_ANY):
+            return Answer(d.NOERROR, (RRec(reverse_name(a), d.T_PTR, self.ttl,
+                                           f"{lab}.{self.domain}"),))
+        return Answer(d.NOERROR, (), soa)
+
+    # -- wire cache ----------------------------------------------------------------
+    def entry(self, qname: bytes, typeclass: bytes) -> tuple | None:
+        """The cached wire answer for (lower-case wire qname, type+class
+        bytes): (headers, tail), see ``encode``.  None when the name is not
+        ours.  Only class IN is answered from the zone."""
+        key = qname + typeclass
+        e = self.pos.get(key) or self.neg.get(key)
+        if e is not None:
+            return e
+        labels = d.wire_labels(qname)
+        qtype = (typeclass[0] << 8) | typeclass[1]
+        ans = self.lookup(labels, qtype)
+        if ans is None:
+            return None
+        if ans.rcode == d.NOERROR and ans.answer and \
+                not any(r.rtype == d.T_SOA for r in ans.answer):
+            e = encode(labels, typeclass, ans)
+            self.pos[key] = e
+            self._pos_keys.setdefault(qname, []).append(key)
+            return e
+        if len(self.neg) >= self.max_cached:
+            self.neg = {}
+            self._shapes = {}
+        if ans.answer or ans.additional:
+            e = encode(labels, typeclass, ans)
+        else:
+            # NXDOMAIN/NODATA: the SOA's owner and names point into the
+            # question, so the bytes depend only on where the apex starts in
+            # it - unless the label above the domain is one of the SOA's own
+            # (ns, hostmaster), which compresses differently.
+            apex = ans.authority[0].name
+            above = labels[-len(self._dl) - 1] if len(labels) > len(self._dl) else None
+            shape = (ans.rcode, apex, len(qname), above if above in _SOA_LABELS else None)
+            e = self._shapes.get(shape)
+            if e is None:
+                e = self._shapes[shape] = encode(labels, typeclass, ans)
+        self.neg[key] = e
+        return e
