@@ -62,8 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
         r = sub.add_parser(name, help=helptext)
         if name == "hosts":
             _assign_args(r)
+        else:
+            r.add_argument("--server", help="daemon URL (default http://127.0.0.1:<http_port>)")
         r.add_argument("action", nargs="?", default="list", choices=(
-            ("list", "show", "assign") if name == "hosts" else ("list", "show")))
+            ("list", "show", "assign", "approve", "retire", "delete") if name == "hosts"
+            else ("list", "show")))
+        r.add_argument("--offline", action="store_true",
+                       help="read the state database directly instead of the daemon's API")
+        if name == "events":
+            r.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+            r.add_argument("--mac", help="only this host's events")
+        if name == "hosts":
+            r.add_argument("--state", help="hosts list: only hosts in this state")
         r.add_argument("key", nargs="?", help="MAC (hosts show) or address (leases show)")
         if name == "hosts":
             r.add_argument("profile", nargs="?", help="profile (hosts assign MAC PROFILE)")
@@ -246,7 +256,131 @@ def _fmt_time(ts) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
+def _print_rows(args, rows: list[dict], cols: list[str]) -> None:
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str))
+        return
+    view = []
+    for r in rows:
+        v = dict(r)
+        for k in ("ends", "last_seen", "ts"):
+            if k in v and k in cols:
+                v[k] = _fmt_time(v[k])
+        if isinstance(v.get("detail"), dict):
+            v["detail"] = json.dumps(v["detail"], separators=(",", ":"))
+        view.append(v)
+    print(_table(view, cols))
+
+
+HOST_COLS = ["mac", "state", "hostname", "arch_name", "ip", "profile", "last_seen"]
+LEASE_COLS = ["address", "mac", "state", "hostname", "network", "ends"]
+EVENT_COLS = ["ts", "mac", "kind", "detail"]
+
+
+def cmd_api(args) -> int | None:
+    """hosts/leases/events through the running daemon's API.  Returns None
+    when the daemon cannot be reached (the caller may read the DB)."""
+    import urllib.parse
+    cfg = effective_config(args)
+    base = args.server or f"http://127.0.0.1:{cfg.boot.http_port}"
+    if args.cmd == "hosts" and args.action in ("approve", "retire", "delete"):
+        mac = _mac(args.key, f"usage: hosts {args.action} MAC")
+        if mac is None:
+            return 2
+        method, path = ("DELETE", f"/api/v1/hosts/{mac}") if args.action == "delete" else \
+            ("POST", f"/api/v1/hosts/{mac}/{args.action}")
+        code, reply = api_call(cfg, method, path, None, base)
+        if code != 200:
+            print(f"netbootd: {args.action} refused ({code}): {reply.get('error')}",
+                  file=sys.stderr)
+            return 1
+        print(f"{mac}: " + ("deleted" if args.action == "delete" else reply["state"]))
+        return 0
+    try:
+        if args.cmd == "hosts" and args.action == "show":
+            mac = _mac(args.key, "hosts show needs a MAC")
+            if mac is None:
+                return 2
+            code, host = _get(base, f"/api/v1/hosts/{mac}")
+            if code != 200:
+                print(f"netbootd: {host.get('error')}", file=sys.stderr)
+                return 1
+            if args.json:
+                print(json.dumps(host, indent=1, default=str))
+                return 0
+            timeline = host.pop("timeline", [])
+            host.pop("last_event", None)
+            _print_rows(args, [host], HOST_COLS)
+            print()
+            _print_rows(args, timeline, EVENT_COLS)
+            return 0
+        if args.cmd == "hosts":
+            q = f"?state={urllib.parse.quote(args.state)}" if args.state else ""
+            code, rows = _get(base, "/api/v1/hosts" + q)
+            cols = HOST_COLS
+        elif args.cmd == "leases":
+            code, rows = _get(base, "/api/v1/leases")
+            rows = [r for r in rows if not args.key or r["address"] == args.key] \
+                if code == 200 else rows
+            cols = LEASE_COLS
+        else:
+            mac = _mac(args.mac, "") if args.mac else None
+            if args.mac and mac is None:
+                return 2
+            q = f"&mac={mac}" if mac else ""
+            code, rows = _get(base, f"/api/v1/events?limit={args.limit}{q}")
+            cols = EVENT_COLS
+            if code == 200 and args.follow:
+                return _follow(args, base, rows, q)
+    except OSError:
+        return None
+    if code != 200:
+        print(f"netbootd: {rows.get('error')}", file=sys.stderr)
+        return 1
+    _print_rows(args, rows, cols)
+    return 0
+
+
+def _get(base: str, path: str):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(base + path, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def _follow(args, base: str, rows: list, q: str) -> int:
+    """events -f: print, then poll for newer events until interrupted."""
+    last = rows[-1]["id"] if rows else 0
+    _print_rows(args, rows, EVENT_COLS)
+    try:
+        while True:
+            time.sleep(1.0)
+            code, new = _get(base, f"/api/v1/events?after={last}&limit=1000{q}")
+            if code == 200 and new:
+                last = new[-1]["id"]
+                for ev in new:
+                    print(json.dumps(ev, default=str) if args.json else
+                          f"{_fmt_time(ev['ts'])}  {ev['mac'] or '-':<17}  {ev['kind']:<16} "
+                          f"{json.dumps(ev['detail'], separators=(',', ':'))}", flush=True)
+    except KeyboardInterrupt:
+        return 0
+
+
 def cmd_read(args) -> int:
+    mutating = args.cmd == "hosts" and args.action in ("approve", "retire", "delete")
+    # A state dir named without a server means "read that state dir".
+    if not args.offline and (mutating or args.server or not args.state_dir):
+        rc = cmd_api(args)
+        if rc is not None:
+            return rc
+        if mutating:
+            print("netbootd: the daemon is not reachable; changes need it", file=sys.stderr)
+            return 1
+        print("netbootd: daemon not reachable; reading the state database directly",
+              file=sys.stderr)
     cfg = effective_config(args)
     if not os.path.exists(os.path.join(cfg.state_dir, DB_NAME)):
         print(f"netbootd: no state database in {cfg.state_dir}", file=sys.stderr)
