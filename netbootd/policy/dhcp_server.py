@@ -68,7 +68,7 @@ class EngineSettings:
     authoritative: bool = True
     probe: bool = False
     per_mac_pps: float = 20.0
-    new_clients_per_interface_pps: float = 5000.0
+    new_clients_per_interface_pps: float = 20000.0
 
 
 def sanitize_hostname(raw: bytes | None) -> str | None:
