@@ -29,6 +29,8 @@ def serve(args) -> int:
     except statelock.StateLocked as e:
         print(f"netbootd: cannot start: {e}", file=sys.stderr)
         return 2
+    from .memtune import tune_malloc
+    tune_malloc()        # before the reactor allocates transfer buffers
     from twisted.internet import reactor
 
     from .net.service import makeService
