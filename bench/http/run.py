@@ -1,0 +1,689 @@
+#!/usr/bin/env python3
+"""HTTP file-serving benchmark: netbootd's /files vs nginx, driven by wrk.
+
+Everything runs on the loopback of one private network namespace
+(labnet.Lab) that this script creates and deletes.  Both servers run at
+once (the idle one sleeps); trials are interleaved, the order rotating every
+repetition.
+
+Servers:
+  netbootd   only its HTTP site (bench/http/serve_netbootd.py: build_site()
+             on the global reactor, GET /files/<name> from HttpApp.roots)
+  nginx      worker_processes 1, sendfile on, tcp_nopush on, access log on
+             (otherwise Debian's defaults)
+  nginx-nosendfile  (diagnostic, not a goal peer) the same with
+             sendfile off: what nginx costs when it copies through user space
+  netbootd-malloc   (diagnostic) netbootd's runner with glibc malloc's heap
+             trimming and dynamic mmap threshold pinned by environment
+             (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_): no code change
+
+Scenarios (one 40 MiB file of random bytes, "initrd.img", page-cached):
+  c1    wrk -t1 -c1:  one client fetching the file again and again (keep-alive)
+  c20   wrk -t1 -c20: 20 clients at once
+Aggregate MB/s = bytes wrk read (headers included, partial last responses
+too) / trial duration, 10^6 bytes per second.  Each trial lasts --duration
+seconds and is repeated (--reps; tables show the median).
+
+Pinning (--pin): by default (split) every server runs on the last CPU and wrk
+on the first, so each server has exactly one core (nginx one worker, netbootd
+its one reactor thread) and wrk never competes with it.  `server CPU` is the
+share of its core the server used during the trial: about 100% means the
+server was the bottleneck, clearly less means the client (wrk) or the kernel
+was; wrk's own CPU share is reported too.
+
+Usage (as root):  .venv/bin/python bench/http/run.py [--quick] [--servers ...]
+Results: tables on stdout, JSON in bench/results/http-<timestamp>.json;
+--profile also samples netbootd with py-spy in each scenario.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+RESULTS = REPO / "bench" / "results"
+
+
+def _load_tftp_bench():
+    # Shared helpers (labnet, CPU accounting, py-spy summary) live in the
+    # TFTP harness; loaded from its file, as that one loads labnet.
+    spec = importlib.util.spec_from_file_location("_bench_tftp_run", REPO / "bench" / "tftp" / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+T = _load_tftp_bench()
+labnet, log, tail, tree_cpu, cpu_busy = T.labnet, T.log, T.tail, T.tree_cpu, T.cpu_busy
+PY, PYSPY = T.PY, T.PYSPY
+BenchError = T.BenchError
+
+FILE_NAME = "initrd.img"
+FILE_SIZE = 40 << 20
+BUSY_WARN = T.BUSY_WARN
+SCENARIOS = {"c1": 1, "c20": 20}
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+
+WRK_LUA = r"""
+done = function(summary, latency, requests)
+  io.write(string.format('WRKJSON {"duration_us": %d, "requests": %d, "bytes": %d, ' ..
+    '"err_connect": %d, "err_read": %d, "err_write": %d, "err_status": %d, "err_timeout": %d, ' ..
+    '"latency_mean_us": %.1f, "latency_max_us": %d}\n',
+    summary.duration, summary.requests, summary.bytes, summary.errors.connect,
+    summary.errors.read, summary.errors.write, summary.errors.status, summary.errors.timeout,
+    latency.mean, latency.max))
+end
+"""
+
+
+# --------------------------------------------------------------------------
+# servers
+# --------------------------------------------------------------------------
+class Server:
+    name = "?"
+    label = "?"
+    port = 0
+    stop_timeout = 15.0
+
+    def __init__(self, args, work: Path, root: Path):
+        self.args = args
+        self.work = work
+        self.root = root
+        self.proc = None
+        self.lab = None
+        self.logfile = work / f"{self.name}.log"
+        self.acct = None
+
+    def binary(self) -> str | None:
+        raise NotImplementedError
+
+    def version(self) -> str:
+        return ""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, lab, ns: str, cpu: str | None) -> None:
+        out = open(self.logfile, "ab")
+        cmd = self.command()
+        if cpu is not None:
+            cmd = ["taskset", "-c", cpu, *cmd]
+        self.acct = T.CpuAccount(self.name)
+        self.lab = lab
+        # The cgroup is joined before `ip netns exec`, which mounts its own /sys.
+        self.proc = subprocess.Popen(self.acct.wrap(["ip", "netns", "exec", ns, *cmd]),
+                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=self.env())
+        lab.procs.append(self.proc)             # killed by PID on lab.close()
+        out.close()
+        deadline = time.monotonic() + self.args.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.acct.close()
+                raise BenchError(f"{self.name} exited with {self.proc.returncode} during start:\n"
+                                 f"{tail(self.logfile)}")
+            r = lab.ns_exec(ns, "ss", "-Hltn", f"sport = :{self.port}", check=False, timeout=10)
+            if r.stdout.strip():
+                time.sleep(0.3)
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise BenchError(f"{self.name} not listening on :{self.port} after "
+                         f"{self.args.start_timeout}s:\n{tail(self.logfile)}")
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        rc = self.lab.stop(self.proc, signal.SIGTERM, timeout=self.stop_timeout)
+        if self.proc in self.lab.procs:
+            self.lab.procs.remove(self.proc)
+        self.proc = None
+        if self.acct is not None:
+            self.acct.close()
+        return rc
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu(self) -> float:
+        return self.acct.seconds(self.proc.pid if self.proc else None) if self.acct else 0.0
+
+    def minflt(self) -> int:
+        return T.tree_minflt(self.proc.pid) if self.proc else 0
+
+    def env(self) -> dict | None:
+        return None
+
+    def counters(self):
+        return None
+
+    def log_problems(self) -> list[str]:
+        pat = re.compile(r"Traceback|\bERROR\b|CRITICAL|Unhandled|\[(crit|alert|emerg)\]", re.I)
+        try:
+            return [l for l in self.logfile.read_text(errors="replace").splitlines() if pat.search(l)]
+        except OSError:
+            return []
+
+
+class Netbootd(Server):
+    name = "netbootd"
+    label = "netbootd (/files, build_site)"
+    port = 8081
+
+    def binary(self):
+        return PY
+
+    def version(self):
+        r = subprocess.run([PY, "-c", "import importlib.metadata as m, twisted; "
+                                      "print(m.version('netbootd'), 'twisted', twisted.__version__)"],
+                           capture_output=True, text=True)
+        git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True).stdout.strip()
+        return f"netbootd {r.stdout.strip() or '?'} ({git or 'no git'})"
+
+    def command(self):
+        return [PY, str(HERE / "serve_netbootd.py"), "--root", str(self.root),
+                "--port", str(self.port), "--ip", "127.0.0.1"]
+
+    def counters(self):
+        text = self.logfile.read_text(errors="replace")
+        found = re.findall(r"^counters (\{.*\})$", text, re.M)
+        out = json.loads(found[-1]) if found else {}
+        if "serving /files only" in text:
+            out["site"] = "files-only fallback (build_site failed, see log)"
+        return out or None
+
+
+class NetbootdMalloc(Netbootd):
+    """Diagnostic: the same runner with glibc's heap trimming and dynamic mmap
+    threshold out of the way (environment only, no code change), to show what
+    fresh-page faults on Twisted's 64 KiB read buffers cost."""
+    name = "netbootd-malloc"
+    label = "netbootd + MALLOC_*_THRESHOLD_"
+    port = 8084
+    ENV = {"MALLOC_MMAP_THRESHOLD_": str(8 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+
+    def env(self):
+        return dict(os.environ, **self.ENV)
+
+
+class Nginx(Server):
+    name = "nginx"
+    label = "nginx (1 worker, sendfile on)"
+    port = 8082
+    sendfile = "on"
+
+    def binary(self):
+        return NGINX if os.access(NGINX, os.X_OK) else None
+
+    def version(self):
+        r = subprocess.run([NGINX, "-v"], capture_output=True, text=True)
+        return (r.stderr or r.stdout).strip()
+
+    def command(self):
+        d = self.work / self.name
+        d.mkdir(exist_ok=True)
+        conf = d / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    sendfile {self.sendfile};
+    tcp_nopush on;
+    types_hash_max_size 2048;
+    default_type application/octet-stream;
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{self.port};
+        location /files/ {{ alias {self.root}/; }}
+    }}
+}}
+""")
+        return [NGINX, "-c", str(conf), "-e", str(d / "error.log")]
+
+    def log_problems(self):
+        try:
+            lines = (self.work / self.name / "error.log").read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        return [l for l in lines if re.search(r"\[(error|crit|alert|emerg)\]", l)] + \
+            super().log_problems()
+
+
+class NginxNoSendfile(Nginx):
+    name = "nginx-nosendfile"
+    label = "nginx (1 worker, sendfile off)"
+    port = 8083
+    sendfile = "off"
+
+
+SERVERS = {c.name: c for c in (Netbootd, Nginx, NginxNoSendfile, NetbootdMalloc)}
+
+
+# --------------------------------------------------------------------------
+class Bench:
+    def __init__(self, args, lab, ns: str, work: Path):
+        self.args = args
+        self.lab = lab
+        self.ns = ns
+        self.work = work
+        cpus = sorted(os.sched_getaffinity(0))
+        if args.pin == "split" and len(cpus) >= 2:
+            self.server_cpu, self.client_cpu = str(cpus[-1]), str(cpus[0])
+        elif args.pin in ("same", "split"):
+            self.server_cpu = self.client_cpu = str(cpus[-1])
+        else:
+            self.server_cpu = self.client_cpu = None
+        self.idle_budget = 4 * args.wait_idle
+        self.others_seen: set[str] = set()
+        self.lua = work / "report.lua"
+        self.lua.write_text(WRK_LUA)
+
+    def wait_idle(self) -> float:
+        for line in (T.other_benchmarks() if "T" in globals() else other_benchmarks()):
+            self.others_seen.add(" ".join(line.split()[1:]))
+        busy = cpu_busy(0.2)
+        if busy <= BUSY_WARN or self.idle_budget <= 0:
+            return busy
+        wait = min(self.args.wait_idle, self.idle_budget)
+        log(f"    machine {busy:.0f}% busy (not us): waiting up to {wait:.0f}s for it to calm down")
+        t0 = time.monotonic()
+        while busy > BUSY_WARN and time.monotonic() - t0 < wait:
+            busy = cpu_busy(1.0)
+        self.idle_budget -= time.monotonic() - t0
+        return busy
+
+    def url(self, srv: Server) -> str:
+        return f"http://127.0.0.1:{srv.port}/files/{FILE_NAME}"
+
+    def verify(self, srv: Server, want_sha: str) -> dict:
+        dest = self.work / f"verify-{srv.name}.bin"
+        r = self.lab.ns_exec(self.ns, "curl", "-s", "-S", "-o", str(dest), "-w",
+                             "%{http_code} %{size_download} %{speed_download}", self.url(srv),
+                             check=False, timeout=60)
+        parts = r.stdout.split()
+        ok = (r.returncode == 0 and parts[:1] == ["200"] and dest.exists()
+              and hashlib.sha256(dest.read_bytes()).hexdigest() == want_sha)
+        dest.unlink(missing_ok=True)
+        return {"content_ok": ok, "curl": r.stdout.strip(), "curl_rc": r.returncode}
+
+    def trial(self, srv: Server, conns: int) -> dict:
+        a = self.args
+        busy = self.wait_idle()
+        cmd = [WRK, "-t1", f"-c{conns}", f"-d{a.duration:g}s", "--timeout", "60s",
+               "-s", str(self.lua), self.url(srv)]
+        if self.client_cpu is not None:
+            cmd = ["taskset", "-c", self.client_cpu, *cmd]
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        flt0 = srv.minflt()
+        cpu0 = srv.cpu()
+        t0 = time.monotonic()
+        r = self.lab.ns_exec(self.ns, *cmd, check=False, timeout=a.duration + 60)
+        wall = time.monotonic() - t0
+        cpu1 = srv.cpu()
+        flt1 = srv.minflt()
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        m = re.search(r"^WRKJSON (\{.*\})$", r.stdout, re.M)
+        if not m:
+            raise BenchError(f"wrk failed (rc {r.returncode}): {r.stdout[-500:]} {r.stderr[-500:]}")
+        w = json.loads(m.group(1))
+        dur = w["duration_us"] / 1e6
+        errors = {k: v for k, v in w.items() if k.startswith("err_") and v}
+        res = {"connections": conns, "duration_s": round(dur, 3), "requests": w["requests"],
+               "bytes": w["bytes"], "mb_s": round(w["bytes"] / dur / 1e6, 1),
+               "files_per_s": round(w["requests"] / dur, 2),
+               "latency_mean_ms": round(w["latency_mean_us"] / 1000, 1),
+               "server_cpu_pct": round(100 * (cpu1 - cpu0) / wall, 1),
+               "wrk_cpu_pct": round(100 * ((ru1.ru_utime - ru0.ru_utime) +
+                                           (ru1.ru_stime - ru0.ru_stime)) / wall, 1),
+               "server_minflt_per_mb": round((flt1 - flt0) / max(1.0, w["bytes"] / 1e6), 2),
+               "cpu_busy_before_pct": round(busy, 1)}
+        if errors:
+            res["problems"] = [f"wrk errors: {errors}"]
+        if w["bytes"] == 0:
+            res.setdefault("problems", []).append("no byte received")
+        if not srv.alive():
+            res.setdefault("problems", []).append(f"{srv.name} died:\n{tail(srv.logfile)}")
+        return res
+
+    def run_scenario(self, servers: list[Server], scen: str, reps: int) -> dict:
+        conns = SCENARIOS[scen]
+        log(f"== {scen}: {conns} client(s), {self.args.duration:g}s per trial, {reps} reps")
+        trials: dict[str, list] = {s.name: [] for s in servers}
+        for rep in range(reps if servers else 0):
+            k = rep % len(servers)
+            for srv in servers[k:] + servers[:k]:
+                if not srv.alive():
+                    continue
+                t = self.trial(srv, conns)
+                trials[srv.name].append(t)
+                log(f"    rep {rep + 1} {srv.name:17} {t['mb_s']:8.1f} MB/s  {t['requests']:4} files  "
+                    f"server cpu {t['server_cpu_pct']:3.0f}%  wrk cpu {t['wrk_cpu_pct']:3.0f}%"
+                    + (f"  ! {t['problems'][0][:80]}" if t.get("problems") else "")
+                    + (f"  [cpu {t['cpu_busy_before_pct']:.0f}% busy before]"
+                       if t["cpu_busy_before_pct"] > BUSY_WARN else ""))
+        out = {}
+        for s in servers:
+            ts = trials[s.name]
+            ok = [t for t in ts if not t.get("problems")]
+            d = {"trials": ts, "reps_ok": len(ok)}
+            if ok:
+                v = [t["mb_s"] for t in ok]
+                d.update(mb_s=statistics.median(v), mb_s_min=min(v), mb_s_max=max(v),
+                         server_cpu_pct=statistics.median(t["server_cpu_pct"] for t in ok),
+                         wrk_cpu_pct=statistics.median(t["wrk_cpu_pct"] for t in ok),
+                         latency_mean_ms=statistics.median(t["latency_mean_ms"] for t in ok),
+                         server_minflt_per_mb=statistics.median(t["server_minflt_per_mb"] for t in ok))
+                # CPU cost: server CPU seconds per GB served (lower is better)
+                d["server_cpu_s_per_gb"] = round(d["server_cpu_pct"] / 100 / (d["mb_s"] / 1000), 3) \
+                    if d["mb_s"] else None
+            probs = [p for t in ts for p in t.get("problems", [])]
+            if probs:
+                d["problems"] = probs
+            d["max_cpu_busy_before_pct"] = max((t["cpu_busy_before_pct"] for t in ts), default=0)
+            out[s.name] = d
+        return out
+
+    def profile(self, srv: Server, scen: str, seconds: float, dest: Path) -> dict:
+        conns = SCENARIOS[scen]
+        # --nonblocking: py-spy's pausing mode slowed netbootd ~3x here.  Samples
+        # in epoll_wait are left out by summarize_profile (busy time only).
+        spy = subprocess.Popen((["taskset", "-c", self.client_cpu] if self.client_cpu else []) +
+                               [str(PYSPY), "record", "-f", "raw", "--nonblocking",
+                                "-r", str(self.args.profile_rate), "-d", str(int(seconds)), "-o", str(dest),
+                                "-p", str(srv.proc.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        cmd = [WRK, "-t1", f"-c{conns}", f"-d{max(1, int(seconds - 2))}s", "--timeout", "60s",
+               "-s", str(self.lua), self.url(srv)]
+        if self.client_cpu is not None:
+            cmd = ["taskset", "-c", self.client_cpu, *cmd]
+        cpu0, t0 = srv.cpu(), time.monotonic()
+        r = self.lab.ns_exec(self.ns, *cmd, check=False, timeout=seconds + 60)
+        share = (srv.cpu() - cpu0) / max(1e-6, time.monotonic() - t0)
+        try:
+            spy.wait(seconds + 30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait(5)
+        info = {"file": str(dest), "server_cpu_share": round(share, 3)}
+        m = re.search(r"^WRKJSON (\{.*\})$", r.stdout, re.M)
+        if m:
+            w = json.loads(m.group(1))
+            info["mb_s_while_profiled"] = round(w["bytes"] / (w["duration_us"] / 1e6) / 1e6, 1)
+        if dest.exists():
+            info.update(T.summarize_profile(dest))
+        else:
+            info["error"] = (spy.stderr.read() if spy.stderr else "")[-500:]
+        return info
+
+
+# --------------------------------------------------------------------------
+def print_report(doc: dict) -> None:
+    names, labels = doc["servers"], doc["labels"]
+    print()
+    print(f"HTTP GET of a {FILE_SIZE >> 20} MiB file over loopback (private netns), wrk; "
+          f"pinning: {doc['method']['pinning']}; {doc['settings']['duration']:g}s trials; "
+          "median of the repetitions")
+    for scen, per in doc["results"].items():
+        print()
+        print(f"[{scen}] {SCENARIOS[scen]} client(s): aggregate MB/s")
+        hdr = (f"  {'server':32} {'MB/s':>8} {'min':>8} {'max':>8} {'ok':>3} {'srv CPU':>8} "
+               f"{'wrk CPU':>8} {'CPU s/GB':>9} {'flt/MB':>7} {'lat ms':>7}  note")
+        print(hdr)
+        print("  " + "-" * (len(hdr) - 2))
+        for n in names:
+            d = per.get(n)
+            if not d:
+                continue
+            note = "  [problems: see JSON]" if d.get("problems") else ""
+            if d.get("max_cpu_busy_before_pct", 0) > BUSY_WARN:
+                note += f"  [bg cpu {d['max_cpu_busy_before_pct']:.0f}%]"
+            if "mb_s" not in d:
+                print(f"  {labels[n]:32} {'-':>8}  (no successful trial){note}")
+                continue
+            print(f"  {labels[n]:32} {d['mb_s']:8.1f} {d['mb_s_min']:8.1f} {d['mb_s_max']:8.1f} "
+                  f"{d['reps_ok']:>3} {d['server_cpu_pct']:7.0f}% {d['wrk_cpu_pct']:7.0f}% "
+                  f"{d['server_cpu_s_per_gb'] or 0:9.3f} {d['server_minflt_per_mb']:7.1f} "
+                  f"{d['latency_mean_ms']:7.1f}{note}")
+        for ours, rat in doc["ratios"].get(scen, {}).items():
+            print(f"  {ours} / peer (MB/s ratio, higher is better): " +
+                  ", ".join(f"{p} {v:.2f}x" if v else f"{p} -" for p, v in rat.items()))
+    print()
+    for g in doc["goals"]:
+        status = "MET" if g["met"] else ("NOT MET" if g["met"] is not None else "n/a")
+        v = f"{g['value']:.2f}x" if g["value"] else "-"
+        print(f"goal {g['goal']}: {v} -> {status}")
+    for n, v in doc["verify"].items():
+        if not v.get("content_ok"):
+            print(f"! {n}: verification download failed: {v}")
+    for scen, per in doc["results"].items():
+        for n, d in per.items():
+            for p in d.get("problems", [])[:3]:
+                print(f"! {n}/{scen}: {p.splitlines()[0]}")
+    for n, probs in doc.get("server_log_problems", {}).items():
+        if probs:
+            print(f"! {n}: {len(probs)} problem lines in its log, first: {probs[0][:200]}")
+    if doc.get("netbootd_counters", {}).get("site", "").startswith("files-only"):
+        print("! netbootd: build_site() failed in this work tree; the runner served /files through "
+              "the same Files resource without /api (see the netbootd log)")
+    if doc.get("profiles"):
+        print()
+        for scen, p in doc["profiles"].items():
+            if not p.get("busy_samples"):
+                continue
+            print(f"netbootd profile [{scen}]: server {p['server_cpu_share']:.0%} busy, "
+                  f"{p.get('mb_s_while_profiled', '?')} MB/s while profiled; {p['busy_samples']} busy "
+                  f"samples ({p['epoll_pct']}% of all in epoll_wait): {p['file']}")
+            for f, v in p["top_self"][:10]:
+                print(f"    {v:5.1f}% of busy, self  {f}")
+
+
+def compute(doc: dict) -> None:
+    """Ratios of every netbootd* row to every peer row, per scenario."""
+    ratios = {}
+    for scen, per in doc["results"].items():
+        for ours in (n for n in per if n.startswith("netbootd")):
+            nb = per[ours]
+            if "mb_s" not in nb:
+                continue
+            ratios.setdefault(scen, {})[ours] = {
+                p: (round(nb["mb_s"] / d["mb_s"], 3) if d.get("mb_s") else None)
+                for p, d in per.items() if not p.startswith("netbootd")}
+    doc["ratios"] = ratios
+    v = ratios.get("c20", {}).get("netbootd", {}).get("nginx")
+    doc["goals"] = [{"goal": "HTTP aggregate at 20 clients >= 0.9x nginx", "value": v,
+                     "met": (v >= 0.9) if v is not None else None}]
+    vm = ratios.get("c20", {}).get("netbootd-malloc", {}).get("nginx")
+    if vm is not None:
+        doc["goals"].append({"goal": "(diagnostic) netbootd-malloc at 20 clients >= 0.9x nginx",
+                             "value": vm, "met": vm >= 0.9})
+
+
+def main() -> int:
+    global FILE_SIZE
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="coarse ~1 minute version")
+    ap.add_argument("--servers", default="netbootd,nginx,nginx-nosendfile,netbootd-malloc", help="comma list of: " + ",".join(SERVERS))
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of: " + ",".join(SCENARIOS))
+    ap.add_argument("--duration", type=float, help="seconds per wrk trial (default 5; quick 2)")
+    ap.add_argument("--reps", type=int, help="repetitions (default 5; quick 2)")
+    ap.add_argument("--pin", choices=("split", "same", "none"), default="split",
+                    help="split: servers on the last CPU, wrk on the first (default); "
+                         "same: all on the last CPU")
+    ap.add_argument("--start-timeout", type=float, default=20.0)
+    ap.add_argument("--wait-idle", type=float, default=20.0,
+                    help="before a trial, wait up to this many seconds while other processes keep "
+                         "the CPUs > 10%% busy (4x this in all; 0: never wait)")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed runs, sample netbootd with py-spy in each scenario")
+    ap.add_argument("--profile-seconds", type=float, default=10.0)
+    ap.add_argument("--profile-rate", type=int, default=1000, help="py-spy samples per second")
+    ap.add_argument("--size-mib", type=float, default=FILE_SIZE >> 20,
+                    help="file size in MiB (default 40; smaller only for smoke tests)")
+    ap.add_argument("--workdir", default="/var/tmp")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args()
+    FILE_SIZE = int(args.size_mib * (1 << 20))
+    q = args.quick
+    args.duration = args.duration or (2.0 if q else 5.0)
+    args.reps = args.reps or (2 if q else 5)
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    bad = [n for n in names if n not in SERVERS] + [s for s in scenarios if s not in SCENARIOS]
+    if bad:
+        ap.error(f"unknown: {', '.join(bad)}")
+    if os.geteuid() != 0:
+        print("bench-http: needs root (network namespace)", file=sys.stderr)
+        return 2
+    why = labnet.available()
+    if why:
+        print(f"bench-http: cannot build a lab: {why}", file=sys.stderr)
+        return 2
+    for tool, pkg in ((WRK, "wrk"), ("curl", "curl"), ("taskset", "util-linux")):
+        if not shutil.which(tool):
+            print(f"bench-http: {tool} not found (Debian: {pkg})", file=sys.stderr)
+            return 2
+    if any(n.startswith("nginx") for n in names) and not os.access(NGINX, os.X_OK):
+        print("bench-http: nginx not found (Debian: nginx-light; install with a policy-rc.d "
+              "that exits 101 so its service does not start)", file=sys.stderr)
+        return 2
+    if args.profile and not PYSPY.exists():
+        print(f"bench-http: --profile needs {PYSPY}", file=sys.stderr)
+        return 2
+
+    def _sig(signum, _frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, _sig)
+    signal.signal(signal.SIGHUP, _sig)
+
+    others = T.other_benchmarks()
+    if others:
+        log("WARNING: another benchmark is running, numbers will be perturbed: " + "; ".join(others))
+    idle_busy = cpu_busy(1.0)
+    if idle_busy > BUSY_WARN:
+        log(f"WARNING: the machine is {idle_busy:.0f}% busy before the bench starts")
+    started = _dt.datetime.now().astimezone()
+    t0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="bench-http-", dir=args.workdir))
+    os.chmod(work, 0o755)
+    root = work / "root"
+    root.mkdir()
+    os.chmod(root, 0o755)
+    data = os.urandom(FILE_SIZE)
+    (root / FILE_NAME).write_bytes(data)
+    os.chmod(root / FILE_NAME, 0o644)    # nginx workers run as nobody
+    want_sha = hashlib.sha256(data).hexdigest()
+    del data
+
+    servers: list[Server] = []
+    bench = None
+    doc: dict = {"bench": "http", "started": started.isoformat(), "servers": [], "labels": {},
+                 "versions": {}, "verify": {}, "results": {}, "profiles": {}}
+    skipped = {}
+    try:
+        with labnet.Lab() as lab:
+            ns = lab.namespace("http")
+            bench = Bench(args, lab, ns, work)
+            log(f"lab {ns}; work dir {work}; servers on CPU {bench.server_cpu}, "
+                f"wrk on CPU {bench.client_cpu}")
+            for n in names:
+                srv = SERVERS[n](args, work, root)
+                try:
+                    doc["versions"][n] = srv.version()
+                    srv.start(lab, ns, bench.server_cpu)
+                except (BenchError, OSError) as e:
+                    skipped[n] = str(e)
+                    log(f"!! {n}: {e}")
+                    continue
+                servers.append(srv)
+                doc["servers"].append(n)
+                doc["labels"][n] = srv.label
+                log(f"  {n}: {doc['versions'][n]} on :{srv.port} (pid {srv.proc.pid})")
+            for srv in servers:
+                doc["verify"][srv.name] = bench.verify(srv, want_sha)
+                log(f"  verify {srv.name}: {doc['verify'][srv.name]}")
+            for scen in scenarios:
+                doc["results"][scen] = bench.run_scenario(servers, scen, args.reps)
+            nb = next((s for s in servers if s.name == "netbootd"), None)
+            if args.profile and nb is not None:
+                for scen in scenarios:
+                    dest = Path(args.out) / f"http-profile-{scen}-{started.strftime('%Y%m%d-%H%M%S')}.txt"
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    log(f"== profile netbootd in {scen} ({args.profile_seconds:g}s py-spy)")
+                    doc["profiles"][scen] = bench.profile(nb, scen, args.profile_seconds, dest)
+            doc["server_exit"] = {s.name: s.stop() for s in servers}
+            nbc = next((s.counters() for s in servers if s.name == "netbootd"), None)
+            if nbc:
+                doc["netbootd_counters"] = nbc
+            doc["server_log_problems"] = {s.name: s.log_problems()[:20] for s in servers}
+    finally:
+        for srv in servers:
+            if srv.proc is not None:
+                try:
+                    srv.stop()
+                except Exception:       # noqa: BLE001
+                    pass
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.monotonic() - t0
+    doc["skipped"] = skipped
+    doc["elapsed_s"] = round(elapsed, 1)
+    doc["host"] = {"kernel": platform.release(), "cpus": os.cpu_count(),
+                   "python": platform.python_version(), "cpu_model": T._cpu_model(),
+                   "cpu_busy_before_start_pct": round(idle_busy, 1), "other_benchmarks": others}
+    doc["settings"] = vars(args)
+    doc["method"] = {
+        "file_bytes": FILE_SIZE, "client": "wrk -t1 -c<N> --timeout 60s (keep-alive)",
+        "pinning": (f"servers CPU {bench.server_cpu}, wrk CPU {bench.client_cpu}"
+                    if bench is not None and bench.server_cpu else "none"),
+        "mb_s": "bytes read by wrk (headers and partial responses included) / wrk duration, 10^6 B/s",
+        "server_cpu_pct": "CPU time of the server's process tree / trial wall time",
+    }
+    seen = sorted(set(" ".join(l.split()[1:]) for l in others) |
+                  (bench.others_seen if bench is not None else set()))
+    doc["host"]["other_benchmarks_seen"] = seen
+    compute(doc)
+    print_report(doc)
+    if seen:
+        print("WARNING: another benchmark ran during this run (numbers perturbed): " + "; ".join(seen))
+    print(f"\n(total {elapsed / 60:.1f} min)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"http-{started.strftime('%Y%m%d-%H%M%S')}{'-quick' if q else ''}.json"
+    path.write_text(json.dumps(doc, indent=1, default=str))
+    print(f"JSON: {path}")
+    return 1 if skipped or any(d.get("problems") for per in doc["results"].values()
+                               for d in per.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

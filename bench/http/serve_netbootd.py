@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Run only netbootd's HTTP site (netbootd/net/http/site.py) on the global reactor.
+
+    python bench/http/serve_netbootd.py --root DIR --port 8080 [--ip 127.0.0.1]
+
+Files are served as the daemon serves them: GET /files/<name> from
+``HttpApp.roots`` through build_site() (BoundedRequest, FileLeaf, the
+static.File subclass reading the checked descriptor).  The one difference:
+``submit`` (the daemon's group commit of each finished transfer's event into
+SQLite) only counts here.  There is no registry nor renderer: /boot and /api
+are not part of this benchmark.  Prints "READY <port>" on stdout once
+listening; SIGTERM/SIGINT stop it and print the app counters to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the repo's netbootd
+
+
+def make_site(app):
+    """build_site(app), as the daemon does.  If the site cannot be built
+    (e.g. a half-written /api module in a work tree), the same Site with only
+    /files (same Root, Files, BoundedRequest and settings as build_site), and
+    the reason -- /files is all this benchmark requests."""
+    try:
+        from netbootd.net.http.site import build_site
+        return build_site(app), "build_site"
+    except Exception as e:                      # noqa: BLE001
+        from twisted.web import server
+
+        from netbootd.net.http.common import BoundedRequest
+        from netbootd.net.http.files import Files
+        try:
+            from netbootd.net.http.site import Root
+        except Exception:                       # noqa: BLE001
+            from twisted.web.resource import Resource as Root
+        print(f"WARNING: build_site failed ({type(e).__name__}: {e}); serving /files only",
+              file=sys.stderr, flush=True)
+        root = Root()
+        root.putChild(b"files", Files(app))
+        site = server.Site(root)
+        site.requestFactory = BoundedRequest
+        site.displayTracebacks = False
+        site.noisy = False
+        return site, "files-only"
+
+
+def main() -> int:
+    from netbootd.memtune import tune_malloc
+    tune_malloc()      # as `netbootd serve` does (netbootd/__main__.py)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--ip", default="127.0.0.1")
+    ap.add_argument("--backlog", type=int, default=50, help="listenTCP backlog (twisted default 50)")
+    ap.add_argument("--log-level", default="info")
+    args = ap.parse_args()
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from twisted.internet import reactor
+
+    from netbootd.net.http.app import HttpApp
+
+    submitted = [0]
+
+    def submit(writes, on_commit=None):
+        submitted[0] += len(writes)
+        if on_commit is not None:
+            reactor.callLater(0, on_commit)
+
+    app = HttpApp(registry=None, submit=submit, renderer=None, clock=reactor,
+                  token="bench-token-not-used", roots=[args.root])
+    site, how = make_site(app)
+    port = reactor.listenTCP(args.port, site, backlog=args.backlog, interface=args.ip)
+
+    def ready():
+        print(f"READY {port.getHost().port} site={how}", flush=True)
+
+    def stop():
+        print("counters " + json.dumps({"app": dict(app.counters), "events": submitted[0]},
+                                       sort_keys=True), file=sys.stderr, flush=True)
+
+    reactor.callWhenRunning(ready)
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
