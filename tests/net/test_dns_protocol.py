@@ -9,51 +9,23 @@ import struct
 
 import pytest
 from dnslib import A, QTYPE, RCODE, RR, DNSRecord
-from twisted.internet import address, task
+from twisted.internet import address
 from twisted.internet.testing import StringTransport
 
 from netbootd.model import Lease, LeaseState
 from netbootd.net.dns import DnsServer, DnsTcpFactory, DnsUdp
 from netbootd.net.dns_forward import random_port_socket
 from netbootd.policy.zone import Zone
+from tests.fakes import FakeReactor, FakeUdpSocket
 
 CLIENT = ("10.77.0.50", 40000)
 UP1, UP2 = ("192.0.2.53", 53), ("192.0.2.54", 53)
 
 
-class FakeSocket:
+class FakeSocket(FakeUdpSocket):
     def __init__(self, dest=None, ports=None, port=53, ip="10.77.0.1"):
-        self.dest, self.ports = dest, ports
-        self.addr = (ip, port)
-        self.sent: list = []
-        self.closed = False
-
-    def sendto(self, data, addr):
-        self.sent.append((bytes(data), addr))
-
-    def send(self, data):
-        self.sent.append((bytes(data), self.dest))
-
-    def getsockname(self):
-        return self.addr
-
-    def fileno(self):
-        return -1 if self.closed else 99
-
-    def close(self):
-        self.closed = True
-
-
-class FakeReactor(task.Clock):
-    def __init__(self):
-        super().__init__()
-        self.readers: set = set()
-
-    def addReader(self, r):
-        self.readers.add(r)
-
-    def removeReader(self, r):
-        self.readers.discard(r)
+        super().__init__(ip, port, dest)
+        self.ports = ports
 
 
 class Harness:

@@ -10,46 +10,17 @@ from __future__ import annotations
 import os
 
 import pytest
-from twisted.internet import task
+
 
 from netbootd.codec import tftp as t
 from netbootd.net.tftp import TftpServer
+from tests.fakes import FakeReactor, FakeUdpSocket
 
 CLIENT = ("10.77.0.50", 2070)
 SERVER_IP = "10.77.0.1"
 
 
-class FakeSocket:
-    def __init__(self, ip, port):
-        self.addr = (ip, port)
-        self.sent: list[tuple[bytes, tuple]] = []
-        self.closed = False
-
-    def sendto(self, data, dest):
-        self.sent.append((bytes(data), dest))
-
-    def getsockname(self):
-        return self.addr
-
-    def fileno(self):
-        return -1 if self.closed else 99
-
-    def close(self):
-        self.closed = True
-
-
-class FakeReactor(task.Clock):
-    """task.Clock plus the reader registry UdpEndpoint needs."""
-
-    def __init__(self):
-        super().__init__()
-        self.readers: set = set()
-
-    def addReader(self, r):
-        self.readers.add(r)
-
-    def removeReader(self, r):
-        self.readers.discard(r)
+FakeSocket = FakeUdpSocket
 
 
 class Harness:
