@@ -16,13 +16,11 @@ Decisions (each also in the docstring where it is made):
 """
 from __future__ import annotations
 
-import posixpath
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..codec.tftp import (
-    BLKSIZE_MAX, BLKSIZE_MIN, DEFAULT_BLKSIZE, ERR_ACCESS, ERR_NOT_FOUND, MAX_FILENAME,
-    MODE_NETASCII, MODE_OCTET, OPT_BLKSIZE, OPT_TIMEOUT, OPT_TSIZE, OPT_WINDOWSIZE,
+    BLKSIZE_MAX, BLKSIZE_MIN, DEFAULT_BLKSIZE, MODE_NETASCII, MODE_OCTET, OPT_BLKSIZE, OPT_TIMEOUT, OPT_TSIZE, OPT_WINDOWSIZE,
     TIMEOUT_MAX, TIMEOUT_MIN, WINDOWSIZE_MAX, WINDOWSIZE_MIN, encode_data, encode_oack,
 )
 

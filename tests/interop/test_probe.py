@@ -11,7 +11,7 @@ from .harness import (Agent, build_lan, discover, lease_rows_for, wait_for, writ
 SERVER = "10.77.0.1"
 SQUAT = "10.77.1.10"          # the first address of the range: what a naive pool offers first
 
-CONFIG = f"""
+CONFIG = """
 [dhcp]
 probe = true
 probe_timeout_ms = 400

@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from netbootd.model import LeaseState, Reservation
+from netbootd.model import Reservation
 from netbootd.policy.leases import LeaseTable, PoolExhausted, ip2int, whole_subnet
 
 NOW = 1_000_000.0
