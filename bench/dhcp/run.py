@@ -635,10 +635,18 @@ class Bench:
                 sns = lab.namespace("srv")
                 cns = lab.namespace("cli")
                 sif, _cif = lab.link(sns, f"{SERVER_ADDR}/{PREFIX}", cns, f"{CLIENT_ADDR}/{PREFIX}")
-                if "unique" in a.scenarios:
-                    result["scenarios"]["unique"] = self.scenario_unique(lab, sns, cns, sif, srv, root)
-                if "returning" in a.scenarios:
-                    result["scenarios"]["returning"] = self.scenario_returning(lab, sns, cns, sif, srv, root)
+                for scen, fn in (("unique", self.scenario_unique),
+                                 ("returning", self.scenario_returning)):
+                    if scen not in a.scenarios:
+                        continue
+                    try:
+                        result["scenarios"][scen] = fn(lab, sns, cns, sif, srv, root)
+                    except BenchError as e:
+                        # Keep what was measured so far; the lab still comes down.
+                        log(f"!! {srv.name}/{scen}: {e}")
+                        result["error"] = f"{scen}: {e}"
+                        if srv.proc is not None:
+                            srv.stop()
         finally:
             srv.proc = None
             if not a.keep_state:
