@@ -66,10 +66,15 @@ def resolve(requested: tuple[str, ...]) -> list[IfAddr]:
 
 
 def udp_socket(iface: str | None, port: int, ip: str = "0.0.0.0",
-               bufsize: int = 256 << 10) -> socket.socket:
+               bufsize: int = 256 << 10, reuse: bool = True) -> socket.socket:
+    """A bound, non-blocking UDP socket.  `reuse` (SO_REUSEADDR) is for
+    well-known ports shared per interface; never with port 0: Linux may then
+    hand out a port another socket already holds (seen in bench/tftp: two
+    TFTP transfers on one port, one client's transfer failing)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse and port != 0:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             s.setsockopt(socket.SOL_SOCKET, opt, bufsize)

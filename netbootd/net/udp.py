@@ -32,6 +32,7 @@ class UdpEndpoint:
         self.batch = batch
         self.max_size = max_size
         self.read_errors = 0
+        self._prefix = f"UdpEndpoint({sock.getsockname()[1]})"
         handler.transport = self
         reactor.addReader(self)
 
@@ -40,7 +41,8 @@ class UdpEndpoint:
         return self.socket.fileno()
 
     def logPrefix(self) -> str:
-        return f"UdpEndpoint({self.socket.getsockname()[1]})"
+        # Twisted calls this on every event: no getsockname() syscall here.
+        return self._prefix
 
     def connectionLost(self, reason) -> None:
         pass

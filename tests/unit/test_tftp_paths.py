@@ -165,3 +165,16 @@ def test_a_missing_file_is_file_not_found(tree):
     with pytest.raises(Refused) as ei:
         open_in_root(str(root), "sub/none.bin")
     assert (ei.value.reason, error_code(ei.value)) == ("not_found", t.ERR_NOT_FOUND)
+
+
+def test_ephemeral_transfer_sockets_never_share_a_port():
+    """SO_REUSEADDR with port 0 lets Linux hand out a port already held
+    (bench/tftp saw two transfers on one port); transfer sockets must not."""
+    from netbootd.net.interfaces import udp_socket
+    socks = [udp_socket(None, 0, "127.0.0.1") for _ in range(2000)]
+    try:
+        ports = [s.getsockname()[1] for s in socks]
+        assert len(set(ports)) == len(ports)
+    finally:
+        for s in socks:
+            s.close()
