@@ -46,7 +46,6 @@ import json
 import math
 import os
 import platform
-import resource
 import re
 import shutil
 import signal
@@ -149,7 +148,7 @@ class Server:
                 raise BenchError(f"{self.name} exited with {self.proc.returncode} during start:\n"
                                  f"{tail(self.logfile)}")
             if self.is_ready(lab, ns):
-                time.sleep(0.2)
+                time.sleep(0.2 + self.args.start_settle)
                 return
             time.sleep(0.1)
         raise BenchError(f"{self.name} not ready after {self.args.start_timeout}s:\n{tail(self.logfile)}")
@@ -372,21 +371,6 @@ def udp_delta(before: dict, after: dict) -> dict:
     return {k: after.get(k, 0) - before.get(k, 0) for k in keys if k in after}
 
 
-def _cpu_times() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return sum(v[:8]), idle
-
-
-def cpu_busy(seconds: float) -> float:
-    """Percent of all CPUs busy over `seconds` (machine-wide)."""
-    t0, i0 = _cpu_times()
-    time.sleep(seconds)
-    t1, i1 = _cpu_times()
-    return 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
-
-
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -410,9 +394,65 @@ def _pid_jiffies(pid: int | None) -> int:
         return 0
 
 
-def _children_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+def _pid_jiffies_all(pid: int) -> int:
+    """utime + stime + cutime + cstime (the process and its reaped children)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def our_cpu_seconds(lab) -> float:
+    """CPU seconds used so far by everything this bench runs: every process in
+    the lab's namespaces (servers, including their threads and helpers) plus
+    this script and the children it reaped (perfdhcp, ip, ss ...)."""
+    jiffies = 0
+    for ns in (lab.namespaces if lab is not None else []):
+        r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+        for pid in r.stdout.split():
+            if pid.isdigit():
+                jiffies += _pid_jiffies_all(int(pid))
+    t = os.times()
+    return jiffies / CLK_TCK + t.user + t.system + t.children_user + t.children_system
+
+
+def foreign_sample(lab) -> tuple[float, int, float, int]:
+    """(time, busy jiffies, our CPU seconds, steal jiffies); lab may be None."""
+    j, st = _stat_busy_jiffies()
+    return time.monotonic(), j, our_cpu_seconds(lab), st
+
+
+def foreign_pct(a, b) -> tuple[float, float]:
+    """(% of all CPUs used by processes that are not ours, steal %) between two samples."""
+    t0, j0, o0, s0 = a
+    t1, j1, o1, s1 = b
+    span = max(1e-3, t1 - t0) * (os.cpu_count() or 1)
+    return (100.0 * max(0.0, (j1 - j0) / CLK_TCK - (o1 - o0)) / span,
+            100.0 * (s1 - s0) / CLK_TCK / span)
+
+
+_CALIBRATE = ("import time\nt=time.perf_counter()\nx=0\nfor i in range(3_000_000): x+=i*i\n"
+              "print(time.perf_counter()-t)")
+
+
+def cpu_speed(cpu: str | None) -> float | None:
+    """Seconds a fixed Python loop takes on the server's CPU (smaller = faster).
+    The machine is a VM: its per-core speed drifts with the host's load, and
+    this shows it next to each server's numbers."""
+    cmd = [sys.executable, "-c", _CALIBRATE]
+    if cpu is not None:
+        cmd = ["taskset", "-c", cpu, *cmd]
+    best = None
+    for _ in range(3):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        try:
+            v = float(r.stdout.strip())
+        except ValueError:
+            return None
+        best = v if best is None else min(best, v)
+    return round(best, 4)
 
 
 def parse_perfdhcp(out: str) -> dict:
@@ -441,18 +481,25 @@ class Bench:
         self.idle_budget = 4 * args.wait_idle      # seconds, whole run
         self.redo_budget = args.redo                # perturbed failed trials re-run, whole run
 
-    def wait_idle(self) -> float:
-        """CPU use (%) just before a trial.  If other processes keep the
-        machine busy, wait up to --wait-idle s for them to stop; all waits
-        together never exceed 4 x --wait-idle (the run stays bounded)."""
-        busy = cpu_busy(0.3)
+    @staticmethod
+    def _foreign_now(lab, seconds: float) -> float:
+        a = foreign_sample(lab)
+        time.sleep(seconds)
+        return foreign_pct(a, foreign_sample(lab))[0]
+
+    def wait_idle(self, lab) -> float:
+        """CPU use (%) by processes that are not ours, just before a trial
+        (our server's own start-up work does not count).  If other processes
+        keep the machine busy, wait up to --wait-idle s for them to stop; all
+        waits together never exceed 4 x --wait-idle (the run stays bounded)."""
+        busy = self._foreign_now(lab, 0.3)
         if busy <= BUSY_WARN or self.idle_budget <= 0:
             return busy
         wait = min(self.args.wait_idle, self.idle_budget)
         log(f"    machine {busy:.0f}% busy (not us): waiting up to {wait:.0f}s for it to calm down")
         t0 = time.monotonic()
         while busy > BUSY_WARN and time.monotonic() - t0 < wait:
-            busy = cpu_busy(1.0)
+            busy = self._foreign_now(lab, 1.0)
         self.idle_budget -= time.monotonic() - t0
         if busy > BUSY_WARN and self.idle_budget <= 0:
             log("    still busy; wait budget used up, not waiting again in this run")
@@ -471,10 +518,10 @@ class Bench:
         cmd.append(SERVER_ADDR)
         if self.client_cpu is not None:
             cmd = ["taskset", "-c", self.client_cpu, *cmd]
-        busy = self.wait_idle()     # our server is idle now: this is someone else's load
+        busy = self.wait_idle(lab)
         snmp0 = {n: udp_counters(lab, n) for n in lab.namespaces}
-        j0, st0 = _stat_busy_jiffies()
-        s0, c0 = _pid_jiffies(server_pid), _children_seconds()
+        s0 = _pid_jiffies(server_pid)
+        f0 = foreign_sample(lab)
         t0 = time.monotonic()
         p = lab.popen(ns, cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -487,12 +534,8 @@ class Bench:
             if p in lab.procs:
                 lab.procs.remove(p)
         wall = time.monotonic() - t0
-        j1, st1 = _stat_busy_jiffies()
-        ours = (_pid_jiffies(server_pid) - s0) / CLK_TCK + (_children_seconds() - c0)
-        ncpu = os.cpu_count() or 1
-        # CPU time that neither the server nor perfdhcp used during the trial.
-        foreign = 100.0 * max(0.0, (j1 - j0) / CLK_TCK - ours) / (wall * ncpu)
-        steal = 100.0 * (st1 - st0) / CLK_TCK / (wall * ncpu)
+        # CPU time used during the trial by processes that are not ours.
+        foreign, steal = foreign_pct(f0, foreign_sample(lab))
         udp = {("client" if n == ns else "server"): udp_delta(snmp0[n], udp_counters(lab, n))
                for n in lab.namespaces}
         if p.returncode not in (0, 3):
@@ -627,8 +670,10 @@ class Bench:
             result["version"] = srv.version()
         except Exception as e:        # noqa: BLE001
             result["version"] = f"? ({e})"
+        result["cpu_loop_s"] = cpu_speed(self.server_cpu)
         root = Path(tempfile.mkdtemp(prefix=f"bench-dhcp-{srv.name}-", dir=a.workdir))
-        log(f"== {srv.label}  [{result['version']}]  state under {root}")
+        log(f"== {srv.label}  [{result['version']}]  state under {root}  "
+            f"(CPU check: {result['cpu_loop_s']} s)")
         try:
             with labnet.Lab() as lab:
                 log(f"  lab {lab.prefix}: namespaces {lab.prefix}-srv, {lab.prefix}-cli")
@@ -786,7 +831,7 @@ def print_report(results: list[dict], args) -> None:
           f"(perfdhcp relay in its own netns; trial {args.period:g}s; "
           f"{'server CPU1, perfdhcp CPU0' if not args.no_pin else 'unpinned'})")
     hdr = (f"{'server':36} {'scenario':10} {'leases/s':>9} {'drop%':>6} {'offered/s':>9} "
-           f"{'fails at':>9} {'bg cpu%':>7}")
+           f"{'fails at':>9} {'bg cpu%':>7} {'cpu s':>6}")
     print(hdr)
     print("-" * len(hdr))
     for r in results:
@@ -802,7 +847,7 @@ def print_report(results: list[dict], args) -> None:
             note += "  [problems: see JSON]" if d.get("problems") else ""
             print(f"{r['label']:36} {s:10} {d['leases_per_s']:9.0f} {drop:>6} "
                   f"{d['offered_rate'] or '-':>9} {fails:>9} "
-                  f"{d.get('max_foreign_cpu_pct', 0):7.0f}{note}")
+                  f"{d.get('max_foreign_cpu_pct', 0):7.0f} {r.get('cpu_loop_s') or 0:6.3f}{note}")
     for nbname in [n for n in by if n.startswith("netbootd")]:
         nb = by[nbname]
         print()
@@ -851,6 +896,10 @@ def main() -> int:
                          "processes used > 10%% CPU (default 8, --quick 2)")
     ap.add_argument("--settle", type=float, default=1.0, help="pause between returning trials (s)")
     ap.add_argument("--start-timeout", type=float, default=30.0)
+    ap.add_argument("--start-settle", type=float, default=0.0,
+                    help="extra seconds to wait after a server is ready, before any load "
+                         "(default 0: ready means ready; use it to see steady-state capacity "
+                         "past start-up work)")
     ap.add_argument("--wait-idle", type=float,
                     help="before a trial, wait up to this many seconds while other processes "
                          "keep the CPUs > 10%% busy (4x this in all; 0: never wait; "
@@ -901,9 +950,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _sig)
     signal.signal(signal.SIGHUP, _sig)
 
-    lock = take_bench_lock(args.lock, args.lock_wait)
+    lock = take_bench_lock(args.lock, args.lock_wait)     # held until exit
     bench = Bench(args)
-    idle_busy = cpu_busy(1.0)
+    before = foreign_sample(None)
+    time.sleep(1.0)
+    idle_busy = foreign_pct(before, foreign_sample(None))[0]
     if idle_busy > BUSY_WARN:
         log(f"WARNING: the machine is {idle_busy:.0f}% busy before the bench starts "
             "(other processes): results will be perturbed and noisy")
@@ -920,6 +971,8 @@ def main() -> int:
     print_report(results, args)
     print("bg cpu% = most CPU (% of all cores) used by other processes during any counted trial; "
           "> 10 means perturbed numbers")
+    print("cpu s = time of a fixed Python loop on the server CPU just before that server's runs "
+          "(the VM's core speed drifts; compare servers only when these agree within ~10%)")
     if idle_busy > BUSY_WARN:
         print(f"WARNING: machine was {idle_busy:.0f}% busy before the bench started: numbers are perturbed")
     print(f"\n(total {elapsed / 60:.1f} min)")
@@ -951,6 +1004,8 @@ def main() -> int:
             for peer in results if not peer["server"].startswith("netbootd")}
     path.write_text(json.dumps(doc, indent=1))
     print(f"JSON: {path}")
+    if lock is not None:
+        lock.close()
     return 1 if any(r.get("error") for r in results) else 0
 
 

@@ -51,18 +51,26 @@ def make_site(app):
 
 
 def main() -> int:
-    from netbootd.memtune import tune_malloc
-    tune_malloc()      # as `netbootd serve` does (netbootd/__main__.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", required=True)
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--ip", default="127.0.0.1")
     ap.add_argument("--backlog", type=int, default=50, help="listenTCP backlog (twisted default 50)")
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--no-memtune", action="store_true",
+                    help="skip netbootd.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
     args = ap.parse_args()
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    memtune = "off"
+    if not args.no_memtune:
+        # As netbootd/__main__.py serve() does, before the reactor allocates.
+        try:
+            from netbootd.memtune import tune_malloc
+            memtune = "on" if tune_malloc() else "unavailable"
+        except ImportError:
+            memtune = "absent"
     from twisted.internet import reactor
 
     from netbootd.net.http.app import HttpApp
@@ -80,7 +88,7 @@ def main() -> int:
     port = reactor.listenTCP(args.port, site, backlog=args.backlog, interface=args.ip)
 
     def ready():
-        print(f"READY {port.getHost().port} site={how}", flush=True)
+        print(f"READY {port.getHost().port} site={how} memtune={memtune}", flush=True)
 
     def stop():
         print("counters " + json.dumps({"app": dict(app.counters), "events": submitted[0]},

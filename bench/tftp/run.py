@@ -378,8 +378,13 @@ class Netbootd(Server):
                 "--port", str(self.port), "--ip", "127.0.0.1"]
 
     def counters(self):
-        found = re.findall(r"^counters (\{.*\})$", self.logfile.read_text(errors="replace"), re.M)
-        return json.loads(found[-1]) if found else None
+        text = self.logfile.read_text(errors="replace")
+        found = re.findall(r"^counters (\{.*\})$", text, re.M)
+        out = json.loads(found[-1]) if found else {}
+        ready = re.findall(r"^READY .*$", text, re.M)
+        if ready:
+            out["ready"] = ready[-1]
+        return out or None
 
     def log_problems(self):
         # netbootd logs every failed transfer at INFO: "failed" lines are problems.
@@ -772,6 +777,8 @@ def print_report(doc: dict) -> None:
                 print(f"  {labels[n]:32} {'-':>8}  (no successful trial){note}")
         kind = "MB/s ratio, higher is better" if par == 1 else "wall-time ratio, lower is better"
         for ours, rat in doc["ratios"].get(scen, {}).items():
+            if not rat:
+                continue
             print(f"  {ours} / peer ({kind}): " +
                   ", ".join(f"{p} {fmt_ratio(v)}" for p, v in rat.items()))
     print()

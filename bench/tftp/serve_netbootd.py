@@ -95,11 +95,21 @@ def main() -> int:
     ap.add_argument("--per-client", type=int, default=None,
                     help="override TftpServer's per_client cap (default: its own)")
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--no-memtune", action="store_true",
+                    help="skip netbootd.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
     ap.add_argument("--diag", default="", help="comma list of: logprefix,read1,mmap (see above)")
     args = ap.parse_args()
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    memtune = "off"
+    if not args.no_memtune:
+        # As netbootd/__main__.py serve() does, before the reactor allocates.
+        try:
+            from netbootd.memtune import tune_malloc
+            memtune = "on" if tune_malloc() else "unavailable"
+        except ImportError:
+            memtune = "absent"
     from twisted.internet import reactor
 
     from netbootd.net.tftp import TftpServer
@@ -116,7 +126,7 @@ def main() -> int:
     listener = server.listen(args.port, ip=args.ip)
 
     def ready():
-        print(f"READY {listener.port}", flush=True)
+        print(f"READY {listener.port} memtune={memtune}", flush=True)
 
     def stop():
         server.stop()
