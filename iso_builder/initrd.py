@@ -378,6 +378,50 @@ def build_discover_initrd(out_path, *, kernel_version: str | None = None,
     return info
 
 
+def _inputs(kernel_version: str, busybox: Path, modules, server_url: str | None) -> dict:
+    """Everything the (deterministic) image depends on, cheaply: file
+    identities for the big inputs, content hashes for our small sources."""
+    def ident(p: Path) -> list:
+        st = p.stat()
+        return [str(p), st.st_size, st.st_mtime_ns]
+    return {
+        "kernel_version": kernel_version,
+        "modules_dep": ident(MODULES_ROOT / kernel_version / "modules.dep"),
+        "busybox": ident(busybox),
+        "sources": {src: hashlib.sha256((INITRD_SRC / src).read_bytes()).hexdigest()
+                    for src, _, _ in SOURCES},
+        "modules": list(modules),
+        "server_url": server_url,
+    }
+
+
+def ensure_discover_initrd(out_path, *, modules=DEFAULT_MODULES,
+                           server_url: str | None = None) -> dict:
+    """The discover initrd at `out_path`, built only when its inputs changed
+    since the last build (recorded beside it in <out_path>.json) or the image
+    no longer matches its recorded sha256.  A daemon restart then costs a
+    hash of ~1 MB instead of a rebuild competing with the serving core."""
+    out = Path(out_path)
+    side = out.with_name(out.name + ".json")
+    kver = default_kernel_version()
+    inputs = _inputs(kver, find_busybox(), modules, server_url)
+    try:
+        rec = json.loads(side.read_text())
+        info = rec["info"]
+        if rec["inputs"] == inputs and \
+                hashlib.sha256(out.read_bytes()).hexdigest() == info["sha256"] and \
+                (info.get("vmlinuz") is None or Path(info["vmlinuz"]).is_file()):
+            return dict(info, reused=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    info = build_discover_initrd(out, kernel_version=kver, modules=modules,
+                                 server_url=server_url)
+    tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"inputs": inputs, "info": info}, indent=1, default=str))
+    os.replace(tmp, side)
+    return dict(info, reused=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m iso_builder.initrd",
                                  description="Build the netbootd discover initrd.")

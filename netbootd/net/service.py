@@ -281,10 +281,11 @@ class HttpService(service.Service):
         super().startService()
 
     def _build_discover(self, path: str, generated: dict) -> None:
-        """Build the discover initrd off the reactor thread (DESIGN rule 8);
-        its kernel is served with it, since the modules inside must match."""
+        """Build the discover initrd off the reactor thread (DESIGN rule 8),
+        only when its inputs changed; its kernel is served with it, since the
+        modules inside must match."""
         try:
-            from iso_builder.initrd import build_discover_initrd
+            from iso_builder.initrd import ensure_discover_initrd
         except ImportError as e:
             log.warning("discover initrd: iso_builder unavailable (%s)", e)
             return
@@ -293,13 +294,14 @@ class HttpService(service.Service):
             generated["netbootd/discover.img"] = info["path"]
             if info.get("vmlinuz"):
                 generated["netbootd/vmlinuz"] = info["vmlinuz"]
-            log.info("discover initrd: %s (%d bytes) for kernel %s", info["path"], info["size"],
+            log.info("discover initrd: %s (%d bytes, %s) for kernel %s", info["path"],
+                     info["size"], "unchanged" if info.get("reused") else "built",
                      info.get("vmlinuz"))
 
         def failed(f):
             log.error("discover initrd: cannot build it (%s); unassigned hosts cannot boot the "
                       "agent until it exists", f.getErrorMessage())
-        threads.deferToThread(build_discover_initrd, path).addCallbacks(done, failed)
+        threads.deferToThread(ensure_discover_initrd, path).addCallbacks(done, failed)
 
     def stopService(self):
         super().stopService()

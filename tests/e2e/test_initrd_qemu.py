@@ -369,3 +369,23 @@ def test_compressed_modules_are_stored_decompressed_with_builtins_skipped(tmp_pa
         initrd_mod.build_archive(kernel_version=kver, busybox=busybox, modules=("top",),
                                  server_url="http://x/'$(reboot)'",
                                  modules_root=tmp_path / "modules")
+
+
+def test_ensure_reuses_an_unchanged_image_and_rebuilds_when_anything_changed(tmp_path):
+    """A daemon restart must not rebuild the initrd (it competed with the serving
+    core for 1-2 s in bench/dhcp); a changed input or a damaged image must."""
+    _kernel_and_busybox()
+    out = tmp_path / "discover.img"
+    first = initrd_mod.ensure_discover_initrd(out)
+    assert first["reused"] is False and out.is_file()
+    mtime = out.stat().st_mtime_ns
+    again = initrd_mod.ensure_discover_initrd(out)
+    assert again["reused"] is True and again["sha256"] == first["sha256"]
+    assert out.stat().st_mtime_ns == mtime, "an unchanged image was rewritten"
+    data = bytearray(out.read_bytes())
+    data[len(data) // 2] ^= 0xFF                               # damaged on disk
+    out.write_bytes(bytes(data))
+    fixed = initrd_mod.ensure_discover_initrd(out)
+    assert fixed["reused"] is False and fixed["sha256"] == first["sha256"]
+    other = initrd_mod.ensure_discover_initrd(out, server_url="http://10.9.9.9:8080")
+    assert other["reused"] is False and other["sha256"] != first["sha256"]
