@@ -23,13 +23,18 @@ Scenarios:
 
 For each (server, scenario) the highest offered rate (-r) at which fewer than
 2.5% of the exchanges fail is searched (doubling ramp, then geometric
-bisection).  A trial's failures are (DISCOVERs sent - ACKs received) /
-DISCOVERs sent; its lease rate is ACKs / sending duration (perfdhcp's own
-"Rate" line reads low).  The reported figure is the lease rate of the best
-passing trial.
+bisection, then the best rate must pass a second time: --confirm).  A trial's
+failures are (DISCOVERs sent - ACKs received) / DISCOVERs sent; its lease rate
+is ACKs / sending duration (perfdhcp's own "Rate" line reads low).  The
+reported figure is the lease rate of the best rate that passed twice.
 
 perfdhcp is pinned to CPU 0 and every server to CPU 1 (taskset), identically
-for all servers; --no-pin disables that.
+for all servers; --no-pin disables that.  The machine is shared: the bench
+holds an flock (--lock), waits (bounded) while other processes keep the CPUs
+busy, measures the CPU they take during each trial and re-runs a failed trial
+they perturbed (--redo); "bg cpu%" in the table shows what remained.
+
+Optional diagnostic server: netbootd-nolimit (defaults but rate limits off).
 
 Usage (as root):  .venv/bin/python bench/dhcp/run.py [--quick] [--servers ...]
 Results: a table on stdout, JSON in bench/results/dhcp-<timestamp>.json.
