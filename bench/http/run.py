@@ -97,90 +97,12 @@ end
 # --------------------------------------------------------------------------
 # servers
 # --------------------------------------------------------------------------
-class Server:
-    name = "?"
-    label = "?"
-    port = 0
+class Server(T.Server):
+    """bench/tftp's server runner, listening on TCP."""
     stop_timeout = 15.0
-
-    def __init__(self, args, work: Path, root: Path):
-        self.args = args
-        self.work = work
-        self.root = root
-        self.proc = None
-        self.lab = None
-        self.logfile = work / f"{self.name}.log"
-        self.acct = None
-
-    def binary(self) -> str | None:
-        raise NotImplementedError
-
-    def version(self) -> str:
-        return ""
-
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def start(self, lab, ns: str, cpu: str | None) -> None:
-        out = open(self.logfile, "ab")
-        cmd = self.command()
-        if cpu is not None:
-            cmd = ["taskset", "-c", cpu, *cmd]
-        self.acct = T.CpuAccount(self.name)
-        self.lab = lab
-        # The cgroup is joined before `ip netns exec`, which mounts its own /sys.
-        self.proc = subprocess.Popen(self.acct.wrap(["ip", "netns", "exec", ns, *cmd]),
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env=self.env())
-        lab.procs.append(self.proc)             # killed by PID on lab.close()
-        out.close()
-        deadline = time.monotonic() + self.args.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.acct.close()
-                raise BenchError(f"{self.name} exited with {self.proc.returncode} during start:\n"
-                                 f"{tail(self.logfile)}")
-            r = lab.ns_exec(ns, "ss", "-Hltn", f"sport = :{self.port}", check=False, timeout=10)
-            if r.stdout.strip():
-                time.sleep(0.3)
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise BenchError(f"{self.name} not listening on :{self.port} after "
-                         f"{self.args.start_timeout}s:\n{tail(self.logfile)}")
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        rc = self.lab.stop(self.proc, signal.SIGTERM, timeout=self.stop_timeout)
-        if self.proc in self.lab.procs:
-            self.lab.procs.remove(self.proc)
-        self.proc = None
-        if self.acct is not None:
-            self.acct.close()
-        return rc
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def cpu(self) -> float:
-        return self.acct.seconds(self.proc.pid if self.proc else None) if self.acct else 0.0
-
-    def minflt(self) -> int:
-        return T.tree_minflt(self.proc.pid) if self.proc else 0
-
-    def env(self) -> dict | None:
-        return None
-
-    def counters(self):
-        return None
-
-    def log_problems(self) -> list[str]:
-        pat = re.compile(r"Traceback|\bERROR\b|CRITICAL|Unhandled|\[(crit|alert|emerg)\]", re.I)
-        try:
-            return [l for l in self.logfile.read_text(errors="replace").splitlines() if pat.search(l)]
-        except OSError:
-            return []
+    ss_flags = "-Hltn"
+    settle = 0.3
+    PROBLEMS = r"Traceback|\bERROR\b|CRITICAL|Unhandled|\[(crit|alert|emerg)\]"
 
 
 class Netbootd(Server):
@@ -310,7 +232,7 @@ class Bench:
         self.lua.write_text(WRK_LUA)
 
     def wait_idle(self) -> float:
-        for line in (T.other_benchmarks() if "T" in globals() else other_benchmarks()):
+        for line in T.other_benchmarks():
             self.others_seen.add(" ".join(line.split()[1:]))
         busy = cpu_busy(0.2)
         if busy <= BUSY_WARN or self.idle_budget <= 0:

@@ -279,10 +279,15 @@ def other_benchmarks() -> list[str]:
 # servers
 # --------------------------------------------------------------------------
 class Server:
+    """A peer under test, started in a namespace by PID with its CPU counted.
+    bench/http reuses it: subclasses set the listen check and the patterns."""
     name = "?"
     label = "?"
     port = 0
     stop_timeout = 10.0
+    ss_flags = "-Hlun"          # how `ss` sees it listening (UDP here; -Hltn for TCP)
+    settle = 0.2                # pause once it listens
+    PROBLEMS = r"Traceback|\bERROR\b|\bCRITICAL\b|Unhandled|failed sending|timeout"
 
     def __init__(self, args, work: Path, root: Path):
         self.args = args
@@ -311,7 +316,8 @@ class Server:
         self.lab = lab
         # The cgroup is joined before `ip netns exec`, which mounts its own /sys.
         self.proc = subprocess.Popen(self.acct.wrap(["ip", "netns", "exec", ns, *cmd]),
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=self.env())
         lab.procs.append(self.proc)             # killed by PID on lab.close()
         out.close()
         deadline = time.monotonic() + self.args.start_timeout
@@ -320,9 +326,10 @@ class Server:
                 self.acct.close()
                 raise BenchError(f"{self.name} exited with {self.proc.returncode} during start:\n"
                                  f"{tail(self.logfile)}")
-            r = lab.ns_exec(ns, "ss", "-Hlun", f"sport = :{self.port}", check=False, timeout=10)
+            r = lab.ns_exec(ns, "ss", self.ss_flags, f"sport = :{self.port}", check=False,
+                            timeout=10)
             if r.stdout.strip():
-                time.sleep(0.2)
+                time.sleep(self.settle)
                 return
             time.sleep(0.1)
         self.stop()
@@ -346,11 +353,17 @@ class Server:
     def cpu(self) -> float:
         return self.acct.seconds(self.proc.pid if self.proc else None) if self.acct else 0.0
 
+    def minflt(self) -> int:
+        return tree_minflt(self.proc.pid) if self.proc else 0
+
+    def env(self) -> dict | None:
+        return None
+
     def counters(self) -> dict | None:
         return None
 
     def log_problems(self) -> list[str]:
-        pat = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|Unhandled|failed sending|timeout", re.I)
+        pat = re.compile(self.PROBLEMS, re.I)
         try:
             return [l for l in self.logfile.read_text(errors="replace").splitlines() if pat.search(l)]
         except OSError:
@@ -386,13 +399,8 @@ class Netbootd(Server):
             out["ready"] = ready[-1]
         return out or None
 
-    def log_problems(self):
-        # netbootd logs every failed transfer at INFO: "failed" lines are problems.
-        pat = re.compile(r"Traceback|\bERROR\b|CRITICAL|Unhandled| failed: ", re.I)
-        try:
-            return [l for l in self.logfile.read_text(errors="replace").splitlines() if pat.search(l)]
-        except OSError:
-            return []
+    # netbootd logs every failed transfer at INFO: "failed" lines are problems.
+    PROBLEMS = r"Traceback|\bERROR\b|CRITICAL|Unhandled| failed: "
 
 
 class NetbootdDiag(Netbootd):
@@ -544,7 +552,7 @@ class Bench:
                                    else self.client_cpu)
 
     def wait_idle(self) -> float:
-        for line in (T.other_benchmarks() if "T" in globals() else other_benchmarks()):
+        for line in other_benchmarks():
             self.others_seen.add(" ".join(line.split()[1:]))
         busy = cpu_busy(0.2)
         if busy <= BUSY_WARN or self.idle_budget <= 0:
