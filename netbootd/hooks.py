@@ -53,6 +53,14 @@ RESPONSE_LIMIT = 64 * 1024   # bytes of a webhook response read before hanging u
 VALUE_LIMIT = 200         # characters of one value in a mail line
 
 
+
+def _why(failure, timeout: float):
+    """What to log for a failed send: a timeout said as such."""
+    why = getattr(failure, "value", failure)
+    if isinstance(why, (defer.CancelledError, defer.TimeoutError)):
+        return f"no answer within {timeout}s"
+    return why
+
 class Hooks(service.Service):
     name = "hooks"
 
@@ -236,9 +244,7 @@ class _Webhook:
         h = self.hooks
         if h.stopped:
             return
-        why = getattr(failure, "value", failure)
-        if isinstance(why, (defer.CancelledError, defer.TimeoutError)):
-            why = f"no answer within {h.cfg.webhook_timeout}s"
+        why = _why(failure, h.cfg.webhook_timeout)
         if attempt < h.cfg.webhook_retries:
             delay = min(h.cfg.webhook_backoff * (2 ** attempt), MAX_BACKOFF)
             h.counters["webhook.retry"] += 1
@@ -322,9 +328,7 @@ class _Mailer:
         h = self.hooks
         if h.stopped:
             return
-        why = getattr(failure, "value", failure)
-        if isinstance(why, (defer.CancelledError, defer.TimeoutError)):
-            why = f"no answer within {h.cfg.smtp_timeout}s"
+        why = _why(failure, h.cfg.smtp_timeout)
         self.attempts += 1
         h.counters["mail.failed"] += 1
         if self.attempts < MAIL_ATTEMPTS:
