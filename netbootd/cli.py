@@ -94,12 +94,30 @@ def _assign_args(p) -> None:
     p.add_argument("--server", help="daemon URL (default http://127.0.0.1:<http_port>)")
 
 
+def _request(url: str, method: str = "GET", body: dict | None = None,
+             token: str | None = None, timeout: float = 30) -> tuple[int, dict | list]:
+    """One JSON request; (status, decoded body).  Connection errors (OSError)
+    propagate: callers decide whether that is fatal or means "no daemon"."""
+    import urllib.error
+    import urllib.request
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, json.loads(e.read() or b"null")
+        except ValueError:
+            return e.code, {"error": e.reason}
+
+
 def api_call(cfg: config_mod.Config, method: str, path: str, body: dict | None = None,
              server: str | None = None) -> tuple[int, dict | list]:
     """Call the running daemon's API with the admin token from the state dir."""
-    import urllib.error
-    import urllib.request
-
     from . import secrets
     try:
         with open(secrets.token_path(cfg.state_dir), encoding="ascii") as f:
@@ -107,17 +125,8 @@ def api_call(cfg: config_mod.Config, method: str, path: str, body: dict | None =
     except OSError as e:
         raise SystemExit(f"netbootd: cannot read the admin token: {e}")
     base = server or f"http://127.0.0.1:{cfg.boot.http_port}"
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method, headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        try:
-            return e.code, json.loads(e.read() or b"null")
-        except ValueError:
-            return e.code, {"error": e.reason}
+        return _request(base + path, method, body, token)
     except OSError as e:
         raise SystemExit(f"netbootd: cannot reach the daemon at {base}: {e}")
 
@@ -342,13 +351,7 @@ def cmd_api(args) -> int | None:
 
 
 def _get(base: str, path: str):
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(base + path, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+    return _request(base + path, timeout=10)
 
 
 def _follow(args, base: str, rows: list, q: str) -> int:
