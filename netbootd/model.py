@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 import re
+import socket
 from dataclasses import dataclass, field
 
 # IANA "Processor Architecture Types" registry (RFC 4578 §2.1, RFC 5970),
@@ -61,6 +62,21 @@ def arch_name(arch: int | None) -> str:
     if arch is None:
         return "none"
     return ARCH_NAMES.get(arch, f"unknown-{arch}")
+
+
+def ip2int(ip: str) -> int:
+    """Dotted IPv4 -> int, strictly (inet_pton: no short forms)."""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
+    except (OSError, TypeError):
+        raise ValueError(f"not an IPv4 address: {ip!r}") from None
+
+
+def int2ip(n: int) -> str:
+    """int -> dotted IPv4 (hot path: events format one per exchange)."""
+    if not 0 <= n <= 0xFFFFFFFF:
+        raise ValueError(f"not an IPv4 address: {n!r}")
+    return f"{n >> 24}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
 
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")

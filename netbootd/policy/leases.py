@@ -13,15 +13,7 @@ import functools
 import ipaddress
 from dataclasses import dataclass, field
 
-from ..model import Lease, LeaseState, Reservation
-
-
-def ip2int(ip: str) -> int:
-    return int(ipaddress.IPv4Address(ip))
-
-
-def int2ip(n: int) -> str:
-    return str(ipaddress.IPv4Address(n))
+from ..model import Lease, LeaseState, Reservation, int2ip, ip2int
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 
-from ..model import Host, HostState, Lease, LeaseState
+from ..model import Host, HostState, Lease, LeaseState, int2ip, ip2int
 
 log = logging.getLogger("netbootd.store")
 
@@ -90,17 +90,6 @@ def event_dict(row) -> dict:
             "detail": detail}
 
 
-def _ip(n: int) -> str:
-    return f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
-
-
-def _ipint(s: str) -> int:
-    a, b, c, d = (int(x) for x in s.split("."))
-    if not all(0 <= x <= 255 for x in (a, b, c, d)):
-        raise ValueError(s)
-    return a << 24 | b << 16 | c << 8 | d
-
-
 class Store:
     def __init__(self, state_dir: str, sync: str = "full"):
         self.state_dir = state_dir
@@ -158,7 +147,7 @@ class Store:
         for kind, item in batch:
             if kind == "lease":
                 leases[item.address] = (
-                    _ip(item.address), item.network, item.client_key, item.mac,
+                    int2ip(item.address), item.network, item.client_key, item.mac,
                     item.hostname, item.state.value, item.starts, item.ends)
             elif kind == "host":
                 deleted.discard(item.mac)           # the later write in a batch wins
@@ -210,7 +199,7 @@ class Store:
                 "SELECT address, network, client_key, mac, hostname, state, starts, ends "
                 "FROM leases ORDER BY starts"):
             try:
-                out.append(Lease(_ipint(row[0]), str(row[1]), bytes(row[2]), str(row[3]),
+                out.append(Lease(ip2int(row[0]), str(row[1]), bytes(row[2]), str(row[3]),
                                  LeaseState(row[5]), float(row[6]), float(row[7]), row[4]))
             except (ValueError, TypeError) as e:
                 log.warning("store: skipping unreadable lease row %r: %s", row, e)
