@@ -19,19 +19,19 @@ unit:
 bench: bench-dhcp bench-tftp bench-http bench-dns
 
 bench-dhcp:     ## DHCP leases/s: netbootd vs Kea vs dnsmasq (perfdhcp, namespaces)
-	bash scripts/setup.sh test
+	bash scripts/setup.sh bench
 	$(PY) bench/dhcp/run.py
 
 bench-tftp:     ## TFTP MB/s and 50-transfer wall time vs tftpd-hpa, atftpd, dnsmasq
-	bash scripts/setup.sh test
+	bash scripts/setup.sh bench
 	$(PY) bench/tftp/run.py
 
 bench-http:     ## 40 MB over HTTP, 1 and 20 clients, vs nginx
-	bash scripts/setup.sh test
+	bash scripts/setup.sh bench
 	$(PY) bench/http/run.py
 
 bench-dns:      ## dnsperf qps vs dnsmasq on the same 10,000-host zone
-	bash scripts/setup.sh test
+	bash scripts/setup.sh bench
 	$(PY) bench/dns/run.py
 
 e2e:            ## only the qemu boots (slow)

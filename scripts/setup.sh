@@ -3,6 +3,7 @@
 # a virtualenv in ./.venv with netbootd installed into it (editable).
 #   scripts/setup.sh          runtime only
 #   scripts/setup.sh test     runtime + test peers (perfdhcp, Kea, dnsmasq, udhcpc...)
+#   scripts/setup.sh bench    test + benchmark peers (tftpd-hpa, nginx, wrk, dnsperf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want=${1:-run}
@@ -20,8 +21,18 @@ RUNTIME_DEBS="python3 python3-venv iproute2 ipxe ipxe-qemu qemu-system-x86 ovmf 
 TEST_DEBS="kea-admin kea-dhcp4-server tcpdump procps curl atftp cpio libarchive-tools
  chromium chromium-driver bind9-dnsutils dnsperf"
 
+# Benchmarks only (make bench-*): peers measured in the same run.  atftpd
+# conflicts with tftpd-hpa; bench/tftp unpacks it from its .deb itself.
+BENCH_DEBS="tftpd-hpa nginx-light wrk"
+
+case "$want" in
+  run) extra="" ;;
+  test) extra="$TEST_DEBS" ;;
+  bench) extra="$TEST_DEBS $BENCH_DEBS" ;;
+  *) echo "setup.sh: unknown mode '$want' (run, test or bench)" >&2; exit 2 ;;
+esac
 need=()
-for p in $RUNTIME_DEBS $( [ "$want" = test ] && echo "$TEST_DEBS" ); do
+for p in $RUNTIME_DEBS $extra; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -44,7 +55,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
-if [ "$want" = test ]; then
+if [ "$want" != run ]; then
   .venv/bin/pip install -q -e '.[test]'
 else
   .venv/bin/pip install -q -e .
