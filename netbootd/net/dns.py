@@ -21,6 +21,7 @@ import logging
 from collections import Counter
 
 from twisted.internet import defer, protocol, task
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -220,14 +221,21 @@ class DnsServer:
     def listen(self, port: int, ip: str):
         """UDP and TCP on ip:port (port 0: any free port, the same for both
         when possible).  Returns the (UDP endpoint, TCP port)."""
-        sock = self.socket_factory(port, ip)
-        ep = UdpEndpoint(self.reactor, sock, DnsUdp(self))
-        bound = sock.getsockname()[1]
-        try:
-            tcp = self.reactor.listenTCP(bound, DnsTcpFactory(self), backlog=64, interface=ip)
-        except Exception:
-            ep.close()                        # both or neither
-            raise
+        # With port 0 the kernel picks a free UDP port; the same TCP port may
+        # still be taken (by an unrelated connection), so try a few picks.
+        attempts = 20 if port == 0 else 1
+        for attempt in range(attempts):
+            sock = self.socket_factory(port, ip)
+            ep = UdpEndpoint(self.reactor, sock, DnsUdp(self))
+            bound = sock.getsockname()[1]
+            try:
+                tcp = self.reactor.listenTCP(bound, DnsTcpFactory(self), backlog=64,
+                                             interface=ip)
+                break
+            except CannotListenError:
+                ep.close()                    # both or neither
+                if attempt == attempts - 1:
+                    raise
         self.udp.append(ep)
         self.tcp.append(tcp)
         if not self._expire.running:

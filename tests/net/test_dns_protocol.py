@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+import pytest_twisted
 from dnslib import A, QTYPE, RCODE, RR, DNSRecord
 from twisted.internet import address
 from twisted.internet.testing import StringTransport
@@ -329,3 +330,35 @@ def test_tcp_idle_waits_for_a_forwarded_answer():
     assert not t.disconnecting
     h.answer_upstream(h.upstream[0])
     assert unframe(t.value())[0].header.id == 3
+
+
+@pytest_twisted.inlineCallbacks
+def test_port_zero_retries_when_the_udp_port_is_taken_over_tcp():
+    """Port 0: the kernel's free UDP port can be a busy TCP port (the CI
+    flake); listen() picks again instead of failing."""
+    import socket
+
+    from twisted.internet import reactor
+
+    from netbootd.net import interfaces
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    taken = busy.getsockname()[1]
+    picks = []
+
+    def factory(port, ip):
+        s = interfaces.udp_socket(None, taken if not picks else port, ip)
+        picks.append(s.getsockname()[1])
+        return s
+
+    server = DnsServer(reactor, Zone("netboot.lan", ["10.77.0.0/16"], "127.0.0.1"),
+                       served_subnets=["127.0.0.1/32"], socket_factory=factory)
+    try:
+        ep, tcp = server.listen(0, "127.0.0.1")
+        assert picks[0] == taken and len(picks) == 2
+        assert ep.socket.getsockname()[1] == tcp.getHost().port != taken
+        assert ep.socket.fileno() >= 0
+    finally:
+        busy.close()
+        yield server.stop()
