@@ -20,6 +20,9 @@ class FakeUdpSocket:
     def send(self, data):
         self.sent.append((bytes(data), self.dest))
 
+    def connect(self, addr):
+        self.dest = addr
+
     def getsockname(self):
         return self.addr
 
@@ -42,3 +45,18 @@ class FakeReactor(task.Clock):
 
     def removeReader(self, r):
         self.readers.discard(r)
+
+
+class FakePoller:
+    """Stands in for net/tftp.py's TransferPoller (an epoll set needs real
+    descriptors): records which sockets are watched; tests deliver datagrams
+    to the handlers themselves."""
+
+    def __init__(self):
+        self.handlers: dict[int, object] = {}
+
+    def add(self, sock, handler):
+        self.handlers[id(sock)] = handler
+
+    def remove(self, sock):
+        self.handlers.pop(id(sock), None)

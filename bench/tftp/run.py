@@ -89,6 +89,11 @@ SCENARIOS = {
     "window16": ("atftp", WINDOW, 1, "single 8 MiB transfer, blksize 1468, atftp windowsize 16"),
     "parallel": ("curl", 0, -1, "{n} parallel {mib} MiB transfers, blksize 1468, "
                                 "lock-step, curl, one source address each"),
+    # The same, the clients pinned to the other CPU: the 50 curls need about
+    # as much CPU as a server, so sharing one CPU makes the wall time the sum
+    # of both, including curl's own sleep/wake cost, which differs by server.
+    "parallel-split": ("curl", 0, -1, "{n} parallel {mib} MiB transfers as above, "
+                                      "clients on the other CPU"),
 }
 
 
@@ -407,11 +412,11 @@ class NetbootdDiag(Netbootd):
     """Diagnostic, not in the default set: the same server with the runner's
     --diag monkeypatches (serve_netbootd.py), to measure the suggestions."""
     name = "netbootd-diag"
-    label = "netbootd +logprefix,read1,mmap"
+    label = "netbootd +mmap"
     port = 1169
 
     def command(self):
-        return super().command() + ["--diag", "logprefix,read1,mmap"]
+        return super().command() + ["--diag", "mmap"]
 
 
 class TftpdHpa(Server):
@@ -610,7 +615,8 @@ class Bench:
         tool, ws, par, _ = scenario_spec(scenario)
         busy = self.wait_idle()
         cpu0 = srv.cpu()
-        t = self.client(srv, tool, ws, par)
+        t = self.client(srv, tool, ws, par,
+                        cpu=self.profile_client_cpu if scenario.endswith("-split") else None)
         cpu1 = srv.cpu()
         clients = t["clients"]
         failed = [c for c in clients if c["rc"] != 0 or ("bytes" in c and c["bytes"] != FILE_SIZE)]
@@ -839,7 +845,9 @@ def compute(doc: dict) -> None:
             ("windowsize 16 (atftp) >= 1.0x tftpd-hpa (which serves lock-step)",
              g("window16", "tftpd-hpa"), lambda v: v >= 1.0),
             (f"{PARALLEL} x {mib()} MiB wall time <= 1.0x atftpd", g("parallel", "atftpd"),
-             lambda v: v <= 1.0)):
+             lambda v: v <= 1.0),
+            (f"{PARALLEL} x {mib()} MiB wall time <= 1.0x atftpd, clients on the other CPU",
+             g("parallel-split", "atftpd"), lambda v: v <= 1.0)):
             if ours != "netbootd" and v is None:
                 continue
             goals.append({"goal": tag + name, "value": v, "met": (ok(v) if v is not None else None)})

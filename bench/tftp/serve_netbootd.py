@@ -10,15 +10,13 @@ daemon stores in SQLite (here on_event only counts).  Prints "READY <port>"
 on stdout once listening; SIGTERM/SIGINT stop it cleanly and print the
 server's counters to stderr.
 
---diag applies monkeypatches to this process only, to measure what the
-suggestions in the benchmark report would buy (netbootd's code is unchanged):
-  logprefix  UdpEndpoint.logPrefix returns a constant: Twisted calls it for
-             every readiness event, and it does a getsockname() syscall;
-  read1      a transfer socket reads one datagram per readiness event instead
-             of reading until EAGAIN (one recvfrom and one exception less per
-             ACK; epoll is level-triggered, so nothing is left behind);
+--diag applies monkeypatches to this process only, to measure what a
+change not made in netbootd would buy (netbootd's code is unchanged):
   mmap       large files are mmap()ed: a block is a memoryview slice instead
-             of an os.pread() per block.
+             of a slice of FileSource's read-ahead buffer (not done in the
+             daemon: a file truncated in place while mapped raises SIGBUS).
+(The former `logprefix` and `read1` diagnostics are now how netbootd works:
+transfer sockets sit in one epoll set read once per event, net/tftp.py.)
 """
 from __future__ import annotations
 
@@ -32,30 +30,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the repo's netbootd
 
 
-def _patch_logprefix():
-    from netbootd.net import udp
-    udp.UdpEndpoint.logPrefix = lambda self: "UdpEndpoint"
-
-
-def _patch_read1():
-    from netbootd.net import tftp, udp
-    orig = udp.UdpEndpoint.doRead
-
-    def doRead(self):
-        if not isinstance(self.handler, tftp._Transfer):
-            return orig(self)
-        try:
-            got = self.socket.recvfrom(self.max_size)
-        except OSError as e:
-            if e.errno in udp._AGAIN or e.errno in udp._IGNORE:
-                return None
-            self.read_errors += 1
-            return None
-        self.handler.datagramsReceived([got])
-        return None
-    udp.UdpEndpoint.doRead = doRead
-
-
 def _patch_mmap():
     import mmap
 
@@ -63,8 +37,8 @@ def _patch_mmap():
     orig_init, orig_close = tftp.FileSource.__init__, tftp.FileSource.close
     maps: dict[int, tuple] = {}
 
-    def __init__(self, fd, size):
-        orig_init(self, fd, size)
+    def __init__(self, fd, size, chunk=0):
+        orig_init(self, fd, size, chunk)
         mm = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
         maps[id(self)] = (mm, memoryview(mm) if mm else memoryview(b""))
 
@@ -84,7 +58,7 @@ def _patch_mmap():
     tftp.FileSource.__init__, tftp.FileSource.read, tftp.FileSource.close = __init__, read, close
 
 
-PATCHES = {"logprefix": _patch_logprefix, "read1": _patch_read1, "mmap": _patch_mmap}
+PATCHES = {"mmap": _patch_mmap}
 
 
 def main() -> int:
@@ -97,7 +71,7 @@ def main() -> int:
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--no-memtune", action="store_true",
                     help="skip netbootd.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
-    ap.add_argument("--diag", default="", help="comma list of: logprefix,read1,mmap (see above)")
+    ap.add_argument("--diag", default="", help="comma list of: mmap (see above)")
     args = ap.parse_args()
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -139,3 +140,70 @@ def test_a_40_mib_file_at_blksize_512_wraps_the_block_number_and_arrives_intact(
     ev = yield transfer_ended(events)
     assert (ev["outcome"], ev["bytes"], ev["blksize"]) == ("finished", 40 << 20, 512)
     assert server.counters["file.direct"] == 1
+
+
+def _raw_client(port: int, name: str, options=()):
+    """A blocking UDP socket that has sent an RRQ; returns (socket, first reply, its source)."""
+    from netbootd.codec import tftp as t
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((LOOPBACK, 0))
+    s.settimeout(5)
+    s.sendto(t.encode_rrq(name, "octet", list(options)), (LOOPBACK, port))
+    data, src = s.recvfrom(2048)
+    return s, data, src
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_strangers_datagrams_never_reach_the_transfer(served):
+    """The transfer socket is connected to its client: an ACK from another
+    port is dropped by the kernel, not answered and not counted, and the
+    real client's transfer goes on."""
+    from netbootd.codec import tftp as t
+    server, root, port, events = served
+    data = os.urandom(1200)
+    (root / "f.bin").write_bytes(data)
+
+    def scenario():
+        c, first, tid = _raw_client(port, "f.bin")
+        assert t.decode(first) == t.Data(1, data[:512])
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stranger.bind((LOOPBACK, 0))
+        stranger.settimeout(0.5)
+        stranger.sendto(t.encode_ack(1), tid)          # would move the transfer on
+        with pytest.raises(socket.timeout):
+            stranger.recvfrom(2048)
+        got = bytearray(t.decode(first).data)
+        c.sendto(t.encode_ack(1), tid)
+        while True:
+            pkt = t.decode(c.recvfrom(2048)[0])
+            # After the stranger's ACK 1, DATA 2 must come only now, once.
+            assert pkt.block == len(got) // 512 + 1
+            got += pkt.data
+            c.sendto(t.encode_ack(pkt.block), tid)
+            if len(pkt.data) < 512:
+                break
+        stranger.close()
+        c.close()
+        return bytes(got)
+
+    got = yield threads.deferToThread(scenario)
+    assert got == data
+    ev = yield transfer_ended(events)
+    assert ev["outcome"] == "finished" and server.counters["rx.wrong_tid"] == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_that_went_away_ends_its_transfer_at_the_first_retransmission(served):
+    """Its port is closed: our retransmission draws an ICMP port unreachable,
+    which ends the transfer after one timeout instead of after all retries."""
+    server, root, port, events = served
+    (root / "f.bin").write_bytes(os.urandom(5000))
+
+    def scenario():
+        c, first, tid = _raw_client(port, "f.bin", [("timeout", "1")])
+        c.close()                                      # never ACKs, port closed
+
+    yield threads.deferToThread(scenario)
+    ev = yield transfer_ended(events, timeout=4.0)
+    assert (ev["outcome"], ev["error"]) == ("failed", "client port unreachable")
+    assert ev["duration"] < 3.0 and server.counters["rx.unreachable"] == 1

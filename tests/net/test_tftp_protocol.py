@@ -14,7 +14,7 @@ import pytest
 
 from netbootd.codec import tftp as t
 from netbootd.net.tftp import TftpServer
-from tests.fakes import FakeReactor, FakeUdpSocket
+from tests.fakes import FakePoller, FakeReactor, FakeUdpSocket
 
 CLIENT = ("10.77.0.50", 2070)
 SERVER_IP = "10.77.0.1"
@@ -32,8 +32,9 @@ class Harness:
         self.root = tmp_path / "root"
         self.root.mkdir(exist_ok=True)
         kw.setdefault("on_event", self.events.append)
+        self.poller = FakePoller()
         self.server = TftpServer(self.reactor, [str(self.root)], kw.pop("generated", None),
-                                 socket_factory=self.socket, **kw)
+                                 socket_factory=self.socket, poller=self.poller, **kw)
         self.listener = self.server.listen(69, ip=SERVER_IP)
         self.lsock = self.sockets[0]
 
@@ -55,8 +56,8 @@ class Harness:
         (x,) = [x for x in self.server.transfers.values() if x.addr == addr]
         return x
 
-    def to_transfer(self, xfer, data, addr=None):
-        xfer.datagramReceived(data, addr or xfer.addr)
+    def to_transfer(self, xfer, data):
+        xfer.datagramReceived(data)
 
 
 def decoded(sock):
@@ -65,7 +66,7 @@ def decoded(sock):
 
 def download(h, xfer, limit=10_000):
     """ACK each next DATA block until the transfer ends; returns the bytes."""
-    sock = xfer.transport.socket
+    sock = xfer.sock
     out, seen, expect = bytearray(), 0, 1
     for _ in range(limit):
         new = decoded(sock)[seen:]
@@ -91,7 +92,7 @@ def test_each_transfer_gets_its_own_socket_and_the_listener_sends_no_data(tmp_pa
     h.file("a.bin", b"A" * 700)
     h.rrq("a.bin")
     h.rrq("a.bin", addr=("10.77.0.51", 2070))
-    socks = [x.transport.socket for x in h.server.transfers.values()]
+    socks = [x.sock for x in h.server.transfers.values()]
     assert len(socks) == 2 and socks[0] is not socks[1]
     assert all(s.addr[0] == SERVER_IP and s.addr[1] != 69 for s in socks)
     assert h.lsock.sent == []
@@ -104,10 +105,10 @@ def test_a_complete_transfer_reports_an_event_and_releases_its_socket(tmp_path):
     h.file("k.bin", data)
     h.rrq("k.bin", [("blksize", "1468"), ("tsize", "0"), ("windowsize", "4")])
     xfer = h.transfer()
-    assert decoded(xfer.transport.socket)[0][0] == t.OAck(
+    assert decoded(xfer.sock)[0][0] == t.OAck(
         (("blksize", "1468"), ("tsize", "5000"), ("windowsize", "4")))
     assert download(h, xfer) == data
-    assert xfer.transport.socket.closed and h.server.transfers == {}
+    assert xfer.sock.closed and h.server.transfers == {}
     (ev,) = h.events
     assert ev["outcome"] == "finished" and ev["bytes"] == 5000 and ev["error"] is None
     assert (ev["client"], ev["port"], ev["file"]) == (CLIENT[0], CLIENT[1], "k.bin")
@@ -140,21 +141,15 @@ def test_a_symlink_out_of_the_root_gets_error_2_and_no_data(tmp_path):
 
 
 # -- TIDs -----------------------------------------------------------------------------------
-def test_a_packet_from_the_wrong_tid_gets_error_5_and_the_transfer_goes_on(tmp_path):
+def test_the_transfer_socket_is_connected_to_the_client_and_watched_until_the_end(tmp_path):
+    # Strangers are then filtered by the kernel: tests/interop/test_tftp_clients.py
     h = Harness(tmp_path)
-    data = os.urandom(2000)
-    h.file("f", data)
+    h.file("f", b"x" * 700)
     h.rrq("f")
     xfer = h.transfer()
-    sock = xfer.transport.socket
-    stranger = (CLIENT[0], CLIENT[1] + 1)
-    h.to_transfer(xfer, t.encode_ack(1), stranger)
-    assert decoded(sock)[-1] == (t.Error(t.ERR_UNKNOWN_TID, "unknown transfer ID"), stranger)
-    assert len(sock.sent) == 2 and xfer.session.base == 1, "stranger's ACK moved the transfer"
-    h.to_transfer(xfer, t.encode_ack(1), ("10.77.0.99", CLIENT[1]))   # other host, same port
-    assert decoded(sock)[-1][0].code == t.ERR_UNKNOWN_TID
-    assert download(h, xfer) == data
-    assert h.events[0]["outcome"] == "finished" and h.server.counters["rx.wrong_tid"] == 2
+    assert xfer.sock.dest == CLIENT and h.poller.handlers == {id(xfer.sock): xfer}
+    download(h, xfer)
+    assert h.poller.handlers == {} and xfer.sock.closed
 
 
 # -- refusals and caps ------------------------------------------------------------------------
@@ -220,7 +215,7 @@ def test_malformed_datagrams_are_counted_by_reason_and_the_next_request_is_serve
             c["drop.bad_opcode"], c["drop.not_a_request"]) == (1, 1, 1, 1, 1)
     assert h.lsock.sent == [] and h.server.transfers == {}
     h.rrq("ok")
-    assert decoded(h.transfer().transport.socket) == [(t.Data(1, b"fine"), CLIENT)]
+    assert decoded(h.transfer().sock) == [(t.Data(1, b"fine"), CLIENT)]
 
 
 def test_malformed_datagrams_on_a_transfer_socket_are_dropped_without_disturbing_it(tmp_path):
@@ -266,7 +261,7 @@ def test_the_reactor_clock_drives_retransmission_and_the_retry_limit(tmp_path):
     h.file("f", b"t" * 100)
     h.rrq("f")
     xfer = h.transfer()
-    sock = xfer.transport.socket
+    sock = xfer.sock
     h.reactor.advance(1.9)
     assert len(sock.sent) == 1
     h.reactor.advance(0.1)
@@ -301,7 +296,7 @@ def test_a_client_error_after_the_oack_is_reported_as_aborted(tmp_path):
     xfer = h.transfer()
     h.to_transfer(xfer, t.encode_error(t.ERR_OPTION_REFUSED, "just the size"))
     assert xfer.closed and h.events[-1]["outcome"] == "aborted"
-    assert len(xfer.transport.socket.sent) == 1                 # nothing answers an ERROR
+    assert len(xfer.sock.sent) == 1                 # nothing answers an ERROR
 
 
 def test_stop_closes_the_listener_and_ends_transfers(tmp_path):
@@ -360,6 +355,20 @@ def test_the_blksize_cap_applies_to_what_is_sent(tmp_path, cap):
     h.rrq("f", [("blksize", "8192")])
     xfer = h.transfer()
     h.to_transfer(xfer, t.encode_ack(0))
-    pkts = decoded(xfer.transport.socket)
+    pkts = decoded(xfer.sock)
     assert pkts[0][0] == t.OAck((("blksize", str(cap)),))
     assert len(pkts[1][0].data) == cap
+
+
+def test_file_source_reads_ahead_and_serves_any_offset_exactly(tmp_path):
+    from netbootd.net.tftp import FileSource
+    data = os.urandom(10_000)
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    src = FileSource(os.open(p, os.O_RDONLY), len(data), chunk=4096)
+    # forward, a step back into the buffer, back before it, past the end
+    for off, n in ((0, 1468), (1468, 1468), (2936, 1468), (1468, 1468), (0, 512),
+                   (4000, 1468), (8808, 1468), (9999, 1468), (10_000, 1468)):
+        assert bytes(src.read(off, n)) == data[off:off + n], (off, n)
+    src.close()
+    assert src.fd == -1
