@@ -10,10 +10,13 @@ import json
 from .model import KNOWN_STATES, Host, HostState
 
 
+# One encoder for every event: json.dumps() with options builds a new one per call.
+_EVENT_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str).encode
+
+
 def event(ts: float, mac: str | None, kind: str, **detail) -> tuple:
     """A store write for one event (`detail` is JSON; host data stays data)."""
-    return ("event", (ts, mac, kind, json.dumps(detail, separators=(",", ":"),
-                                                sort_keys=True, default=str)))
+    return ("event", (ts, mac, kind, _EVENT_JSON(detail)))
 
 
 def event_json(ts: float, mac: str | None, kind: str, detail: str) -> tuple:

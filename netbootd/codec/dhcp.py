@@ -201,8 +201,7 @@ def encode(pkt: Packet, max_size: int = 548) -> bytes:
     the module docstring for what happens when they do not fit."""
     max_size = max(max_size, 548)
     room = max_size - OPTIONS_START - 1  # 1 for END
-    tlvs = [bytes((c, len(v))) + v if len(v) < 256 else _option_bytes(c, v)
-            for c, v in pkt.options.items() if c not in _NOT_ENCODED]
+    tlvs = [option_tlv(c, v) for c, v in pkt.options.items() if c not in _NOT_ENCODED]
     file = pkt.file
     sname = pkt.sname
     if sum(map(len, tlvs)) <= room:
@@ -229,10 +228,29 @@ def encode(pkt: Packet, max_size: int = 548) -> bytes:
                 file = b"".join(in_file) + b"\xff"
             if in_sname:
                 sname = b"".join(in_sname) + b"\xff"
+    return _assemble(pkt, sname, file, b"".join(main))
+
+
+def option_tlv(code: int, value: bytes) -> bytes:
+    """One option as encode() writes it (split past 255 bytes, RFC 3396)."""
+    return bytes((code, len(value))) + value if len(value) < 256 else _option_bytes(code, value)
+
+
+def encode_prebuilt(pkt: Packet, tlvs: bytes, max_size: int = 548) -> bytes | None:
+    """encode() for a caller that has its options as ready TLV bytes, in
+    order (``pkt.options`` is not read): the same bytes encode() writes for
+    those options, or None when they do not fit the options field, where
+    encode() would overload file/sname or leave options out."""
+    if len(tlvs) > max(max_size, 548) - OPTIONS_START - 1:
+        return None
+    return _assemble(pkt, pkt.sname, pkt.file, tlvs)
+
+
+def _assemble(pkt: Packet, sname: bytes, file: bytes, options: bytes) -> bytes:
     head = _HEADER.pack(pkt.op, pkt.htype, pkt.hlen, pkt.hops, pkt.xid & 0xFFFFFFFF,
                         pkt.secs & 0xFFFF, pkt.flags & 0xFFFF, pkt.ciaddr, pkt.yiaddr,
                         pkt.siaddr, pkt.giaddr, pkt.chaddr[:16], sname[:64], file[:128])
-    out = head + MAGIC_COOKIE + b"".join(main) + b"\xff"
+    out = head + MAGIC_COOKIE + options + b"\xff"
     if len(out) < MIN_REPLY_LEN:
         out += b"\0" * (MIN_REPLY_LEN - len(out))
     return out

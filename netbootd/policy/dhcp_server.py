@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..codec import dhcp_options as o
-from ..codec.dhcp import Packet, encode
+from ..codec.dhcp import Packet, encode, encode_prebuilt, option_tlv
 from ..model import BootConfig, LeaseState
 from ..registry import Registry, event, event_json
 from . import pxe
@@ -127,6 +127,7 @@ class DhcpEngine:
         self._last_exhausted: dict[str, float] = {}
         self._lease_cache: dict[int, dict[int, bytes]] = {}
         self._net_cache: dict[str, dict[int, bytes]] = {}
+        self._reply_cache: dict[tuple, tuple] = {}
 
     # -- entry point ----------------------------------------------------
     def handle(self, pkt: Packet, ing: Ingress, now: float) -> Outcome | None:
@@ -391,6 +392,64 @@ class DhcpEngine:
 
     def _reply(self, pkt, rtype, yiaddr, ing, net, client, lease_time, hostname,
                boot: pxe.BootAnswer, proxy: bool = False) -> bytes:
+        popts = pkt.options
+        uuid = popts.get(o.OPT_CLIENT_UUID) if proxy or boot.filename else None
+        # Which options a reply carries, and in which order, depends on the
+        # few things in this key, not on the client: the encoded options are
+        # built once per key (the hot path of a boot storm), the client's
+        # UUID (echoed) and relay agent option (echoed last) slotted in.
+        key = (rtype, ing.server_ip, lease_time, net.name if net is not None else None,
+               hostname, boot, proxy, proxy and client.http, proxy and client.pxe,
+               uuid is not None, popts.get(o.OPT_PARAM_REQUEST, b""))
+        tpl = self._reply_cache.get(key)
+        if tpl is None:
+            if len(self._reply_cache) >= 512:
+                self._reply_cache.clear()
+            tpl = self._reply_cache[key] = self._reply_template(
+                rtype, ing, net, client, lease_time, hostname, boot, proxy,
+                uuid is not None, popts.get(o.OPT_PARAM_REQUEST, b""))
+        siaddr, file, before, after = tpl
+        tlvs = before if uuid is None else before + option_tlv(o.OPT_CLIENT_UUID, uuid) + after
+        relay = popts.get(o.OPT_RELAY_AGENT)
+        if relay is not None:                                     # RFC 3046: echo, last
+            tlvs += option_tlv(o.OPT_RELAY_AGENT, relay)
+        r = Packet(o.BOOTREPLY, pkt.htype, pkt.hlen, 0, pkt.xid, 0, pkt.flags, pkt.ciaddr,
+                   yiaddr, siaddr, pkt.giaddr, pkt.chaddr, b"", file)
+        size = max_message(popts)
+        out = encode_prebuilt(r, tlvs, size)
+        if out is None:
+            # Too big for the options field: the general encoder overloads
+            # file/sname or leaves the lowest-priority options out.
+            r.options = self._reply_options(rtype, ing, net, client, lease_time, hostname,
+                                            boot, proxy, uuid, popts)
+            out = encode(r, size)
+        return out
+
+    def _reply_template(self, rtype, ing, net, client, lease_time, hostname, boot, proxy,
+                        has_uuid, prl) -> tuple[bytes, bytes, bytes, bytes]:
+        """(siaddr, file, options before the UUID, options after it)."""
+        mark = b"\0" * 16 if has_uuid else None
+        opts = self._reply_options(rtype, ing, net, client, lease_time, hostname, boot, proxy,
+                                   mark, {o.OPT_PARAM_REQUEST: prl} if prl else {})
+        before, after, seen = [], [], False
+        for code, val in opts.items():
+            if code == o.OPT_CLIENT_UUID:
+                seen = True
+                continue
+            (after if seen else before).append(option_tlv(code, val))
+        siaddr, file = _ZERO, b""
+        if boot.filename:
+            fn = boot.filename.encode()
+            if len(fn) < 128:
+                file = fn
+            if boot.next_server:
+                siaddr = socket.inet_aton(boot.next_server)
+        return siaddr, file, b"".join(before), b"".join(after)
+
+    def _reply_options(self, rtype, ing, net, client, lease_time, hostname, boot, proxy,
+                       uuid, popts) -> dict[int, bytes]:
+        """The reply's options in wire order: _FIRST, then the client's
+        option 55 order, then the rest; the relay agent option last."""
         avail: dict[int, bytes] = {o.OPT_MESSAGE_TYPE: _MSG_TYPE_BYTES[rtype],
                                    o.OPT_SERVER_ID: socket.inet_aton(ing.server_ip)}
         if lease_time is not None:
@@ -399,15 +458,9 @@ class DhcpEngine:
             avail.update(self._net_opts(net))
         if hostname:
             avail[o.OPT_HOSTNAME] = hostname.encode()
-        siaddr = _ZERO
-        file = b""
         if boot.filename:
-            fn = boot.filename.encode()
-            avail[o.OPT_BOOTFILE] = fn
-            if len(fn) < 128:
-                file = fn
+            avail[o.OPT_BOOTFILE] = boot.filename.encode()
             if boot.next_server:
-                siaddr = socket.inet_aton(boot.next_server)
                 avail[o.OPT_TFTP_SERVER] = boot.next_server.encode()
         if proxy:
             avail[o.OPT_VENDOR_CLASS] = b"HTTPClient" if client.http else b"PXEClient"
@@ -415,23 +468,21 @@ class DhcpEngine:
                 avail[o.OPT_VENDOR_SPECIFIC] = PXE_VENDOR_OPTS
         elif boot.vendor_class:
             avail[o.OPT_VENDOR_CLASS] = boot.vendor_class
-        if o.OPT_CLIENT_UUID in pkt.options and (proxy or boot.filename):
-            avail[o.OPT_CLIENT_UUID] = pkt.options[o.OPT_CLIENT_UUID]  # PXE 2.1: echo UUID
+        if uuid is not None:
+            avail[o.OPT_CLIENT_UUID] = uuid                 # PXE 2.1: echo the UUID
         opts: dict[int, bytes] = {}
         for code in _FIRST:
             if code in avail:
                 opts[code] = avail[code]
-        for code in pkt.options.get(o.OPT_PARAM_REQUEST, b""):   # option 55 order
+        for code in popts.get(o.OPT_PARAM_REQUEST, b""):    # option 55 order
             if code in avail and code not in opts:
                 opts[code] = avail[code]
         for code, val in avail.items():
             if code not in opts:
                 opts[code] = val
-        if o.OPT_RELAY_AGENT in pkt.options:                      # RFC 3046: echo, last
-            opts[o.OPT_RELAY_AGENT] = pkt.options[o.OPT_RELAY_AGENT]
-        r = Packet(o.BOOTREPLY, pkt.htype, pkt.hlen, 0, pkt.xid, 0, pkt.flags, pkt.ciaddr,
-                   yiaddr, siaddr, pkt.giaddr, pkt.chaddr, b"", file, opts)
-        return encode(r, max_message(pkt.options))
+        if o.OPT_RELAY_AGENT in popts:
+            opts[o.OPT_RELAY_AGENT] = popts[o.OPT_RELAY_AGENT]
+        return opts
 
     def _out(self, pkt, reply: bytes, rtype: int, writes, ing) -> Outcome:
         """RFC 2131 §4.1: relay -> giaddr:67; ciaddr -> unicast; broadcast

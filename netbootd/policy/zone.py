@@ -140,7 +140,10 @@ class Zone:
         self._ptr: dict[int, str] = {}
         self._ent: Counter = Counter()                           # (octets, prefix) -> PTR count
         self._dirty: set[str] = set()
-        self._changed_names: set[bytes] = set()
+        # Names whose cached answers must go (wire names built only when
+        # there are cached answers at all: a DHCP storm rarely has any).
+        self._changed_labels: set[str] = set()
+        self._changed_addrs: set[int] = set()
         # Wire cache: key = lower-case wire qname + type/class bytes.
         self.pos: dict[bytes, tuple] = {}
         self.neg: dict[bytes, tuple] = {}
@@ -326,10 +329,14 @@ class Zone:
         self.serial = (self.serial + 1) & 0xFFFFFFFF      # RFC 1982 arithmetic
         self.neg = {}
         self._shapes = {}
-        for wire in self._changed_names:
-            for k in self._pos_keys.pop(wire, ()):
-                self.pos.pop(k, None)
-        self._changed_names.clear()
+        if self._pos_keys:
+            wires = [self._fwd_wire(lab) for lab in self._changed_labels]
+            wires += [d.name_wire(reverse_name(a)) for a in self._changed_addrs]
+            for wire in wires:
+                for k in self._pos_keys.pop(wire, ()):
+                    self.pos.pop(k, None)
+        self._changed_labels.clear()
+        self._changed_addrs.clear()
         return True
 
     def _unpublish(self, mac: str) -> None:
@@ -338,22 +345,22 @@ class Zone:
             return
         lab, addrs = pub
         self._fwd.pop(lab.encode(), None)
-        self._changed_names.add(self._fwd_wire(lab))
+        self._changed_labels.add(lab)
         for a in addrs:
             if self._ptr.get(a) == lab:
                 del self._ptr[a]
                 self._ent_update(a, -1)
-            self._changed_names.add(d.name_wire(reverse_name(a)))
+            self._changed_addrs.add(a)
 
     def _publish(self, mac: str, target: tuple[str, tuple[int, ...]]) -> None:
         lab, addrs = target
         self._pub[mac] = target
         self._fwd[lab.encode()] = addrs
-        self._changed_names.add(self._fwd_wire(lab))
+        self._changed_labels.add(lab)
         for a in addrs:
             self._ptr[a] = lab
             self._ent_update(a, 1)
-            self._changed_names.add(d.name_wire(reverse_name(a)))
+            self._changed_addrs.add(a)
 
     def _ent_update(self, a: int, delta: int) -> None:
         for k in (1, 2, 3):

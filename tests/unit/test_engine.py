@@ -412,3 +412,56 @@ def test_a_relays_own_address_is_never_handed_out():
     _, nak = roundtrip(e, client_packet(o.REQUEST, mac_bytes(99), giaddr="10.77.0.2",
                                         requested="10.77.0.2"))
     assert nak.msg_type == o.NAK
+
+
+# -- the reply template cache against the general encoder ---------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from netbootd.policy import pxe  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(rtype=st.sampled_from([o.OFFER, o.ACK]),
+       prl=st.one_of(st.none(), st.binary(max_size=40), st.lists(st.sampled_from(
+           [1, 3, 6, 12, 15, 28, 43, 51, 54, 58, 59, 60, 66, 67, 82, 97, 0, 255]),
+           max_size=12).map(bytes)),
+       uuid=st.one_of(st.none(), st.binary(max_size=17)),
+       relay=st.one_of(st.none(), st.binary(max_size=300)),
+       hostname=st.one_of(st.none(), st.sampled_from(["node1", "a" * 200])),
+       filename=st.one_of(st.none(), st.sampled_from(["undionly.kpxe", "x" * 200])),
+       proxy=st.booleans(), lease_time=st.sampled_from([None, 3600]),
+       maxsize=st.one_of(st.none(), st.integers(0, 1500)),
+       repeat=st.booleans())
+def test_cached_reply_bytes_equal_the_general_encoder(rtype, prl, uuid, relay, hostname,
+                                                       filename, proxy, lease_time, maxsize,
+                                                       repeat):
+    """_reply builds options once per shape and slots the client's UUID and
+    relay agent option in; the bytes must be exactly what encode() writes
+    for the full option dict, including when they overflow into file/sname."""
+    e = make_engine()
+    net = e.networks["lab"]
+    extra = {o.OPT_VENDOR_CLASS: b"PXEClient:Arch:00000:UNDI:002001"}
+    if uuid is not None:
+        extra[o.OPT_CLIENT_UUID] = uuid
+    if relay is not None:
+        extra[o.OPT_RELAY_AGENT] = relay
+    if maxsize is not None:
+        extra[o.OPT_MAX_MESSAGE_SIZE] = maxsize.to_bytes(2, "big")
+    pkt = client_packet(o.DISCOVER, mac_bytes(3), prl=prl, extra=extra, giaddr="10.77.0.9")
+    client = pxe.classify(pkt.options)
+    boot = pxe.BootAnswer(filename, "10.77.0.1" if filename else None, None)
+    args = (pkt, rtype, socket.inet_aton("10.77.0.50"), ING, None if proxy else net, client,
+            lease_time, hostname, boot, proxy)
+    got = e._reply(*args)
+    if repeat:                                   # the second call comes from the cache
+        got = e._reply(*args)
+    echo = pkt.options.get(o.OPT_CLIENT_UUID) if proxy or filename else None
+    opts = e._reply_options(rtype, ING, None if proxy else net, client, lease_time, hostname,
+                            boot, proxy, echo, pkt.options)
+    fn = filename.encode() if filename else b""
+    ref = dhcp.Packet(o.BOOTREPLY, pkt.htype, pkt.hlen, 0, pkt.xid, 0, pkt.flags, pkt.ciaddr,
+                      socket.inet_aton("10.77.0.50"),
+                      socket.inet_aton("10.77.0.1") if filename else b"\0" * 4, pkt.giaddr,
+                      pkt.chaddr, b"", fn if len(fn) < 128 else b"", opts)
+    assert got == dhcp.encode(ref, max_message(pkt.options))
