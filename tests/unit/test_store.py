@@ -102,3 +102,20 @@ def test_a_deleted_host_is_gone_but_a_later_write_in_the_batch_wins(tmp_path):
     s.apply([("host_delete", b.mac), ("host", b)])          # re-created after the delete
     s.apply([("host", a), ("host_delete", a.mac)])          # deleted after the write
     assert [h.mac for h in s.load_hosts()] == [b.mac]
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 21, 64, 85, 250])
+def test_a_batch_of_any_size_stores_every_row_and_keeps_event_order(tmp_path, n):
+    """Every row of a batch is stored once, hosts upserted, events in batch order."""
+    s = Store(str(tmp_path))
+    hosts = [Host(f"52:54:00:00:{i >> 8:02x}:{i & 255:02x}", HostState.DISCOVERED, 7, "PXE",
+                  None, None, "eth1", 1.0, 2.0) for i in range(n)]
+    s.apply([("host", h) for h in hosts])
+    changed = [Host(h.mac, HostState.IDLE, 0, "PXE", "u", "n", "eth2", 1.0, 3.0) for h in hosts]
+    s.apply([("host", h) for h in changed]
+            + [("lease", lease(i % 250)) for i in range(n)]
+            + [event(float(i), hosts[i].mac, "dhcp.ack", seq=i) for i in range(n)])
+    assert sorted(s.load_hosts(), key=lambda h: h.mac) == sorted(changed, key=lambda h: h.mac)
+    assert len(s.load_leases()) == min(n, 250)
+    rows = s.query("SELECT id, ts FROM events ORDER BY id")
+    assert [r["ts"] for r in rows] == [float(i) for i in range(n)]
