@@ -23,7 +23,8 @@ Scenarios:
 
 For each (server, scenario) the highest offered rate (-r) at which fewer than
 2.5% of the exchanges fail is searched (doubling ramp, then geometric
-bisection, then the best rate must pass a second time: --confirm).  A trial's
+bisection, then the best rate must pass a second time: --confirm; when it
+fails, the bisection goes on below it).  A trial's
 failures are (DISCOVERs sent - ACKs received) / DISCOVERs sent; its lease rate
 is ACKs / sending duration (perfdhcp's own "Rate" line reads low).  The
 reported figure is the lease rate of the best rate that passed twice.
@@ -647,24 +648,54 @@ class Bench:
             rate = int(rate)
         if lo is None or fatal or a.confirm <= 0 or lo.get("client_limited"):
             return lo, trials
-        passing = sorted({t["rate"] for t in trials if t["pass"]}, reverse=True)
-        for r in passing[:a.confirm]:
-            c = self._trial(trial, r, trials, "confirm")
-            if c.get("fatal"):
-                break
-            if c["pass"]:
-                first = max((t for t in trials if t["rate"] == r and t["pass"] and t is not c),
-                            key=lambda t: t["leases_per_s"])
-                best = min(first, c, key=lambda t: t["leases_per_s"])
-                best["confirmed"] = True
-                return best, trials
+        best = self._confirm(trial, trials, hi)
+        if best is not None:
+            return best, trials
         # Nothing passed twice: report the best passing trial below every
         # failed confirmation (unconfirmed), else the lowest passing one.
-        floor = min(passing[:a.confirm])
+        failed = [t["rate"] for t in trials if t["phase"] == "confirm" and not t["pass"]]
+        floor = min(failed) if failed else lo["rate"]
         below = [t for t in trials if t["pass"] and t["rate"] < floor]
         if below:
             return max(below, key=lambda t: t["rate"]), trials
         return min((t for t in trials if t["pass"]), key=lambda t: t["rate"]), trials
+
+    def _confirm(self, trial, trials: list, hi: int | None) -> dict | None:
+        """The highest rate that passes twice.  The best passing rate runs
+        again; when that fails, the search goes on below it (bisecting
+        between the next passing rate and the failed one, as the search did)
+        instead of falling back to the next rate tried, which may be half of
+        it.  At most 2 x --confirm + 2 more trials.  Returns the lower of the
+        two passing results, or None."""
+        a = self.args
+        budget = 2 * a.confirm + 2
+        cand = max(t["rate"] for t in trials if t["pass"])
+        while budget > 0:
+            c = self._trial(trial, cand, trials, "confirm")
+            budget -= 1
+            if c.get("fatal"):
+                return None
+            if c["pass"]:
+                first = max((t for t in trials if t["rate"] == cand and t["pass"] and t is not c),
+                            key=lambda t: t["leases_per_s"])
+                best = min(first, c, key=lambda t: t["leases_per_s"])
+                best["confirmed"] = True
+                return best
+            hi = cand if hi is None else min(hi, cand)
+            lower = max((t["rate"] for t in trials if t["pass"] and t["rate"] < cand),
+                        default=None)
+            if lower is None:
+                return None
+            mid = int(round(math.sqrt(lower * hi)))
+            if hi / lower > 1 + a.tolerance and mid not in (lower, hi) and budget > 1:
+                t = self._trial(trial, mid, trials, "search")
+                budget -= 1
+                if t.get("fatal"):
+                    return None
+                cand = mid if t["pass"] else lower
+            else:
+                cand = lower
+        return None
 
     # one server -------------------------------------------------------------
     def run_server(self, cls) -> dict:
