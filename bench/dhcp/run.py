@@ -47,7 +47,6 @@ import ast
 import csv
 import fcntl
 import datetime as _dt
-import importlib.util
 import json
 import math
 import os
@@ -62,22 +61,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/, for common
+import common  # noqa: E402
+from common import BUSY_WARN, REPO, RESULTS, BenchError, log, tail  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-RESULTS = REPO / "bench" / "results"
-
-
-def _load_labnet():
-    # Load the helper straight from its file so that a half-written
-    # netbootd/__init__.py cannot break the harness.
-    spec = importlib.util.spec_from_file_location("_bench_labnet", REPO / "netbootd" / "labnet.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-labnet = _load_labnet()
+labnet = common.load_labnet()
 
 SERVER_ADDR = "10.77.0.1"
 CLIENT_ADDR = "10.77.0.2"
@@ -89,26 +78,10 @@ UNIQUE_MAX_EXCHANGES = 50_000    # -n cap per unique trial: perfdhcp overshoots 
                                  # few, and a client must never come back (-u)
 RETURNING_CLIENTS = 1_000
 DROP_LIMIT = 2.5                 # percent
-BUSY_WARN = 10.0                 # % CPU busy just before a trial that deserves a warning
 PERFDHCP = shutil.which("perfdhcp") or "/usr/sbin/perfdhcp"
 KEA = shutil.which("kea-dhcp4") or "/usr/sbin/kea-dhcp4"
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 NETBOOTD = str(REPO / ".venv" / "bin" / "netbootd")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def tail(path: Path, n: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 # --------------------------------------------------------------------------
@@ -166,9 +139,7 @@ class Server:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        rc = self.lab.stop(self.proc, signal.SIGTERM, timeout=self.stop_timeout)
-        if self.proc in self.lab.procs:
-            self.lab.procs.remove(self.proc)
+        rc = common.stop_in_lab(self.lab, self.proc, self.stop_timeout)
         self.proc = None
         return rc
 
@@ -484,7 +455,7 @@ class Bench:
         self.client_cpu = "0" if self.pin else None
         self.server_cpu = "1" if self.pin else None
         self.wait_s = args.exit_wait
-        self.idle_budget = 4 * args.wait_idle      # seconds, whole run
+        self.idle = common.IdleWait(args.wait_idle, first=0.3, say_used_up=True)
         self.redo_budget = args.redo                # perturbed failed trials re-run, whole run
 
     @staticmethod
@@ -498,18 +469,7 @@ class Bench:
         (our server's own start-up work does not count).  If other processes
         keep the machine busy, wait up to --wait-idle s for them to stop; all
         waits together never exceed 4 x --wait-idle (the run stays bounded)."""
-        busy = self._foreign_now(lab, 0.3)
-        if busy <= BUSY_WARN or self.idle_budget <= 0:
-            return busy
-        wait = min(self.args.wait_idle, self.idle_budget)
-        log(f"    machine {busy:.0f}% busy (not us): waiting up to {wait:.0f}s for it to calm down")
-        t0 = time.monotonic()
-        while busy > BUSY_WARN and time.monotonic() - t0 < wait:
-            busy = self._foreign_now(lab, 1.0)
-        self.idle_budget -= time.monotonic() - t0
-        if busy > BUSY_WARN and self.idle_budget <= 0:
-            log("    still busy; wait budget used up, not waiting again in this run")
-        return busy
+        return self.idle(lambda seconds: self._foreign_now(lab, seconds))
 
     # one perfdhcp run ----------------------------------------------------
     def perfdhcp(self, lab, ns: str, rate: int, clients: int, period: float, count: int,
@@ -980,11 +940,7 @@ def main() -> int:
         print("bench-dhcp: perfdhcp not found (Debian: kea-admin)", file=sys.stderr)
         return 2
 
-    # SIGTERM/SIGHUP unwind through the finally blocks (labs are torn down).
-    def _sig(signum, _frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, _sig)
-    signal.signal(signal.SIGHUP, _sig)
+    common.unwind_on_signals()
 
     lock = take_bench_lock(args.lock, args.lock_wait)     # held until exit
     bench = Bench(args)
@@ -1013,14 +969,11 @@ def main() -> int:
         print(f"WARNING: machine was {idle_busy:.0f}% busy before the bench started: numbers are perturbed")
     print(f"\n(total {elapsed / 60:.1f} min)")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"dhcp-{started.strftime('%Y%m%d-%H%M%S')}{'-quick' if q else ''}.json"
     doc = {
         "bench": "dhcp", "started": started.isoformat(), "elapsed_s": round(elapsed, 1),
         "host": {"kernel": platform.release(), "cpus": os.cpu_count(),
                  "cpu_busy_before_start_pct": round(idle_busy, 1),
-                 "cpu_model": _cpu_model(), "python": platform.python_version()},
+                 "cpu_model": common.cpu_model(), "python": platform.python_version()},
         "settings": {k: v for k, v in vars(args).items()},
         "method": {"drop_limit_pct": DROP_LIMIT, "unique_clients": UNIQUE_CLIENTS,
                    "unique_max_exchanges": UNIQUE_MAX_EXCHANGES,
@@ -1038,7 +991,7 @@ def main() -> int:
                                  and peer["scenarios"][s]["leases_per_s"] else None)
                              for s in args.scenarios}
             for peer in results if not peer["server"].startswith("netbootd")}
-    path.write_text(json.dumps(doc, indent=1))
+    path = common.save_json(doc, args.out, "dhcp", started, q)
     print(f"JSON: {path}")
     if lock is not None:
         lock.close()
@@ -1076,16 +1029,6 @@ def take_bench_lock(path: str, wait: float):
                     f"{f.read().strip() or '?'}")
                 said = True
             time.sleep(1)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 if __name__ == "__main__":

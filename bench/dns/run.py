@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import random
@@ -46,9 +45,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/, for common
+import common  # noqa: E402
+from common import BUSY_WARN, REPO, RESULTS, log  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-RESULTS = REPO / "bench" / "results"
 PY = str(REPO / ".venv" / "bin" / "python")
 DNSPERF = shutil.which("dnsperf") or "/usr/bin/dnsperf"
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
@@ -59,11 +60,6 @@ FIRST = (10 << 24) | (77 << 16) | (1 << 8)        # 10.77.1.0
 MIXES = {"mix": (0.4, 0.4, 0.2), "a": (1, 0, 0), "ptr": (0, 1, 0), "nx": (0, 0, 1)}
 QUERIES_PER_FILE = 200_000
 LOSS_LIMIT = 1.0                                   # percent
-BUSY_WARN = 10.0
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def ipstr(a: int) -> str:
@@ -108,24 +104,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
         t.bind((IP, port))                      # both protocols free on this port
     return port
-
-
-def cpu_busy(interval: float = 1.0) -> float:
-    def snap():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v), v[3] + v[4]
-    t0, i0 = snap()
-    time.sleep(interval)
-    t1, i1 = snap()
-    return 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
-
-
-def other_benchmarks() -> list[str]:
-    r = subprocess.run(["pgrep", "-af", "bench/"], capture_output=True, text=True)
-    me = {os.getpid(), os.getppid()}
-    return [ln for ln in r.stdout.splitlines()
-            if ln and int(ln.split()[0]) not in me and "bench/dns/" not in ln]
 
 
 def proc_cpu(pid: int) -> float:
@@ -285,7 +263,8 @@ def main() -> int:
             return 2
     mixes = args.mixes.split(",")
     names = args.servers.split(",")
-    others = other_benchmarks()
+    # Anything under bench/ but this bench (runners and clients included).
+    others = common.other_benchmarks("bench/", skip="bench/dns/")
     if others:
         log("WARNING: other benchmarks are running; numbers will be perturbed:\n  "
             + "\n  ".join(others))
@@ -306,7 +285,7 @@ def main() -> int:
                     warm = dnsperf(srv.port, files["warm"], args, None, once=True)
                     log(f"  warm-up: {warm['completed']} answers, lost {warm['lost']}")
                     for mix in mixes:
-                        busy = cpu_busy()
+                        busy = common.cpu_busy(1.0)
                         c0 = proc_cpu(srv.proc.pid)
                         res = dnsperf(srv.port, files[mix], args, args.duration)
                         cpu = proc_cpu(srv.proc.pid) - c0
@@ -368,14 +347,11 @@ def main() -> int:
         print("\nproblems:\n  " + "\n  ".join(problems))
     if others:
         print("\nother benchmarks were running: numbers are perturbed")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"dns-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}" \
-        f"{'-quick' if args.quick else ''}.json"
-    out.write_text(json.dumps({
+    out = common.save_json({
         "args": vars(args), "table": table, "trials": trials, "problems": problems,
         "other_benchmarks": others, "host": platform.node(), "cpus": os.cpu_count(),
         "kernel": platform.release(), "seconds": round(time.time() - t_start, 1),
-    }, indent=1, default=str))
+    }, RESULTS, "dns", _dt.datetime.now(), args.quick)
     print(f"\nJSON: {out}")
     return 1 if any("exited" in p or "->" in p for p in problems) else 0
 

@@ -40,14 +40,12 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import hashlib
-import importlib.util
 import json
 import os
 import platform
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -55,29 +53,15 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/, for common
+import common  # noqa: E402
+from common import BUSY_WARN, PY, PYSPY, RESULTS, BenchError, log, tail  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-RESULTS = REPO / "bench" / "results"
-
-
-def _load_tftp_bench():
-    # Shared helpers (labnet, CPU accounting, py-spy summary) live in the
-    # TFTP harness; loaded from its file, as that one loads labnet.
-    spec = importlib.util.spec_from_file_location("_bench_tftp_run", REPO / "bench" / "tftp" / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-T = _load_tftp_bench()
-labnet, log, tail, tree_cpu, cpu_busy = T.labnet, T.log, T.tail, T.tree_cpu, T.cpu_busy
-PY, PYSPY = T.PY, T.PYSPY
-BenchError = T.BenchError
+labnet = common.load_labnet()
 
 FILE_NAME = "initrd.img"
 FILE_SIZE = 40 << 20
-BUSY_WARN = T.BUSY_WARN
 SCENARIOS = {"c1": 1, "c20": 20}
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -97,8 +81,8 @@ end
 # --------------------------------------------------------------------------
 # servers
 # --------------------------------------------------------------------------
-class Server(T.Server):
-    """bench/tftp's server runner, listening on TCP."""
+class Server(common.Server):
+    """The server runner bench/tftp uses, listening on TCP."""
     stop_timeout = 15.0
     ss_flags = "-Hltn"
     settle = 0.3
@@ -114,12 +98,8 @@ class Netbootd(Server):
         return PY
 
     def version(self):
-        r = subprocess.run([PY, "-c", "import importlib.metadata as m, twisted; "
-                                      "print(m.version('netbootd'), 'twisted', twisted.__version__)"],
-                           capture_output=True, text=True)
-        git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True).stdout.strip()
-        return f"netbootd {r.stdout.strip() or '?'} ({git or 'no git'})"
+        return common.runner_version("import importlib.metadata as m, twisted; "
+                                     "print(m.version('netbootd'), 'twisted', twisted.__version__)")
 
     def command(self):
         return [PY, str(HERE / "serve_netbootd.py"), "--root", str(self.root),
@@ -127,11 +107,7 @@ class Netbootd(Server):
 
     def counters(self):
         text = self.logfile.read_text(errors="replace")
-        found = re.findall(r"^counters (\{.*\})$", text, re.M)
-        out = json.loads(found[-1]) if found else {}
-        ready = re.findall(r"^READY .*$", text, re.M)
-        if ready:
-            out["ready"] = ready[-1]
+        out = common.runner_counters(text)
         if "serving /files only" in text:
             out["site"] = "files-only fallback (build_site failed, see log)"
         return out or None
@@ -226,24 +202,15 @@ class Bench:
             self.server_cpu = self.client_cpu = str(cpus[-1])
         else:
             self.server_cpu = self.client_cpu = None
-        self.idle_budget = 4 * args.wait_idle
+        self.idle = common.IdleWait(args.wait_idle, first=0.2)
         self.others_seen: set[str] = set()
         self.lua = work / "report.lua"
         self.lua.write_text(WRK_LUA)
 
     def wait_idle(self) -> float:
-        for line in T.other_benchmarks():
+        for line in common.other_benchmarks():
             self.others_seen.add(" ".join(line.split()[1:]))
-        busy = cpu_busy(0.2)
-        if busy <= BUSY_WARN or self.idle_budget <= 0:
-            return busy
-        wait = min(self.args.wait_idle, self.idle_budget)
-        log(f"    machine {busy:.0f}% busy (not us): waiting up to {wait:.0f}s for it to calm down")
-        t0 = time.monotonic()
-        while busy > BUSY_WARN and time.monotonic() - t0 < wait:
-            busy = cpu_busy(1.0)
-        self.idle_budget -= time.monotonic() - t0
-        return busy
+        return self.idle(common.cpu_busy)
 
     def url(self, srv: Server) -> str:
         return f"http://127.0.0.1:{srv.port}/files/{FILE_NAME}"
@@ -302,18 +269,14 @@ class Bench:
         conns = SCENARIOS[scen]
         log(f"== {scen}: {conns} client(s), {self.args.duration:g}s per trial, {reps} reps")
         trials: dict[str, list] = {s.name: [] for s in servers}
-        for rep in range(reps if servers else 0):
-            k = rep % len(servers)
-            for srv in servers[k:] + servers[:k]:
-                if not srv.alive():
-                    continue
-                t = self.trial(srv, conns)
-                trials[srv.name].append(t)
-                log(f"    rep {rep + 1} {srv.name:17} {t['mb_s']:8.1f} MB/s  {t['requests']:4} files  "
-                    f"server cpu {t['server_cpu_pct']:3.0f}%  wrk cpu {t['wrk_cpu_pct']:3.0f}%"
-                    + (f"  ! {t['problems'][0][:80]}" if t.get("problems") else "")
-                    + (f"  [cpu {t['cpu_busy_before_pct']:.0f}% busy before]"
-                       if t["cpu_busy_before_pct"] > BUSY_WARN else ""))
+        for rep, srv in common.rotations(servers, reps):
+            t = self.trial(srv, conns)
+            trials[srv.name].append(t)
+            log(f"    rep {rep + 1} {srv.name:17} {t['mb_s']:8.1f} MB/s  {t['requests']:4} files  "
+                f"server cpu {t['server_cpu_pct']:3.0f}%  wrk cpu {t['wrk_cpu_pct']:3.0f}%"
+                + (f"  ! {t['problems'][0][:80]}" if t.get("problems") else "")
+                + (f"  [cpu {t['cpu_busy_before_pct']:.0f}% busy before]"
+                   if t["cpu_busy_before_pct"] > BUSY_WARN else ""))
         out = {}
         for s in servers:
             ts = trials[s.name]
@@ -340,12 +303,7 @@ class Bench:
         conns = SCENARIOS[scen]
         # --nonblocking: py-spy's pausing mode slowed netbootd ~3x here.  Samples
         # in epoll_wait are left out by summarize_profile (busy time only).
-        spy = subprocess.Popen((["taskset", "-c", self.client_cpu] if self.client_cpu else []) +
-                               [str(PYSPY), "record", "-f", "raw", "--nonblocking",
-                                "-r", str(self.args.profile_rate), "-d", str(int(seconds)), "-o", str(dest),
-                                "-p", str(srv.proc.pid)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        spy = common.start_pyspy(srv.proc.pid, self.client_cpu, self.args.profile_rate, seconds, dest)
         cmd = [WRK, "-t1", f"-c{conns}", f"-d{max(1, int(seconds - 2))}s", "--timeout", "60s",
                "-s", str(self.lua), self.url(srv)]
         if self.client_cpu is not None:
@@ -353,20 +311,13 @@ class Bench:
         cpu0, t0 = srv.cpu(), time.monotonic()
         r = self.lab.ns_exec(self.ns, *cmd, check=False, timeout=seconds + 60)
         share = (srv.cpu() - cpu0) / max(1e-6, time.monotonic() - t0)
-        try:
-            spy.wait(seconds + 30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait(5)
+        summary = common.stop_pyspy(spy, seconds, dest)
         info = {"file": str(dest), "server_cpu_share": round(share, 3)}
         m = re.search(r"^WRKJSON (\{.*\})$", r.stdout, re.M)
         if m:
             w = json.loads(m.group(1))
             info["mb_s_while_profiled"] = round(w["bytes"] / (w["duration_us"] / 1e6) / 1e6, 1)
-        if dest.exists():
-            info.update(T.summarize_profile(dest))
-        else:
-            info["error"] = (spy.stderr.read() if spy.stderr else "")[-500:]
+        info.update(summary)
         return info
 
 
@@ -403,34 +354,18 @@ def print_report(doc: dict) -> None:
                 continue
             print(f"  {ours} / peer (MB/s ratio, higher is better): " +
                   ", ".join(f"{p} {v:.2f}x" if v else f"{p} -" for p, v in rat.items()))
-    print()
-    for g in doc["goals"]:
-        status = "MET" if g["met"] else ("NOT MET" if g["met"] is not None else "n/a")
-        v = f"{g['value']:.2f}x" if g["value"] else "-"
-        print(f"goal {g['goal']}: {v} -> {status}")
+    common.print_goals(doc)
     for n, v in doc["verify"].items():
         if not v.get("content_ok"):
             print(f"! {n}: verification download failed: {v}")
-    for scen, per in doc["results"].items():
-        for n, d in per.items():
-            for p in d.get("problems", [])[:3]:
-                print(f"! {n}/{scen}: {p.splitlines()[0]}")
-    for n, probs in doc.get("server_log_problems", {}).items():
-        if probs:
-            print(f"! {n}: {len(probs)} problem lines in its log, first: {probs[0][:200]}")
+    common.print_problems(doc)
     if doc.get("netbootd_counters", {}).get("site", "").startswith("files-only"):
         print("! netbootd: build_site() failed in this work tree; the runner served /files through "
               "the same Files resource without /api (see the netbootd log)")
-    if doc.get("profiles"):
-        print()
-        for scen, p in doc["profiles"].items():
-            if not p.get("busy_samples"):
-                continue
-            print(f"netbootd profile [{scen}]: server {p['server_cpu_share']:.0%} busy, "
-                  f"{p.get('mb_s_while_profiled', '?')} MB/s while profiled; {p['busy_samples']} busy "
-                  f"samples ({p['epoll_pct']}% of all in epoll_wait): {p['file']}")
-            for f, v in p["top_self"][:10]:
-                print(f"    {v:5.1f}% of busy, self  {f}")
+    common.print_profiles(doc, lambda scen, p: (
+        f"netbootd profile [{scen}]: server {p['server_cpu_share']:.0%} busy, "
+        f"{p.get('mb_s_while_profiled', '?')} MB/s while profiled; {p['busy_samples']} busy "
+        f"samples ({p['epoll_pct']}% of all in epoll_wait): {p['file']}"))
 
 
 def compute(doc: dict) -> None:
@@ -465,14 +400,7 @@ def main() -> int:
     ap.add_argument("--pin", choices=("split", "same", "none"), default="split",
                     help="split: servers on the last CPU, wrk on the first (default); "
                          "same: all on the last CPU")
-    ap.add_argument("--start-timeout", type=float, default=20.0)
-    ap.add_argument("--wait-idle", type=float, default=20.0,
-                    help="before a trial, wait up to this many seconds while other processes keep "
-                         "the CPUs > 10%% busy (4x this in all; 0: never wait)")
-    ap.add_argument("--profile", action="store_true",
-                    help="after the timed runs, sample netbootd with py-spy in each scenario")
-    ap.add_argument("--profile-seconds", type=float, default=10.0)
-    ap.add_argument("--profile-rate", type=int, default=1000, help="py-spy samples per second")
+    common.add_run_options(ap)
     ap.add_argument("--size-mib", type=float, default=FILE_SIZE >> 20,
                     help="file size in MiB (default 40; smaller only for smoke tests)")
     ap.add_argument("--workdir", default="/var/tmp")
@@ -488,17 +416,11 @@ def main() -> int:
     bad = [n for n in names if n not in SERVERS] + [s for s in scenarios if s not in SCENARIOS]
     if bad:
         ap.error(f"unknown: {', '.join(bad)}")
-    if os.geteuid() != 0:
-        print("bench-http: needs root (network namespace)", file=sys.stderr)
-        return 2
-    why = labnet.available()
+    why = common.cannot_run("bench-http", "network namespace",
+                            ((WRK, "wrk"), ("curl", "curl"), ("taskset", "util-linux")))
     if why:
-        print(f"bench-http: cannot build a lab: {why}", file=sys.stderr)
+        print(why, file=sys.stderr)
         return 2
-    for tool, pkg in ((WRK, "wrk"), ("curl", "curl"), ("taskset", "util-linux")):
-        if not shutil.which(tool):
-            print(f"bench-http: {tool} not found (Debian: {pkg})", file=sys.stderr)
-            return 2
     if any(n.startswith("nginx") for n in names) and not os.access(NGINX, os.X_OK):
         print("bench-http: nginx not found (Debian: nginx-light; install with a policy-rc.d "
               "that exits 101 so its service does not start)", file=sys.stderr)
@@ -507,29 +429,13 @@ def main() -> int:
         print(f"bench-http: --profile needs {PYSPY}", file=sys.stderr)
         return 2
 
-    def _sig(signum, _frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, _sig)
-    signal.signal(signal.SIGHUP, _sig)
-
-    others = T.other_benchmarks()
-    if others:
-        log("WARNING: another benchmark is running, numbers will be perturbed: " + "; ".join(others))
-    idle_busy = cpu_busy(1.0)
-    if idle_busy > BUSY_WARN:
-        log(f"WARNING: the machine is {idle_busy:.0f}% busy before the bench starts")
+    common.unwind_on_signals()
+    others, idle_busy = common.check_machine()
     started = _dt.datetime.now().astimezone()
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="bench-http-", dir=args.workdir))
     os.chmod(work, 0o755)
-    root = work / "root"
-    root.mkdir()
-    os.chmod(root, 0o755)
-    data = os.urandom(FILE_SIZE)
-    (root / FILE_NAME).write_bytes(data)
-    os.chmod(root / FILE_NAME, 0o644)    # nginx workers run as nobody
-    want_sha = hashlib.sha256(data).hexdigest()
-    del data
+    root, want_sha = common.make_root(work, FILE_NAME, FILE_SIZE)
 
     servers: list[Server] = []
     bench = None
@@ -542,31 +448,14 @@ def main() -> int:
             bench = Bench(args, lab, ns, work)
             log(f"lab {ns}; work dir {work}; servers on CPU {bench.server_cpu}, "
                 f"wrk on CPU {bench.client_cpu}")
-            for n in names:
-                srv = SERVERS[n](args, work, root)
-                try:
-                    doc["versions"][n] = srv.version()
-                    srv.start(lab, ns, bench.server_cpu)
-                except (BenchError, OSError) as e:
-                    skipped[n] = str(e)
-                    log(f"!! {n}: {e}")
-                    continue
-                servers.append(srv)
-                doc["servers"].append(n)
-                doc["labels"][n] = srv.label
-                log(f"  {n}: {doc['versions'][n]} on :{srv.port} (pid {srv.proc.pid})")
+            common.start_servers(servers, lambda n: SERVERS[n](args, work, root), names, lab, ns,
+                                 bench.server_cpu, doc, skipped, errors=(BenchError, OSError))
             for srv in servers:
                 doc["verify"][srv.name] = bench.verify(srv, want_sha)
                 log(f"  verify {srv.name}: {doc['verify'][srv.name]}")
             for scen in scenarios:
                 doc["results"][scen] = bench.run_scenario(servers, scen, args.reps)
-            nb = next((s for s in servers if s.name == "netbootd"), None)
-            if args.profile and nb is not None:
-                for scen in scenarios:
-                    dest = Path(args.out) / f"http-profile-{scen}-{started.strftime('%Y%m%d-%H%M%S')}.txt"
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    log(f"== profile netbootd in {scen} ({args.profile_seconds:g}s py-spy)")
-                    doc["profiles"][scen] = bench.profile(nb, scen, args.profile_seconds, dest)
+            common.profile_netbootd(bench, servers, scenarios, args, started, doc)
             doc["server_exit"] = {s.name: s.stop() for s in servers}
             nbc = {s.name: s.counters() for s in servers if s.name.startswith("netbootd")}
             if nbc.get("netbootd"):
@@ -574,19 +463,12 @@ def main() -> int:
             doc["netbootd_variants_counters"] = nbc
             doc["server_log_problems"] = {s.name: s.log_problems()[:20] for s in servers}
     finally:
-        for srv in servers:
-            if srv.proc is not None:
-                try:
-                    srv.stop()
-                except Exception:       # noqa: BLE001
-                    pass
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        common.stop_servers(servers, work, args.keep)
     elapsed = time.monotonic() - t0
     doc["skipped"] = skipped
     doc["elapsed_s"] = round(elapsed, 1)
     doc["host"] = {"kernel": platform.release(), "cpus": os.cpu_count(),
-                   "python": platform.python_version(), "cpu_model": T._cpu_model(),
+                   "python": platform.python_version(), "cpu_model": common.cpu_model(),
                    "cpu_busy_before_start_pct": round(idle_busy, 1), "other_benchmarks": others}
     doc["settings"] = vars(args)
     doc["method"] = {
@@ -596,21 +478,8 @@ def main() -> int:
         "mb_s": "bytes read by wrk (headers and partial responses included) / wrk duration, 10^6 B/s",
         "server_cpu_pct": "CPU time of the server's process tree / trial wall time",
     }
-    seen = sorted(set(" ".join(l.split()[1:]) for l in others) |
-                  (bench.others_seen if bench is not None else set()))
-    doc["host"]["other_benchmarks_seen"] = seen
-    compute(doc)
-    print_report(doc)
-    if seen:
-        print("WARNING: another benchmark ran during this run (numbers perturbed): " + "; ".join(seen))
-    print(f"\n(total {elapsed / 60:.1f} min)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"http-{started.strftime('%Y%m%d-%H%M%S')}{'-quick' if q else ''}.json"
-    path.write_text(json.dumps(doc, indent=1, default=str))
-    print(f"JSON: {path}")
-    return 1 if skipped or any(d.get("problems") for per in doc["results"].values()
-                               for d in per.values()) else 0
+    return common.finish(doc, args, started, elapsed, others,
+                         bench.others_seen if bench is not None else set(), compute, print_report)
 
 
 if __name__ == "__main__":

@@ -39,16 +39,13 @@ collapsed stacks next to the JSON, top frames in the JSON).
 from __future__ import annotations
 
 import argparse
-import collections
 import datetime as _dt
 import hashlib
-import importlib.util
 import json
 import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -56,30 +53,18 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/, for common
+import common  # noqa: E402
+from common import BUSY_WARN, PY, PYSPY, RESULTS, BenchError, Server, log, tail  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-RESULTS = REPO / "bench" / "results"
-VENV_PY = REPO / ".venv" / "bin" / "python"
-PY = str(VENV_PY) if VENV_PY.exists() else sys.executable
-PYSPY = REPO / ".venv" / "bin" / "py-spy"
-
-
-def _load_labnet():
-    spec = importlib.util.spec_from_file_location("_bench_labnet", REPO / "netbootd" / "labnet.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-labnet = _load_labnet()
+labnet = common.load_labnet()
 
 FILE_NAME = "f8m.bin"
 FILE_SIZE = 8 << 20
 BLKSIZE = 1468
 WINDOW = 16
 PARALLEL = 50
-BUSY_WARN = 10.0
 ATFTPD_CACHE = Path("/var/tmp/netbootd-bench-atftpd")
 
 SCENARIOS = {
@@ -110,271 +95,9 @@ def scenario_spec(name: str) -> tuple[str, int, int, str]:
     return tool, ws, par, title
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def tail(path: Path, n: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-# --------------------------------------------------------------------------
-# CPU accounting
-# --------------------------------------------------------------------------
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rindex(")") + 2:].split()     # fields from "state" on
-
-
-def _task_ns(pid: int) -> int | None:
-    """CPU ns of all live threads of `pid` (schedstat: ns resolution)."""
-    total = 0
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
-    for tid in tids:
-        try:
-            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds used by `root` and its descendants: live threads from
-    schedstat (ns), reaped children from cutime+cstime (clock ticks: tftpd-hpa
-    forks a child per transfer, reaped when it ends)."""
-    kids: dict[int, list[int]] = collections.defaultdict(list)
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            st = _stat(int(d))
-            if st:
-                kids[int(st[1])].append(int(d))
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        st = _stat(pid)
-        ns = _task_ns(pid)
-        if st is None or ns is None:
-            continue
-        # cutime cstime = fields 16-17 of /proc/PID/stat (index 13-14 here)
-        total += ns / 1e9 + sum(int(x) for x in st[13:15]) / _TICK
-        todo.extend(kids.get(pid, ()))
-    return total
-
-
-def tree_minflt(root: int) -> int:
-    """Minor page faults of `root` and its live descendants (field 10 of
-    /proc/PID/stat, all threads included)."""
-    kids: dict[int, list[int]] = collections.defaultdict(list)
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            st = _stat(int(d))
-            if st:
-                kids[int(st[1])].append(int(d))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        st = _stat(pid)
-        if st:
-            total += int(st[7])          # minflt (field 10; index 7 from "state")
-        todo.extend(kids.get(pid, ()))
-    return total
-
-
-class CpuAccount:
-    """CPU time of a server and of everything it forks or spawns (tftpd-hpa
-    forks a child per transfer and does not reap it into cutime; atftpd's
-    threads exit; nginx has a worker): the server starts inside its own
-    cgroup (v1 cpuacct, else v2 cpu.stat), made here and removed on close().
-    Without a writable cgroup hierarchy: tree_cpu() (misses such children)."""
-
-    def __init__(self, name: str):
-        self.path: Path | None = None
-        self.v2 = False
-        tag = f"netbootd-bench-{os.getpid()}-{name}"
-        v1 = Path("/sys/fs/cgroup/cpuacct")
-        candidates = [(v1, False)] if (v1 / "cpuacct.usage").exists() else []
-        for base in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
-            if (base / "cgroup.procs").exists() and (base / "cgroup.controllers").exists():
-                candidates.append((base, True))
-        for base, v2 in candidates:
-            try:
-                (base / tag).mkdir()
-            except OSError:
-                continue
-            self.path, self.v2 = base / tag, v2
-            break
-
-    @property
-    def method(self) -> str:
-        return f"cgroup {self.path}" if self.path else "/proc tree (children that exit are missed)"
-
-    def wrap(self, cmd: list[str]) -> list[str]:
-        if self.path is None:
-            return cmd
-        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *cmd]
-
-    def seconds(self, pid: int | None) -> float:
-        if self.path is not None:
-            try:
-                if self.v2:
-                    for line in (self.path / "cpu.stat").read_text().splitlines():
-                        if line.startswith("usage_usec "):
-                            return int(line.split()[1]) / 1e6
-                else:
-                    return int((self.path / "cpuacct.usage").read_text()) / 1e9
-            except (OSError, ValueError):
-                pass
-        return tree_cpu(pid) if pid else 0.0
-
-    def close(self) -> None:
-        if self.path is None:
-            return
-        for _ in range(50):
-            try:
-                self.path.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.1)
-        self.path = None
-
-
-def _cpu_times() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v[:8]), v[3] + (v[4] if len(v) > 4 else 0)
-
-
-def cpu_busy(seconds: float) -> float:
-    t0, i0 = _cpu_times()
-    time.sleep(seconds)
-    t1, i1 = _cpu_times()
-    return 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
-
-
-def other_benchmarks() -> list[str]:
-    """Other bench/*/run.py processes (ours and our ancestors left out)."""
-    mine, pid = set(), os.getpid()
-    while pid > 1:
-        mine.add(pid)
-        st = _stat(pid)
-        pid = int(st[1]) if st else 0
-    r = subprocess.run(["pgrep", "-af", r"bench/\w+/run\.py"], capture_output=True, text=True)
-    return [l for l in r.stdout.splitlines() if int(l.split()[0]) not in mine]
-
-
 # --------------------------------------------------------------------------
 # servers
 # --------------------------------------------------------------------------
-class Server:
-    """A peer under test, started in a namespace by PID with its CPU counted.
-    bench/http reuses it: subclasses set the listen check and the patterns."""
-    name = "?"
-    label = "?"
-    port = 0
-    stop_timeout = 10.0
-    ss_flags = "-Hlun"          # how `ss` sees it listening (UDP here; -Hltn for TCP)
-    settle = 0.2                # pause once it listens
-    PROBLEMS = r"Traceback|\bERROR\b|\bCRITICAL\b|Unhandled|failed sending|timeout"
-
-    def __init__(self, args, work: Path, root: Path):
-        self.args = args
-        self.work = work
-        self.root = root
-        self.proc = None
-        self.lab = None
-        self.logfile = work / f"{self.name}.log"
-        self.acct: CpuAccount | None = None
-
-    def binary(self) -> str | None:
-        raise NotImplementedError
-
-    def version(self) -> str:
-        return ""
-
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def start(self, lab, ns: str, cpu: str | None) -> None:
-        out = open(self.logfile, "ab")
-        cmd = self.command()
-        if cpu is not None:
-            cmd = ["taskset", "-c", cpu, *cmd]
-        self.acct = CpuAccount(self.name)
-        self.lab = lab
-        # The cgroup is joined before `ip netns exec`, which mounts its own /sys.
-        self.proc = subprocess.Popen(self.acct.wrap(["ip", "netns", "exec", ns, *cmd]),
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env=self.env())
-        lab.procs.append(self.proc)             # killed by PID on lab.close()
-        out.close()
-        deadline = time.monotonic() + self.args.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.acct.close()
-                raise BenchError(f"{self.name} exited with {self.proc.returncode} during start:\n"
-                                 f"{tail(self.logfile)}")
-            r = lab.ns_exec(ns, "ss", self.ss_flags, f"sport = :{self.port}", check=False,
-                            timeout=10)
-            if r.stdout.strip():
-                time.sleep(self.settle)
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise BenchError(f"{self.name} not listening on :{self.port} after "
-                         f"{self.args.start_timeout}s:\n{tail(self.logfile)}")
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        rc = self.lab.stop(self.proc, signal.SIGTERM, timeout=self.stop_timeout)
-        if self.proc in self.lab.procs:
-            self.lab.procs.remove(self.proc)
-        self.proc = None
-        if self.acct is not None:
-            self.acct.close()
-        return rc
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def cpu(self) -> float:
-        return self.acct.seconds(self.proc.pid if self.proc else None) if self.acct else 0.0
-
-    def minflt(self) -> int:
-        return tree_minflt(self.proc.pid) if self.proc else 0
-
-    def env(self) -> dict | None:
-        return None
-
-    def counters(self) -> dict | None:
-        return None
-
-    def log_problems(self) -> list[str]:
-        pat = re.compile(self.PROBLEMS, re.I)
-        try:
-            return [l for l in self.logfile.read_text(errors="replace").splitlines() if pat.search(l)]
-        except OSError:
-            return []
-
-
 class Netbootd(Server):
     name = "netbootd"
     label = "netbootd (TftpServer defaults)"
@@ -385,24 +108,14 @@ class Netbootd(Server):
         return PY
 
     def version(self):
-        r = subprocess.run([PY, "-c", "import importlib.metadata as m; print(m.version('netbootd'))"],
-                           capture_output=True, text=True)
-        git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True).stdout.strip()
-        return f"netbootd {r.stdout.strip() or '?'} ({git or 'no git'})"
+        return common.runner_version("import importlib.metadata as m; print(m.version('netbootd'))")
 
     def command(self):
         return [PY, str(HERE / "serve_netbootd.py"), "--root", str(self.root),
                 "--port", str(self.port), "--ip", "127.0.0.1"]
 
     def counters(self):
-        text = self.logfile.read_text(errors="replace")
-        found = re.findall(r"^counters (\{.*\})$", text, re.M)
-        out = json.loads(found[-1]) if found else {}
-        ready = re.findall(r"^READY .*$", text, re.M)
-        if ready:
-            out["ready"] = ready[-1]
-        return out or None
+        return common.runner_counters(self.logfile.read_text(errors="replace")) or None
 
     # netbootd logs every failed transfer at INFO: "failed" lines are problems.
     PROBLEMS = r"Traceback|\bERROR\b|CRITICAL|Unhandled| failed: "
@@ -551,24 +264,15 @@ class Bench:
             self.server_cpu, self.client_cpu = last, first
         else:
             self.server_cpu = self.client_cpu = None
-        self.idle_budget = 4 * args.wait_idle
+        self.idle = common.IdleWait(args.wait_idle, first=0.2)
         self.others_seen: set[str] = set()
         self.profile_client_cpu = (first if self.server_cpu == last and ncpu >= 2
                                    else self.client_cpu)
 
     def wait_idle(self) -> float:
-        for line in other_benchmarks():
+        for line in common.other_benchmarks():
             self.others_seen.add(" ".join(line.split()[1:]))
-        busy = cpu_busy(0.2)
-        if busy <= BUSY_WARN or self.idle_budget <= 0:
-            return busy
-        wait = min(self.args.wait_idle, self.idle_budget)
-        log(f"    machine {busy:.0f}% busy (not us): waiting up to {wait:.0f}s for it to calm down")
-        t0 = time.monotonic()
-        while busy > BUSY_WARN and time.monotonic() - t0 < wait:
-            busy = cpu_busy(1.0)
-        self.idle_budget -= time.monotonic() - t0
-        return busy
+        return self.idle(common.cpu_busy)
 
     def client(self, srv: Server, tool: str, windowsize: int, parallel: int,
                out: str | None = None, timeout: float | None = None, cpu: str | None = None) -> dict:
@@ -642,19 +346,15 @@ class Bench:
         tool, ws, par, title = scenario_spec(scenario)
         log(f"== {scenario}: {title} ({reps} reps)")
         trials: dict[str, list] = {s.name: [] for s in servers}
-        for rep in range(reps if servers else 0):
-            k = rep % len(servers)
-            for srv in servers[k:] + servers[:k]:
-                if not srv.alive():
-                    continue
-                t = self.trial(srv, scenario)
-                trials[srv.name].append(t)
-                metric = (f"{t['mb_s']:8.1f} MB/s" if par == 1 else
-                          f"{t['wall_s']:7.2f} s wall ({t['aggregate_mb_s']:.1f} MB/s)")
-                log(f"    rep {rep + 1} {srv.name:10} {metric}  server cpu {t['server_cpu_s']:.2f}s"
-                    + (f"  FAILED {t['failed']}" if t["failed"] else "")
-                    + (f"  [cpu {t['cpu_busy_before_pct']:.0f}% busy before]"
-                       if t["cpu_busy_before_pct"] > BUSY_WARN else ""))
+        for rep, srv in common.rotations(servers, reps):
+            t = self.trial(srv, scenario)
+            trials[srv.name].append(t)
+            metric = (f"{t['mb_s']:8.1f} MB/s" if par == 1 else
+                      f"{t['wall_s']:7.2f} s wall ({t['aggregate_mb_s']:.1f} MB/s)")
+            log(f"    rep {rep + 1} {srv.name:10} {metric}  server cpu {t['server_cpu_s']:.2f}s"
+                + (f"  FAILED {t['failed']}" if t["failed"] else "")
+                + (f"  [cpu {t['cpu_busy_before_pct']:.0f}% busy before]"
+                   if t["cpu_busy_before_pct"] > BUSY_WARN else ""))
         out = {}
         for s in servers:
             ts = trials[s.name]
@@ -683,15 +383,9 @@ class Bench:
         tool, ws, par, _ = scenario_spec(scenario)
         # Clients on another CPU than the server (if there is one), so that
         # samples outside epoll_wait are netbootd's own CPU time, not time it
-        # spent preempted by a client on its CPU.  --nonblocking: py-spy's
-        # pausing mode slows the server down several times.
+        # spent preempted by a client on its CPU.
         cpu = self.profile_client_cpu
-        spy = subprocess.Popen((["taskset", "-c", cpu] if cpu else []) +
-                               [str(PYSPY), "record", "-f", "raw", "--nonblocking",
-                                "-r", str(self.args.profile_rate), "-d", str(int(seconds)), "-o", str(dest),
-                                "-p", str(srv.proc.pid)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        spy = common.start_pyspy(srv.proc.pid, cpu, self.args.profile_rate, seconds, dest)
         t_end = time.monotonic() + seconds - 1.5
         n = 0
         cpu0 = srv.cpu()
@@ -700,57 +394,14 @@ class Bench:
             self.client(srv, tool, ws, par, cpu=cpu)
             n += 1
         busy_frac = (srv.cpu() - cpu0) / max(1e-6, time.monotonic() - t0)
-        try:
-            spy.wait(seconds + 30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait(5)
+        summary = common.stop_pyspy(spy, seconds, dest)
         info = {"file": str(dest), "trials_during": n, "server_cpu_share": round(busy_frac, 3),
                 "server_cpu": self.server_cpu, "client_cpu": cpu}
-        if dest.exists():
-            info.update(summarize_profile(dest))
-        else:
-            info["error"] = (spy.stderr.read() if spy.stderr else "")[-500:]
+        info.update(summary)
         return info
 
 
-def summarize_profile(path: Path, top: int = 15) -> dict:
-    """Self and inclusive shares per function from py-spy's raw (collapsed)
-    output, in % of the samples that were not waiting in epoll_wait (the
-    reactor's doPoll), i.e. of the server's busy time; 'epoll_pct' is the
-    share of all samples seen in doPoll."""
-    self_c: collections.Counter = collections.Counter()
-    incl: collections.Counter = collections.Counter()
-    total = busy = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not n.isdigit():
-            continue
-        n = int(n)
-        frames = [f for f in stack.split(";") if f]
-        if not frames:
-            continue
-        total += n
-        if "doPoll" in frames[-1] and "epollreactor" in frames[-1]:
-            continue
-        busy += n
-        funcs = [re.sub(r" \((.*?)/([^/]+):\d+\)$", r" (\2)", f) for f in frames]
-        self_c[funcs[-1]] += n
-        for f in set(funcs):
-            incl[f] += n
-    if not busy:
-        return {"samples": total, "busy_samples": 0}
-    pct = lambda c: round(100.0 * c / busy, 1)   # noqa: E731
-    return {"samples": total, "busy_samples": busy, "epoll_pct": round(100.0 * (total - busy) / total, 1),
-            "top_self": [[f, pct(c)] for f, c in self_c.most_common(top)],
-            "top_inclusive": [[f, pct(c)] for f, c in incl.most_common(top + 10)]}
-
-
 # --------------------------------------------------------------------------
-def fmt_ratio(x) -> str:
-    return f"{x:.2f}x" if x else "-"
-
-
 def print_report(doc: dict) -> None:
     res = doc["results"]
     names = doc["servers"]
@@ -794,32 +445,17 @@ def print_report(doc: dict) -> None:
             if not rat:
                 continue
             print(f"  {ours} / peer ({kind}): " +
-                  ", ".join(f"{p} {fmt_ratio(v)}" for p, v in rat.items()))
-    print()
-    for g in doc["goals"]:
-        status = "MET" if g["met"] else ("NOT MET" if g["met"] is not None else "n/a")
-        print(f"goal {g['goal']}: {fmt_ratio(g['value'])} -> {status}")
+                  ", ".join(f"{p} {common.fmt_ratio(v)}" for p, v in rat.items()))
+    common.print_goals(doc)
     for n, v in doc["verify"].items():
         bad = [k for k, ok in v.items() if k.endswith("_ok") and not ok]
         if bad:
             print(f"! {n}: verification failed: {', '.join(bad)}")
-    for scen, per in res.items():
-        for n, d in per.items():
-            for p in d.get("problems", [])[:3]:
-                print(f"! {n}/{scen}: {p.splitlines()[0]}")
-    for n, probs in doc.get("server_log_problems", {}).items():
-        if probs:
-            print(f"! {n}: {len(probs)} problem lines in its log, first: {probs[0][:200]}")
-    if doc.get("profiles"):
-        print()
-        for scen, p in doc["profiles"].items():
-            if not p.get("busy_samples"):
-                continue
-            print(f"netbootd profile [{scen}]: server on CPU {p['server_cpu']} ({p['server_cpu_share']:.0%} "
-                  f"busy), clients on CPU {p['client_cpu']}; {p['busy_samples']} busy samples "
-                  f"({p['epoll_pct']}% of all in epoll_wait): {p['file']}")
-            for f, v in p["top_self"][:10]:
-                print(f"    {v:5.1f}% of busy, self  {f}")
+    common.print_problems(doc)
+    common.print_profiles(doc, lambda scen, p: (
+        f"netbootd profile [{scen}]: server on CPU {p['server_cpu']} ({p['server_cpu_share']:.0%} "
+        f"busy), clients on CPU {p['client_cpu']}; {p['busy_samples']} busy samples "
+        f"({p['epoll_pct']}% of all in epoll_wait): {p['file']}"))
 
 
 def compute(doc: dict) -> None:
@@ -872,14 +508,7 @@ def main() -> int:
                     help="same: servers and clients on one CPU (default, LAB.md); "
                          "split: servers on the last CPU, clients on the first")
     ap.add_argument("--trial-timeout", type=float, default=120.0, help="seconds per trial")
-    ap.add_argument("--start-timeout", type=float, default=20.0)
-    ap.add_argument("--wait-idle", type=float, default=20.0,
-                    help="before a trial, wait up to this many seconds while other processes keep "
-                         "the CPUs > 10%% busy (4x this in all; 0: never wait)")
-    ap.add_argument("--profile", action="store_true",
-                    help="after the timed runs, sample netbootd with py-spy in each scenario")
-    ap.add_argument("--profile-seconds", type=float, default=10.0)
-    ap.add_argument("--profile-rate", type=int, default=1000, help="py-spy samples per second")
+    common.add_run_options(ap)
     ap.add_argument("--atftpd-path", help="atftpd binary (default: PATH, else Debian's .deb unpacked "
                                           f"under {ATFTPD_CACHE})")
     ap.add_argument("--workdir", default="/var/tmp")
@@ -895,46 +524,24 @@ def main() -> int:
     bad = [n for n in names if n not in SERVERS] + [s for s in scenarios if s not in SCENARIOS]
     if bad:
         ap.error(f"unknown: {', '.join(bad)}")
-    if os.geteuid() != 0:
-        print("bench-tftp: needs root (network namespace, dnsmasq on port 69)", file=sys.stderr)
-        return 2
-    why = labnet.available()
+    why = common.cannot_run("bench-tftp", "network namespace, dnsmasq on port 69",
+                            (("curl", "curl"), ("atftp", "atftp"), ("taskset", "util-linux")))
     if why:
-        print(f"bench-tftp: cannot build a lab: {why}", file=sys.stderr)
+        print(why, file=sys.stderr)
         return 2
-    for tool, pkg in (("curl", "curl"), ("atftp", "atftp"), ("taskset", "util-linux")):
-        if not shutil.which(tool):
-            print(f"bench-tftp: {tool} not found (Debian: {pkg})", file=sys.stderr)
-            return 2
     if "atftpd" in names:
         args.atftpd_path = find_atftpd(args.atftpd_path)
     if args.profile and not PYSPY.exists():
         print(f"bench-tftp: --profile needs {PYSPY} (pip install py-spy)", file=sys.stderr)
         return 2
 
-    def _sig(signum, _frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, _sig)
-    signal.signal(signal.SIGHUP, _sig)
-
-    others = other_benchmarks()
-    if others:
-        log("WARNING: another benchmark is running, numbers will be perturbed: " + "; ".join(others))
-    idle_busy = cpu_busy(1.0)
-    if idle_busy > BUSY_WARN:
-        log(f"WARNING: the machine is {idle_busy:.0f}% busy before the bench starts")
+    common.unwind_on_signals()
+    others, idle_busy = common.check_machine()
     started = _dt.datetime.now().astimezone()
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="bench-tftp-", dir=args.workdir))
     os.chmod(work, 0o777)               # atftpd and dnsmasq log as nobody
-    root = work / "root"
-    root.mkdir()
-    os.chmod(root, 0o755)
-    data = os.urandom(FILE_SIZE)
-    (root / FILE_NAME).write_bytes(data)
-    os.chmod(root / FILE_NAME, 0o644)   # dnsmasq as root serves world-readable files only
-    want_sha = hashlib.sha256(data).hexdigest()
-    del data
+    root, want_sha = common.make_root(work, FILE_NAME, FILE_SIZE)
 
     servers: list[Server] = []
     bench = None
@@ -950,37 +557,15 @@ def main() -> int:
             bench = Bench(args, lab, ns, work, root)
             log(f"lab {ns}; work dir {work}; servers on CPU {bench.server_cpu}, "
                 f"clients on CPU {bench.client_cpu}")
-            for n in names:
-                srv = SERVERS[n](args, work, root)
-                b = srv.binary()
-                if not b or not os.access(b, os.X_OK):
-                    skipped[n] = "binary not found"
-                    log(f"!! {n}: binary not found, skipped")
-                    continue
-                try:
-                    doc["versions"][n] = srv.version()
-                    srv.start(lab, ns, bench.server_cpu)
-                except BenchError as e:
-                    skipped[n] = str(e)
-                    log(f"!! {n}: {e}")
-                    continue
-                servers.append(srv)
-                doc["servers"].append(n)
-                doc["labels"][n] = srv.label
-                log(f"  {n}: {doc['versions'][n]} on :{srv.port} (pid {srv.proc.pid})")
+            common.start_servers(servers, lambda n: SERVERS[n](args, work, root), names, lab, ns,
+                                 bench.server_cpu, doc, skipped)
             for srv in servers:
                 doc["verify"][srv.name] = bench.verify(srv, want_sha)
                 log(f"  verify {srv.name}: {doc['verify'][srv.name]}")
             for scen in scenarios:
                 reps = args.reps if scenario_spec(scen)[2] == 1 else args.parallel_reps
                 doc["results"][scen] = bench.run_scenario(servers, scen, reps)
-            nb = next((s for s in servers if s.name == "netbootd"), None)
-            if args.profile and nb is not None:
-                for scen in scenarios:
-                    dest = Path(args.out) / f"tftp-profile-{scen}-{started.strftime('%Y%m%d-%H%M%S')}.txt"
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    log(f"== profile netbootd in {scen} ({args.profile_seconds:g}s py-spy)")
-                    doc["profiles"][scen] = bench.profile(nb, scen, args.profile_seconds, dest)
+            common.profile_netbootd(bench, servers, scenarios, args, started, doc)
             doc["server_exit"] = {}
             for srv in servers:
                 doc["server_exit"][srv.name] = srv.stop()
@@ -989,20 +574,13 @@ def main() -> int:
                 doc["netbootd_counters"] = nbc
             doc["server_log_problems"] = {s.name: s.log_problems()[:20] for s in servers}
     finally:
-        for srv in servers:
-            if srv.proc is not None:
-                try:
-                    srv.stop()
-                except Exception:       # noqa: BLE001
-                    pass
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        common.stop_servers(servers, work, args.keep)
     elapsed = time.monotonic() - t0
     doc["skipped"] = skipped
     doc["elapsed_s"] = round(elapsed, 1)
     doc["host"] = {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version(),
                    "cpu_busy_before_start_pct": round(idle_busy, 1), "other_benchmarks": others,
-                   "cpu_model": _cpu_model()}
+                   "cpu_model": common.cpu_model()}
     doc["settings"] = vars(args)
     doc["method"] = {
         "file_bytes": FILE_SIZE, "blksize": BLKSIZE, "windowsize": WINDOW, "parallel": PARALLEL,
@@ -1012,31 +590,8 @@ def main() -> int:
         "parallel_wall": "first client start to last client exit (clients.py, inside the netns)",
         "server_cpu": "utime+stime of the server's process tree during the trial",
     }
-    seen = sorted(set(" ".join(l.split()[1:]) for l in others) |
-                  (bench.others_seen if bench is not None else set()))
-    doc["host"]["other_benchmarks_seen"] = seen
-    compute(doc)
-    print_report(doc)
-    if seen:
-        print("WARNING: another benchmark ran during this run (numbers perturbed): " + "; ".join(seen))
-    print(f"\n(total {elapsed / 60:.1f} min)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"tftp-{started.strftime('%Y%m%d-%H%M%S')}{'-quick' if q else ''}.json"
-    path.write_text(json.dumps(doc, indent=1, default=str))
-    print(f"JSON: {path}")
-    return 1 if skipped or any(d.get("problems") for per in doc["results"].values()
-                               for d in per.values()) else 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    return common.finish(doc, args, started, elapsed, others,
+                         bench.others_seen if bench is not None else set(), compute, print_report)
 
 
 if __name__ == "__main__":
