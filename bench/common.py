@@ -1,9 +1,11 @@
-"""What the benchmark harnesses (bench/*/run.py) share.
+"""What the benchmark harnesses share (bench/*/run.py and the
+bench/*/serve_netbootd.py runners).
 
 The harnesses are scripts, not a package: each puts bench/ on sys.path and
 imports this module.  It never imports the netbootd package when it is
-imported (netbootd/labnet.py is loaded from its file by load_labnet()), so
-a half-written netbootd/__init__.py cannot break a harness.
+imported (netbootd/labnet.py is loaded from its file by load_labnet(); the
+runner helpers import netbootd only when called), so a half-written
+netbootd/__init__.py cannot break a harness.
 
   - log(), tail(), BenchError; load_labnet()
   - the machine's load: cpu_busy(), other_benchmarks(), check_machine(),
@@ -14,6 +16,7 @@ a half-written netbootd/__init__.py cannot break a harness.
   - the frame of a tftp/http run: add_run_options(), unwind_on_signals(),
     make_root(), start_servers(), profile_netbootd(), stop_servers(), finish(),
     save_json(), cpu_model()
+  - the runners: tune_memory(), serve()
 """
 from __future__ import annotations
 
@@ -634,3 +637,36 @@ def cpu_model() -> str:
     except OSError:
         pass
     return ""
+
+
+# --------------------------------------------------------------------------
+# the serve_netbootd.py runners (they import netbootd; this module does not)
+# --------------------------------------------------------------------------
+def tune_memory(skip: bool) -> str:
+    """netbootd.memtune.tune_malloc(), as netbootd/__main__.py serve() does,
+    before the reactor allocates; what came of it, for the READY line."""
+    if skip:
+        return "off"
+    try:
+        from netbootd.memtune import tune_malloc
+        return "on" if tune_malloc() else "unavailable"
+    except ImportError:
+        return "absent"
+
+
+def serve(reactor, ready, counters, stop=None) -> int:
+    """Run the reactor: once running, print `ready()` ("READY <port> ...") on
+    stdout; at shutdown, `stop()` then "counters <counters() as JSON>" on
+    stderr (the harness reads both from the log)."""
+    def _ready():
+        print(ready(), flush=True)
+
+    def _stop():
+        if stop is not None:
+            stop()
+        print("counters " + json.dumps(counters(), sort_keys=True), file=sys.stderr, flush=True)
+
+    reactor.callWhenRunning(_ready)
+    reactor.addSystemEventTrigger("before", "shutdown", _stop)
+    reactor.run()
+    return 0

@@ -15,12 +15,13 @@ counters to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the repo's netbootd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/, for common
+import common  # noqa: E402
 
 
 def main() -> int:
@@ -53,18 +54,8 @@ def main() -> int:
     server = DnsServer(reactor, zone, served_subnets=[], rate_limit=args.rate)
     ep, _ = server.listen(args.port, args.ip)
 
-    def ready():
-        print(f"READY {ep.socket.getsockname()[1]} names={len(zone.names())}", flush=True)
-
-    def stop():
-        server.stop()
-        print("counters " + json.dumps(dict(server.counters), sort_keys=True), file=sys.stderr,
-              flush=True)
-
-    reactor.callWhenRunning(ready)
-    reactor.addSystemEventTrigger("before", "shutdown", stop)
-    reactor.run()
-    return 0
+    return common.serve(reactor, lambda: f"READY {ep.socket.getsockname()[1]} names={len(zone.names())}",
+                        lambda: dict(server.counters), stop=server.stop)
 
 
 if __name__ == "__main__":

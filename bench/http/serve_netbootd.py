@@ -14,12 +14,13 @@ listening; SIGTERM/SIGINT stop it and print the app counters to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the repo's netbootd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/, for common
+import common  # noqa: E402
 
 
 def make_site(app):
@@ -63,14 +64,7 @@ def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    memtune = "off"
-    if not args.no_memtune:
-        # As netbootd/__main__.py serve() does, before the reactor allocates.
-        try:
-            from netbootd.memtune import tune_malloc
-            memtune = "on" if tune_malloc() else "unavailable"
-        except ImportError:
-            memtune = "absent"
+    memtune = common.tune_memory(args.no_memtune)
     from twisted.internet import reactor
 
     from netbootd.net.http.app import HttpApp
@@ -87,17 +81,8 @@ def main() -> int:
     site, how = make_site(app)
     port = reactor.listenTCP(args.port, site, backlog=args.backlog, interface=args.ip)
 
-    def ready():
-        print(f"READY {port.getHost().port} site={how} memtune={memtune}", flush=True)
-
-    def stop():
-        print("counters " + json.dumps({"app": dict(app.counters), "events": submitted[0]},
-                                       sort_keys=True), file=sys.stderr, flush=True)
-
-    reactor.callWhenRunning(ready)
-    reactor.addSystemEventTrigger("before", "shutdown", stop)
-    reactor.run()
-    return 0
+    return common.serve(reactor, lambda: f"READY {port.getHost().port} site={how} memtune={memtune}",
+                        lambda: {"app": dict(app.counters), "events": submitted[0]})
 
 
 if __name__ == "__main__":

@@ -21,13 +21,14 @@ transfer sockets sit in one epoll set read once per event, net/tftp.py.)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the repo's netbootd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/, for common
+import common  # noqa: E402
 
 
 def _patch_mmap():
@@ -76,14 +77,7 @@ def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    memtune = "off"
-    if not args.no_memtune:
-        # As netbootd/__main__.py serve() does, before the reactor allocates.
-        try:
-            from netbootd.memtune import tune_malloc
-            memtune = "on" if tune_malloc() else "unavailable"
-        except ImportError:
-            memtune = "absent"
+    memtune = common.tune_memory(args.no_memtune)
     from twisted.internet import reactor
 
     from netbootd.net.tftp import TftpServer
@@ -99,19 +93,9 @@ def main() -> int:
                         **kw)
     listener = server.listen(args.port, ip=args.ip)
 
-    def ready():
-        print(f"READY {listener.port} memtune={memtune}", flush=True)
-
-    def stop():
-        server.stop()
-        print("counters " + json.dumps({"server": dict(server.counters),
-                                        "outcomes": dict(outcomes)}, sort_keys=True),
-              file=sys.stderr, flush=True)
-
-    reactor.callWhenRunning(ready)
-    reactor.addSystemEventTrigger("before", "shutdown", stop)
-    reactor.run()
-    return 0
+    return common.serve(reactor, lambda: f"READY {listener.port} memtune={memtune}",
+                        lambda: {"server": dict(server.counters), "outcomes": dict(outcomes)},
+                        stop=server.stop)
 
 
 if __name__ == "__main__":
