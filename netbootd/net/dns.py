@@ -236,6 +236,9 @@ class DnsServer:
                 ep.close()                    # both or neither
                 if attempt == attempts - 1:
                     raise
+            except Exception:
+                ep.close()
+                raise
         self.udp.append(ep)
         self.tcp.append(tcp)
         if not self._expire.running:

@@ -373,7 +373,8 @@ class TftpServer:
         self.cache = FileCache(cache_total)
         self.on_event = on_event
         self.socket_factory = socket_factory
-        self._poller = poller
+        self._poller = poller                 # None: our own, made at the first transfer
+        self._own_poller = poller is None
         self.counters: Counter = Counter()
         self.listeners: list[TftpListener] = []
         self.transfers: dict[int, _Transfer] = {}        # id(transfer) -> transfer
@@ -396,7 +397,7 @@ class TftpServer:
         self.listeners = []
         for xfer in list(self.transfers.values()):
             xfer.finish("stopped", "server stopping")
-        if self._poller is not None and isinstance(self._poller, TransferPoller):
+        if self._poller is not None and self._own_poller:
             self._poller.close()
             self._poller = None
 
@@ -408,7 +409,8 @@ class TftpServer:
 
     def _release(self, sock) -> None:
         if sock.fileno() >= 0:
-            self.poller.remove(sock)
+            if self._poller is not None:
+                self._poller.remove(sock)
             sock.close()
 
     # -- requests ------------------------------------------------------------------
