@@ -181,6 +181,17 @@ class Hooks(service.Service):
         return socket.gethostname() or "netbootd"
 
 
+def _cancel_pending(sender) -> None:
+    """A sender's scheduled timer and in-flight request, both cancelled
+    (webhook and mailer stop the same way)."""
+    if sender.timer is not None and sender.timer.active():
+        sender.timer.cancel()
+    sender.timer = None
+    if sender.inflight is not None:
+        d, sender.inflight = sender.inflight, None
+        d.cancel()
+
+
 class _Webhook:
     """One URL: a bounded queue and at most one POST in flight."""
 
@@ -260,12 +271,7 @@ class _Webhook:
 
     def stop(self) -> None:
         self.queue.clear()
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
-        if self.inflight is not None:
-            d, self.inflight = self.inflight, None
-            d.cancel()
+        _cancel_pending(self)
         self.busy = False
 
 
@@ -346,12 +352,7 @@ class _Mailer:
 
     def stop(self) -> None:
         self.pending, self.omitted = [], 0
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
-        if self.inflight is not None:
-            d, self.inflight = self.inflight, None
-            d.cancel()
+        _cancel_pending(self)
 
 
 # -- mail text -------------------------------------------------------------------------
