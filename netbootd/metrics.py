@@ -49,7 +49,7 @@ class Metrics:
     """Built once by the wiring module with the core and the services; any
     service may be None (or not started yet): its families are left out."""
 
-    def __init__(self, core, dhcp=None, tftp=None, http=None, hooks=None, *,
+    def __init__(self, core, dhcp=None, tftp=None, http=None, hooks=None, *, gc=None,
                  boot_timeout: float = 3600.0, buckets: tuple = BOOT_BUCKETS,
                  max_pending_boots: int = 65536):
         self.core = core
@@ -57,6 +57,7 @@ class Metrics:
         self.tftp = tftp
         self.http = http
         self.hooks = hooks
+        self.gc = gc
         self.boot_timeout = boot_timeout
         self.buckets = tuple(sorted(float(b) for b in buckets))
         self.max_pending_boots = max_pending_boots
@@ -270,6 +271,14 @@ class _Collector(Collector):
                                       value=committer.failures)
             yield GaugeMetricFamily("netbootd_commit_pending", "Writes waiting for a commit",
                                     value=committer.pending)
+        pacer = self.m.gc
+        if pacer is not None and pacer.running:
+            yield GaugeMetricFamily("netbootd_gc_pause_max_seconds",
+                                    "Longest paced garbage collection step (a reactor stall)",
+                                    value=pacer.max_pause_ms / 1000.0)
+            yield CounterMetricFamily("netbootd_gc_sweeps",
+                                      "Full collections of every object, frozen ones included",
+                                      value=pacer.sweeps)
         leases = getattr(core, "leases", None)
         if leases is None and self.m.dhcp is not None:
             leases = getattr(getattr(self.m.dhcp, "engine", None), "leases", None)

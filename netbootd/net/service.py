@@ -22,6 +22,7 @@ from ..config import Config, NetworkConfig
 from ..model import BootConfig, BootFiles, Reservation, normalize_mac
 from ..policy.dhcp_server import DhcpEngine, EngineSettings, Ingress
 from .. import __version__
+from ..gcpace import GcPacer
 from ..hooks import Hooks
 from ..metrics import Metrics
 from ..policy.leases import LeaseTable, Network, int2ip, ip2int, whole_subnet
@@ -429,6 +430,23 @@ class Ready(service.Service):
         super().startService()
 
 
+class GcService(service.Service):
+    """Paced garbage collection (gcpace.py) for the daemon's process; started
+    last, once the store's state is loaded, so that state is frozen first."""
+    name = "gc"
+
+    def __init__(self, pacer: GcPacer):
+        self.pacer = pacer
+
+    def startService(self) -> None:
+        self.pacer.start()
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        self.pacer.stop()
+
+
 def makeService(cfg: Config, reactor) -> service.MultiService:
     top = service.MultiService()
     core = Core(cfg, reactor, Store(cfg.state_dir, cfg.dhcp.sync))
@@ -444,9 +462,11 @@ def makeService(cfg: Config, reactor) -> service.MultiService:
     if hooks.enabled:
         hooks.setServiceParent(top)
         core.observe(hooks.observe)
+    pacer = GcPacer(reactor)
     if cfg.metrics.enabled:
         http.metrics = Metrics(core, dhcp, tftp, http, hooks if hooks.enabled else None,
-                               boot_timeout=cfg.metrics.boot_timeout)
+                               boot_timeout=cfg.metrics.boot_timeout, gc=pacer)
         core.observe(http.metrics.observe)
     Ready(cfg).setServiceParent(top)
+    GcService(pacer).setServiceParent(top)
     return top
