@@ -359,3 +359,31 @@ def test_nested_subnets_give_one_reverse_zone():
     z.apply([("lease", lease("10.77.1.9", MAC1))])
     ans = z.lookup(reverse_name(ip("10.77.1.9")), d.T_PTR)
     assert ans.answer and z.lookup("1.77.10.in-addr.arpa", d.T_SOA).answer == ()
+
+
+_MACS = [MAC1, MAC2, MAC3]
+_write = st.tuples(st.integers(0, 2), st.integers(0, 3), st.sampled_from(["lab", "other"]),
+                   st.sampled_from([None, "web", "db"]),
+                   st.sampled_from([LeaseState.ACTIVE, LeaseState.ACTIVE, LeaseState.RELEASED]),
+                   st.integers(1, 5), st.sampled_from([None, None, b"\x00client-a"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_write, min_size=1, max_size=4), max_size=12), st.integers(0, 6))
+def test_renewal_fast_path_changes_nothing_but_the_work(batches, expire_at):
+    """Random renewals, moves, releases and renames, batch by batch: the zone
+    with the renewal fast path answers exactly as the general path does."""
+    fast, slow = zone(), zone()
+    slow.renewal_fast_path = False
+    for batch in batches:
+        # key None: htype + MAC; else an option 61 id that several MACs may send
+        writes = [("lease", lease(f"10.77.0.{10 + addr}", _MACS[m], name, state,
+                                  ends=float(end * 100), network=net, key=key))
+                  for m, addr, net, name, state, end, key in batch]
+        assert fast.apply(writes, 0.0) == slow.apply(writes, 0.0)
+        assert fast.names() == slow.names()
+        assert fast.serial == slow.serial
+    assert fast.expire(expire_at * 100.0) == slow.expire(expire_at * 100.0)
+    assert fast.names() == slow.names()
+    for a in range(10, 14):
+        assert ptr(fast, f"10.77.0.{a}") == ptr(slow, f"10.77.0.{a}")
