@@ -622,13 +622,14 @@ class Bench:
 
     def _confirm(self, trial, trials: list, hi: int | None) -> dict | None:
         """The highest rate that passes twice.  The best passing rate runs
-        again; when that fails, the search goes on below it (bisecting
-        between the next passing rate and the failed one, as the search did)
-        instead of falling back to the next rate tried, which may be half of
-        it.  At most 2 x --confirm + 2 more trials.  Returns the lower of the
-        two passing results, or None."""
+        again; when that fails, the search goes on below it, bisecting
+        between the next passing rate and the failed one down to
+        --tolerance as the search did (earlier versions stopped after one
+        step, or fell back to the next rate tried, which may be half of it),
+        and the best rate found runs again.  At most 2 x --confirm + 4 more
+        trials.  Returns the lower of the two passing results, or None."""
         a = self.args
-        budget = 2 * a.confirm + 2
+        budget = 2 * a.confirm + 4
         cand = max(t["rate"] for t in trials if t["pass"])
         while budget > 0:
             c = self._trial(trial, cand, trials, "confirm")
@@ -646,15 +647,19 @@ class Bench:
                         default=None)
             if lower is None:
                 return None
-            mid = int(round(math.sqrt(lower * hi)))
-            if hi / lower > 1 + a.tolerance and mid not in (lower, hi) and budget > 1:
+            while hi / lower > 1 + a.tolerance and budget > 1:
+                mid = int(round(math.sqrt(lower * hi)))
+                if mid in (lower, hi):
+                    break
                 t = self._trial(trial, mid, trials, "search")
                 budget -= 1
                 if t.get("fatal"):
                     return None
-                cand = mid if t["pass"] else lower
-            else:
-                cand = lower
+                if t["pass"]:
+                    lower = mid
+                else:
+                    hi = mid
+            cand = lower
         return None
 
     # one server -------------------------------------------------------------
