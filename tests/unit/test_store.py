@@ -39,6 +39,21 @@ def test_last_write_of_a_lease_in_a_batch_wins(tmp_path):
     assert s.load_leases()[0].state == LeaseState.RELEASED
 
 
+def test_a_later_batch_rewrites_every_field_of_a_lease(tmp_path):
+    """Renewals and moves update the row in place (an upsert): every column
+    takes the new value, and the mac index finds the new holder only."""
+    s = Store(str(tmp_path))
+    s.apply([("lease", lease(1)), ("lease", lease(2))])
+    new = Lease(lease(1).address, "other", b"\x00client-id", "52:54:00:00:00:99",
+                LeaseState.RELEASED, 500.0, 600.0, None)
+    s.apply([("lease", new)])
+    s.apply([("lease", lease(2, LeaseState.EXPIRED))])
+    assert s.load_leases() == [lease(2, LeaseState.EXPIRED), new]
+    by_mac = "SELECT address FROM leases WHERE mac = ?"
+    assert s.query(by_mac, (lease(1).mac,)) == []
+    assert [r["address"] for r in s.query(by_mac, (new.mac,))] == ["10.0.0.1"]
+
+
 def test_unreadable_rows_are_skipped_not_fatal(tmp_path, caplog):
     s = Store(str(tmp_path))
     s.apply([("lease", lease(1))])
