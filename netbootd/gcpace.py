@@ -11,7 +11,8 @@ so each such pass dropped requests (bench/dhcp: drops from 4,000 DORA/s on,
 a worst reply delay of ~100 ms; with collection paced, no drop below the CPU
 limit).
 
-Policy (CPython 3.11/3.12 semantics of gc.set_threshold):
+Policy (CPython 3.11-3.13 semantics of gc.set_threshold; 3.14 collects
+incrementally and is left alone):
 * young collections (generations 0 and 1) run automatically as usual; the
   automatic full collection is switched off;
 * every `tick` seconds the pacer runs a full collection and then freezes the
@@ -20,8 +21,8 @@ Policy (CPython 3.11/3.12 semantics of gc.set_threshold):
   tick, not the size of the heap;
 * frozen objects are still freed by reference counting the moment nothing
   refers to them.  Only reference cycles among them wait, for a *sweep*
-  every `sweep` seconds: unfreeze, one full collection of everything, freeze
-  again.  That is the one pass that costs as much as CPython's own, and it
+  every `sweep` seconds (counted in ticks): unfreeze, one full collection of
+  everything, freeze again.  That is the one pass that costs as much as CPython's own, and it
   runs at a known, rare time instead of on every 25% of growth.
 
 What waits for a sweep is small: a daemon serving 200 HTTP file downloads,
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
 
 log = logging.getLogger("netbootd.gc")
@@ -39,6 +41,10 @@ log = logging.getLogger("netbootd.gc")
 # count[2] (generation 1 collections since the last full one) never reaches
 # this, so CPython never starts a full collection by itself.
 _NO_AUTO_FULL = 2 ** 31 - 1
+
+# From 3.14 CPython's collector is incremental (the third threshold is
+# ignored): its own pauses no longer grow with the heap, so it is left alone.
+INCREMENTAL = sys.version_info >= (3, 14)
 
 
 class GcPacer:
@@ -48,14 +54,18 @@ class GcPacer:
         self.clock = clock
         self.tick_s = tick
         self.sweep_s = sweep
+        # Sweeps are counted in ticks, not read from the clock: a wall clock
+        # stepped back must not postpone them.
+        self.ticks_per_sweep = max(1, round(sweep / tick))
         self.ticks = 0
         self.sweeps = 0
         self.collected = 0          # unreachable objects found by ticks and sweeps
+        self.start_pause_ms = 0.0   # the start-up sweep (before the daemon says ready)
         self.last_pause_ms = 0.0
-        self.max_pause_ms = 0.0     # the longest tick or sweep (the reactor's stall)
+        self.max_pause_ms = 0.0     # the longest tick or sweep since, a reactor stall
         self._saved: tuple[int, int, int] | None = None
         self._call = None
-        self._last_sweep = 0.0
+        self._since_sweep = 0
 
     @property
     def running(self) -> bool:
@@ -64,11 +74,15 @@ class GcPacer:
     def start(self) -> None:
         if self.running:
             return
+        if INCREMENTAL:
+            log.info("gc: CPython %d.%d collects incrementally; no pacing",
+                     *sys.version_info[:2])
+            return
         self._saved = gc.get_threshold()
         g0, g1, _ = self._saved
         gc.set_threshold(g0, g1, _NO_AUTO_FULL)
-        self._last_sweep = self.clock.seconds()
         self.sweep()                # what the start-up loaded is long-lived
+        self.start_pause_ms, self.max_pause_ms = self.last_pause_ms, 0.0
         self._schedule()
 
     def stop(self) -> None:
@@ -88,7 +102,7 @@ class GcPacer:
     def _run(self) -> None:
         self._call = None
         try:
-            if self.clock.seconds() - self._last_sweep >= self.sweep_s:
+            if self._since_sweep + 1 >= self.ticks_per_sweep:
                 self.sweep()
             else:
                 self.tick()
@@ -113,6 +127,7 @@ class GcPacer:
             gc.freeze()
             return n
         self.ticks += 1
+        self._since_sweep += 1
         return self._timed(step)
 
     def sweep(self) -> int:
@@ -123,7 +138,7 @@ class GcPacer:
             gc.freeze()
             return n
         self.sweeps += 1
-        self._last_sweep = self.clock.seconds()
+        self._since_sweep = 0
         n = self._timed(step)
         log.debug("gc sweep: %d unreachable, %.1f ms, %d frozen",
                   n, self.last_pause_ms, gc.get_freeze_count())

@@ -274,11 +274,15 @@ class _Collector(Collector):
         pacer = self.m.gc
         if pacer is not None and pacer.running:
             yield GaugeMetricFamily("netbootd_gc_pause_max_seconds",
-                                    "Longest paced garbage collection step (a reactor stall)",
+                                    "Longest paced garbage collection step since start-up "
+                                    "(a reactor stall)",
                                     value=pacer.max_pause_ms / 1000.0)
             yield CounterMetricFamily("netbootd_gc_sweeps",
                                       "Full collections of every object, frozen ones included",
                                       value=pacer.sweeps)
+            yield CounterMetricFamily("netbootd_gc_ticks",
+                                      "Paced collections of the objects not yet frozen",
+                                      value=pacer.ticks)
         leases = getattr(core, "leases", None)
         if leases is None and self.m.dhcp is not None:
             leases = getattr(getattr(self.m.dhcp, "engine", None), "leases", None)

@@ -432,7 +432,8 @@ class Ready(service.Service):
 
 class GcService(service.Service):
     """Paced garbage collection (gcpace.py) for the daemon's process; started
-    last, once the store's state is loaded, so that state is frozen first."""
+    after the services have loaded the store's state (so that state is frozen
+    at once) and before the daemon says it is ready."""
     name = "gc"
 
     def __init__(self, pacer: GcPacer):
@@ -467,6 +468,6 @@ def makeService(cfg: Config, reactor) -> service.MultiService:
         http.metrics = Metrics(core, dhcp, tftp, http, hooks if hooks.enabled else None,
                                boot_timeout=cfg.metrics.boot_timeout, gc=pacer)
         core.observe(http.metrics.observe)
-    Ready(cfg).setServiceParent(top)
     GcService(pacer).setServiceParent(top)
+    Ready(cfg).setServiceParent(top)
     return top

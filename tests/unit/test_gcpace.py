@@ -73,12 +73,16 @@ def test_frozen_cycles_wait_for_the_sweep(pacer):
     clock.advance(1.0)                         # tick: the live cycle is frozen
     assert ref() is not None and not _tracked(held)
     del held                                   # now garbage, but frozen
-    clock.advance(1.0)
-    assert p.ticks == 2
+    for _ in range(8):
+        clock.advance(1.0)
+    assert p.ticks == 9 and p.sweeps == 1
     assert ref() is not None                   # a tick never visits frozen objects
-    clock.advance(8.0)                         # 10 s since the last sweep
-    assert p.sweeps == 2
+    clock.advance(1.0)                         # the 10th step (10 s / 1 s) sweeps
+    assert p.sweeps == 2 and p.ticks == 9
     assert ref() is None
+    for _ in range(10):
+        clock.advance(1.0)
+    assert p.sweeps == 3 and p.ticks == 18     # counted in steps, not read from a clock
 
 
 def test_frozen_objects_without_cycles_are_freed_at_once(pacer):
@@ -95,6 +99,7 @@ def test_frozen_objects_without_cycles_are_freed_at_once(pacer):
 def test_pauses_are_recorded(pacer):
     p, clock = pacer
     p.start()
+    assert p.start_pause_ms > 0.0 and p.max_pause_ms == 0.0   # start-up kept apart
     for _ in range(3):
         clock.advance(1.0)
     assert p.ticks == 3
