@@ -27,7 +27,9 @@ incrementally and is left alone):
 
 What waits for a sweep is small: a daemon serving 200 HTTP file downloads,
 200 boot scripts and 40 TFTP transfers held 114 unreachable objects in cycles
-after 20 s of it (Twisted breaks most of its cycles itself), RSS unchanged.
+after 20 s of it (Twisted breaks most of its cycles itself), RSS unchanged;
+60,000 DORAs from 40,000 clients in 20 s left 556.  The sweep itself took
+160-210 ms with those 40,000 hosts (185,000 objects) on this machine.
 """
 from __future__ import annotations
 
