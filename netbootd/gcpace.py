@@ -55,7 +55,6 @@ class GcPacer:
             raise ValueError("gc pacing needs 0 < tick <= sweep")
         self.clock = clock
         self.tick_s = tick
-        self.sweep_s = sweep
         # Sweeps are counted in ticks, not read from the clock: a wall clock
         # stepped back must not postpone them.
         self.ticks_per_sweep = max(1, round(sweep / tick))
