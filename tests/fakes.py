@@ -2,13 +2,19 @@
 UDP, so these stand in for a socket and for the reactor's reader registry."""
 from __future__ import annotations
 
+import itertools
+
 from twisted.internet import task
+
+
+_fds = itertools.count(1000)
 
 
 class FakeUdpSocket:
     """Records what would have been sent, and where."""
 
     def __init__(self, ip: str = "127.0.0.1", port: int = 0, dest=None):
+        self.fd = next(_fds)            # distinct, as real descriptors are
         self.addr = (ip, port)
         self.dest = dest
         self.sent: list[tuple[bytes, tuple]] = []
@@ -27,7 +33,7 @@ class FakeUdpSocket:
         return self.addr
 
     def fileno(self):
-        return -1 if self.closed else 99
+        return -1 if self.closed else self.fd
 
     def close(self):
         self.closed = True
@@ -47,16 +53,25 @@ class FakeReactor(task.Clock):
         self.readers.discard(r)
 
 
-class FakePoller:
-    """Stands in for net/tftp.py's TransferPoller (an epoll set needs real
-    descriptors): records which sockets are watched; tests deliver datagrams
-    to the handlers themselves."""
+class FakeEpoll:
+    """Stands in for select.epoll in net/tftp.py's TransferLoop (run with
+    threaded=False): records which descriptors are watched; tests deliver
+    datagrams to the transfers themselves."""
 
     def __init__(self):
-        self.handlers: dict[int, object] = {}
+        self.watched: set[int] = set()
+        self.closed = False
 
-    def add(self, sock, handler):
-        self.handlers[id(sock)] = handler
+    def register(self, fd, events=None):
+        if fd in self.watched:
+            raise FileExistsError(fd)
+        self.watched.add(fd)
 
-    def remove(self, sock):
-        self.handlers.pop(id(sock), None)
+    def unregister(self, fd):
+        self.watched.remove(fd)
+
+    def poll(self, timeout=-1):
+        return []
+
+    def close(self):
+        self.closed = True

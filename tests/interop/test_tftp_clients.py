@@ -207,3 +207,127 @@ def test_a_client_that_went_away_ends_its_transfer_at_the_first_retransmission(s
     ev = yield transfer_ended(events, timeout=4.0)
     assert (ev["outcome"], ev["error"]) == ("failed", "client port unreachable")
     assert ev["duration"] < 3.0 and server.counters["rx.unreachable"] == 1
+
+
+# -- the transfer thread (net/tftp.py TransferLoop) ------------------------------------------
+@pytest_twisted.inlineCallbacks
+def test_transfers_go_on_while_the_reactor_is_busy(served):
+    """Transfers run on their own thread: while the reactor is blocked
+    (a long callback, a GC pass, a burst of DHCP) blocks keep flowing; the
+    end of the transfer is reported on the reactor thread afterwards."""
+    import threading
+    import time
+
+    from twisted.internet import reactor
+
+    from netbootd.codec import tftp as t
+    server, root, port, events = served
+    data = os.urandom(512 * 1500)
+    (root / "f.bin").write_bytes(data)
+    busy: list[float] = []
+    threads_seen: list[str] = []
+    server.on_event = lambda ev: (threads_seen.append(threading.current_thread().name),
+                                  events.append(ev))
+
+    def block_the_reactor():
+        busy.append(time.monotonic())
+        time.sleep(0.6)
+        busy.append(time.monotonic())
+
+    def scenario():
+        c, first, tid = _raw_client(port, "f.bin")
+        got, arrivals = bytearray(t.decode(first).data), []
+        c.sendto(t.encode_ack(1), tid)
+        for _ in range(2000):                            # bounded; 1,501 blocks
+            pkt = t.decode(c.recvfrom(2048)[0])
+            arrivals.append(time.monotonic())
+            if pkt.block == len(got) // 512 + 1:
+                got += pkt.data
+            if pkt.block == 10:
+                reactor.callFromThread(block_the_reactor)
+            time.sleep(0.0005)                          # a slow client: the transfer lasts > 0.6 s
+            c.sendto(t.encode_ack(pkt.block), tid)
+            if len(pkt.data) < 512:
+                break
+        c.close()
+        return bytes(got), arrivals
+
+    got, arrivals = yield threads.deferToThread(scenario)
+    assert got == data
+    assert len(busy) == 2, "the reactor was never blocked"
+    during = [a for a in arrivals if busy[0] < a < busy[1]]
+    assert len(during) >= 100, f"only {len(during)} blocks while the reactor was busy"
+    ev = yield transfer_ended(events)
+    assert ev["outcome"] == "finished" and threads_seen == [threading.main_thread().name]
+    assert server.loop.thread.name == "tftp-transfers"
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_transfer_thread_retransmits_counts_and_drops_on_its_own(served):
+    """Retransmission on timeout, and a malformed datagram from the client
+    dropped and counted, both handled on the transfer thread; the counters
+    the thread keeps are in server.counters."""
+    import time
+
+    from netbootd.codec import tftp as t
+    server, root, port, events = served
+    data = os.urandom(700)
+    (root / "f.bin").write_bytes(data)
+
+    def scenario():
+        c, first, tid = _raw_client(port, "f.bin", [("timeout", "1")])
+        assert t.decode(first) == t.OAck((("timeout", "1"),))
+        c.sendto(t.encode_ack(0), tid)
+        d1, _ = c.recvfrom(2048)
+        t0 = time.monotonic()
+        again, _ = c.recvfrom(2048)                     # no ACK: the same DATA 1 again
+        waited = time.monotonic() - t0
+        c.sendto(b"\x00\x09junk", tid)                   # opcode 9: dropped, counted
+        c.sendto(t.encode_ack(1), tid)
+        d2, _ = c.recvfrom(2048)
+        c.sendto(t.encode_ack(2), tid)
+        c.close()
+        return t.decode(d1), t.decode(again), waited, t.decode(d2)
+
+    d1, again, waited, d2 = yield threads.deferToThread(scenario)
+    assert d1 == again == t.Data(1, data[:512]) and d2 == t.Data(2, data[512:])
+    assert 0.8 < waited < 2.5
+    ev = yield transfer_ended(events)
+    assert ev["outcome"] == "finished" and ev["retransmits"] == 1
+    c = server.counters
+    assert (c["drop.bad_opcode"], c["tx.timeout"], c["tx.retransmit"]) == (1, 1, 1)
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_ends_transfers_in_flight_and_reports_them_before_returning(tmp_path):
+    from twisted.internet import reactor
+
+    from netbootd.codec import tftp as t
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f.bin").write_bytes(os.urandom(5000))
+    events: list[dict] = []
+    server = TftpServer(reactor, [str(root)], on_event=events.append)
+    port = server.listen(0, ip=LOOPBACK).port
+    clients = []
+
+    def start(n):
+        for _ in range(n):
+            c, first, tid = _raw_client(port, "f.bin")
+            assert t.decode(first).block == 1
+            clients.append(c)
+
+    try:
+        yield threads.deferToThread(start, 3)
+        socks = [x.sock for x in server.transfers.values()]
+        assert len(socks) == 3
+        server.stop()
+        assert [e["outcome"] for e in events] == ["stopped"] * 3
+        assert server.transfers == {} and all(s.fileno() == -1 for s in socks)
+        assert not server.loop.thread.is_alive()
+        server.stop()                                    # twice: nothing more
+        assert len(events) == 3
+    finally:
+        server.stop()
+        for c in clients:
+            c.close()

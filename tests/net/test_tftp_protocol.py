@@ -13,8 +13,8 @@ import pytest
 
 
 from netbootd.codec import tftp as t
-from netbootd.net.tftp import TftpServer
-from tests.fakes import FakePoller, FakeReactor, FakeUdpSocket
+from netbootd.net.tftp import TftpServer, TransferLoop
+from tests.fakes import FakeEpoll, FakeReactor, FakeUdpSocket
 
 CLIENT = ("10.77.0.50", 2070)
 SERVER_IP = "10.77.0.1"
@@ -32,11 +32,20 @@ class Harness:
         self.root = tmp_path / "root"
         self.root.mkdir(exist_ok=True)
         kw.setdefault("on_event", self.events.append)
-        self.poller = FakePoller()
+        self.epoll = FakeEpoll()
+        # The transfer thread's code, run on this thread with the fake clock.
+        loop = lambda on_ended: TransferLoop(self.reactor, on_ended, now=self.reactor.seconds,  # noqa: E731
+                                             threaded=False, epoll=lambda: self.epoll)
         self.server = TftpServer(self.reactor, [str(self.root)], kw.pop("generated", None),
-                                 socket_factory=self.socket, poller=self.poller, **kw)
+                                 socket_factory=self.socket, loop=loop, **kw)
+        self.loop = self.server.loop
         self.listener = self.server.listen(69, ip=SERVER_IP)
         self.lsock = self.sockets[0]
+
+    def advance(self, seconds):
+        """Time passes: the loop's due wake-ups run (its thread would)."""
+        self.reactor.advance(seconds)
+        self.loop.fire_due()
 
     def socket(self, interface, port, ip):
         s = FakeSocket(ip, port or 40000 + len(self.sockets))
@@ -147,9 +156,10 @@ def test_the_transfer_socket_is_connected_to_the_client_and_watched_until_the_en
     h.file("f", b"x" * 700)
     h.rrq("f")
     xfer = h.transfer()
-    assert xfer.sock.dest == CLIENT and h.poller.handlers == {id(xfer.sock): xfer}
+    fd = xfer.sock.fileno()
+    assert xfer.sock.dest == CLIENT and h.loop.handlers == {fd: xfer} and fd in h.epoll.watched
     download(h, xfer)
-    assert h.poller.handlers == {} and xfer.sock.closed
+    assert h.loop.handlers == {} and h.epoll.watched == set() and xfer.sock.closed
 
 
 # -- refusals and caps ------------------------------------------------------------------------
@@ -238,7 +248,7 @@ def test_an_internal_error_never_escapes_datagram_received(tmp_path):
 
     def boom(*a):
         raise KeyError("bug")
-    xfer.session.ack = boom
+    xfer.session.ack = xfer.session.ack_next = boom
     h.to_transfer(xfer, t.encode_ack(1))
     assert h.server.counters["drop.internal_error"] == 1
     assert xfer.closed and h.events[-1]["outcome"] == "failed"
@@ -256,24 +266,24 @@ def test_an_on_event_callback_that_raises_is_counted_not_propagated(tmp_path):
 
 
 # -- timers -----------------------------------------------------------------------------------
-def test_the_reactor_clock_drives_retransmission_and_the_retry_limit(tmp_path):
+def test_the_clock_drives_retransmission_and_the_retry_limit(tmp_path):
     h = Harness(tmp_path, timeout=2.0, retries=3)
     h.file("f", b"t" * 100)
     h.rrq("f")
     xfer = h.transfer()
     sock = xfer.sock
-    h.reactor.advance(1.9)
+    h.advance(1.9)
     assert len(sock.sent) == 1
-    h.reactor.advance(0.1)
+    h.advance(0.1)
     assert [p for p, _ in decoded(sock)] == [t.Data(1, b"t" * 100)] * 2
-    h.reactor.advance(2.0)
-    h.reactor.advance(2.0)
+    h.advance(2.0)
+    h.advance(2.0)
     assert len(sock.sent) == 4 and not xfer.closed
-    h.reactor.advance(2.0)
+    h.advance(2.0)
     assert xfer.closed and sock.closed
     ev = h.events[-1]
     assert ev["outcome"] == "failed" and ev["error"] == "timeout" and ev["retransmits"] == 3
-    assert h.reactor.getDelayedCalls() == []
+    assert h.loop.heap == []
 
 
 def test_acks_move_the_deadline_without_extra_timers(tmp_path):
@@ -282,10 +292,10 @@ def test_acks_move_the_deadline_without_extra_timers(tmp_path):
     h.rrq("f")
     xfer = h.transfer()
     for blk in range(1, 6):
-        h.reactor.advance(0.5)
+        h.advance(0.5)
         h.to_transfer(xfer, t.encode_ack(blk))
-    assert len(h.reactor.getDelayedCalls()) == 1
-    h.reactor.advance(0.99)
+    assert len(h.loop.heap) == 1
+    h.advance(0.99)
     assert h.server.counters["tx.timeout"] == 0, "timed out although ACKs kept coming"
 
 
@@ -305,7 +315,7 @@ def test_stop_closes_the_listener_and_ends_transfers(tmp_path):
     h.rrq("f")
     h.server.stop()
     assert h.lsock.closed and all(s.closed for s in h.sockets)
-    assert h.events[-1]["outcome"] == "stopped" and h.reactor.getDelayedCalls() == []
+    assert h.events[-1]["outcome"] == "stopped" and h.loop.heap == [] and h.epoll.closed
 
 
 # -- files ------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netbootd.codec import tftp as t
 from netbootd.policy.tftp_session import (
@@ -347,3 +349,59 @@ def test_netascii_source_refuses_to_go_back_before_its_release_point():
     assert src.read(40, 10) == (b"x\r\n" * 100)[40:50]
     with pytest.raises(ValueError):
         src.read(0, 10)
+
+
+# -- the lock-step short path --------------------------------------------------------------
+@settings(max_examples=300, deadline=None)
+@given(size=st.integers(0, 200), blksize=st.integers(8, 40), oack=st.booleans(),
+       events=st.lists(st.one_of(st.tuples(st.just("ack"), st.integers(-2, 12)),
+                                 st.tuples(st.just("timeout"), st.floats(0, 3)),
+                                 st.tuples(st.just("next"), st.just(0))), max_size=60))
+def test_ack_next_is_ack_without_the_step(size, blksize, oack, events):
+    """The transfer tries ack_next() first and falls back to ack() when it
+    says None: that pair must do exactly what ack() alone does, for every
+    ACK (in order, duplicate, stale, ahead, before and after the OACK),
+    timeout and end - every datagram, deadline, outcome and counter."""
+    data = (bytes(range(256)) * (size // 256 + 1))[:size]
+    neg = Negotiated(blksize=blksize, oack=(("blksize", str(blksize)),) if oack else ())
+    fast, slow = ReadSession(data, neg, T0), ReadSession(data, neg, T0)
+    now = T0
+    assert fast.start() == slow.start()
+    shortcuts = 0
+    for kind, arg in events:
+        if kind == "timeout":
+            now += arg
+            a, b = fast.timeout(now), slow.timeout(now)
+            sent_a = [bytes(p) for p in a.send]
+        else:
+            # "next": the ACK a correct client sends; "ack": one near it.
+            block = fast.next - 1 if kind == "next" else fast.base - 1 + arg
+            if fast.waiting_oack:
+                block = 0 if kind == "next" else arg
+            pkt = fast.ack_next(block & 0xFFFF, now)
+            b = slow.ack(block & 0xFFFF, now)
+            if pkt is not None:
+                shortcuts += 1
+                sent_a, a = [bytes(pkt)], None
+                assert b.outcome is None and b.deadline == fast.deadline
+            else:
+                a = fast.ack(block & 0xFFFF, now)
+                sent_a = [bytes(p) for p in a.send]
+        assert sent_a == [bytes(p) for p in b.send]
+        if a is not None:
+            assert (a.deadline, a.outcome, a.error) == (b.deadline, b.outcome, b.error)
+        for attr in ("base", "next", "last", "last_len", "retries", "deadline", "outcome",
+                     "packets", "retransmits", "duplicate_acks", "bytes_acked"):
+            assert getattr(fast, attr) == getattr(slow, attr), attr
+
+
+def test_ack_next_declines_windows_and_the_last_block():
+    s = ReadSession(b"z" * 20, Negotiated(blksize=8, windowsize=2), T0)
+    s.start()
+    assert s.ack_next(1, T0) is None and s.base == 1
+    s = ReadSession(b"z" * 20, Negotiated(blksize=8), T0)
+    s.start()
+    assert t.decode(s.ack_next(1, T0)) == t.Data(2, b"z" * 8)
+    assert t.decode(s.ack_next(2, T0)) == t.Data(3, b"z" * 4)
+    assert s.ack_next(3, T0) is None, "the final ACK ends the transfer: ack()'s work"
+    assert s.ack(3, T0).outcome == FINISHED
