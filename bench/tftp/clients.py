@@ -67,6 +67,7 @@ def main() -> int:
     by_pid: dict[int, int] = {}
     status: dict[int, int] = {}
     cpu = 0.0
+    usage = {"utime": 0.0, "stime": 0.0, "vcsw": 0, "ivcsw": 0}
 
     def expire(_sig, _frame):
         raise TimeoutError
@@ -89,6 +90,10 @@ def main() -> int:
                 ends[by_pid[pid]] = time.perf_counter()
                 status[by_pid[pid]] = os.waitstatus_to_exitcode(st)
                 cpu += ru.ru_utime + ru.ru_stime
+                usage["utime"] += ru.ru_utime
+                usage["stime"] += ru.ru_stime
+                usage["vcsw"] += ru.ru_nvcsw
+                usage["ivcsw"] += ru.ru_nivcsw
     except TimeoutError:
         timed_out = True
         spawned = time.perf_counter() - t0
@@ -115,7 +120,9 @@ def main() -> int:
             c["stderr"] = (err or "").strip()[-300:]
         clients.append(c)
     json.dump({"wall": round(wall, 6), "spawn_s": round(spawned, 6),
-               "client_cpu_s": round(cpu, 6), "timed_out": timed_out, "cmd0": cmds[0], "clients": clients}, sys.stdout)
+               "client_cpu_s": round(cpu, 6),
+               "client_usage": {k: round(v, 6) for k, v in usage.items()},
+               "timed_out": timed_out, "cmd0": cmds[0], "clients": clients}, sys.stdout)
     print()
     return 0
 

@@ -326,6 +326,7 @@ class Bench:
         failed = [c for c in clients if c["rc"] != 0 or ("bytes" in c and c["bytes"] != FILE_SIZE)]
         total = FILE_SIZE * (len(clients) - len(failed))
         res = {"wall_s": t["wall"], "spawn_s": t["spawn_s"], "client_cpu_s": t["client_cpu_s"],
+               "client_usage": t.get("client_usage"),
                "server_cpu_s": round(cpu1 - cpu0, 3), "failed": len(failed),
                "timed_out": t["timed_out"], "cpu_busy_before_pct": round(busy, 1)}
         if par == 1:

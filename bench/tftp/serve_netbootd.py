@@ -15,8 +15,9 @@ change not made in netbootd would buy (netbootd's code is unchanged):
   mmap       large files are mmap()ed: a block is a memoryview slice instead
              of a slice of FileSource's read-ahead buffer (not done in the
              daemon: a file truncated in place while mapped raises SIGBUS).
-(The former `logprefix` and `read1` diagnostics are now how netbootd works:
-transfer sockets sit in one epoll set read once per event, net/tftp.py.)
+(The former `logprefix`, `read1` and `threads` diagnostics are now how
+netbootd works: transfer sockets sit in one epoll set that a thread of its
+own waits on, net/tftp.py's TransferLoop.)
 """
 from __future__ import annotations
 
