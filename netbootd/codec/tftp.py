@@ -72,6 +72,7 @@ MAX_FILENAME = 255                  # our limit: boot file names are short
 MAX_OPTIONS = 32                    # our limit: RFC 2347 requests fit 512 bytes anyway
 
 _HDR = struct.Struct("!HH")         # opcode + block number / error code
+HEADER = _HDR                       # for a hot path that builds DATA itself (as encode_data)
 
 
 

@@ -23,8 +23,10 @@
   exception escapes ``datagramReceived`` or the transfer thread.
 * Files up to ``cache_limit`` bytes are kept in memory (LRU, ``cache_total``
   bytes in all) keyed by realpath + device/inode + mtime + size; larger files
-  are read from the open descriptor at offsets (os.pread of page-cached data,
-  one window at a time, as tftp-hpa does).
+  are read from the open descriptor (os.pread of page-cached data) in 256 KiB
+  chunks that every transfer of the same file shares (``ChunkCache``, LRU
+  within ``chunk_total``): 50 hosts booting one kernel cost one read per
+  chunk, not fifty.
 * Every transfer that ends calls ``on_event(dict)``: client, port, file,
   bytes, blksize, windowsize, duration, outcome ("finished", "failed",
   "aborted" = client refused our OACK, "refused" = answered with an ERROR at
@@ -58,35 +60,75 @@ def _default_socket(interface: str | None, port: int, ip: str):
 
 
 # -- files -------------------------------------------------------------------------
+class ChunkCache:
+    """Chunks of large files, shared by every transfer of the same file
+    (a boot storm is many hosts reading one kernel: one pread per chunk
+    for all of them, not one per host), LRU within ``total`` bytes.
+    Keyed like FileCache (realpath, device, inode, mtime, size), so a
+    changed file is read again.  Used from the transfer thread only."""
+
+    def __init__(self, total: int = 32 << 20, chunk: int = 256 << 10):
+        self.total = total
+        self.chunk = chunk
+        self.used = 0
+        self.entries: OrderedDict[tuple, memoryview] = OrderedDict()
+        self.reads = 0                  # preads done (a counter for /metrics)
+
+    def get(self, key, fd: int, index: int) -> memoryview:
+        k = (key, index)
+        view = self.entries.get(k)
+        if view is not None:
+            self.entries.move_to_end(k)
+            return view
+        view = memoryview(os.pread(fd, self.chunk, index * self.chunk))
+        self.reads += 1
+        self.entries[k] = view
+        self.used += len(view)
+        while self.used > self.total and len(self.entries) > 1:
+            self.used -= len(self.entries.popitem(last=False)[1])
+        return view
+
+
 class FileSource:
-    """A large file read at offsets from its open descriptor, through a
-    read-ahead buffer: one os.pread() per ``chunk`` bytes instead of one
-    per block (a transfer reads forward; a retransmission may step back
-    into the buffer or before it).  Not mmap: a file truncated in place
-    while mapped would kill the daemon with SIGBUS."""
+    """A large file read at offsets from its open descriptor, a chunk at a
+    time through ``cache`` (a ChunkCache shared with the other transfers of
+    the same file; without one, a private one-chunk cache).  A transfer
+    reads forward; a retransmission may step back.  Not mmap: a file
+    truncated in place while mapped would kill the daemon with SIGBUS."""
 
-    __slots__ = ("fd", "size", "chunk", "buf", "buf_at")
+    __slots__ = ("fd", "size", "key", "cache", "buf", "buf_at", "buf_end")
 
-    def __init__(self, fd: int, size: int, chunk: int = 64 << 10):
+    def __init__(self, fd: int, size: int, chunk: int = 256 << 10, *, key=None,
+                 cache: ChunkCache | None = None):
         self.fd = fd
         self.size = size
-        self.chunk = chunk
-        self.buf = memoryview(b"")
+        self.key = key if cache is not None else ("private", fd)
+        self.cache = cache if cache is not None else ChunkCache(total=chunk, chunk=chunk)
+        self.buf = memoryview(b"")      # the chunk last used
         self.buf_at = 0
+        self.buf_end = 0                # buf_at + len(buf)
 
     def read(self, offset: int, n: int):
-        start = offset - self.buf_at
-        if start < 0 or start + n > len(self.buf):
-            data = os.pread(self.fd, max(n, self.chunk), offset)
-            self.buf = memoryview(data)
-            self.buf_at = offset
-            if len(data) <= n:
-                return data
-            start = 0
-        return self.buf[start:start + n]
+        if self.buf_at <= offset and offset + n <= self.buf_end:
+            start = offset - self.buf_at
+            return self.buf[start:start + n]
+        chunk = self.cache.chunk
+        index = offset // chunk
+        view = self.cache.get(self.key, self.fd, index)
+        at = index * chunk
+        self.buf, self.buf_at, self.buf_end = view, at, at + len(view)
+        start = offset - at
+        if offset + n <= self.buf_end or len(view) < chunk:
+            return view[start:start + n]        # inside the chunk, or the file's end
+        # Across a chunk boundary: the one copy, once per chunk per transfer.
+        head = bytes(view[start:])
+        nxt = self.cache.get(self.key, self.fd, index + 1)
+        self.buf, self.buf_at, self.buf_end = nxt, at + chunk, at + chunk + len(nxt)
+        return head + bytes(nxt[:n - len(head)])
 
     def close(self) -> None:
         self.buf = memoryview(b"")
+        self.buf_at = self.buf_end = 0
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -174,6 +216,7 @@ class TftpListener:
 
 
 _RX_SIZE = 1024          # an ACK is 4 bytes, an ERROR's text may be cut short
+_OP_ACK = w.OP_ACK
 
 
 class TransferLoop:
@@ -281,9 +324,16 @@ class TransferLoop:
         heap = self.heap
         now = self.now
         efd = self.efd
+        t = now()
         while not self.stopping:
             try:
-                timeout = max(0.0, heap[0][0] - now()) if heap else -1
+                # Until the first deadline, from the clock read at the last
+                # wake-up (late by at most that wake-up's work).
+                timeout = -1
+                if heap:
+                    timeout = heap[0][0] - t
+                    if timeout < 0:
+                        timeout = 0
                 # maxevents: CPython allocates room for that many per call
                 # (default 1023: 12 KiB each wake-up); what is left waits
                 # for the next call (level-triggered).
@@ -383,7 +433,9 @@ class _Transfer:
 
     def readable(self, now: float) -> None:
         """The loop saw a datagram: read one (the next wake-up reads more),
-        into the loop's buffer (no bytes object per ACK)."""
+        into the loop's buffer (no bytes object per ACK).  The ACK of the
+        block in flight - nearly every datagram of a lock-step transfer -
+        is answered here; anything else goes through _received."""
         buf = self.loop.rxbuf
         try:
             n = self.sock.recv_into(buf)
@@ -396,6 +448,17 @@ class _Transfer:
             self.loop.counters["rx.error"] += 1
             log.debug("tftp: read error on the transfer to %s: %s", self.addr, e)
             return
+        if n == 4 and buf[1] == _OP_ACK and buf[0] == 0 and not self.closed:
+            try:
+                pkt = self.session.ack_next((buf[2] << 8) | buf[3], now)
+            except Exception:
+                pkt = None                     # ack() meets it again and ends the transfer
+            if pkt is not None:
+                try:
+                    self.sock.send(pkt)
+                except OSError as e:
+                    self._send_failed(e, now)
+                return                         # armed: a running transfer always is
         self._received(buf, n, now)
 
     def datagramReceived(self, data: bytes, now: float | None = None) -> None:
@@ -514,6 +577,7 @@ class TftpServer:
     def __init__(self, reactor, roots: list[str], generated: dict[str, bytes] | None = None, *,
                  max_blksize: int = 1468, max_windowsize: int = 64, per_client: int = 8,
                  total: int = 256, cache_limit: int = 4 << 20, cache_total: int = 64 << 20,
+                 chunk_total: int = 32 << 20,
                  timeout: float = 1.0, retries: int = 5, on_event=None, clock=None,
                  socket_factory=_default_socket, loop=None):
         self.reactor = reactor
@@ -525,6 +589,7 @@ class TftpServer:
         self.total = total
         self.cache_limit = cache_limit
         self.cache = FileCache(cache_total)
+        self.chunks = ChunkCache(chunk_total)    # large files' chunks (transfer thread)
         self.on_event = on_event
         self.socket_factory = socket_factory
         # ``loop``: a factory (on_ended -> TransferLoop), for tests; None:
@@ -542,6 +607,8 @@ class TftpServer:
         thread's, added up (a snapshot)."""
         c = Counter(self._counters)
         c.update(dict(self.loop.counters))
+        if self.chunks.reads:
+            c["file.chunk_reads"] = self.chunks.reads
         return c
 
     def listen(self, port: int = w.TFTP_PORT, interface: str | None = None,
@@ -644,11 +711,11 @@ class TftpServer:
             self._counters["file.generated"] += 1
             return BytesSource(self.generated[res.rel])
         fd, st, real = open_in_root(res.root, res.rel)
+        key = (real, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
         if st.st_size > self.cache_limit:
             self._counters["file.direct"] += 1
-            return FileSource(fd, st.st_size)
+            return FileSource(fd, st.st_size, key=key, cache=self.chunks)
         try:
-            key = (real, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
             data = self.cache.get(key)
             if data is None:
                 self._counters["cache.miss"] += 1

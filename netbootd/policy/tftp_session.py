@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..codec.tftp import (
-    BLKSIZE_MAX, BLKSIZE_MIN, DEFAULT_BLKSIZE, MODE_NETASCII, MODE_OCTET, OPT_BLKSIZE, OPT_TIMEOUT, OPT_TSIZE, OPT_WINDOWSIZE,
+    HEADER, OP_DATA, BLKSIZE_MAX, BLKSIZE_MIN, DEFAULT_BLKSIZE, MODE_NETASCII, MODE_OCTET, OPT_BLKSIZE, OPT_TIMEOUT, OPT_TSIZE, OPT_WINDOWSIZE,
     TIMEOUT_MAX, TIMEOUT_MIN, WINDOWSIZE_MAX, WINDOWSIZE_MIN, encode_data, encode_oack,
 )
 
@@ -196,6 +196,7 @@ class ReadSession:
         self.blksize = negotiated.blksize
         self.window = negotiated.windowsize
         self.lockstep = self.window == 1    # ack_next() may be used
+        self._expect = -1       # ack_next(): the wire number of the block in flight, or -1
         self.timeout_s = negotiated.timeout
         self.max_retries = max_retries
         self.started = now
@@ -245,6 +246,7 @@ class ReadSession:
         self.retries = 0
         if n == self.last:
             self.outcome = FINISHED
+            self._expect = -1
             self.deadline = None
             return Step([], None, FINISHED)
         if self._release is not None:
@@ -257,24 +259,25 @@ class ReadSession:
         next block (the caller sends it; the deadline moves as in ack()).
         Anything else -> None, and nothing changed: the caller calls ack().
         tests/unit/test_tftp_session.py drives this and ack() side by side."""
-        n = self.next - 1                      # the block in flight
-        if (not self.lockstep or self.waiting_oack or self.outcome is not RUNNING
-                or n == self.last or block != n & 0xFFFF or n < self.base):
+        if block != self._expect:
             return None
-        self.base = n + 1
+        n = self.next                          # the block to send now
+        self.base = n
         self.retries = 0
-        if self._release is not None:
-            self._release(n * self.blksize)
         size = self.blksize
-        data = self.source.read(n * size, size)
-        n += 1
-        if len(data) < size:                   # the short block ends the file
-            self.last = n
-            self.last_len = len(data)
+        if self._release is not None:
+            self._release((n - 1) * size)
+        data = self.source.read((n - 1) * size, size)
         self.next = n + 1
         self.packets += 1
         self.deadline = now + self.timeout_s
-        return encode_data(n, data)
+        if len(data) < size:                   # the short block ends the file
+            self.last = n
+            self.last_len = len(data)
+            self._expect = -1                  # its ACK is ack()'s: the end
+        else:
+            self._expect = n & 0xFFFF
+        return HEADER.pack(OP_DATA, n & 0xFFFF) + data
 
     def timeout(self, now: float) -> Step:
         if self.outcome is not RUNNING:
@@ -297,17 +300,22 @@ class ReadSession:
         why = f"client error {code}: {message}" if message else f"client error {code}"
         if self.waiting_oack:
             self.outcome, self.reason, self.deadline = ABORTED, why, None
+            self._expect = -1
             return Step([], None, ABORTED, why)
         return self._fail(why)
 
     # ------------------------------------------------------------------------
     def _fail(self, why: str) -> Step:
         self.outcome, self.reason, self.deadline = FAILED, why, None
+        self._expect = -1
         return Step([], None, FAILED, why)
 
     def _arm(self, packets: list, now: float) -> Step:
         self.packets += len(packets)
         self.deadline = now + self.timeout_s
+        n = self.next - 1                      # the (last) block in flight
+        self._expect = (n & 0xFFFF if self.lockstep and not self.waiting_oack
+                        and self.base <= n != self.last else -1)
         return Step(packets, self.deadline)
 
     def _window(self) -> list:

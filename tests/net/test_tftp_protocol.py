@@ -382,3 +382,56 @@ def test_file_source_reads_ahead_and_serves_any_offset_exactly(tmp_path):
         assert bytes(src.read(off, n)) == data[off:off + n], (off, n)
     src.close()
     assert src.fd == -1
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 3 * 4096, 10_000])
+def test_file_sources_of_one_file_share_its_chunks_and_read_it_exactly(tmp_path, size):
+    """Every block at every blksize, across chunk boundaries and at the end,
+    from two sources of the same file: each chunk is read once for both."""
+    from netbootd.net.tftp import ChunkCache, FileSource
+    data = os.urandom(size)
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    cache = ChunkCache(total=1 << 20, chunk=4096)
+    for blksize in (512, 1468, 4096, 5000):
+        a = FileSource(os.open(p, os.O_RDONLY), size, key=("f", blksize), cache=cache)
+        b = FileSource(os.open(p, os.O_RDONLY), size, key=("f", blksize), cache=cache)
+        before = cache.reads
+        for off in range(0, size + 1, blksize):
+            want = data[off:off + blksize]
+            assert bytes(a.read(off, blksize)) == want, (blksize, off)
+            assert bytes(b.read(off, blksize)) == want, (blksize, off)
+        assert bytes(a.read(0, blksize)) == data[:blksize]        # a step back
+        chunks = size // 4096 + 1
+        assert cache.reads - before <= chunks, "the second source read chunks again"
+        a.close()
+        b.close()
+
+
+def test_the_chunk_cache_stays_within_its_total_and_evicts_the_oldest(tmp_path):
+    from netbootd.net.tftp import ChunkCache
+    p = tmp_path / "f"
+    p.write_bytes(os.urandom(10 * 1024))
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        cache = ChunkCache(total=3 * 1024, chunk=1024)
+        for i in range(10):
+            cache.get("k", fd, i)
+        assert cache.used <= 3 * 1024 and [k[1] for k in cache.entries] == [7, 8, 9]
+        cache.get("k", fd, 8)                   # a hit: no read, becomes the newest
+        assert cache.reads == 10 and [k[1] for k in cache.entries] == [7, 9, 8]
+    finally:
+        os.close(fd)
+
+
+def test_parallel_transfers_of_one_large_file_read_each_chunk_once(tmp_path):
+    h = Harness(tmp_path, cache_limit=1000)
+    data = os.urandom(600_000)                  # 3 chunks of 256 KiB
+    h.file("kernel", data)
+    clients = [("10.77.0.%d" % i, 2070) for i in range(60, 65)]
+    for c in clients:
+        h.rrq("kernel", [("blksize", "1468")], addr=c)
+    xfers = [h.transfer(c) for c in clients]
+    assert all(download(h, x) == data for x in xfers)
+    assert h.server.counters["file.chunk_reads"] == 3
+    assert h.server.counters["file.direct"] == 5

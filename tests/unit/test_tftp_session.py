@@ -356,7 +356,8 @@ def test_netascii_source_refuses_to_go_back_before_its_release_point():
 @given(size=st.integers(0, 200), blksize=st.integers(8, 40), oack=st.booleans(),
        events=st.lists(st.one_of(st.tuples(st.just("ack"), st.integers(-2, 12)),
                                  st.tuples(st.just("timeout"), st.floats(0, 3)),
-                                 st.tuples(st.just("next"), st.just(0))), max_size=60))
+                                 *[st.tuples(st.just("next"), st.just(0))] * 4,
+                                 st.tuples(st.just("error"), st.just(0))), max_size=60))
 def test_ack_next_is_ack_without_the_step(size, blksize, oack, events):
     """The transfer tries ack_next() first and falls back to ack() when it
     says None: that pair must do exactly what ack() alone does, for every
@@ -373,6 +374,9 @@ def test_ack_next_is_ack_without_the_step(size, blksize, oack, events):
             now += arg
             a, b = fast.timeout(now), slow.timeout(now)
             sent_a = [bytes(p) for p in a.send]
+        elif kind == "error":
+            a, b = fast.error(now, 0, "x"), slow.error(now, 0, "x")
+            sent_a = []
         else:
             # "next": the ACK a correct client sends; "ack": one near it.
             block = fast.next - 1 if kind == "next" else fast.base - 1 + arg
