@@ -54,7 +54,7 @@ class FakeReactor(task.Clock):
 
 
 class FakeEpoll:
-    """Stands in for select.epoll in net/tftp.py's TransferLoop (run with
+    """Stands in for select.epoll in net/tftp_transfer.py's TransferLoop (run with
     threaded=False): records which descriptors are watched; tests deliver
     datagrams to the transfers themselves."""
 

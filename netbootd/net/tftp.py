@@ -3,7 +3,7 @@
 * The listener (port 69, on the reactor) only reads requests.  Each accepted
   RRQ gets a fresh UDP socket on an ephemeral port, its own TID (RFC 1350
   §4), driven by a ``ReadSession`` (policy/tftp_session.py) on the transfer
-  thread (``TransferLoop``).
+  thread (``TransferLoop``, net/tftp_transfer.py).
 * Transfer sockets are connect()ed to their client, as tftp-hpa does: the
   kernel drops datagrams from any other address/port (RFC 1350 §4's "should
   answer with ERROR 5" is not done: we never hear of the stranger), send()
@@ -34,13 +34,9 @@
 """
 from __future__ import annotations
 
-import heapq
 import logging
 import os
-import select
-import threading
-import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 
 from ..codec import tftp as w
 from ..policy.paths import PathRefused, resolve
@@ -49,6 +45,7 @@ from ..policy.tftp_session import (
 )
 from . import interfaces
 from .fileroots import open_in_root
+from .tftp_transfer import TransferLoop, Transfer
 from .udp import UdpEndpoint
 
 log = logging.getLogger("netbootd.tftp")
@@ -215,359 +212,6 @@ class TftpListener:
             self.transport.close()
 
 
-_RX_SIZE = 1024          # an ACK is 4 bytes, an ERROR's text may be cut short
-_OP_ACK = w.OP_ACK
-
-
-class TransferLoop:
-    """The transfer thread: every transfer socket in one epoll set, every
-    retransmission deadline in one heap, and the only code that touches a
-    transfer once it has started.
-
-    Why a thread of its own: a block of a lock-step transfer is an ACK in and
-    a DATA out, a few microseconds of work; dispatched by the reactor it also
-    paid a reactor iteration, and it shared that thread with DHCP and HTTP.
-    Here a wake-up is one ``epoll.poll`` (the GIL released while it blocks)
-    and a call per ready socket; the reactor keeps DHCP, HTTP and DNS, and a
-    cold file read (``os.pread``) blocks only this thread.
-
-    Hand-offs, the only points where the threads meet:
-      * ``submit(xfer)`` (reactor) -> inbox + eventfd -> the thread registers
-        the socket and sends the first datagram;
-      * an ended transfer -> ``ended`` + one ``callFromThread`` -> the reactor
-        runs ``on_ended`` (caps, counters, the event that lands in SQLite);
-      * counters of rare events (drops, errors, timeouts) live in
-        ``counters``, written by this thread only; ``TftpServer.counters``
-        reads a copy (one C-level dict copy under the GIL).
-
-    ``threaded=False`` runs the same code on the caller's thread, for tests
-    with fake sockets and a fake clock: ``submit`` admits at once, endings
-    are reported at once and ``fire_due()`` is called by the test.
-    """
-
-    def __init__(self, reactor, on_ended, *, now=time.monotonic, threaded: bool = True,
-                 epoll=select.epoll, name: str = "tftp-transfers"):
-        self.reactor = reactor
-        self.on_ended = on_ended
-        self.now = now
-        self.threaded = threaded
-        self.name = name
-        self.ep = epoll()
-        self.efd = -1                                   # the inbox's bell (threaded only)
-        if threaded:
-            self.efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            self.ep.register(self.efd, select.EPOLLIN)
-        self.handlers: dict[int, _Transfer] = {}       # fd -> transfer (this thread)
-        self.heap: list = []                            # (deadline, seq, transfer)
-        self.seq = 0
-        self.inbox: deque = deque()                     # submitted, not yet started
-        self.ended: deque = deque()                     # (transfer, outcome, error)
-        self._report_pending = False
-        self.counters: Counter = Counter()              # written by this thread only
-        self.rxbuf = bytearray(_RX_SIZE)                # this thread's receive buffer
-        self.thread: threading.Thread | None = None
-        self.stopping = False
-
-    # -- the reactor's side ---------------------------------------------------------
-    def submit(self, xfer: _Transfer) -> None:
-        """Start a transfer (its socket open, its session made).  After
-        stop() it ends at once as "stopped"."""
-        if self.stopping:
-            xfer.finish("stopped", "server stopping", self.now())   # reported here
-            return
-        if not self.threaded:
-            self._admit(xfer)
-            return
-        self.inbox.append(xfer)
-        if self.thread is None:
-            self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self.thread.start()
-        os.eventfd_write(self.efd, 1)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """End every transfer ("stopped") and the thread; report them all
-        before returning.  Once; later calls do nothing."""
-        if self.stopping:
-            return
-        self.stopping = True
-        if self.thread is not None:
-            os.eventfd_write(self.efd, 1)
-            self.thread.join(timeout)
-            if self.thread.is_alive():
-                # Stuck in a read of a dead file system: leave its transfers
-                # to it rather than race it; the process is ending anyway.
-                log.warning("tftp: the transfer thread did not stop within %.0fs", timeout)
-                return
-        now = self.now()
-        while self.inbox:
-            self.inbox.popleft().finish("stopped", "server stopping", now)
-        for xfer in list(self.handlers.values()):
-            xfer.finish("stopped", "server stopping", now)
-        self.heap.clear()
-        self._drain()
-        self.ep.close()
-        if self.efd >= 0:
-            os.close(self.efd)
-            self.efd = -1
-
-    def _drain(self) -> None:
-        self._report_pending = False           # first: a later ending schedules again
-        ended = self.ended
-        while ended:
-            xfer, outcome, error = ended.popleft()
-            self.on_ended(xfer, outcome, error)
-
-    # -- this thread's side -------------------------------------------------------
-    def _run(self) -> None:
-        poll = self.ep.poll
-        handlers = self.handlers
-        heap = self.heap
-        now = self.now
-        efd = self.efd
-        t = now()
-        while not self.stopping:
-            try:
-                # Until the first deadline, from the clock read at the last
-                # wake-up (late by at most that wake-up's work).
-                timeout = -1
-                if heap:
-                    timeout = heap[0][0] - t
-                    if timeout < 0:
-                        timeout = 0
-                # maxevents: CPython allocates room for that many per call
-                # (default 1023: 12 KiB each wake-up); what is left waits
-                # for the next call (level-triggered).
-                ready = poll(timeout, 64)
-                t = now()
-                for fd, _ev in ready:
-                    xfer = handlers.get(fd)
-                    if xfer is not None:
-                        xfer.readable(t)
-                    elif fd == efd:
-                        self._wake()
-                if heap and heap[0][0] <= t:
-                    self.fire_due(t)
-            except Exception:
-                self.counters["drop.internal_error"] += 1
-                log.exception("tftp: internal error in the transfer thread")
-                time.sleep(0.01)               # a bug that repeats must not spin
-
-    def _wake(self) -> None:
-        try:
-            os.eventfd_read(self.efd)
-        except BlockingIOError:
-            pass
-        while self.inbox and not self.stopping:
-            self._admit(self.inbox.popleft())
-
-    def _admit(self, xfer: _Transfer) -> None:
-        fd = xfer.sock.fileno()
-        self.handlers[fd] = xfer
-        try:
-            self.ep.register(fd, select.EPOLLIN)
-        except OSError as e:
-            del self.handlers[fd]
-            log.warning("tftp: cannot watch the transfer socket for %s: %s", xfer.addr, e)
-            xfer.finish("failed", "server cannot watch the transfer socket", self.now())
-            return
-        xfer.start(self.now())
-
-    def arm(self, xfer: _Transfer, deadline: float) -> None:
-        """Be woken for ``xfer`` at ``deadline``.  Lazy: one entry per
-        transfer; when it comes due and the session's deadline has moved on
-        (ACKs came), it is pushed again instead of a push per ACK."""
-        xfer.armed = True
-        self.seq += 1
-        heapq.heappush(self.heap, (deadline, self.seq, xfer))
-
-    def fire_due(self, now: float | None = None) -> None:
-        """Call every transfer whose wake-up time has come."""
-        if now is None:
-            now = self.now()
-        heap = self.heap
-        while heap and heap[0][0] <= now:
-            xfer = heapq.heappop(heap)[2]
-            xfer.armed = False
-            xfer.deadline_due(now)
-
-    def release(self, xfer: _Transfer) -> None:
-        """Stop watching ``xfer``'s socket and close it."""
-        sock = xfer.sock
-        fd = sock.fileno()
-        if fd >= 0:
-            if self.handlers.pop(fd, None) is not None:
-                try:
-                    self.ep.unregister(fd)
-                except OSError:
-                    pass
-            sock.close()
-
-    def report(self, xfer: _Transfer, outcome: str, error: str | None) -> None:
-        self.ended.append((xfer, outcome, error))
-        if threading.current_thread() is not self.thread:
-            self._drain()                      # not threaded, or the thread has ended
-        elif not self._report_pending:
-            self._report_pending = True
-            self.reactor.callFromThread(self._drain)
-
-
-class _Transfer:
-    """One read transfer on its own socket (its TID), connected to the client.
-    Made on the reactor thread; from ``start`` on, run by the TransferLoop."""
-
-    def __init__(self, loop: TransferLoop, addr, filename: str, options,
-                 session: ReadSession, sock, started_at: float):
-        self.loop = loop
-        self.addr = addr
-        self.filename = filename
-        self.options = options
-        self.session = session
-        self.sock = sock
-        self.started_at = started_at    # wall clock, for the status page
-        self.armed = False              # an entry in the loop's heap
-        self.closed = False
-        self.duration = 0.0
-
-    def start(self, now: float) -> None:
-        self.apply(self.session.start(), now)
-
-    def readable(self, now: float) -> None:
-        """The loop saw a datagram: read one (the next wake-up reads more),
-        into the loop's buffer (no bytes object per ACK).  The ACK of the
-        block in flight - nearly every datagram of a lock-step transfer -
-        is answered here; anything else goes through _received."""
-        buf = self.loop.rxbuf
-        try:
-            n = self.sock.recv_into(buf)
-        except BlockingIOError:
-            return
-        except ConnectionRefusedError:
-            self._unreachable(now)
-            return
-        except OSError as e:
-            self.loop.counters["rx.error"] += 1
-            log.debug("tftp: read error on the transfer to %s: %s", self.addr, e)
-            return
-        if n == 4 and buf[1] == _OP_ACK and buf[0] == 0 and not self.closed:
-            try:
-                pkt = self.session.ack_next((buf[2] << 8) | buf[3], now)
-            except Exception:
-                pkt = None                     # ack() meets it again and ends the transfer
-            if pkt is not None:
-                try:
-                    self.sock.send(pkt)
-                except OSError as e:
-                    self._send_failed(e, now)
-                return                         # armed: a running transfer always is
-        self._received(buf, n, now)
-
-    def datagramReceived(self, data: bytes, now: float | None = None) -> None:
-        """A datagram handed in (tests with fake sockets; the loop calls readable)."""
-        self._received(data, len(data), self.loop.now() if now is None else now)
-
-    def _received(self, data, n: int, now: float) -> None:
-        """``data[:n]`` came from the client."""
-        try:
-            if self.closed:
-                return
-            if n == 4 and data[1] == w.OP_ACK and data[0] == 0:
-                # The common datagram, decoded in place (w.decode is the
-                # oracle: tests/unit/test_tftp_codec.py).
-                block = (data[2] << 8) | data[3]
-                pkt = self.session.ack_next(block, now)
-                if pkt is None:
-                    self.apply(self.session.ack(block, now), now)
-                    return
-                try:
-                    self.sock.send(pkt)
-                except OSError as e:
-                    if self._send_failed(e, now):
-                        return
-                if not self.armed:
-                    self.loop.arm(self, self.session.deadline)
-            else:
-                self._other(bytes(data[:n]), now)
-        except Exception:
-            self.loop.counters["drop.internal_error"] += 1
-            log.exception("tftp: internal error in the transfer to %s", self.addr)
-            if not self.closed:
-                self.finish("failed", "internal error", now)
-
-    def _other(self, data: bytes, now: float) -> None:
-        c = self.loop.counters
-        try:
-            pkt = w.decode(data)
-        except w.DecodeError as e:
-            c["drop." + e.reason] += 1
-            return
-        if type(pkt) is w.Ack:
-            self.apply(self.session.ack(pkt.block, now), now)
-        elif type(pkt) is w.Error:
-            c["rx.client_error"] += 1
-            self.apply(self.session.error(now, pkt.code, pkt.message), now)
-        else:
-            c["drop.unexpected_opcode"] += 1
-
-    def _unreachable(self, now: float) -> None:
-        # ICMP port unreachable for an earlier datagram: nobody is listening.
-        self.loop.counters["rx.unreachable"] += 1
-        if not self.closed:
-            self.finish("failed", "client port unreachable", now)
-
-    def apply(self, step, now: float) -> None:
-        send = self.sock.send
-        for pkt in step.send:
-            try:
-                send(pkt)
-            except OSError as e:
-                if self._send_failed(e, now):
-                    return
-        if step.outcome is not None:
-            self.finish(step.outcome, step.error, now)
-        elif step.deadline is not None and not self.armed:
-            self.loop.arm(self, step.deadline)
-
-    def _send_failed(self, e: OSError, now: float) -> bool:
-        """Count a failed send; True if it ended the transfer."""
-        if isinstance(e, BlockingIOError):
-            self.loop.counters["tx.dropped_buffer_full"] += 1   # the timeout resends it
-            return False
-        if isinstance(e, ConnectionRefusedError):
-            self._unreachable(now)
-            return True
-        self.loop.counters["tx.error"] += 1
-        log.debug("tftp: cannot send to %s: %s", self.addr, e)
-        return False
-
-    def deadline_due(self, now: float) -> None:
-        """The loop's wake-up for this transfer (maybe early: see arm)."""
-        try:
-            if self.closed:
-                return
-            deadline = self.session.deadline
-            if deadline is None:
-                return
-            if now < deadline:
-                self.loop.arm(self, deadline)
-                return
-            self.loop.counters["tx.timeout"] += 1
-            self.apply(self.session.timeout(now), now)
-        except Exception:
-            self.loop.counters["drop.internal_error"] += 1
-            log.exception("tftp: internal error on a timer for %s", self.addr)
-            if not self.closed:
-                self.finish("failed", "internal error", now)
-
-    def finish(self, outcome: str, error: str | None, now: float) -> None:
-        self.closed = True
-        self.duration = max(0.0, now - self.session.started)
-        self.loop.release(self)
-        try:
-            self.session.source.close()
-        finally:
-            self.loop.report(self, outcome, error)
-
-
 # -- the server ----------------------------------------------------------------
 class TftpServer:
     """Read-only TFTP service over ``roots`` (searched in order) and the
@@ -597,9 +241,9 @@ class TftpServer:
         self.loop = (loop or (lambda on_ended: TransferLoop(reactor, on_ended)))(self._ended)
         self._counters: Counter = Counter()     # the reactor thread's; see counters
         self.listeners: list[TftpListener] = []
-        self.transfers: dict[int, _Transfer] = {}        # id(transfer) -> transfer
+        self.transfers: dict[int, Transfer] = {}        # id(transfer) -> transfer
         self.per_ip: Counter = Counter()
-        self._latest: dict[tuple, _Transfer] = {}        # client addr -> its newest transfer
+        self._latest: dict[tuple, Transfer] = {}        # client addr -> its newest transfer
 
     @property
     def counters(self) -> Counter:
@@ -679,7 +323,7 @@ class TftpServer:
             return
         neg = negotiate(req.options, req.mode, source.size, self.limits)
         session = ReadSession(source, neg, self.loop.now(), max_retries=self.limits.max_retries)
-        xfer = _Transfer(self.loop, addr, req.filename, req.options, session, sock,
+        xfer = Transfer(self.loop, addr, req.filename, req.options, session, sock,
                          self.clock.seconds())
         self.transfers[id(xfer)] = xfer
         self.per_ip[addr[0]] += 1
@@ -742,7 +386,7 @@ class TftpServer:
                     "outcome": "refused", "error": message})
 
     # -- bookkeeping ---------------------------------------------------------------
-    def _ended(self, xfer: _Transfer, outcome: str, error: str | None) -> None:
+    def _ended(self, xfer: Transfer, outcome: str, error: str | None) -> None:
         if self.transfers.pop(id(xfer), None) is None:
             return
         ip = xfer.addr[0]
