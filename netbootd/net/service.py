@@ -163,7 +163,7 @@ class Core(service.Service):
             for x in list(tftp.server.transfers.values()):
                 out.append({"proto": "tftp", "client": x.addr[0], "file": x.filename,
                             "bytes": x.session.bytes_acked, "size": x.session.source.size,
-                            "started": x.session.started})
+                            "started": x.started_at})
         http = self.parent.getServiceNamed("http") if self.parent else None
         if http is not None and http.app is not None:
             out.extend(http.app.active_transfers())

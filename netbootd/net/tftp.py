@@ -71,14 +71,18 @@ class ChunkCache:
         self.entries: OrderedDict[tuple, memoryview] = OrderedDict()
         self.reads = 0                  # preads done (a counter for /metrics)
 
-    def get(self, key, fd: int, index: int) -> memoryview:
+    def get(self, key, fd: int, index: int, size: int) -> memoryview:
+        """Chunk ``index`` of the file ``size`` bytes long open at ``fd``."""
         k = (key, index)
         view = self.entries.get(k)
         if view is not None:
             self.entries.move_to_end(k)
             return view
-        view = memoryview(os.pread(fd, self.chunk, index * self.chunk))
+        at = index * self.chunk
+        view = memoryview(os.pread(fd, self.chunk, at))
         self.reads += 1
+        if len(view) < self.chunk and at + len(view) < size:
+            return view     # the file shrank under us: this transfer ends short, no other
         self.entries[k] = view
         self.used += len(view)
         while self.used > self.total and len(self.entries) > 1:
@@ -90,7 +94,8 @@ class FileSource:
     """A large file read at offsets from its open descriptor, a chunk at a
     time through ``cache`` (a ChunkCache shared with the other transfers of
     the same file; without one, a private one-chunk cache).  A transfer
-    reads forward; a retransmission may step back.  Not mmap: a file
+    reads forward; a retransmission may step back.  A read is at most one
+    chunk long (a block: <= 65464 bytes < 256 KiB).  Not mmap: a file
     truncated in place while mapped would kill the daemon with SIGBUS."""
 
     __slots__ = ("fd", "size", "key", "cache", "buf", "buf_at", "buf_end")
@@ -111,7 +116,7 @@ class FileSource:
             return self.buf[start:start + n]
         chunk = self.cache.chunk
         index = offset // chunk
-        view = self.cache.get(self.key, self.fd, index)
+        view = self.cache.get(self.key, self.fd, index, self.size)
         at = index * chunk
         self.buf, self.buf_at, self.buf_end = view, at, at + len(view)
         start = offset - at
@@ -119,7 +124,7 @@ class FileSource:
             return view[start:start + n]        # inside the chunk, or the file's end
         # Across a chunk boundary: the one copy, once per chunk per transfer.
         head = bytes(view[start:])
-        nxt = self.cache.get(self.key, self.fd, index + 1)
+        nxt = self.cache.get(self.key, self.fd, index + 1, self.size)
         self.buf, self.buf_at, self.buf_end = nxt, at + chunk, at + chunk + len(nxt)
         return head + bytes(nxt[:n - len(head)])
 

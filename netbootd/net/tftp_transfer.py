@@ -24,8 +24,10 @@ _OP_ACK = w.OP_ACK
 
 class TransferLoop:
     """The transfer thread: every transfer socket in one epoll set, every
-    retransmission deadline in one heap, and the only code that touches a
-    transfer once it has started.
+    retransmission deadline in one heap, and the only code that changes a
+    transfer once it has started (the reactor reads a few attributes: the
+    duplicate-RRQ check reads ``closed`` and ``session.base``, the status
+    page the progress; single reads, atomic under the GIL).
 
     Why a thread of its own: a block of a lock-step transfer is an ACK in and
     a DATA out, a few microseconds of work; dispatched by the reactor it also
@@ -79,12 +81,13 @@ class TransferLoop:
             xfer.finish("stopped", "server stopping", self.now())   # reported here
             return
         if not self.threaded:
-            self._admit(xfer)
+            self._start(xfer)
             return
         self.inbox.append(xfer)
         if self.thread is None:
-            self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self.thread.start()
+            thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            thread.start()                     # may raise: then the next submit tries again
+            self.thread = thread
         os.eventfd_write(self.efd, 1)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -98,7 +101,8 @@ class TransferLoop:
             self.thread.join(timeout)
             if self.thread.is_alive():
                 # Stuck in a read of a dead file system: leave its transfers
-                # to it rather than race it; the process is ending anyway.
+                # to it rather than race it; they are not reported (the
+                # process is ending anyway).
                 log.warning("tftp: the transfer thread did not stop within %.0fs", timeout)
                 return
         now = self.now()
@@ -161,7 +165,13 @@ class TransferLoop:
         except BlockingIOError:
             pass
         while self.inbox and not self.stopping:
-            self._admit(self.inbox.popleft())
+            self._start(self.inbox.popleft())
+
+    def _start(self, xfer: Transfer) -> None:
+        try:
+            self._admit(xfer)
+        except Exception:
+            xfer.internal_error(self.now())   # e.g. the first read failed (EIO)
 
     def _admit(self, xfer: Transfer) -> None:
         fd = xfer.sock.fileno()
@@ -255,7 +265,8 @@ class Transfer:
             try:
                 pkt = self.session.ack_next((buf[2] << 8) | buf[3], now)
             except Exception:
-                pkt = None                     # ack() meets it again and ends the transfer
+                self.internal_error(now)       # e.g. a read of the file failed
+                return
             if pkt is not None:
                 try:
                     self.sock.send(pkt)
@@ -291,10 +302,15 @@ class Transfer:
             else:
                 self._other(bytes(data[:n]), now)
         except Exception:
-            self.loop.counters["drop.internal_error"] += 1
-            log.exception("tftp: internal error in the transfer to %s", self.addr)
-            if not self.closed:
-                self.finish("failed", "internal error", now)
+            self.internal_error(now)
+
+    def internal_error(self, now: float) -> None:
+        """An exception escaped the protocol work (a bug, a failed read):
+        logged, counted, and the transfer ends as failed; never the thread."""
+        self.loop.counters["drop.internal_error"] += 1
+        log.exception("tftp: internal error in the transfer to %s", self.addr)
+        if not self.closed:
+            self.finish("failed", "internal error", now)
 
     def _other(self, data: bytes, now: float) -> None:
         c = self.loop.counters
@@ -356,10 +372,7 @@ class Transfer:
             self.loop.counters["tx.timeout"] += 1
             self.apply(self.session.timeout(now), now)
         except Exception:
-            self.loop.counters["drop.internal_error"] += 1
-            log.exception("tftp: internal error on a timer for %s", self.addr)
-            if not self.closed:
-                self.finish("failed", "internal error", now)
+            self.internal_error(now)
 
     def finish(self, outcome: str, error: str | None, now: float) -> None:
         self.closed = True

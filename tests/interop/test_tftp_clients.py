@@ -225,6 +225,7 @@ def test_transfers_go_on_while_the_reactor_is_busy(served):
     data = os.urandom(512 * 1500)
     (root / "f.bin").write_bytes(data)
     busy: list[float] = []
+    blocked: list[bool] = []                            # once, even if DATA 10 comes twice
     threads_seen: list[str] = []
     server.on_event = lambda ev: (threads_seen.append(threading.current_thread().name),
                                   events.append(ev))
@@ -243,7 +244,8 @@ def test_transfers_go_on_while_the_reactor_is_busy(served):
             arrivals.append(time.monotonic())
             if pkt.block == len(got) // 512 + 1:
                 got += pkt.data
-            if pkt.block == 10:
+            if pkt.block == 10 and not blocked:
+                blocked.append(True)
                 reactor.callFromThread(block_the_reactor)
             time.sleep(0.0005)                          # a slow client: the transfer lasts > 0.6 s
             c.sendto(t.encode_ack(pkt.block), tid)
@@ -331,3 +333,26 @@ def test_stop_ends_transfers_in_flight_and_reports_them_before_returning(tmp_pat
         server.stop()
         for c in clients:
             c.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_status_page_lists_a_transfer_under_way_with_its_wall_clock_start(served):
+    """Core.transfers() (the status page, /api/v1/transfers) shows a TFTP
+    transfer in flight; its start is wall-clock time, as the page's "ago"
+    needs (the transfer thread's own clock is monotonic)."""
+    import time
+    from types import SimpleNamespace
+
+    from netbootd.net.service import Core
+    server, root, port, events = served
+    (root / "f.bin").write_bytes(os.urandom(5000))
+    c, first, tid = yield threads.deferToThread(_raw_client, port, "f.bin")
+    try:
+        services = {"tftp": SimpleNamespace(server=server)}
+        core = SimpleNamespace(parent=SimpleNamespace(getServiceNamed=services.get))
+        (row,) = Core.transfers(core)
+        assert (row["proto"], row["file"], row["client"], row["size"]) == (
+            "tftp", "f.bin", LOOPBACK, 5000)
+        assert abs(row["started"] - time.time()) < 5
+    finally:
+        c.close()
