@@ -18,7 +18,16 @@ class FakeUdpSocket:
         self.addr = (ip, port)
         self.dest = dest
         self.sent: list[tuple[bytes, tuple]] = []
+        self.inbox: list[bytes] = []     # datagrams to be read (recv_into)
         self.closed = False
+
+    def recv_into(self, buf):
+        if not self.inbox:
+            raise BlockingIOError(11, "no datagram")
+        data = self.inbox.pop(0)
+        n = min(len(data), len(buf))
+        buf[:n] = data[:n]
+        return n
 
     def sendto(self, data, addr):
         self.sent.append((bytes(data), addr))

@@ -275,30 +275,16 @@ class Transfer:
                 return                         # armed: a running transfer always is
         self._received(buf, n, now)
 
-    def datagramReceived(self, data: bytes, now: float | None = None) -> None:
-        """A datagram handed in (tests with fake sockets; the loop calls readable)."""
-        self._received(data, len(data), self.loop.now() if now is None else now)
-
     def _received(self, data, n: int, now: float) -> None:
-        """``data[:n]`` came from the client."""
+        """``data[:n]`` came from the client and is not the ACK of the block
+        in flight (readable answered that): the general path."""
         try:
             if self.closed:
                 return
-            if n == 4 and data[1] == w.OP_ACK and data[0] == 0:
-                # The common datagram, decoded in place (w.decode is the
-                # oracle: tests/unit/test_tftp_codec.py).
-                block = (data[2] << 8) | data[3]
-                pkt = self.session.ack_next(block, now)
-                if pkt is None:
-                    self.apply(self.session.ack(block, now), now)
-                    return
-                try:
-                    self.sock.send(pkt)
-                except OSError as e:
-                    if self._send_failed(e, now):
-                        return
-                if not self.armed:
-                    self.loop.arm(self, self.session.deadline)
+            if n == 4 and data[1] == _OP_ACK and data[0] == 0:
+                # An ACK, decoded in place (w.decode is the oracle:
+                # tests/unit/test_tftp_codec.py).
+                self.apply(self.session.ack((data[2] << 8) | data[3], now), now)
             else:
                 self._other(bytes(data[:n]), now)
         except Exception:

@@ -2,8 +2,11 @@
 
 Twisted's MemoryReactor has no UDP, so (as in test_dhcp_protocol.py) a small
 fake of our own stands in: the socket factory hands out FakeSockets that
-record what would have been sent and where; tests deliver datagrams by
-calling the handlers' datagramReceived directly.
+record what would have been sent and where; tests deliver requests by
+calling the listener's datagramReceived, and datagrams to a transfer by
+queueing them on its socket and calling readable() as the transfer loop
+does (so the lock-step fast path is what runs); the loop's code runs on
+this thread (TransferLoop threaded=False) with the fake clock.
 """
 from __future__ import annotations
 
@@ -67,7 +70,9 @@ class Harness:
         return x
 
     def to_transfer(self, xfer, data):
-        xfer.datagramReceived(data)
+        """The client sends ``data``; the loop finds the socket readable."""
+        xfer.sock.inbox.append(data)
+        xfer.readable(self.reactor.seconds())
 
 
 def decoded(sock):
