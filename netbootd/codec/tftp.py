@@ -72,7 +72,6 @@ MAX_FILENAME = 255                  # our limit: boot file names are short
 MAX_OPTIONS = 32                    # our limit: RFC 2347 requests fit 512 bytes anyway
 
 _HDR = struct.Struct("!HH")         # opcode + block number / error code
-HEADER = _HDR                       # for a hot path that builds DATA itself (as encode_data)
 
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..codec.tftp import (
-    HEADER, OP_DATA, BLKSIZE_MAX, BLKSIZE_MIN, DEFAULT_BLKSIZE, MODE_NETASCII, MODE_OCTET, OPT_BLKSIZE, OPT_TIMEOUT, OPT_TSIZE, OPT_WINDOWSIZE,
+    BLKSIZE_MAX, BLKSIZE_MIN, DEFAULT_BLKSIZE, MODE_NETASCII, MODE_OCTET, OPT_BLKSIZE, OPT_TIMEOUT, OPT_TSIZE, OPT_WINDOWSIZE,
     TIMEOUT_MAX, TIMEOUT_MIN, WINDOWSIZE_MAX, WINDOWSIZE_MIN, encode_data, encode_oack,
 )
 
@@ -277,7 +277,7 @@ class ReadSession:
             self._expect = -1                  # its ACK is ack()'s: the end
         else:
             self._expect = n & 0xFFFF
-        return HEADER.pack(OP_DATA, n & 0xFFFF) + data
+        return encode_data(n, data)
 
     def timeout(self, now: float) -> Step:
         if self.outcome is not RUNNING:
