@@ -1,4 +1,5 @@
-# netbootd - everything goes through the project's own virtualenv (.venv),
+# netbootd - shortcuts for developers (the README's two commands need no make: scripts/run.sh,
+# scripts/test.sh). Everything goes through the project's own virtualenv (.venv),
 # created by scripts/setup.sh (which also installs the Debian packages).
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
@@ -6,12 +7,10 @@ PYTEST := .venv/bin/pytest
 .PHONY: run test unit e2e bench bench-dhcp bench-tftp bench-http bench-dns clean
 
 run:            ## install runtime deps; boot a VM against netbootd (embedded defaults) in private namespaces
-	bash scripts/setup.sh run
-	.venv/bin/netbootd lab
+	bash scripts/run.sh
 
 test:           ## install test deps and run the whole suite (what CI runs)
-	bash scripts/setup.sh test
-	$(PYTEST) -q
+	bash scripts/test.sh
 
 unit:
 	$(PYTEST) -q tests/unit tests/net
