@@ -264,6 +264,18 @@ class DnsConfig:
 
 
 @dataclass(frozen=True)
+class HostsConfig:
+    """MACs only seen on DHCP are kept in memory, not stored, until they get a
+    lease, a boot script or an agent call (a random-MAC flood made a row each)."""
+    seen_max: int = opt(10000, lambda v: None if 1 <= v <= 1000000 else "must be 1..1000000")
+    seen_ttl: float = opt(3600.0, _seconds(0, 7 * 86400))    # forgotten after this silence
+    # New hosts made by unauthenticated HTTP (boot script, agent) per second:
+    # per source address, and in total for MACs DHCP never saw (429 above).
+    new_per_source_pps: float = opt(1.0, _positive)
+    new_total_pps: float = opt(20.0, _positive)
+
+
+@dataclass(frozen=True)
 class Config:
     mode: str = opt("proxy", _one_of("proxy", "full"))
     interfaces: tuple[str, ...] = ()
@@ -275,6 +287,7 @@ class Config:
     networks: tuple[NetworkConfig, ...] = ()
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    hosts: HostsConfig = field(default_factory=HostsConfig)
 
     def replace(self, **kw) -> "Config":
         return dataclasses.replace(self, **kw)

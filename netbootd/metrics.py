@@ -305,6 +305,15 @@ class _Collector(Collector):
             for state, n in sorted(states.items()):
                 fam.add_metric([state], n)
             yield fam
+            # MACs only seen on DHCP (not stored; bounded, expiring) and what
+            # became of them: a random-MAC flood shows as evictions here.
+            yield GaugeMetricFamily("netbootd_hosts_seen", "MACs seen on DHCP only, "
+                                    "held in memory", value=len(registry.seen))
+            fam = CounterMetricFamily("netbootd_registry_events", "Seen-set and host "
+                                      "creation counters", labels=["event"])
+            for name, n in sorted(registry.counters.items()):
+                fam.add_metric([name], n)
+            yield fam
         started = getattr(core, "started", 0.0)
         if started:
             yield GaugeMetricFamily("netbootd_start_time_seconds",

@@ -2,12 +2,26 @@
 
 The registry answers "is this MAC known?" on the DHCP hot path from a dict;
 every change it makes is returned as a write for the store's group commit.
+
+A MAC that only sent DHCP (DISCOVER, an OFFER back) is *seen*, not a host:
+it lives in a bounded, expiring LRU set with no row and no event, because
+anyone on the segment can send DISCOVERs from random MACs (20,000 of them
+made 20,000 rows and a 10 MB host list).  It becomes a host (row +
+`host.discovered`) when it does something that matters: an ACKed lease, a
+boot script, an agent call, an admin action.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import heapq
 import json
+from collections import Counter, OrderedDict
 
 from .model import KNOWN_STATES, Host, HostState
+from .policy.ratelimit import Buckets
+
+STATES = tuple(s.value for s in HostState)
 
 
 # One encoder for every event: json.dumps() with options builds a new one per call.
@@ -25,11 +39,25 @@ def event_json(ts: float, mac: str | None, kind: str, detail: str) -> tuple:
 
 
 class Registry:
-    def __init__(self, hosts: list[Host] | None = None):
+    def __init__(self, hosts: list[Host] | None = None, *, seen_max: int = 10000,
+                 seen_ttl: float = 3600.0, new_per_source_pps: float = 1.0,
+                 new_total_pps: float = 20.0):
         self.hosts: dict[str, Host] = {h.mac: h for h in hosts or ()}
+        # MAC -> Host (state discovered, never stored), least recently seen first.
+        self.seen: OrderedDict[str, Host] = OrderedDict()
+        self.seen_max = seen_max
+        self.seen_ttl = seen_ttl
+        # Host creation by an unauthenticated HTTP call (boot script, agent):
+        # per source address, and in total for MACs DHCP never saw.
+        self._new_by_source = Buckets(new_per_source_pps, max(10.0, 2 * new_per_source_pps),
+                                      max_keys=4096)
+        self._new_total = Buckets(new_total_pps, max(100.0, 5 * new_total_pps), max_keys=1)
+        self.counters: Counter = Counter()
 
     def get(self, mac: str) -> Host | None:
-        return self.hosts.get(mac)
+        """A host, or a MAC only seen on DHCP (state discovered, not stored)."""
+        h = self.hosts.get(mac)
+        return h if h is not None else self.seen.get(mac)
 
     def is_known(self, mac: str) -> bool:
         h = self.hosts.get(mac)
@@ -42,12 +70,7 @@ class Registry:
         facts are refreshed when they change."""
         h = self.hosts.get(mac)
         if h is None:
-            h = Host(mac, HostState.DISCOVERED, arch, vendor_class, uuid, None, iface, now, now)
-            self.hosts[mac] = h
-            writes.append(("host", h))
-            writes.append(event(now, mac, "host.discovered", arch=arch, interface=iface,
-                                vendor_class=vendor_class, uuid=uuid))
-            return h
+            return self._see(mac, now, iface, arch, vendor_class, uuid)
         if (h.arch, h.vendor_class, h.uuid, h.interface) == (arch, vendor_class, uuid, iface) \
                 and now - h.last_seen <= 60:
             return h     # the common case: nothing new
@@ -64,13 +87,81 @@ class Registry:
             writes.append(("host", h))
         return h
 
+    # -- seen MACs: bounded, expiring, in memory only ------------------------
+    def _see(self, mac, now, iface, arch, vendor_class, uuid) -> Host:
+        self.expire(now)
+        h = self.seen.get(mac)
+        if h is None:
+            if len(self.seen) >= self.seen_max:
+                self.seen.popitem(last=False)
+                self.counters["seen.evicted"] += 1
+            h = Host(mac, HostState.DISCOVERED, arch, vendor_class, uuid, None, iface, now, now)
+            self.seen[mac] = h
+            self.counters["seen.added"] += 1
+            return h
+        for attr, val in (("arch", arch), ("vendor_class", vendor_class), ("uuid", uuid),
+                          ("interface", iface)):
+            if val is not None:
+                setattr(h, attr, val)
+        h.last_seen = now
+        self.seen.move_to_end(mac)
+        return h
+
+    def expire(self, now: float) -> None:
+        """Forget seen MACs silent for longer than seen_ttl (the oldest are first)."""
+        seen, cutoff = self.seen, now - self.seen_ttl
+        while seen:
+            mac, h = next(iter(seen.items()))
+            if h.last_seen >= cutoff:
+                break
+            del seen[mac]
+            self.counters["seen.expired"] += 1
+
+    def promote(self, mac: str, now: float, writes: list) -> Host | None:
+        """A seen MAC did something that matters (an ACKed lease): it becomes a
+        host, stored with the ACK's writes.  A host is returned as it is."""
+        h = self.hosts.get(mac)
+        if h is not None:
+            return h
+        h = self.seen.pop(mac, None)
+        if h is None:
+            return None
+        self._adopt(h, now, writes, arch=h.arch, interface=h.interface,
+                    vendor_class=h.vendor_class, uuid=h.uuid)
+        writes.append(("host", h))
+        return h
+
+    def _adopt(self, h: Host, now: float, writes: list, **detail) -> None:
+        self.hosts[h.mac] = h
+        self.counters["hosts.created"] += 1
+        writes.append(event(now, h.mac, "host.discovered", **detail))
+
+    def admit_http(self, mac: str, source: str | None, now: float) -> str | None:
+        """May an unauthenticated HTTP call (boot script, agent) make `mac` a
+        host?  None if so (or if it already is one), else why not.  Per
+        source always; in total for MACs DHCP never saw, so a flood of random
+        MACs in URLs costs a bounded number of rows, while a rack of real
+        hosts (seen on DHCP first) is only limited per address."""
+        if mac in self.hosts:
+            return None
+        if not self._new_by_source.allow(source, now):
+            self.counters["http.new_host_refused_source"] += 1
+            return "too many new hosts from this address; try again later"
+        if mac not in self.seen and not self._new_total.allow(None, now):
+            self.counters["http.new_host_refused_total"] += 1
+            return "too many new hosts; try again later"
+        return None
+
     # -- lifecycle (boot path, agent, admin) -------------------------------
     def _get_or_new(self, mac: str, now: float, writes: list) -> Host:
         h = self.hosts.get(mac)
+        if h is not None:
+            return h
+        h = self.seen.pop(mac, None)
         if h is None:
             h = Host(mac, HostState.DISCOVERED, first_seen=now, last_seen=now)
-            self.hosts[mac] = h
-            writes.append(event(now, mac, "host.discovered", via="http"))
+        self._adopt(h, now, writes, via="http")
+        writes.append(("host", h))
         return h
 
     def _set_state(self, h: Host, state: HostState, now: float, writes: list,
@@ -141,8 +232,10 @@ class Registry:
     def approve(self, mac: str, now: float) -> tuple[Host | None, list]:
         """Admin approval of a discovered host (as if its agent registered)."""
         writes: list = []
-        h = self.hosts.get(mac)
-        if h is None or h.state not in (HostState.DISCOVERED, HostState.ERROR):
+        if self.get(mac) is None:
+            return None, writes
+        h = self._get_or_new(mac, now, writes)
+        if h.state not in (HostState.DISCOVERED, HostState.ERROR):
             return h, writes
         self._set_state(h, HostState.REGISTERED, now, writes, "approved by admin")
         writes.append(("host", h))
@@ -150,18 +243,18 @@ class Registry:
 
     def retire(self, mac: str, now: float) -> tuple[Host | None, list]:
         writes: list = []
-        h = self.hosts.get(mac)
-        if h is None:
+        if self.get(mac) is None:
             return None, writes
+        h = self._get_or_new(mac, now, writes)
         self._set_state(h, HostState.RETIRED, now, writes, "retired by admin")
         writes.append(("host", h))
         return h, writes
 
     def set_hostname(self, mac: str, hostname: str | None, now: float) -> tuple[Host | None, list]:
         writes: list = []
-        h = self.hosts.get(mac)
-        if h is None:
+        if self.get(mac) is None:
             return None, writes
+        h = self._get_or_new(mac, now, writes)
         if h.hostname != hostname:
             writes.append(event(now, mac, "host.hostname", old=h.hostname, new=hostname))
             h.hostname = hostname
@@ -170,6 +263,56 @@ class Registry:
 
     def delete(self, mac: str, now: float) -> list:
         """Forget a host (its leases stay: an address is never reused early)."""
+        if self.seen.pop(mac, None) is not None:
+            return [("host_delete", mac)]         # never stored: nothing else to undo
         if self.hosts.pop(mac, None) is None:
             return []
         return [("host_delete", mac), event(now, mac, "host.deleted")]
+
+
+# -- host lists, a page at a time ---------------------------------------------------
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(h: Host) -> str:
+    """Opaque to clients: the sort key (first_seen, mac) of the last host shown.
+    Keyset paging, so hosts added or deleted meanwhile never shift a page."""
+    raw = json.dumps([h.first_seen, h.mac], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        first_seen, mac = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise BadCursor("cursor: not a cursor this server gave out") from None
+    if not isinstance(first_seen, (int, float)) or isinstance(first_seen, bool) \
+            or not isinstance(mac, str) or len(mac) > 64:
+        raise BadCursor("cursor: not a cursor this server gave out")
+    return float(first_seen), mac
+
+
+def page(hosts, limit: int, cursor: str | None = None, match=None) -> tuple[list, str | None,
+                                                                              int]:
+    """(up to `limit` hosts after `cursor` in (first_seen, mac) order, the
+    cursor of the next page or None, how many hosts match in all).  One pass
+    and a heap of `limit`: O(n log limit), never a sorted copy of every host."""
+    after = decode_cursor(cursor) if cursor else None
+    total = 0
+    cand = []
+    for h in hosts:
+        if match is not None and not match(h):
+            continue
+        total += 1
+        if after is None or (h.first_seen, h.mac) > after:
+            cand.append(h)
+    out = heapq.nsmallest(limit + 1, cand, key=lambda h: (h.first_seen, h.mac))
+    more = len(out) > limit
+    out = out[:limit]
+    return out, (encode_cursor(out[-1]) if more and out else None), total
+
+
+def state_counts(hosts) -> dict[str, int]:
+    return dict(Counter(h.state.value for h in hosts))

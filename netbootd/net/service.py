@@ -119,7 +119,10 @@ class Core(service.Service):
 
     def startService(self) -> None:
         self.ifaces = interfaces.resolve(self.cfg.interfaces)
-        self.registry = Registry(self.store.load_hosts())
+        hc = self.cfg.hosts
+        self.registry = Registry(self.store.load_hosts(), seen_max=hc.seen_max,
+                                 seen_ttl=hc.seen_ttl, new_per_source_pps=hc.new_per_source_pps,
+                                 new_total_pps=hc.new_total_pps)
         self.started = self.reactor.seconds()
         self.committer = GroupCommitter(self.reactor, self.store.apply,
                                         self.cfg.dhcp.commit_window_ms / 1000.0,

@@ -296,6 +296,7 @@ class DhcpEngine:
         lease = self.leases.bind(net.name, addr, key, mac, now, lease_time, hostname,
                                  self.registry.is_known(mac) or res is not None)
         boot = self._boot(client, mac, ing, now, writes)
+        self.registry.promote(mac, now, writes)     # a lease makes a seen MAC a stored host
         writes += [("lease", lease), self._exchange_event(now, mac, "dhcp.ack", boot, ing, addr)]
         reply = self._reply(pkt, o.ACK, addr.to_bytes(4, "big"), ing, net, client, lease_time,
                             hostname, boot)

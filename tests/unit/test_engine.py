@@ -290,15 +290,21 @@ def test_new_client_rate_limit_per_interface():
     assert e.counters["drop.rate_new_clients"] == 80
 
 
-def test_first_discover_registers_a_discovered_host_with_uuid():
+def test_first_discover_is_only_seen_and_the_ack_registers_the_host_with_uuid():
+    """A DISCOVER alone stores no host (a random-MAC flood must not grow the
+    registry); the ACKed lease makes it a host, stored with the ACK."""
     e = make_engine()
     out, _ = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(1), extra=PXE_UEFI))
     host = e.registry.get(mac_bytes(1).hex(":"))
     assert host.state.value == "discovered" and host.arch == 7 and host.interface == "eth1"
     assert host.uuid == "8a7c3f5e-1b2d-4c3e-9f10-77aa00bb0010"
+    assert not e.registry.hosts and not [w for w in out.writes if w[0] == "host"]
+    assert "host.discovered" not in [w[1][2] for w in out.writes if w[0] == "event"]
+    _, out, _ = dora(e, 1, extra=PXE_UEFI)
     events = [w[1] for w in out.writes if w[0] == "event"]
-    assert events[0][2] == "host.discovered"
+    assert events[0][2] == "host.discovered" and ("host", host) in out.writes
     assert json.loads(events[0][3])["uuid"] == host.uuid
+    assert e.registry.hosts[host.mac] is host and out.must_commit
 
 
 @pytest.mark.parametrize("extra, file, vendor", [
