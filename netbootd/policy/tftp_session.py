@@ -13,6 +13,15 @@ Decisions (each also in the docstring where it is made):
   "undionly.kpxe"), as tftp-hpa does with --secure: iPXE and some firmware send
   the URI path.  Nothing outside the roots is reachable by any name.
 * Block numbers wrap from 65535 to 0 (what tftp-hpa and most clients do).
+* Until its first ACK a transfer is "unconfirmed": an RRQ's source address
+  is unauthenticated UDP, and a forged one aims our replies at a victim who
+  never answers.  So before the first ACK the session sends at most
+  1 + ``first_retries`` datagrams (the first DATA or OACK, one resend),
+  ``first_timeout`` apart at most, and then ends as UNANSWERED: a 16-byte
+  forged RRQ buys two datagrams for ~2 s, not six over ~6 s (the client's
+  timeout option, up to 255 s, does not stretch this).  The first ACK (ACK 0
+  of the OACK, or of a block sent) proves the client hears us, as a TCP
+  handshake does; from then on the normal ladder (``max_retries``) applies.
 """
 from __future__ import annotations
 
@@ -27,6 +36,8 @@ from ..codec.tftp import (
 # Outcomes.  ABORTED: the client answered our OACK with an ERROR (RFC 2347
 # §2, code 8), as PXE ROMs do after a tsize-only query; not a failure.
 RUNNING, FINISHED, FAILED, ABORTED = None, "finished", "failed", "aborted"
+# UNANSWERED: no ACK ever came, within the first-ACK budget (see module doc).
+UNANSWERED = "unanswered"
 
 
 # -- negotiation (RFC 2347, 2348, 2349, 7440) -----------------------------
@@ -36,6 +47,8 @@ class Limits:
     max_windowsize: int = 64
     timeout: float = 1.0            # retransmission timeout when the client names none
     max_retries: int = 5            # timeouts in a row before the transfer fails
+    first_timeout: float = 1.0      # before the first ACK: resend after at most this
+    first_retries: int = 1          # ... this many times, then the transfer is UNANSWERED
 
     def __post_init__(self):
         if not BLKSIZE_MIN <= self.max_blksize <= BLKSIZE_MAX:
@@ -44,6 +57,8 @@ class Limits:
             raise ValueError(f"max_windowsize must be {WINDOWSIZE_MIN}..{WINDOWSIZE_MAX}")
         if self.timeout <= 0 or self.max_retries < 0:
             raise ValueError("timeout must be > 0 and max_retries >= 0")
+        if self.first_timeout <= 0 or self.first_retries < 0:
+            raise ValueError("first_timeout must be > 0 and first_retries >= 0")
 
 
 @dataclass(frozen=True)
@@ -185,7 +200,8 @@ class ReadSession:
     just after that block (RFC 7440, traffic flow): what followed it is sent again.
     """
 
-    def __init__(self, source, negotiated: Negotiated, now: float, *, max_retries: int = 5):
+    def __init__(self, source, negotiated: Negotiated, now: float, *, max_retries: int = 5,
+                 first_timeout: float = 1.0, first_retries: int = 1):
         if isinstance(source, (bytes, bytearray, memoryview)):
             source = BytesSource(source)
         if negotiated.mode == MODE_NETASCII:
@@ -199,6 +215,10 @@ class ReadSession:
         self._expect = -1       # ack_next(): the wire number of the block in flight, or -1
         self.timeout_s = negotiated.timeout
         self.max_retries = max_retries
+        # Before the first ACK (see module doc): a short timer, one resend.
+        self.first_timeout = min(first_timeout, self.timeout_s)
+        self.first_retries = first_retries
+        self.confirmed = False         # an ACK has come: the client hears us
         self.started = now
         self.waiting_oack = bool(negotiated.oack)
         self.base = 1                  # first unacknowledged block
@@ -234,6 +254,7 @@ class ReadSession:
             if block != 0:                 # RFC 2347: the OACK is answered by ACK 0
                 return Step([], self.deadline)
             self.waiting_oack = False
+            self.confirmed = True
             self.retries = 0
             return self._arm(self._window(), now)
         done = self.base - 1
@@ -244,6 +265,7 @@ class ReadSession:
             return Step([], self.deadline)
         self.base = n + 1
         self.retries = 0
+        self.confirmed = True
         if n == self.last:
             self.outcome = FINISHED
             self._expect = -1
@@ -285,7 +307,12 @@ class ReadSession:
         if self.deadline is None or now < self.deadline:
             return Step([], self.deadline)     # a stale timer
         self.retries += 1
-        if self.retries > self.max_retries:
+        if not self.confirmed:
+            if self.retries > self.first_retries:
+                # A forged RRQ (or a client that cannot hear us): no more sends.
+                self.outcome, self.reason, self.deadline = UNANSWERED, "no ACK", None
+                return Step([], None, UNANSWERED, "no ACK")
+        elif self.retries > self.max_retries:
             return self._fail("timeout")
         self.retransmits += 1
         if self.waiting_oack:
@@ -312,6 +339,12 @@ class ReadSession:
 
     def _arm(self, packets: list, now: float) -> Step:
         self.packets += len(packets)
+        if not self.confirmed:
+            # Unconfirmed: the short timer, and the first ACK goes through
+            # ack() (which confirms), never ack_next() - the hot path stays as is.
+            self.deadline = now + self.first_timeout
+            self._expect = -1
+            return Step(packets, self.deadline)
         self.deadline = now + self.timeout_s
         n = self.next - 1                      # the (last) block in flight
         self._expect = (n & 0xFFFF if self.lockstep and not self.waiting_oack

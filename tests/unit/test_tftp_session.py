@@ -203,35 +203,39 @@ def test_a_lost_oack_is_resent_on_timeout():
     assert dec(s.timeout(T0 + 1.0)) == [t.OAck((("blksize", "100"),))]
 
 
-def test_the_negotiated_timeout_sets_the_retransmission_deadline():
+def test_the_negotiated_timeout_sets_the_retransmission_deadline_once_the_client_acks():
+    # Before the first ACK the short first-ACK timer applies (test_tftp_first_ack.py).
     s = ReadSession(b"abc", negotiate([("timeout", "7")], "octet", 3), T0)
-    assert s.start().deadline == T0 + 7.0
+    s.start()
+    assert s.ack(0, T0).deadline == T0 + 7.0
     assert s.timeout(T0 + 6.9).send == []
 
 
 def test_after_the_retry_limit_the_transfer_fails_with_timeout():
-    s = ReadSession(b"f" * 100, Negotiated(), T0, max_retries=5)
+    s = ReadSession(b"f" * 600, Negotiated(), T0, max_retries=5)
     now = T0
     s.start()
+    s.ack(1, now)                                            # the client hears us
     for i in range(5):
         now += 1.0
-        assert blocks(s.timeout(now)) == [(1, b"f" * 100)], f"retry {i + 1}"
+        assert blocks(s.timeout(now)) == [(2, b"f" * 88)], f"retry {i + 1}"
     step = s.timeout(now + 1.0)
     assert step.outcome == FAILED and step.error == "timeout" and step.send == []
-    assert s.ack(1, now + 1.0).outcome == FAILED            # nothing revives it
+    assert s.ack(2, now + 1.0).outcome == FAILED            # nothing revives it
 
 
 def test_progress_resets_the_retry_count():
     s = ReadSession(b"p" * 5000, Negotiated(), T0, max_retries=2)
     s.start()
     now = T0
-    for blk in range(1, 5):
+    s.ack(1, now)                                        # confirmed: the normal ladder
+    for blk in range(2, 6):
         now += 1.0
         s.timeout(now)
         now += 1.0
         s.timeout(now)                                   # two retries, at the limit
         assert s.ack(blk, now).outcome is None
-    assert s.base == 5
+    assert s.base == 6
 
 
 # -- windowsize (RFC 7440) ----------------------------------------------------------------
@@ -403,9 +407,11 @@ def test_ack_next_declines_windows_and_the_last_block():
     s = ReadSession(b"z" * 20, Negotiated(blksize=8, windowsize=2), T0)
     s.start()
     assert s.ack_next(1, T0) is None and s.base == 1
-    s = ReadSession(b"z" * 20, Negotiated(blksize=8), T0)
+    s = ReadSession(b"z" * 28, Negotiated(blksize=8), T0)
     s.start()
-    assert t.decode(s.ack_next(1, T0)) == t.Data(2, b"z" * 8)
-    assert t.decode(s.ack_next(2, T0)) == t.Data(3, b"z" * 4)
-    assert s.ack_next(3, T0) is None, "the final ACK ends the transfer: ack()'s work"
-    assert s.ack(3, T0).outcome == FINISHED
+    assert s.ack_next(1, T0) is None, "the first ACK confirms the client: ack()'s work"
+    assert blocks(s.ack(1, T0)) == [(2, b"z" * 8)]
+    assert t.decode(s.ack_next(2, T0)) == t.Data(3, b"z" * 8)
+    assert t.decode(s.ack_next(3, T0)) == t.Data(4, b"z" * 4)
+    assert s.ack_next(4, T0) is None, "the final ACK ends the transfer: ack()'s work"
+    assert s.ack(4, T0).outcome == FINISHED
