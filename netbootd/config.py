@@ -135,6 +135,9 @@ class NetworkConfig:
     lease_time: int | None = opt(None, _positive)
     interface: str | None = None
     reservations: tuple[ReservationConfig, ...] = ()
+    # Relay agents (their giaddr) trusted to relay for this network, as Kea's
+    # relay ip-addresses: a packet with any other giaddr is dropped.
+    relays: tuple[str, ...] = opt((), _ipv4_list)
 
 
 @dataclass(frozen=True)

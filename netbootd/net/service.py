@@ -58,7 +58,8 @@ def network_from_config(nc: NetworkConfig, default_lease: int,
         domain=nc.domain, lease_time=nc.lease_time or default_lease,
         reservations=tuple(Reservation(normalize_mac(r.mac), ip2int(r.ip), r.hostname)
                            for r in nc.reservations),
-        interface=nc.interface, excluded=frozenset(excluded))
+        interface=nc.interface, excluded=frozenset(excluded),
+        relays=frozenset(ip2int(r) for r in nc.relays))
 
 
 def plan_networks(cfg: Config, ifaces: list[interfaces.IfAddr]) -> tuple[list[Network],

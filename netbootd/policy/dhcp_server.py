@@ -118,6 +118,11 @@ class DhcpEngine:
                  registry: Registry, boot: BootConfig, counters: Counter | None = None):
         self.s = settings
         self.networks = {n.name: n for n in networks}
+        # giaddr -> the network it relays for (the first that lists it).
+        self.relay_networks: dict[int, Network] = {}
+        for n in networks:
+            for r in n.relays:
+                self.relay_networks.setdefault(r, n)
         self.leases = leases
         self.registry = registry
         self.boot = boot
@@ -143,6 +148,14 @@ class DhcpEngine:
         if pkt.hlen == 0 or pkt.hlen > 16:
             c["drop.bad_hlen"] += 1
             return None
+        if pkt.giaddr != _ZERO and \
+                int.from_bytes(pkt.giaddr, "big") not in self.relay_networks:
+            # RFC 2131 §4.1 trusts giaddr blindly; anyone on the segment can
+            # set it.  Only relays the config names are believed (as Kea and
+            # ISC dhcpd do): before anything else, so a spoofed giaddr spends
+            # no rate-limit token, creates no host and holds no address.
+            c["drop.untrusted_relay"] += 1
+            return None
         mac = pkt.mac
         if not self.mac_buckets.allow(mac, now):
             c["drop.rate_mac"] += 1
@@ -153,6 +166,14 @@ class DhcpEngine:
             del pkt.options[o.OPT_RELAY_AGENT]
             c["drop.option82_untrusted"] += 1
         client = pxe.classify(pkt.options)
+        for name in client.rejected:
+            c["bad_value." + name] += 1      # treated as absent, never stored
+        cid = pkt.options.get(o.OPT_CLIENT_ID)
+        if cid is not None and not 2 <= len(cid) <= 255:
+            # RFC 2132 §9.14: 2..255 bytes (RFC 3396 concatenation could make
+            # it kilobytes, stored with every lease): fall back to chaddr.
+            del pkt.options[o.OPT_CLIENT_ID]
+            c["bad_value.client_id"] += 1
         if (self.s.mode == "proxy" or ing.port == o.PXE_PORT) and not client.netboot:
             c["ignored.proxy_not_pxe"] += 1
             return None
@@ -179,12 +200,8 @@ class DhcpEngine:
     # -- full DHCP server ------------------------------------------------
     def _network_for(self, pkt: Packet, ing: Ingress) -> Network | None:
         if pkt.giaddr != _ZERO:
-            g = int.from_bytes(pkt.giaddr, "big")
-            self.leases.in_use.add(g)      # the relay's own address is taken
-            for n in self.networks.values():
-                if n.contains(g):
-                    return n
-            return None
+            # A trusted relay (checked in handle): its network, by config.
+            return self.relay_networks.get(int.from_bytes(pkt.giaddr, "big"))
         if pkt.ciaddr != _ZERO and ing.network is None:
             ci = int.from_bytes(pkt.ciaddr, "big")
             for n in self.networks.values():

@@ -29,6 +29,17 @@ class Network:
     reservations: tuple[Reservation, ...] = ()
     interface: str | None = None
     excluded: frozenset[int] = frozenset()   # never handed out (server, network, broadcast)
+    # Relay agents trusted for this network (Kea "relay ip-addresses", ISC
+    # shared networks): a packet whose giaddr is one of these is served from
+    # this network; any other giaddr is dropped by the engine.  A relay's own
+    # address is never handed out: it is excluded here, by configuration,
+    # never because a packet named it (a spoofed giaddr once took addresses
+    # out of the pool for good).
+    relays: frozenset[int] = frozenset()
+
+    def __post_init__(self):
+        if not self.relays <= self.excluded:
+            object.__setattr__(self, "excluded", self.excluded | self.relays)
 
     def contains(self, addr: int) -> bool:
         return int(self.subnet.network_address) <= addr <= int(self.subnet.broadcast_address)
@@ -92,9 +103,6 @@ class LeaseTable:
         self.by_addr: dict[int, Lease] = {}
         self.by_client: dict[tuple[str, bytes], Lease] = {}
         self.unknown_share = unknown_share
-        # Addresses seen in use by infrastructure (relay agents' giaddr):
-        # never allocated, whatever the pool says.
-        self.in_use: set[int] = set()
         self.nets: dict[str, _NetState] = {}
         for n in networks:
             self.nets[n.name] = _NetState(
@@ -121,7 +129,7 @@ class LeaseTable:
         res = st.reserved_by_mac.get(mac)
         if res is not None and res.address == addr:
             pass
-        elif addr in st.reserved_addrs or addr in self.in_use or not st.network.in_pool(addr):
+        elif addr in st.reserved_addrs or not st.network.in_pool(addr):
             return False
         h = self.holder(addr, now)
         return h is None or (h.client_key == key and h.state != LeaseState.DECLINED)
@@ -181,14 +189,13 @@ class LeaseTable:
             if a > hi:
                 ri = (ri + 1) % len(ranges)
                 a = ranges[ri][0]
-            if a not in by_addr and a not in st.reserved_addrs and a not in net.excluded \
-                    and a not in self.in_use:
+            if a not in by_addr and a not in st.reserved_addrs and a not in net.excluded:
                 st.cursor_range, st.cursor = ri, a
                 return a
         # No never-used address: reuse the longest-free one (LRU, like dhcpd).
         best = None
         for addr, lease in by_addr.items():
-            if not self.held(lease, now) and net.in_pool(addr) and addr not in self.in_use \
+            if not self.held(lease, now) and net.in_pool(addr) \
                     and addr not in st.reserved_addrs and (best is None or lease.ends < best.ends):
                 best = lease
         if best is None:

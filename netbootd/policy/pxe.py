@@ -25,6 +25,9 @@ class Client:
     ipxe: bool                  # already running iPXE
     uuid: str | None            # SMBIOS UUID from option 97, canonical form
     undi: tuple[int, int, int] | None  # option 94: type, major, minor
+    # Names of wire values that were out of range or malformed and are
+    # treated as absent (the engine counts them): "arch", "undi", "uuid".
+    rejected: tuple[str, ...] = ()
 
     @property
     def netboot(self) -> bool:
@@ -33,6 +36,17 @@ class Client:
     @property
     def arch_name(self) -> str:
         return arch_name(self.arch)
+
+
+# RFC 4578 §2.1: option 93 entries are 16-bit; PXE 2.1 §2.2.5 writes the same
+# type in option 60 as five decimal digits ("Arch:00007").  Anything longer or
+# larger cannot be an architecture type (and once overflowed SQLite INTEGER:
+# "PXEClient:Arch:99999999999999999999" failed a whole group commit).
+ARCH_MAX = 0xFFFF
+_ARCH_DIGITS = 5
+# PXE 2.1 §2.2.5: "UNDI:MMMmmm", major and minor as three digits each.
+_UNDI_DIGITS = 6
+VENDOR_CLASS_MAX = 128     # printable chars kept of option 60 (255 on the wire)
 
 
 def printable(raw: bytes | None, limit: int = 128) -> str | None:
@@ -54,27 +68,58 @@ def decode_uuid(raw: bytes | None) -> str | None:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def _decimal(raw: bytes, digits: int, top: int) -> int | None:
+    """A field of at most `digits` ASCII digits whose value is <= top, else None."""
+    if not raw or len(raw) > digits or not raw.isdigit():
+        return None
+    v = int(raw)
+    return v if v <= top else None
+
+
 def classify(options: dict[int, bytes]) -> Client:
+    """What the client says about itself, every value bounded and typed:
+    an out-of-range number or malformed field is treated as absent and
+    named in `rejected` (never stored, never a crash)."""
+    rejected = []
     vc = options.get(OPT_VENDOR_CLASS)
     arch_raw = options.get(OPT_CLIENT_ARCH)
-    # RFC 4578: a list of 16-bit types; the first is the one in use.
-    arch = int.from_bytes(arch_raw[:2], "big") if arch_raw and len(arch_raw) >= 2 else None
+    # RFC 4578 §2.1: a list of 16-bit types; the first is the one in use.
+    arch = None
+    if arch_raw is not None:
+        if len(arch_raw) >= 2:
+            arch = int.from_bytes(arch_raw[:2], "big")
+        else:
+            rejected.append("arch")
     pxe = bool(vc) and vc.startswith(b"PXEClient")
     http = bool(vc) and vc.startswith(b"HTTPClient")
-    if arch is None and vc and (pxe or http):
+    if vc and (pxe or http):
         # "PXEClient:Arch:00007:UNDI:003000" carries the arch too (PXE 2.1).
         parts = vc.split(b":")
-        if len(parts) >= 3 and parts[1] == b"Arch" and parts[2].isdigit():
-            arch = int(parts[2])
+        if len(parts) >= 3 and parts[1] == b"Arch":
+            vc_arch = _decimal(parts[2], _ARCH_DIGITS, ARCH_MAX)
+            if vc_arch is None:
+                rejected.append("arch")
+            elif arch is None:
+                arch = vc_arch
+        if len(parts) >= 5 and parts[3] == b"UNDI" and \
+                _decimal(parts[4], _UNDI_DIGITS, 999999) is None:
+            rejected.append("undi")
     uc = options.get(OPT_USER_CLASS)
     # iPXE sends option 77 raw ("iPXE"); RFC 3004 form is length-prefixed.
     # An explicit other user class wins over option 175: it is how a site (or
     # a ROM told `set user-class ...`) asks for the plain-PXE chain.
     ipxe = uc in (b"iPXE", b"\x04iPXE") or (uc is None and OPT_IPXE_ENCAP in options)
     ndi = options.get(OPT_CLIENT_NDI)
+    # RFC 4578 §2.2: exactly three bytes, type (1 = UNDI), major, minor.
     undi = tuple(ndi) if ndi and len(ndi) == 3 else None
-    return Client(arch, printable(vc), pxe, http, ipxe,
-                  decode_uuid(options.get(OPT_CLIENT_UUID)), undi)
+    if ndi is not None and undi is None:
+        rejected.append("undi")
+    raw_uuid = options.get(OPT_CLIENT_UUID)
+    uuid = decode_uuid(raw_uuid)
+    if raw_uuid is not None and uuid is None:
+        rejected.append("uuid")
+    return Client(arch, printable(vc, VENDOR_CLASS_MAX), pxe, http, ipxe, uuid, undi,
+                  tuple(dict.fromkeys(rejected)))
 
 
 @dataclass(frozen=True)

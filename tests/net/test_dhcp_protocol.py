@@ -13,7 +13,7 @@ from netbootd.model import BootConfig, LeaseState
 from netbootd.net.commit import GroupCommitter
 from netbootd.net.dhcp import DhcpProtocol
 from netbootd.policy.dhcp_server import DhcpEngine, EngineSettings, Ingress
-from netbootd.policy.leases import LeaseTable, whole_subnet
+from netbootd.policy.leases import LeaseTable, ip2int, whole_subnet
 from netbootd.registry import Registry
 from tests.dhcpkit import SERVER, client_packet, mac_bytes, wire
 
@@ -61,7 +61,7 @@ class ManualThread:
 def make(window=0.002, mode="full", probe=False, prober=None):
     clock = task.Clock()
     clock.advance(1_700_000_000)
-    net = whole_subnet("lab", SERVER, 24)
+    net = whole_subnet("lab", SERVER, 24, relays=frozenset({ip2int("10.77.0.9")}))
     engine = DhcpEngine(EngineSettings(mode=mode, probe=probe), [net], LeaseTable([net]),
                         Registry(), BootConfig())
     thread = ManualThread()

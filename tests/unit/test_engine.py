@@ -20,9 +20,15 @@ NOW = 1_700_000_000.0
 ING = Ingress("eth1", SERVER, "lab")
 
 
-def make_engine(mode="full", reservations=(), router="10.77.0.1", **settings) -> DhcpEngine:
+# Relay agents the config trusts for the lab network (giaddr of relayed packets).
+RELAYS = ("10.77.0.2", "10.77.0.9")
+
+
+def make_engine(mode="full", reservations=(), router="10.77.0.1", relays=RELAYS,
+                **settings) -> DhcpEngine:
     net = whole_subnet("lab", SERVER, 24, router=router, dns=("10.77.0.1",),
-                       domain="netboot.lan", reservations=tuple(reservations))
+                       domain="netboot.lan", reservations=tuple(reservations),
+                       relays=frozenset(ip2int(r) for r in relays))
     s = EngineSettings(mode=mode, **settings)
     return DhcpEngine(s, [net], LeaseTable([net]), Registry(), BootConfig())
 
@@ -122,11 +128,16 @@ def test_relay_option_82_is_echoed_last_and_untrusted_82_is_not():
     assert e.counters["drop.option82_untrusted"] == 1
 
 
-def test_relayed_request_for_unknown_subnet_is_dropped():
+def test_packet_from_an_untrusted_relay_is_dropped_counted_and_changes_nothing():
+    """A giaddr no network lists as a relay (spoofable by any client) gets
+    no answer, creates no host, spends no address."""
     e = make_engine()
-    out, _ = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(1), giaddr="192.0.2.1"))
-    assert out is None or out.reply is None
-    assert e.counters["drop.no_network"] == 1
+    for giaddr in ("192.0.2.1", "10.77.0.50"):
+        out, _ = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(1), giaddr=giaddr))
+        assert out is None
+    assert e.counters["drop.untrusted_relay"] == 2
+    assert e.registry.get(mac_bytes(1).hex(":")) is None
+    assert not e.leases.by_addr
 
 
 def test_request_naming_another_server_frees_our_offer():
@@ -418,6 +429,58 @@ def test_a_relays_own_address_is_never_handed_out():
     _, nak = roundtrip(e, client_packet(o.REQUEST, mac_bytes(99), giaddr="10.77.0.2",
                                         requested="10.77.0.2"))
     assert nak.msg_type == o.NAK
+
+
+def test_spoofed_giaddr_floods_take_no_address_and_nak_no_renewal():
+    """100 DISCOVERs from one MAC, each with a different giaddr inside the
+    served subnet (the victim's among them), none a configured relay: the
+    pool stays whole for everyone and the victim's renewal is ACKed."""
+    e = make_engine()
+    _, _, ack = dora(e, 1)
+    victim = ack.yiaddr_ip
+    base = ip2int("10.77.0.10")
+    for i in range(100):
+        g = socket.inet_ntoa((base + i).to_bytes(4, "big"))
+        out, _ = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(66), xid=i, giaddr=g))
+        assert out is None
+    out, _ = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(66), giaddr=victim))
+    assert out is None
+    assert e.counters["drop.untrusted_relay"] == 101
+    held, size = e.leases.usage("lab", NOW + 1)
+    assert held == 1, "only the victim's lease is held"
+    out, renew = roundtrip(e, client_packet(o.REQUEST, mac_bytes(1), ciaddr=victim),
+                           now=NOW + 1800)
+    assert renew.msg_type == o.ACK and renew.yiaddr_ip == victim
+    # Every other address of the pool is still offered to new clients.
+    offered = {roundtrip(e, client_packet(o.DISCOVER, mac_bytes(1000 + i)), now=NOW + 1800)[1]
+               .yiaddr_ip for i in range(size - 3)}   # less the victim and the 2 relays
+    assert len(offered) == size - 3 and victim not in offered
+
+
+@pytest.mark.parametrize("extra, rejected", [
+    ({o.OPT_VENDOR_CLASS: b"PXEClient:Arch:99999999999999999999:UNDI:003000"}, "arch"),
+    ({o.OPT_VENDOR_CLASS: b"PXEClient:Arch:65536:UNDI:003000"}, "arch"),
+    ({o.OPT_VENDOR_CLASS: b"PXEClient:Arch:00007:UNDI:99999999999999"}, "undi"),
+    ({o.OPT_CLIENT_ARCH: b"\x07"}, "arch"),
+    ({o.OPT_CLIENT_UUID: b"\x00" * 40}, "uuid"),
+    ({o.OPT_CLIENT_ID: b"\x01" + b"x" * 600}, "client_id"),
+])
+def test_out_of_range_wire_values_are_absent_counted_and_the_client_still_served(
+        extra, rejected):
+    """A value no RFC field can hold (arch > 16 bits, a 20-digit UNDI, a
+    600-byte client id...) is treated as absent and counted; the client is
+    answered as if it had not sent it, and nothing unstorable reaches a write."""
+    e = make_engine()
+    offer, out, ack = dora(e, 1, extra=extra)
+    assert offer.msg_type == o.OFFER and ack.msg_type == o.ACK
+    assert e.counters["bad_value." + rejected] == 2
+    for kind, item in out.writes:
+        if kind == "host":
+            assert item.arch is None or 0 <= item.arch <= 0xFFFF
+        if kind == "lease":
+            assert len(item.client_key) <= 256
+    h = e.registry.get(mac_bytes(1).hex(":"))
+    assert h is None or h.arch is None or h.arch <= 0xFFFF
 
 
 # -- the reply template cache against the general encoder ---------------------------
