@@ -101,7 +101,8 @@ def test_host_lifecycle_through_the_api(api):
     app, base, store, committer = api
     yield curl("--data", json.dumps({"mac": MAC, "ip": "10.77.0.5"}),
                base + "/api/v1/agent/register")
-    code, hosts = yield curl(base + "/api/v1/hosts?state=registered")
+    code, page = yield curl(base + "/api/v1/hosts?state=registered")
+    hosts = page["hosts"]
     assert code == 200 and [h["mac"] for h in hosts] == [MAC]
     assert hosts[0]["last_event"]["kind"] in ("agent.register", "host.state")
     code, body = yield curl(*auth("-X", "POST", base + f"/api/v1/hosts/{MAC}/approve"))
@@ -126,6 +127,79 @@ def test_host_lifecycle_through_the_api(api):
     assert code == 404
     yield committer.drain()
     assert MAC not in {h.mac for h in store.load_hosts()}
+
+
+def _macs(n, base=0):
+    return [f"52:54:01:{(base + i) >> 16 & 255:02x}:{(base + i) >> 8 & 255:02x}:"
+            f"{(base + i) & 255:02x}" for i in range(n)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_host_list_comes_a_page_at_a_time_with_a_stable_cursor_and_counts(api):
+    """250 hosts: pages of 100 in (first_seen, mac) order, each host once even
+    when hosts are added meanwhile; counts of all and per state; MACs only seen
+    on DHCP are counted, not listed."""
+    app, base, store, committer = api
+    reg = app.registry
+    for i, mac in enumerate(_macs(250)):
+        committer.submit(reg.agent_register(mac, None, None, 100.0 + i)[1])
+    for mac in _macs(7, 1000):
+        reg.observe(mac, 50.0, "eth1", 0, "PXEClient", None, [])
+    yield committer.drain()
+    seen_macs, url, pages = [], base + "/api/v1/hosts?limit=100", 0
+    while url:
+        code, body = yield curl(url)
+        assert code == 200, body
+        pages += 1
+        assert len(body["hosts"]) <= 100
+        seen_macs += [h["mac"] for h in body["hosts"]]
+        assert body["counts"]["seen"] == 7
+        if pages == 1:
+            assert body["total"] == 250 and body["counts"]["states"] == {"registered": 250}
+            assert body["hosts"][0]["last_event"]["kind"] == "agent.register"
+            reg.agent_register("52:54:01:ff:ff:ff", None, None, 1.0)   # sorts first
+        url = base + "/api/v1/hosts?limit=100&cursor=" + body["next"] if body["next"] else None
+    assert pages == 3 and seen_macs == _macs(250)
+    code, body = yield curl(base + "/api/v1/hosts?q=52:54:01:00:00:0&limit=3")
+    assert code == 200 and body["total"] == 16 and len(body["hosts"]) == 3 and body["next"]
+    code, body = yield curl(base + "/api/v1/hosts")
+    assert len(body["hosts"]) == 100 and body["counts"]["hosts"] == 251
+
+
+@pytest.mark.parametrize("query, reason", [
+    ("limit=0", "limit: must be 1..1000"), ("limit=1001", "limit: must be 0..1000"),
+    ("limit=x", "limit: not an integer"), ("cursor=bm9wZQ", "cursor: not a cursor"), ("cursor=1.5~zz", "cursor: not a cursor"),
+    ("cursor=%%%", "cursor: not a cursor"), ("state=lost", "state: not one of")])
+@pytest_twisted.inlineCallbacks
+def test_a_bad_limit_or_cursor_is_a_400_with_the_reason(api, query, reason):
+    app, base, *_ = api
+    code, body = yield curl(base + "/api/v1/hosts?" + query)
+    assert code == 400 and body["error"].startswith(reason), body
+
+
+@pytest_twisted.inlineCallbacks
+def test_boot_scripts_for_random_macs_get_429_past_the_new_host_budget(api):
+    """GET /boot/<random-mac>.ipxe made a host per URL with no limit; now one
+    source gets its burst (10) and then 429 with a reason, counted, no host
+    made, while a known host's script is still served."""
+    app, base, store, committer = api
+    known = "52:54:00:77:00:99"
+    committer.submit(app.registry.agent_register(known, None, None, 1.0)[1])
+    codes = []
+    for mac in _macs(40, 5000):
+        code, body = yield curl(base + f"/boot/{mac}.ipxe")
+        codes.append(code)
+    assert codes.count(200) == 10 and codes.count(429) == 30, codes
+    assert b"too many new hosts" in body
+    assert app.counters["http.script_new_host_refused"] == 30
+    assert len(app.registry.hosts) == 11
+    code, body = yield curl(base + f"/boot/{known}.ipxe")
+    assert code == 200 and body.startswith(b"#!ipxe")
+    code, body = yield curl("--data", json.dumps({"mac": "52:54:00:77:01:01"}),
+                            base + "/api/v1/agent/register")
+    assert code == 429 and "too many new hosts" in body["error"]
+    yield committer.drain()
+    assert len(store.load_hosts()) == 11
 
 
 @pytest_twisted.inlineCallbacks

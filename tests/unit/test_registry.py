@@ -7,7 +7,8 @@ import random
 import pytest
 
 from netbootd.model import Host, HostState
-from netbootd.registry import BadCursor, Registry, decode_cursor, page, state_counts
+from netbootd.registry import (BadCursor, Registry, decode_cursor, encode_cursor, page,
+                               state_counts)
 
 
 def _mac(i: int) -> str:
@@ -140,7 +141,14 @@ def test_pages_filter_and_count():
     assert len(rows) == 30 and cursor is None
 
 
-@pytest.mark.parametrize("bad", ["x", "!!!", "WzEsMl0", "bnVsbA", "WyJhIiwiYiJd"])
+def test_a_cursor_round_trips_the_sort_key():
+    h = Host("52:54:00:00:00:01", HostState.IDLE, first_seen=1712345678.1234567, last_seen=0.0)
+    assert decode_cursor(encode_cursor(h)) == (h.first_seen, h.mac)
+    h.first_seen = 1e-05
+    assert decode_cursor(encode_cursor(h)) == (1e-05, h.mac)
+
+
+@pytest.mark.parametrize("bad", ["x", "!!!", "WzEsMl0", "1.0~", "1.0~XYZ", "nan~0011", "1.0"])
 def test_a_cursor_we_did_not_give_out_is_refused(bad):
     with pytest.raises(BadCursor):
         decode_cursor(bad)

@@ -13,12 +13,14 @@ from twisted.web import resource, server
 from ...model import arch_name, normalize_mac
 from ...policy.boot import ProfileError, validate_args
 from ...policy.dhcp_server import sanitize_hostname
+from ...registry import BadCursor, page, state_counts
 from .app import HttpApp
 from .common import authorized, client_ip, error, json_body, send_json
 
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _IP_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 MAX_LIMIT = 1000
+DEFAULT_PAGE = 100
 _STATES = frozenset(("discovered", "registered", "idle", "assigned", "booting", "active",
                      "error", "retired"))
 
@@ -29,6 +31,17 @@ def host_json(h, last_event=None) -> dict:
     d["arch_name"] = arch_name(h.arch) if h.arch is not None else None
     d["last_event"] = last_event
     return d
+
+
+def _last_events(app: HttpApp, macs: list[str]) -> dict:
+    """The newest event of each host on a page (indexed on (mac, id)): one
+    page costs `limit` index probes, not a scan of every host's events."""
+    out = {}
+    for mac in macs:
+        ev = app.store_events(None, 1, mac, None, True)
+        if ev:
+            out[mac] = ev[-1]
+    return out
 
 
 def _int_arg(request, name: str, default: int, hi: int = MAX_LIMIT) -> int:
@@ -157,6 +170,11 @@ class AgentRegister(_Leaf):
         uuid = (arg("uuid") or "").lower() or None
         if uuid is not None and not _UUID_RE.match(uuid):
             return error(request, 400, "uuid: not a UUID")
+        refused = self.app.registry.admit_http(mac, client_ip(request), self.app.clock.seconds())
+        if refused:
+            self.app.counters["api.agent_new_host_refused"] += 1
+            request.setHeader(b"retry-after", b"1")
+            return error(request, 429, refused)
         host, writes = self.app.registry.agent_register(mac, ip, uuid, self.app.clock.seconds())
         self.app.counters["api.agent_register"] += 1
         return _commit_reply(self.app, request, writes, {"mac": mac, "state": host.state.value})
@@ -181,20 +199,38 @@ class Hosts(_Leaf):
     isLeaf = False
 
     def render_GET(self, request):
-        state, arch, q = (_str_arg(request, k) for k in ("state", "arch", "q"))
+        """A page of hosts (keyset paging on (first_seen, mac)), the cursor of
+        the next one and the counts: a list of every host grew to 10 MB under a
+        random-MAC flood, and the status page polled it every 2 s."""
+        state, arch, q, cursor = (_str_arg(request, k) for k in ("state", "arch", "q",
+                                                                  "cursor"))
         if state is not None and state not in _STATES:
             return error(request, 400, f"state: not one of {', '.join(sorted(_STATES))}")
-        hosts = sorted(self.app.registry.hosts.values(), key=lambda h: (h.first_seen, h.mac))
-        if state:
-            hosts = [h for h in hosts if h.state.value == state]
-        if arch:
-            hosts = [h for h in hosts if str(h.arch) == arch or arch_name(h.arch) == arch]
-        if q:
-            ql = q.lower()
-            hosts = [h for h in hosts if ql in h.mac or ql in (h.hostname or "").lower()
-                     or ql in (h.ip or "")]
-        d = self.app.read(self.app.store_last_events)
-        d.addCallback(lambda last: [host_json(h, last.get(h.mac)) for h in hosts])
+        try:
+            limit = _int_arg(request, "limit", DEFAULT_PAGE)
+        except ValueError as e:
+            return error(request, 400, str(e))
+        if limit < 1:
+            return error(request, 400, f"limit: must be 1..{MAX_LIMIT}")
+        ql = q.lower() if q else None
+
+        def match(h):
+            return ((not state or h.state.value == state)
+                    and (not arch or str(h.arch) == arch or arch_name(h.arch) == arch)
+                    and (not ql or ql in h.mac or ql in (h.hostname or "").lower()
+                         or ql in (h.ip or "")))
+        reg = self.app.registry
+        try:
+            hosts, nxt, total = page(reg.hosts.values(), limit, cursor,
+                                     match if (state or arch or q) else None)
+        except BadCursor as e:
+            return error(request, 400, str(e))
+        counts = {"hosts": len(reg.hosts), "states": state_counts(reg.hosts.values()),
+                  "seen": len(reg.seen)}
+        macs = [h.mac for h in hosts]
+        d = self.app.read(_last_events, self.app, macs)
+        d.addCallback(lambda last: {"hosts": [host_json(h, last.get(h.mac)) for h in hosts],
+                                    "next": nxt, "total": total, "counts": counts})
         return _reply_later(request, d)
 
     def getChild(self, name: bytes, request):

@@ -46,6 +46,13 @@ class BootScript(resource.Resource):
             app.counters["http.script_bad_name"] += 1
             request.setResponseCode(404)
             return b"#!ipxe\necho netbootd: no such boot script\n"
+        refused = app.registry.admit_http(mac, client_ip(request), app.clock.seconds())
+        if refused:
+            # A flood of GET /boot/<random-mac>.ipxe made a host per URL.
+            app.counters["http.script_new_host_refused"] += 1
+            request.setResponseCode(429)
+            request.setHeader(b"retry-after", b"1")
+            return f"#!ipxe\necho netbootd: {refused}\n".encode()
         host = app.registry.get(mac)
         spec = boot_spec(host, mac, app.http_base or local_base(request), app.default_profile)
         try:

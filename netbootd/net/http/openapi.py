@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from twisted.web import resource
 
+from ...registry import CURSOR_PATTERN
 from .common import send_json
 
 # Exactly what model.normalize_mac accepts: one separator style throughout.
@@ -82,6 +83,16 @@ SPEC: dict = {
                 "first_seen": {"type": "number"}, "last_seen": {"type": "number"},
                 "last_event": {"allOf": [_ref("Event")], "nullable": True},
                 "timeline": _arr("Event")}},
+            "HostPage": {"type": "object", "required": ["hosts", "next", "total", "counts"],
+                         "properties": {
+                "hosts": _arr("Host"), "next": {"type": "string", "nullable": True},
+                "total": {"type": "integer", "minimum": 0},
+                "counts": {"type": "object", "required": ["hosts", "states", "seen"],
+                           "properties": {
+                               "hosts": {"type": "integer", "minimum": 0},
+                               "states": {"type": "object", "additionalProperties": {
+                                   "type": "integer", "minimum": 0}},
+                               "seen": {"type": "integer", "minimum": 0}}}}},
             "Lease": {"type": "object", "required": ["address", "mac", "state"], "properties": {
                 "address": {"type": "string"}, "mac": {"type": "string"},
                 "state": {"type": "string"},
@@ -138,10 +149,13 @@ SPEC: dict = {
     "paths": {
         "/api/v1/status": {"get": {"responses": {"200": _ok({"type": "object", "required": [
             "version", "mode", "hosts", "pools", "transfers", "events"]})}}},
+        # A page at a time: `next` is the opaque cursor of the following page
+        # (null on the last); `total` counts the hosts matching the filters.
         "/api/v1/hosts": {"get": {"parameters": [
             _q("state", enum=["discovered", "registered", "idle", "assigned", "booting", "active",
-                              "error", "retired"]), _q("arch"), _q("q")],
-                                  "responses": {"200": _ok(_arr("Host")), "400": _ERR}}},
+                              "error", "retired"]), _q("arch"), _q("q"),
+            _q("limit", "integer", minimum=1, maximum=1000), _q("cursor", pattern=CURSOR_PATTERN)],
+                                  "responses": {"200": _ok(_ref("HostPage")), "400": _ERR}}},
         "/api/v1/hosts/{mac}": {
             "parameters": [_MAC],
             "get": {"responses": {"200": _ok(_ref("Host")), "400": _ERR, "404": _ERR}},
@@ -179,11 +193,11 @@ SPEC: dict = {
                     "mac": {"type": "string", "pattern": MAC_PATTERN}, "ip": _IPV4,
                     "uuid": _UUID}}}}},
                 "responses": {"200": _ok({"type": "object", "required": ["mac", "state"]}),
-                              "400": _ERR, "413": _ERR}},
+                              "400": _ERR, "413": _ERR, "429": _ERR}},
             "get": {"parameters": [{**_q("mac", pattern=MAC_PATTERN), "required": True},
                                    {**_q("ip"), "schema": _IPV4}, {**_q("uuid"), "schema": _UUID}],
                     "responses": {"200": _ok({"type": "object", "required": ["mac", "state"]}),
-                                  "400": _ERR}}},
+                                  "400": _ERR, "429": _ERR}}},
         "/api/v1/agent/next": {"get": {"parameters": [{**_q("mac", pattern=MAC_PATTERN),
                                                        "required": True}],
                                        "responses": {"200": _ok({"type": "object", "required": [
