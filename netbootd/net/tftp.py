@@ -21,6 +21,17 @@
   reactor); see TransferLoop.
 * WRQ is refused with ERROR 2; so are names the path policy refuses.  Requests
   over the per-client or total cap get ERROR 0 "busy" (never silence).
+* Those caps count confirmed transfers only: ones whose client has ACKed
+  (policy/tftp_session.py).  Until then a transfer is unconfirmed - its
+  source may be forged - and lives in a budget of its own on the transfer
+  thread (``first_per_client``, ``first_total``; the oldest is evicted to
+  make room: see TransferLoop), sends at most two datagrams and ends after
+  ~2 s.  So a flood of forged RRQs cannot fill the caps real clients need.
+  Transfer sockets: at most ``total`` + 2 x ``first_total`` (what the
+  thread has not yet evicted is dropped at the door: ``drop.unconfirmed_backlog``).
+  A transfer that ends without ever hearing its client ("unanswered",
+  "evicted") is counted and logged at debug level, with no event: one event
+  row per forged datagram would let the flood write the database.
 * Malformed datagrams are counted as ``drop.<reason>`` and dropped; no
   exception escapes ``datagramReceived`` or the transfer thread.
 * Files up to ``cache_limit`` bytes are kept in memory (LRU, ``cache_total``
@@ -43,11 +54,11 @@ from collections import Counter, OrderedDict
 from ..codec import tftp as w
 from ..policy.paths import PathRefused, resolve
 from ..policy.tftp_session import (
-    BytesSource, Limits, ReadSession, Refused, negotiate,
+    UNANSWERED, BytesSource, Limits, ReadSession, Refused, negotiate,
 )
 from . import interfaces
 from .fileroots import open_in_root
-from .tftp_transfer import TransferLoop, Transfer
+from .tftp_transfer import EVICTED, Transfer, TransferLoop
 from .udp import UdpEndpoint
 
 log = logging.getLogger("netbootd.tftp")
@@ -229,13 +240,17 @@ class TftpServer:
                  max_blksize: int = 1468, max_windowsize: int = 64, per_client: int = 8,
                  total: int = 256, cache_limit: int = 4 << 20, cache_total: int = 64 << 20,
                  chunk_total: int = 32 << 20,
-                 timeout: float = 1.0, retries: int = 5, on_event=None, clock=None,
-                 socket_factory=_default_socket, loop=None):
+                 timeout: float = 1.0, retries: int = 5, first_timeout: float = 1.0,
+                 first_retries: int = 1, first_per_client: int = 4, first_total: int = 64,
+                 on_event=None, clock=None, socket_factory=_default_socket, loop=None):
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor     # wall clock: started_at
         self.roots = list(roots)
         self.generated = generated if generated is not None else {}
-        self.limits = Limits(max_blksize, max_windowsize, timeout, retries)
+        self.limits = Limits(max_blksize, max_windowsize, timeout, retries,
+                             first_timeout, first_retries)
+        if first_per_client < 1 or first_total < 1:
+            raise ValueError("first_per_client and first_total must be >= 1")
         self.per_client = per_client
         self.total = total
         self.cache_limit = cache_limit
@@ -246,10 +261,15 @@ class TftpServer:
         # ``loop``: a factory (on_ended -> TransferLoop), for tests; None:
         # the transfer thread, started at the first transfer.
         self.loop = (loop or (lambda on_ended: TransferLoop(reactor, on_ended)))(self._ended)
+        self.loop.on_confirmed = self._confirmed
+        self.loop.first_per_client = first_per_client
+        self.loop.first_total = first_total
+        self.first_total = first_total
         self._counters: Counter = Counter()     # the reactor thread's; see counters
         self.listeners: list[TftpListener] = []
-        self.transfers: dict[int, Transfer] = {}        # id(transfer) -> transfer
-        self.per_ip: Counter = Counter()
+        self.transfers: dict[int, Transfer] = {}        # id(transfer) -> transfer, all
+        self.confirmed = 0                              # of them, whose client has ACKed
+        self.per_ip: Counter = Counter()                # confirmed transfers per client
         self._latest: dict[tuple, Transfer] = {}        # client addr -> its newest transfer
 
     @property
@@ -307,13 +327,19 @@ class TftpServer:
             # the transfer under way retransmits on its own timer.
             c["rx.rrq_duplicate"] += 1
             return
-        if len(self.transfers) >= self.total:
+        if self.confirmed >= self.total:
             self._refuse(listener, addr, req.filename, "cap_total", w.ERR_NOT_DEFINED,
                          "server busy, too many transfers")
             return
         if self.per_ip[addr[0]] >= self.per_client:
             self._refuse(listener, addr, req.filename, "cap_client", w.ERR_NOT_DEFINED,
                          "too many transfers from this client")
+            return
+        if len(self.transfers) - self.confirmed >= 2 * self.first_total:
+            # The transfer thread evicts within the budget; this many not yet
+            # reported back means it is behind: no socket, no answer (a
+            # forged source would get the ERROR).
+            c["drop.unconfirmed_backlog"] += 1
             return
         try:
             source = self._open(req.filename)
@@ -329,11 +355,12 @@ class TftpServer:
                          "server cannot open a transfer socket")
             return
         neg = negotiate(req.options, req.mode, source.size, self.limits)
-        session = ReadSession(source, neg, self.loop.now(), max_retries=self.limits.max_retries)
+        lim = self.limits
+        session = ReadSession(source, neg, self.loop.now(), max_retries=lim.max_retries,
+                              first_timeout=lim.first_timeout, first_retries=lim.first_retries)
         xfer = Transfer(self.loop, addr, req.filename, req.options, session, sock,
                          self.clock.seconds())
         self.transfers[id(xfer)] = xfer
-        self.per_ip[addr[0]] += 1
         self._latest[addr] = xfer
         c["transfer.started"] += 1
         self.loop.submit(xfer)
@@ -393,13 +420,22 @@ class TftpServer:
                     "outcome": "refused", "error": message})
 
     # -- bookkeeping ---------------------------------------------------------------
+    def _confirmed(self, xfer: Transfer) -> None:
+        """The client ACKed (the transfer thread says): under the caps now."""
+        if id(xfer) in self.transfers and not xfer.counted:
+            xfer.counted = True
+            self.confirmed += 1
+            self.per_ip[xfer.addr[0]] += 1
+
     def _ended(self, xfer: Transfer, outcome: str, error: str | None) -> None:
         if self.transfers.pop(id(xfer), None) is None:
             return
         ip = xfer.addr[0]
-        self.per_ip[ip] -= 1
-        if self.per_ip[ip] <= 0:
-            del self.per_ip[ip]
+        if xfer.counted:
+            self.confirmed -= 1
+            self.per_ip[ip] -= 1
+            if self.per_ip[ip] <= 0:
+                del self.per_ip[ip]
         if self._latest.get(xfer.addr) is xfer:
             del self._latest[xfer.addr]
         session = xfer.session
@@ -408,6 +444,10 @@ class TftpServer:
         c["tx.retransmit"] += session.retransmits
         c["rx.duplicate_ack"] += session.duplicate_acks
         duration = xfer.duration
+        if outcome is UNANSWERED or outcome is EVICTED:
+            # Never heard from its client: maybe forged (module doc).  No event.
+            log.debug("tftp: %s:%d %r %s (%s)", ip, xfer.addr[1], xfer.filename, outcome, error)
+            return
         log.log(logging.DEBUG if outcome == "finished" else logging.INFO,
                 "tftp: %s:%d %r %s: %d bytes in %.3fs%s", xfer.addr[0], xfer.addr[1],
                 xfer.filename, outcome, session.bytes_acked, duration,

@@ -10,16 +10,18 @@ import os
 import select
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 
 from ..codec import tftp as w
-from ..policy.tftp_session import ReadSession
+from ..policy.tftp_session import UNANSWERED, ReadSession
 
 log = logging.getLogger("netbootd.tftp")
 
 
 _RX_SIZE = 1024          # an ACK is 4 bytes, an ERROR's text may be cut short
 _OP_ACK = w.OP_ACK
+CONFIRMED = "confirmed"  # not an outcome: the hand-off of a transfer's first ACK
+EVICTED = "evicted"      # an unconfirmed transfer ended to make room (see _make_room)
 
 
 class TransferLoop:
@@ -41,9 +43,23 @@ class TransferLoop:
         the socket and sends the first datagram;
       * an ended transfer -> ``ended`` + one ``callFromThread`` -> the reactor
         runs ``on_ended`` (caps, counters, the event that lands in SQLite);
+      * a transfer's first ACK -> the same queue -> the reactor runs
+        ``on_confirmed`` (it moves the transfer under the normal caps);
       * counters of rare events (drops, errors, timeouts) live in
         ``counters``, written by this thread only; ``TftpServer.counters``
         reads a copy (one C-level dict copy under the GIL).
+
+    Unconfirmed transfers (no ACK yet: maybe a forged RRQ, whose replies go
+    to a victim who never answers) are budgeted here, apart from the
+    reactor's caps: at most ``first_per_client`` per source address and
+    ``first_total`` in all.  A new one over either budget ends the oldest
+    unconfirmed one (of that source, else of all) as EVICTED, silently.  The
+    newest is kept, not refused, because a real client needs its slot for
+    one round trip only, while a forged one holds it until its deadline: a
+    flood of forged RRQs turns the budget over, and the real client's ACK
+    comes back long before 64 more RRQs do (the issue: 300 forged RRQs from
+    60 sources in 0.3 s filled the 256-transfer cap; real clients got
+    "busy" for ~6 s).
 
     ``threaded=False`` runs the same code on the caller's thread, for tests
     with fake sockets and a fake clock: ``submit`` admits at once, endings
@@ -69,6 +85,11 @@ class TransferLoop:
         self.ended: deque = deque()                     # (transfer, outcome, error)
         self._report_pending = False
         self.counters: Counter = Counter()              # written by this thread only
+        self.on_confirmed = None                        # reactor: a transfer's first ACK
+        self.first_per_client = 4                       # unconfirmed budget (class doc)
+        self.first_total = 64
+        self.unconfirmed: OrderedDict = OrderedDict()   # transfer -> None, oldest first
+        self.unconfirmed_by_ip: dict[str, OrderedDict] = {}
         self.rxbuf = bytearray(_RX_SIZE)                # this thread's receive buffer
         self.thread: threading.Thread | None = None
         self.stopping = False
@@ -122,7 +143,11 @@ class TransferLoop:
         ended = self.ended
         while ended:
             xfer, outcome, error = ended.popleft()
-            self.on_ended(xfer, outcome, error)
+            if outcome is CONFIRMED:
+                if self.on_confirmed is not None:
+                    self.on_confirmed(xfer)
+            else:
+                self.on_ended(xfer, outcome, error)
 
     # -- this thread's side -------------------------------------------------------
     def _run(self) -> None:
@@ -174,6 +199,10 @@ class TransferLoop:
             xfer.internal_error(self.now())   # e.g. the first read failed (EIO)
 
     def _admit(self, xfer: Transfer) -> None:
+        if xfer.closed:
+            return                             # ended before it started (stop)
+        self._make_room(xfer)
+        self._hold(xfer)
         fd = xfer.sock.fileno()
         self.handlers[fd] = xfer
         try:
@@ -203,8 +232,42 @@ class TransferLoop:
             xfer.armed = False
             xfer.deadline_due(now)
 
+    # -- the unconfirmed budget (class doc) ---------------------------------------
+    def _make_room(self, xfer: Transfer) -> None:
+        """Before ``xfer`` joins the unconfirmed: end the oldest one of its
+        source if that source is at its budget, else the oldest of all if
+        all are at theirs."""
+        mine = self.unconfirmed_by_ip.get(xfer.addr[0])
+        if mine is not None and len(mine) >= self.first_per_client:
+            victim = next(iter(mine))
+        elif len(self.unconfirmed) >= self.first_total:
+            victim = next(iter(self.unconfirmed))
+        else:
+            return
+        victim.finish(EVICTED, "no ACK yet; room made for a newer request", self.now())
+
+    def _hold(self, xfer: Transfer) -> None:
+        self.unconfirmed[xfer] = None
+        self.unconfirmed_by_ip.setdefault(xfer.addr[0], OrderedDict())[xfer] = None
+
+    def _unhold(self, xfer: Transfer) -> None:
+        if xfer in self.unconfirmed:
+            del self.unconfirmed[xfer]
+            ip = xfer.addr[0]
+            mine = self.unconfirmed_by_ip[ip]
+            del mine[xfer]
+            if not mine:
+                del self.unconfirmed_by_ip[ip]
+
+    def confirm(self, xfer: Transfer) -> None:
+        """``xfer``'s client sent its first ACK: out of the unconfirmed
+        budget, and the reactor is told (in order with endings)."""
+        self._unhold(xfer)
+        self.report(xfer, CONFIRMED, None)
+
     def release(self, xfer: Transfer) -> None:
         """Stop watching ``xfer``'s socket and close it."""
+        self._unhold(xfer)
         sock = xfer.sock
         fd = sock.fileno()
         if fd >= 0:
@@ -238,6 +301,7 @@ class Transfer:
         self.sock = sock
         self.started_at = started_at    # wall clock, for the status page
         self.armed = False              # an entry in the loop's heap
+        self.counted = False            # under the server's caps (reactor thread's)
         self.closed = False
         self.duration = 0.0
 
@@ -284,11 +348,24 @@ class Transfer:
             if n == 4 and data[1] == _OP_ACK and data[0] == 0:
                 # An ACK, decoded in place (w.decode is the oracle:
                 # tests/unit/test_tftp_codec.py).
-                self.apply(self.session.ack((data[2] << 8) | data[3], now), now)
+                self._ack((data[2] << 8) | data[3], now)
             else:
                 self._other(bytes(data[:n]), now)
         except Exception:
             self.internal_error(now)
+
+    def _ack(self, block: int, now: float) -> None:
+        """An ACK off the lock-step short path (which never sees the first
+        ACK: the session keeps it for ack()).  The first one that counts
+        confirms the transfer."""
+        session = self.session
+        if session.confirmed:
+            self.apply(session.ack(block, now), now)
+            return
+        step = session.ack(block, now)
+        if session.confirmed:
+            self.loop.confirm(self)            # before any ending it causes
+        self.apply(step, now)
 
     def internal_error(self, now: float) -> None:
         """An exception escaped the protocol work (a bug, a failed read):
@@ -306,7 +383,7 @@ class Transfer:
             c["drop." + e.reason] += 1
             return
         if type(pkt) is w.Ack:
-            self.apply(self.session.ack(pkt.block, now), now)
+            self._ack(pkt.block, now)
         elif type(pkt) is w.Error:
             c["rx.client_error"] += 1
             self.apply(self.session.error(now, pkt.code, pkt.message), now)
@@ -317,7 +394,10 @@ class Transfer:
         # ICMP port unreachable for an earlier datagram: nobody is listening.
         self.loop.counters["rx.unreachable"] += 1
         if not self.closed:
-            self.finish("failed", "client port unreachable", now)
+            # Before any ACK, an ICMP error is what a forged RRQ naming a
+            # live host earns: unanswered (no event), not a failed transfer.
+            outcome = "failed" if self.session.confirmed else UNANSWERED
+            self.finish(outcome, "client port unreachable", now)
 
     def apply(self, step, now: float) -> None:
         send = self.sock.send

@@ -195,13 +195,17 @@ def test_a_strangers_datagrams_never_reach_the_transfer(served):
 @pytest_twisted.inlineCallbacks
 def test_a_client_that_went_away_ends_its_transfer_at_the_first_retransmission(served):
     """Its port is closed: our retransmission draws an ICMP port unreachable,
-    which ends the transfer after one timeout instead of after all retries."""
+    which ends the transfer after one timeout instead of after all retries.
+    (It ACKed the OACK first: one that never ACKs is test_tftp_flood.py's.)"""
+    from netbootd.codec import tftp as t
     server, root, port, events = served
     (root / "f.bin").write_bytes(os.urandom(5000))
 
     def scenario():
         c, first, tid = _raw_client(port, "f.bin", [("timeout", "1")])
-        c.close()                                      # never ACKs, port closed
+        c.sendto(t.encode_ack(0), tid)                 # confirmed
+        assert t.decode(c.recvfrom(2048)[0]).block == 1
+        c.close()                                      # then gone, port closed
 
     yield threads.deferToThread(scenario)
     ev = yield transfer_ended(events, timeout=4.0)

@@ -177,11 +177,18 @@ def test_a_write_request_is_refused_with_access_violation(tmp_path):
     assert h.server.transfers == {} and not (h.root / "upload.bin").exists()
 
 
+def confirmed(h, addr):
+    """The client at ``addr`` ACKs DATA 1: its transfer counts under the caps."""
+    h.to_transfer(h.transfer(addr), t.encode_ack(1))
+
+
 def test_requests_over_the_per_client_cap_get_an_error_not_silence(tmp_path):
     h = Harness(tmp_path, per_client=2)
     h.file("f", b"x" * 2000)
     for port in (3001, 3002, 3003):
         h.rrq("f", addr=(CLIENT[0], port))
+        if port != 3003:
+            confirmed(h, (CLIENT[0], port))
     assert len(h.server.transfers) == 2
     (pkt, dest), = decoded(h.lsock)
     assert pkt.code == t.ERR_NOT_DEFINED and "too many" in pkt.message
@@ -195,6 +202,8 @@ def test_requests_over_the_total_cap_get_an_error(tmp_path):
     h.file("f", b"x" * 2000)
     for i in range(3):
         h.rrq("f", addr=(f"10.77.0.{60 + i}", 3000))
+        if i < 2:
+            confirmed(h, (f"10.77.0.{60 + i}", 3000))
     assert len(h.server.transfers) == 2
     (pkt, dest), = decoded(h.lsock)
     assert pkt.code == t.ERR_NOT_DEFINED and dest == ("10.77.0.62", 3000)
@@ -274,17 +283,18 @@ def test_an_on_event_callback_that_raises_is_counted_not_propagated(tmp_path):
 # -- timers -----------------------------------------------------------------------------------
 def test_the_clock_drives_retransmission_and_the_retry_limit(tmp_path):
     h = Harness(tmp_path, timeout=2.0, retries=3)
-    h.file("f", b"t" * 100)
+    h.file("f", b"t" * 600)
     h.rrq("f")
     xfer = h.transfer()
     sock = xfer.sock
+    h.to_transfer(xfer, t.encode_ack(1))            # confirmed: the normal ladder
     h.advance(1.9)
-    assert len(sock.sent) == 1
+    assert len(sock.sent) == 2
     h.advance(0.1)
-    assert [p for p, _ in decoded(sock)] == [t.Data(1, b"t" * 100)] * 2
+    assert [p for p, _ in decoded(sock)][1:] == [t.Data(2, b"t" * 88)] * 2
     h.advance(2.0)
     h.advance(2.0)
-    assert len(sock.sent) == 4 and not xfer.closed
+    assert len(sock.sent) == 5 and not xfer.closed
     h.advance(2.0)
     assert xfer.closed and sock.closed
     ev = h.events[-1]

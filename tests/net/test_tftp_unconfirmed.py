@@ -1,0 +1,135 @@
+"""Unconfirmed transfers on fake sockets and a task.Clock (issue "hostile input
+on the wire", point 3): a transfer whose client has not ACKed yet may be a
+forged RRQ; it is budgeted on its own (per source, in total, oldest evicted),
+sends at most two datagrams, ends within ~2 s and leaves no event, so a flood
+of them never costs a real client its transfer."""
+from __future__ import annotations
+
+from netbootd.codec import tftp as t
+from tests.net.test_tftp_protocol import Harness, decoded, download
+
+REAL = ("10.77.0.200", 2070)
+
+
+def forged_flood(h, sources=60, per_source=5, name="f"):
+    """RRQs from ``sources`` addresses, ``per_source`` ports each; nobody ACKs."""
+    addrs = [(f"10.66.{i // 200}.{i % 200 + 1}", 1024 + p)
+             for i in range(sources) for p in range(per_source)]
+    for a in addrs:
+        h.rrq(name, addr=a)
+    return addrs
+
+
+def sent_to(h, addrs):
+    """Datagrams each address got, from any socket (listener included)."""
+    n = dict.fromkeys(addrs, 0)
+    for sock in h.sockets:
+        for _, dest in sock.sent:
+            if dest in n:
+                n[dest] += 1
+    return n
+
+
+def test_300_forged_rrqs_from_60_sources_do_not_lock_out_a_real_client(tmp_path):
+    """Before: they filled the 256-transfer cap and the real client got
+    ERROR 0 "server busy" for ~6 s."""
+    h = Harness(tmp_path)                       # the daemon's caps: 256 total, 8 per client
+    data = b"k" * 5000
+    h.file("f", data)
+    forged_flood(h)
+    assert len(h.server.transfers) <= 64 and h.server.counters["refused.cap_total"] == 0
+    h.rrq("f", addr=REAL)
+    assert download(h, h.transfer(REAL)) == data
+    assert [e["outcome"] for e in h.events if e["client"] == REAL[0]] == ["finished"]
+
+
+def test_a_forged_rrq_gets_at_most_two_datagrams_and_leaves_no_event(tmp_path):
+    h = Harness(tmp_path)
+    h.file("f", b"x" * 5000)
+    addrs = forged_flood(h, sources=10, per_source=2)
+    for _ in range(40):                         # 10 s of timers, in steps
+        h.advance(0.25)
+    assert h.server.transfers == {} and all(s.closed for s in h.sockets[1:])
+    assert max(sent_to(h, addrs).values()) <= 2
+    c = h.server.counters
+    assert c["transfer.unanswered"] == 20 and c["tx.retransmit"] == 20
+    assert h.events == [], "a forged request must not write an event per datagram"
+
+
+def test_unconfirmed_transfers_end_within_2s_under_the_negotiated_timeout(tmp_path):
+    h = Harness(tmp_path)
+    h.file("f", b"x" * 5000)
+    h.rrq("f", [("timeout", "255"), ("blksize", "1468")])
+    xfer = h.transfer()
+    h.advance(1.0)
+    assert len(xfer.sock.sent) == 2 and not xfer.closed     # the OACK, once more
+    h.advance(1.0)
+    assert xfer.closed and len(xfer.sock.sent) == 2
+
+
+def test_a_source_over_its_unconfirmed_budget_loses_its_oldest_not_its_newest(tmp_path):
+    h = Harness(tmp_path, first_per_client=3)
+    h.file("f", b"x" * 5000)
+    ports = [(REAL[0], 3000 + i) for i in range(5)]
+    for a in ports:
+        h.rrq("f", addr=a)
+    alive = sorted(x.addr for x in h.server.transfers.values())
+    assert alive == ports[2:], "the newest request is served"
+    assert h.server.counters["transfer.evicted"] == 2 and h.lsock.sent == []
+    assert h.events == []
+    assert download(h, h.transfer(ports[-1])) == b"x" * 5000
+
+
+def test_the_total_unconfirmed_budget_evicts_the_oldest_of_all(tmp_path):
+    h = Harness(tmp_path, first_total=8)
+    h.file("f", b"x" * 5000)
+    addrs = [(f"10.66.0.{i}", 1000) for i in range(1, 11)]
+    for a in addrs:
+        h.rrq("f", addr=a)
+    assert sorted(x.addr for x in h.server.transfers.values()) == sorted(addrs[2:])
+    assert len(h.loop.unconfirmed) == 8 and h.server.counters["transfer.evicted"] == 2
+
+
+def test_a_confirmed_transfer_leaves_the_budget_and_is_never_evicted(tmp_path):
+    h = Harness(tmp_path, first_per_client=1, first_total=2)
+    h.file("f", b"x" * 5000)
+    h.rrq("f", addr=REAL)
+    real = h.transfer(REAL)
+    h.to_transfer(real, t.encode_ack(1))        # the client hears us: confirmed
+    assert h.loop.unconfirmed == {} and h.server.confirmed == 1
+    assert h.server.per_ip == {REAL[0]: 1}
+    forged_flood(h, sources=5, per_source=3)
+    h.rrq("f", addr=(REAL[0], 9999))            # its own address, forged
+    assert not real.closed and len(h.loop.unconfirmed) == 2
+    assert download(h, real) == b"x" * 5000
+    assert h.server.confirmed == 0 and h.server.per_ip == {}
+
+
+def test_the_caps_count_confirmed_transfers_only(tmp_path):
+    """per_client / total refuse real load; unconfirmed ones are not real load yet."""
+    h = Harness(tmp_path, per_client=1, total=1)
+    h.file("f", b"x" * 5000)
+    for port in (1, 2, 3):
+        h.rrq("f", addr=(REAL[0], port))        # three unconfirmed: all admitted
+    assert len(h.server.transfers) == 3 and h.lsock.sent == []
+    h.to_transfer(h.transfer((REAL[0], 3)), t.encode_ack(1))
+    h.rrq("f", addr=(REAL[0], 4))
+    assert [p.message for p, _ in decoded(h.lsock)] == ["server busy, too many transfers"]
+
+
+def test_unconfirmed_counters_reach_metrics(tmp_path):
+    """Evicted and unanswered transfers are netbootd_tftp_transfers{outcome=...}."""
+    from types import SimpleNamespace
+
+    from tests.unit.test_metrics import build, scrape
+    h = Harness(tmp_path, first_total=1)
+    h.file("f", b"x")
+    h.rrq("f", addr=("10.66.0.1", 1))
+    h.rrq("f", addr=("10.66.0.2", 1))           # evicts the first
+    h.advance(1.0)
+    h.advance(1.0)                              # the second goes unanswered
+    m = build()[0]
+    m.tftp = SimpleNamespace(server=h.server)
+    got = scrape(m)
+    for outcome in ("evicted", "unanswered"):
+        assert got[("netbootd_tftp_transfers_total", frozenset({("outcome", outcome)}))] == 1
