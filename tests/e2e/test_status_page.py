@@ -201,7 +201,9 @@ class FakeApi(resource.Resource):
                 "transfers": w.transfers, "events": _events(w)})
         if path == ["v1", "hosts"]:
             hosts = sorted(w.registry.hosts.values(), key=lambda h: (h.first_seen, h.mac))
-            return send_json(request, 200, [_host(h, self._last(h.mac)) for h in hosts])
+            return send_json(request, 200, {
+                "hosts": [_host(h, self._last(h.mac)) for h in hosts[:50]], "next": None,
+                "total": len(hosts), "counts": {"hosts": len(hosts), "states": {}, "seen": 0}})
         if len(path) == 3 and path[:2] == ["v1", "hosts"]:
             h = w.registry.get(path[2])
             if h is None:
@@ -397,6 +399,53 @@ def test_hosts_table_lists_hosts_with_state_account_arch_ip_and_last_step(world,
                             "'#hosts tr.host td.last.failed')).map(td => td.parentNode.dataset.mac)")
         assert sorted(failed) == sorted([EVIL, IDLE])
         assert browser.text("#counts").split() == ["active", "1", "discovered", "1", "idle", "1"]
+    yield run(scenario)
+
+
+@needs_browser
+@pytest_twisted.inlineCallbacks
+def test_the_page_shows_one_page_of_hosts_with_the_counts_and_pages_through(world, browser):
+    """120 more hosts and 30 MACs only seen on DHCP: the page shows 50 rows,
+    the total and a 'seen' count; next/prev walk the pages; a filter asks the
+    server; the first paint is one page too."""
+    def more():
+        t0 = reactor.seconds() - 30
+        for i in range(120):
+            world.add_host(f"52:54:00:6b:00:{i:02x}", HostState.IDLE, t0=t0 + i)
+        for i in range(30):
+            world.registry.observe(f"52:54:00:6c:00:{i:02x}", reactor.seconds(), "lab0", 7,
+                                   None, None, [])
+
+    def scenario():
+        on_reactor(more)
+        code, html, _ = fetch(world.base + "/")
+        assert code == 200 and html.count(b'<tr class="host"') == 50
+        assert b'<small id="host-total">123</small>' in html and b"seen 30" in html
+        open_page(browser, world)
+        rows = lambda: [r[0] for r in browser.js(HOST_ROWS)]      # noqa: E731
+        first = rows()
+        assert len(first) == 50 and browser.text("#host-total") == "123"
+        assert browser.text("#host-range") == "1\u201350 of 123"
+        assert "seen 30" in browser.text("#counts")
+        browser.click("#host-next")
+        browser.wait("return document.getElementById('host-range').textContent"
+                     " === '51\u2013100 of 123'", what="page 2")
+        second = rows()
+        assert len(second) == 50 and not set(first) & set(second)
+        browser.click("#host-next")
+        browser.wait("return document.getElementById('host-range').textContent"
+                     " === '101\u2013123 of 123'", what="page 3")
+        assert len(rows()) == 23 and browser.js("return document.getElementById("
+                                                "'host-next').disabled") is True
+        browser.click("#host-prev")
+        browser.wait("return document.getElementById('host-range').textContent"
+                     " === '51\u2013100 of 123'", what="back to page 2")
+        assert rows() == second
+        browser.js("const f = document.getElementById('host-filter'); f.value = 'web-01';"
+                   "f.dispatchEvent(new Event('input'))")
+        browser.wait("return document.getElementById('host-range').textContent"
+                     " === '1\u20131 of 1'", what="the filtered page")
+        assert rows() == [GOOD]
     yield run(scenario)
 
 

@@ -33,7 +33,7 @@ def host_json(h, last_event=None) -> dict:
     return d
 
 
-def _last_events(app: HttpApp, macs: list[str]) -> dict:
+def last_events_of(app: HttpApp, macs: list[str]) -> dict:
     """The newest event of each host on a page (indexed on (mac, id)): one
     page costs `limit` index probes, not a scan of every host's events."""
     out = {}
@@ -228,7 +228,7 @@ class Hosts(_Leaf):
         counts = {"hosts": len(reg.hosts), "states": state_counts(reg.hosts.values()),
                   "seen": len(reg.seen)}
         macs = [h.mac for h in hosts]
-        d = self.app.read(_last_events, self.app, macs)
+        d = self.app.read(last_events_of, self.app, macs)
         d.addCallback(lambda last: {"hosts": [host_json(h, last.get(h.mac)) for h in hosts],
                                     "next": nxt, "total": total, "counts": counts})
         return _reply_later(request, d)

@@ -12,17 +12,17 @@ Static files go through the same name policy and confined open as /files
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 
 from twisted.internet import defer
 from twisted.web import resource, server
 
-from ...model import arch_name
 from ...policy.paths import PathRefused, resolve
+from ...registry import page, state_counts
 from ...web import STATIC_DIR, environment
 from ..fileroots import open_in_root
+from .api import host_json, last_events_of
 from .app import HttpApp
 from .common import error
 
@@ -42,6 +42,7 @@ STATIC_TYPES = {
     ".txt": b"text/plain; charset=utf-8",
 }
 MAX_STATIC = 1024 * 1024
+PAGE = 50                     # hosts per page (static/status.js PAGE is the same)
 
 
 def secure_headers(request) -> None:
@@ -49,15 +50,6 @@ def secure_headers(request) -> None:
     request.setHeader(b"x-content-type-options", b"nosniff")
     request.setHeader(b"referrer-policy", b"no-referrer")
     request.setHeader(b"x-frame-options", b"DENY")
-
-
-def host_view(h, last_event: dict | None) -> dict:
-    """A host as /api/v1/hosts shows it (contract `host`)."""
-    d = dataclasses.asdict(h)
-    d["state"] = h.state.value
-    d["arch_name"] = arch_name(h.arch) if h.arch is not None else None
-    d["last_event"] = last_event
-    return d
 
 
 def _call(fn, default):
@@ -79,17 +71,16 @@ class StatusPage(resource.Resource):
         self.app = app
         self.template = environment().get_template("status.html")
 
-    def _reads(self) -> defer.Deferred:
-        """(newest 50 events, last event per MAC), read off the reactor
-        thread when the app has a store (DESIGN rule 8); empty otherwise,
-        and the script fills them in on its first poll."""
+    def _reads(self, macs: list[str]) -> defer.Deferred:
+        """(newest 50 events, last event of each host on the first page), read
+        off the reactor thread when the app has a store (DESIGN rule 8); empty
+        otherwise, and the script fills them in on its first poll."""
         app = self.app
-        read, events, last = (getattr(app, n, None) for n in
-                              ("read", "store_events", "store_last_events"))
-        if not (callable(read) and callable(events) and callable(last)):
+        read, events = (getattr(app, n, None) for n in ("read", "store_events"))
+        if not (callable(read) and callable(events)):
             return defer.succeed(([], {}))
-        d = defer.gatherResults([read(events, 0, 50, None, None, True), read(last)],
-                                consumeErrors=True)
+        d = defer.gatherResults([read(events, 0, 50, None, None, True),
+                                 read(last_events_of, app, macs)], consumeErrors=True)
         d.addCallback(tuple)
 
         def failed(f):
@@ -97,18 +88,24 @@ class StatusPage(resource.Resource):
             return [], {}
         return d.addErrback(failed)
 
-    def context(self, events: list, last: dict) -> dict:
+    def _first_page(self) -> tuple[list, str | None, int]:
+        # Only the first page is rendered (and the script fetches one page at
+        # a time): after a MAC flood, every host made a 9.4 MB page.
+        return page(self.app.registry.hosts.values(), PAGE)
+
+    def context(self, events: list, last: dict, first=None) -> dict:
         app = self.app
-        counts: dict[str, int] = {}
-        hosts = sorted(app.registry.hosts.values(), key=lambda h: (h.first_seen, h.mac))
-        for h in hosts:
-            counts[h.state.value] = counts.get(h.state.value, 0) + 1
+        reg = app.registry
+        hosts, nxt, total = first if first is not None else self._first_page()
         status = {
             "version": getattr(app, "version", ""), "mode": getattr(app, "mode", ""),
             "started": getattr(app, "started", None), "now": app.clock.seconds(),
-            "hosts": counts, "pools": _call(getattr(app, "pools", None), []),
+            "hosts": state_counts(reg.hosts.values()),
+            "pools": _call(getattr(app, "pools", None), []),
             "transfers": _call(getattr(app, "transfers", None), []), "events": events}
-        return {"status": status, "hosts": [host_view(h, last.get(h.mac)) for h in hosts]}
+        return {"status": status, "hosts": [host_json(h, last.get(h.mac)) for h in hosts],
+                "total": total, "next": nxt, "seen": len(getattr(reg, "seen", ())),
+                "page_size": PAGE}
 
     def render_GET(self, request):
         if request.postpath not in ([], [b""]):
@@ -117,11 +114,13 @@ class StatusPage(resource.Resource):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
 
+        first = self._first_page()
+
         def done(reads):
             if request.finished or request._disconnected:
                 return
             try:
-                body = self.template.render(**self.context(*reads)).encode("utf-8")
+                body = self.template.render(**self.context(*reads, first)).encode("utf-8")
             except Exception:
                 log.exception("status page: render failed")
                 request.setResponseCode(500)
@@ -129,7 +128,7 @@ class StatusPage(resource.Resource):
                 body = b"status page failed; see the daemon log\n"
             request.write(body)
             request.finish()
-        self._reads().addCallback(done)
+        self._reads([h.mac for h in first[0]]).addCallback(done)
         return server.NOT_DONE_YET
 
 

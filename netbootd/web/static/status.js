@@ -1,6 +1,8 @@
 // netbootd status page: keeps the server-rendered page live by polling the
 // JSON API (docs/CONTRACT-api.md) every 2 s, shows a host's boot timeline,
-// and, with an admin token, offers the admin actions.
+// and, with an admin token, offers the admin actions.  Hosts come one page
+// at a time (limit + cursor, filtered on the server): after a MAC flood the
+// whole list was megabytes every 2 s.
 //
 // Every value from the API may be host-controlled (hostname, vendor class,
 // uuid, event details): the DOM is built with createElement/textContent and
@@ -10,6 +12,9 @@
 
 (function () {
   const POLL_MS = 2000;
+  const PAGE = 50;                 // hosts per page (net/http/status.py PAGE)
+  const STATES = new Set(["discovered", "registered", "idle", "assigned", "booting", "active",
+    "error", "retired"]);
   const TOKEN_KEY = "netbootd.token";
   // A new boot starts at a DHCP offer once the previous one reached HTTP or
   // the agent, or after this much silence (seconds).
@@ -34,6 +39,8 @@
   const state = {
     status: null, hosts: [], byMac: new Map(), selected: null, detail: null,
     timer: null, inflight: false, formFor: null, confirmDelete: null,
+    // paging: cursors of the pages before this one, this page's, the next's
+    back: [], cursor: null, next: null, total: 0, counts: null, filter: "",
   };
   const $ = (id) => document.getElementById(id);
 
@@ -175,6 +182,10 @@
       ? "up " + duration(s.now - s.started) : "";
     const chips = Object.keys(s.hosts || {}).sort().map((k) =>
       el("span", { class: "chip state-" + token_(k) }, k + " " + s.hosts[k]));
+    if (state.counts && state.counts.seen) {
+      chips.push(el("span", { class: "chip seen", title: "MACs seen on DHCP only, not stored" },
+        "seen " + state.counts.seen));
+    }
     replaceChildren($("counts"), chips);
   }
 
@@ -229,18 +240,37 @@
       if (tbody.rows[i] !== tr) tbody.insertBefore(tr, tbody.rows[i] || null);
     });
     old.forEach((tr) => tbody.removeChild(tr));
-    if (!state.hosts.length) tbody.appendChild(el("tr", { class: "empty" }, el("td", { colspan: 8 }, "no hosts yet")));
-    $("host-total").textContent = String(state.hosts.length);
-    applyFilter();
-  }
-  function applyFilter() {
-    const q = $("host-filter").value.trim().toLowerCase();
-    for (const tr of $("hosts").tBodies[0].rows) {
-      const h = state.byMac.get(tr.dataset.mac);
-      if (!h) continue;
-      const hay = [h.mac, h.hostname, h.ip, h.state, h.arch_name].join(" ").toLowerCase();
-      tr.hidden = q !== "" && !hay.includes(q);
+    if (!state.hosts.length) {
+      tbody.appendChild(el("tr", { class: "empty" }, el("td", { colspan: 8 },
+        state.filter ? "no host matches" : "no hosts yet")));
     }
+    $("host-total").textContent = String(state.total);
+    const first = state.back.length * PAGE;
+    $("host-range").textContent = (state.hosts.length ? first + 1 : 0) + "\u2013" +
+      (first + state.hosts.length) + " of " + state.total;
+    $("host-prev").disabled = state.back.length === 0;
+    $("host-next").disabled = !state.next;
+  }
+  function hostsPath() {
+    // A state name filters on the state, anything else on mac/hostname/ip.
+    const f = state.filter;
+    const q = f === "" ? "" : STATES.has(f) ? "&state=" + encodeURIComponent(f) : "&q=" + encodeURIComponent(f);
+    return "/api/v1/hosts?limit=" + PAGE + q + (state.cursor ? "&cursor=" + encodeURIComponent(state.cursor) : "");
+  }
+  function goPage(dir) {
+    if (dir > 0 && state.next) { state.back.push(state.cursor); state.cursor = state.next; }
+    else if (dir < 0 && state.back.length) state.cursor = state.back.pop();
+    else if (dir === 0) { state.back = []; state.cursor = null; }
+    else return;
+    refresh(true);
+  }
+  let filterTimer = null;
+  function applyFilter() {
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(() => {
+      const f = $("host-filter").value.trim().toLowerCase();
+      if (f !== state.filter) { state.filter = f; goPage(0); }
+    }, 250);
   }
 
   // -- pools, transfers, events -------------------------------------------------
@@ -452,10 +482,19 @@
       return;
     }
     state.inflight = true;
+    const seq = state.seq = (state.seq || 0) + 1;  // a page turn overtakes a poll in flight
     try {
-      const [s, hs] = await Promise.all([api("GET", "/api/v1/status"), api("GET", "/api/v1/hosts")]);
+      const [s, hs] = await Promise.all([api("GET", "/api/v1/status"), api("GET", hostsPath())]);
+      if (seq !== state.seq) return;
       state.status = s;
-      state.hosts = Array.isArray(hs) ? hs : [];
+      state.hosts = Array.isArray(hs.hosts) ? hs.hosts : [];
+      state.next = hs.next || null;
+      state.total = typeof hs.total === "number" ? hs.total : state.hosts.length;
+      state.counts = hs.counts || null;
+      if (!state.hosts.length && state.back.length) {   // the page emptied: go back one
+        state.cursor = state.back.pop();
+        state.next = null;
+      }
       index();
       renderHeader(); renderHosts(); renderPools(); renderTransfers(); renderEvents();
       if (state.selected) await loadDetail();
@@ -463,13 +502,15 @@
     } catch (e) {
       setLive(false, e.message);
     } finally {
-      state.inflight = false;
-      clearTimeout(state.timer);
-      state.timer = setTimeout(poll, POLL_MS);
+      if (seq === state.seq) {
+        state.inflight = false;
+        clearTimeout(state.timer);
+        state.timer = setTimeout(poll, state.hosts.length || !state.back.length ? POLL_MS : 0);
+      }
     }
   }
-  function refresh() {
-    if (state.inflight) return;                  // the running poll reschedules itself
+  function refresh(force) {
+    if (state.inflight && !force) return;        // the running poll reschedules itself
     clearTimeout(state.timer);
     poll();
   }
@@ -499,6 +540,8 @@
       applyAdmin();
     });
     $("host-filter").addEventListener("input", applyFilter);
+    $("host-prev").addEventListener("click", () => goPage(-1));
+    $("host-next").addEventListener("click", () => goPage(1));
     $("detail-close").addEventListener("click", closeDetail);
     $("error").addEventListener("click", () => { $("error").hidden = true; });
     $("hosts").addEventListener("click", (e) => {
