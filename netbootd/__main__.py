@@ -29,6 +29,9 @@ def serve(args) -> int:
     except statelock.StateLocked as e:
         print(f"netbootd: cannot start: {e}", file=sys.stderr)
         return 2
+    from .fdlimit import raise_nofile
+    nofile = raise_nofile()      # before any listener: the HTTP cap is sized from it
+    logging.getLogger("netbootd").info("open files limit: %d (hard %d)", *nofile)
     from .memtune import tune_malloc
     tune_malloc()        # before the reactor allocates transfer buffers
     from twisted.internet import reactor

@@ -279,6 +279,20 @@ class HostsConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """Bounds on HTTP connections (the listen address is boot.http_listen).  A
+    held connection costs a file descriptor: ~1,000 slow clients trickling a
+    byte now and then used to exhaust a 1,024-fd process (Errno 24 for TFTP,
+    DNS, SQLite).  0 for max_connections: derived from the fd limit."""
+    max_connections: int = opt(0, lambda v: None if 0 <= v <= 1000000 else "must be 0..1000000")
+    max_per_source: int = opt(32, lambda v: None if 1 <= v <= 100000 else "must be 1..100000")
+    request_timeout: float = opt(10.0, _seconds(0, 3600))  # request line+headers+body
+    idle_timeout: float = opt(30.0, _seconds(0, 3600))     # keep-alive: next request due
+    max_streams: int = opt(32, lambda v: None if 1 <= v <= 10000 else "must be 1..10000")
+    max_streams_per_source: int = opt(4, lambda v: None if 1 <= v <= 10000 else "must be 1..10000")
+
+
+@dataclass(frozen=True)
 class Config:
     mode: str = opt("proxy", _one_of("proxy", "full"))
     interfaces: tuple[str, ...] = ()
@@ -291,6 +305,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
     hosts: HostsConfig = field(default_factory=HostsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     def replace(self, **kw) -> "Config":
         return dataclasses.replace(self, **kw)

@@ -45,6 +45,11 @@ _TRANSFER_KINDS = frozenset(("tftp.finished", "tftp.failed", "tftp.aborted", "tf
                              "http.file"))
 
 
+# HTTP counters about connections, not requests (net/http/limits.py).
+_HTTP_CONN_KEYS = frozenset(("http.conn_refused_source", "http.conn_refused_total",
+                             "http.conn_evicted", "http.request_timeout", "http.idle_timeout"))
+
+
 class Metrics:
     """Built once by the wiring module with the core and the services; any
     service may be None (or not started yet): its families are left out."""
@@ -202,9 +207,21 @@ class _Collector(Collector):
             requests = CounterMetricFamily(
                 "netbootd_http_requests", "HTTP requests by type (boot script, file, agent "
                 "API, refusals)", labels=["type"])
+            conns = CounterMetricFamily(
+                "netbootd_http_connections_closed", "HTTP connections closed by a bound "
+                "(cap per source or in total, eviction, request or idle deadline)",
+                labels=["reason"])
             for key, n in sorted(http.items()):
-                requests.add_metric([key[5:] if key.startswith("http.") else key], n)
+                if key in _HTTP_CONN_KEYS:
+                    conns.add_metric([key[5:]], n)
+                else:
+                    requests.add_metric([key[5:] if key.startswith("http.") else key], n)
             yield requests
+            yield conns
+            limits = getattr(m.http, "limits", None)
+            if limits is not None:
+                yield GaugeMetricFamily("netbootd_http_connections_open",
+                                        "HTTP connections open", value=limits.open)
             active = getattr(m.http.app, "active", None)
             if active is not None:
                 yield GaugeMetricFamily("netbootd_http_transfers_active",

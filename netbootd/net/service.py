@@ -243,6 +243,16 @@ def newest_kernel() -> str | None:
     return found[-1] if found else None
 
 
+def http_limits(h, clock, counters):
+    """HTTP connection caps from [http], the total derived from the fd limit
+    (fdlimit.py) so DHCP, DNS, TFTP and SQLite keep descriptors."""
+    from ..fdlimit import http_connection_cap, soft_limit
+    from .http.limits import ConnectionLimits
+    return ConnectionLimits(clock, total=http_connection_cap(soft_limit(), h.max_connections),
+                            per_source=h.max_per_source, request_timeout=h.request_timeout,
+                            idle_timeout=h.idle_timeout, counters=counters)
+
+
 class HttpService(service.Service):
     name = "http"
 
@@ -251,6 +261,7 @@ class HttpService(service.Service):
         self.port = None
         self.app = None
         self.metrics = None
+        self.limits = None
 
     def startService(self) -> None:
         from .http.app import HttpApp
@@ -278,11 +289,14 @@ class HttpService(service.Service):
             token=token, default_profile=b.default_profile, http_base=b.http_base,
             roots=[root], generated=generated, ip_to_mac=core.ip_to_mac, store=core.store,
             version=__version__, mode=cfg.mode, started=core.started, pools=core.pools,
-            transfers=core.transfers)
-        self.port = core.reactor.listenTCP(b.http_port, build_site(self.app, self.metrics),
+            transfers=core.transfers, max_streams=cfg.http.max_streams,
+            max_streams_per_source=cfg.http.max_streams_per_source)
+        self.limits = limits = http_limits(cfg.http, core.reactor, self.app.counters)
+        self.port = core.reactor.listenTCP(b.http_port,
+                                           build_site(self.app, self.metrics, limits),
                                            interface=b.http_listen)
-        log.info("http: listening on %s:%d (files: %s)", b.http_listen,
-                 self.port.getHost().port, root)
+        log.info("http: listening on %s:%d (files: %s; at most %d connections, %d per source)",
+                 b.http_listen, self.port.getHost().port, root, limits.total, limits.per_source)
         super().startService()
 
     def _build_discover(self, path: str, generated: dict) -> None:

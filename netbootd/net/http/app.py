@@ -32,6 +32,11 @@ class HttpApp:
     transfers: Callable[[], list] = lambda: []
 
     active: dict = field(default_factory=dict)   # HTTP file transfers under way
+    # Event streams (SSE) hold a connection and a poll each: capped in all and
+    # per client address, so one client cannot take every slot.
+    max_streams: int = 32
+    max_streams_per_source: int = 4
+    streams: Counter = field(default_factory=Counter)    # client address -> open streams
 
     def active_transfers(self) -> list[dict]:
         return [{"proto": "http", "client": t["client"], "file": t["file"],

@@ -1,13 +1,17 @@
 """The HTTP site: /boot, /files, /api."""
 from __future__ import annotations
 
-from twisted.web import resource, server
+import re
 
+from twisted.web import http, resource, server
+
+from ...fdlimit import http_connection_cap, soft_limit
 from .api import Api
 from .app import HttpApp
 from .boot import BootScripts
 from .common import BoundedRequest, error
 from .files import Files
+from .limits import ConnectionLimits, LimitedChannel, LimitedSite
 from .metrics import MetricsPage
 from .status import Static, StatusPage
 
@@ -25,7 +29,38 @@ class Root(resource.Resource):
         return NotFound()
 
 
-def build_site(app: HttpApp, metrics=None) -> server.Site:
+# A query parameter whose name speaks of a credential: its value never reaches
+# the access log.  The API refuses tokens outside the Authorization header, but
+# a client that sends one anyway must not have it written to disk (log files
+# are read by more people than the admin token is meant for).
+_SECRET_PARAM = re.compile(
+    rb"((?:^|[?&;])[^=&;#]*(?:token|auth|bearer|key|secret|passw)[^=&;#]*=)[^&;#]*", re.I)
+
+
+def redact_uri(uri: bytes) -> bytes:
+    return _SECRET_PARAM.sub(rb"\1REDACTED", uri)
+
+
+class _Redacted:
+    """The request as the access-log formatter sees it: the URI redacted."""
+
+    def __init__(self, request):
+        self._request = request
+        self.uri = redact_uri(request.uri)
+
+    def __getattr__(self, name):
+        return getattr(self._request, name)
+
+
+def access_log_line(timestamp, request) -> str:
+    return http.combinedLogFormatter(timestamp, _Redacted(request))
+
+
+class NetbootSite(LimitedSite, server.Site):
+    protocol = LimitedChannel
+
+
+def build_site(app: HttpApp, metrics=None, limits: ConnectionLimits | None = None) -> server.Site:
     root = Root()
     root.putChild(b"boot", BootScripts(app))
     root.putChild(b"files", Files(app))
@@ -34,7 +69,10 @@ def build_site(app: HttpApp, metrics=None) -> server.Site:
     root.putChild(b"static", Static())
     if metrics is not None:
         root.putChild(b"metrics", MetricsPage(metrics))
-    site = server.Site(root)
+    site = NetbootSite(root, logFormatter=access_log_line)
+    site.limits = limits or ConnectionLimits(
+        app.clock, total=http_connection_cap(soft_limit()), per_source=32,
+        request_timeout=10.0, idle_timeout=30.0, counters=app.counters)
     site.requestFactory = BoundedRequest
     site.displayTracebacks = False
     site.noisy = False

@@ -12,24 +12,29 @@ from twisted.internet import task
 from twisted.web import resource, server
 
 from .app import HttpApp
-from .common import error
+from .common import client_ip, error
 
-MAX_STREAMS = 32
 POLL = 1.0
 KEEPALIVE = 15.0
 
 
 class EventStream(resource.Resource):
     isLeaf = True
-    open_streams = 0
 
     def __init__(self, app: HttpApp):
         super().__init__()
         self.app = app
 
     def render_GET(self, request):
-        if EventStream.open_streams >= MAX_STREAMS:
-            return error(request, 503, f"too many event streams (max {MAX_STREAMS})")
+        app, src = self.app, client_ip(request)
+        if sum(app.streams.values()) >= app.max_streams:
+            app.counters["http.stream_refused_total"] += 1
+            return error(request, 503, f"too many event streams (max {app.max_streams})")
+        if app.streams[src] >= app.max_streams_per_source:
+            app.counters["http.stream_refused_source"] += 1
+            request.setHeader(b"retry-after", b"30")
+            return error(request, 429, f"too many event streams from {src} "
+                                       f"(max {app.max_streams_per_source})")
         raw = request.getHeader(b"last-event-id") or \
             (request.args.get(b"after") or [b"0"])[0]
         try:
@@ -39,7 +44,7 @@ class EventStream(resource.Resource):
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-store")
         request.write(b": netbootd events\n\n")
-        EventStream.open_streams += 1
+        app.streams[src] += 1
         state = {"last": last, "busy": False, "idle": 0.0}
 
         def poll():
@@ -69,7 +74,9 @@ class EventStream(resource.Resource):
         loop.start(POLL, now=True)
 
         def closed(_):
-            EventStream.open_streams -= 1
+            app.streams[src] -= 1
+            if app.streams[src] <= 0:
+                del app.streams[src]
             if loop.running:
                 loop.stop()
         request.notifyFinish().addBoth(closed)
