@@ -22,6 +22,7 @@ from netbootd.store.sqlite import Store
 MAC = "52:54:00:77:00:10"
 DASHED = MAC.replace(":", "-")
 TOKEN = "t0ken" * 8
+SITES: dict = {}      # base URL -> the twisted.web Site behind it
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
@@ -41,9 +42,12 @@ def server(tmp_path):
     app = HttpApp(registry=Registry(), submit=committer.submit,
                   renderer=Renderer(discover_cmdline="console=ttyS0"), clock=reactor, token=TOKEN,
                   roots=[str(files)], generated={"netbootd/vmlinuz": str(kernel)})
-    port = reactor.listenTCP(0, build_site(app), interface="127.0.0.1")
+    site = build_site(app)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
     base = f"http://127.0.0.1:{port.getHost().port}"
+    SITES[base] = site
     yield app, base, store, committer
+    SITES.pop(base)
     port.stopListening()
     committer.stop()
 
@@ -202,3 +206,54 @@ def test_agent_register_validates_host_data(server, query, reason):
     app, base, *_ = server
     status, body, _ = yield curl(f"{base}/api/v1/agent/register?{query}")
     assert status == 400 and json.loads(body)["error"].startswith(reason)
+
+
+@pytest_twisted.inlineCallbacks
+def test_json_nested_1000_deep_gets_a_json_400_and_one_log_line(server, caplog):
+    """json.loads recursed per level: 1,000 '[' raised RecursionError, a 500
+    HTML page and a traceback per request.  Now a JSON 400 naming the reason,
+    one log line, counted."""
+    app, base, *_ = server
+    caplog.set_level("INFO")
+    for body in ("[" * 1000 + "]" * 1000, '{"mac": ' + "[" * 1000):
+        status, raw, headers = yield curl("-X", "POST", "-H", "Content-Type: application/json",
+                                          "--data-binary", body, f"{base}/api/v1/agent/register")
+        assert status == 400 and headers["content-type"] == "application/json"
+        assert "nested deeper" in json.loads(raw)["error"]
+    assert app.counters["http.bad_json"] == 2
+    lines = [r for r in caplog.records if "nested deeper" in r.getMessage()]
+    assert len(lines) == 2 and not any(r.exc_info for r in caplog.records)
+    # Brackets inside strings are data, not nesting.
+    status, raw, _ = yield curl("-X", "POST", "--data-binary",
+                                json.dumps({"mac": MAC, "hostname": "[" * 100}),
+                                f"{base}/api/v1/agent/register")
+    assert "nested" not in raw.decode()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_token_in_the_query_string_is_refused_and_not_written_to_the_access_log(server):
+    import io
+    app, base, *_ = server
+    log = io.StringIO()
+    SITES[base].logFile = log          # the access log (twisted's combined format)
+    url = f"{base}/api/v1/hosts/{MAC}/assign?access_token={TOKEN}&token={TOKEN}&x=1"
+    status, body, _ = yield curl("-X", "POST", "--data", '{"profile": "localboot"}', url)
+    assert status == 401
+    line = log.getvalue()
+    assert "/assign?access_token=REDACTED&token=REDACTED&x=1" in line and TOKEN not in line
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
+@pytest_twisted.inlineCallbacks
+def test_the_bearer_scheme_name_is_case_insensitive(server, scheme):
+    """RFC 7235 §2.1: the auth-scheme is a case-insensitive token."""
+    app, base, *_ = server
+    app.registry.agent_register(MAC, "10.77.0.5", None, 1.0)
+    status, body, _ = yield curl("-H", f"Authorization: {scheme} {TOKEN}", "-X", "POST",
+                                 "--data", '{"profile": "localboot"}',
+                                 f"{base}/api/v1/hosts/{MAC}/assign")
+    assert status == 200, body
+    status, _, _ = yield curl("-H", f"Authorization: {scheme}x {TOKEN}", "-X", "POST",
+                              "--data", '{"profile": "localboot"}',
+                              f"{base}/api/v1/hosts/{MAC}/assign")
+    assert status == 401

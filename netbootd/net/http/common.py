@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 from twisted.web import server
 
 from ... import secrets
 
+log = logging.getLogger("netbootd.http")
+
 MAX_BODY = 64 * 1024
+# Deeper JSON is refused before parsing: json.loads recurses per level and a
+# body of 1,000 '[' raised RecursionError (a 500 page and a traceback per
+# request).  No API body is nested more than a few levels.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class BoundedRequest(server.Request):
@@ -43,18 +53,51 @@ def json_body(request) -> tuple[dict | None, bytes | None]:
     raw = request.content.read() if request.content is not None else b""
     if not raw:
         return {}, None
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        count(request, "http.bad_json")
+        log.warning("http: %s %s from %s: JSON body nested deeper than %d, refused",
+                    request.method.decode("ascii", "replace"), request.path[:80],
+                    client_ip(request), MAX_JSON_DEPTH)
+        return None, error(request, 400, f"body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         return None, error(request, 400, f"body is not JSON: {e}")
     if not isinstance(body, dict):
         return None, error(request, 400, "body must be a JSON object")
     return body, None
 
 
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of [ and { in a JSON text (brackets in strings
+    ignored); linear in the body, which MAX_BODY bounds."""
+    depth = deepest = 0
+    for b in _JSON_STRING.sub(b'""', raw).translate(None, _NOT_BRACKET):
+        if b in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def count(request, key: str) -> None:
+    """Bump an HTTP counter (app.counters, exported on /metrics) from code
+    that holds only the request: the site's limits share that Counter."""
+    limits = getattr(getattr(request, "site", None), "limits", None)
+    if limits is not None:
+        limits.counters[key] += 1
+
+
 def authorized(request, token: str) -> bool:
+    """Authorization: Bearer <token>.  The scheme name is case-insensitive
+    (RFC 7235 §2.1: "bearer", "BEARER" are the same scheme); the token is
+    compared in constant time by secrets.check."""
     hdr = request.requestHeaders.getRawHeaders(b"authorization")
-    return secrets.check(token, hdr[0] if hdr else None)
+    scheme, _, cred = (hdr[0] if hdr else b"").strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return False
+    return secrets.check(token, b"Bearer " + cred.strip())
 
 
 def client_ip(request) -> str | None:
