@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--mac", help="only this host's events")
         if name == "hosts":
             r.add_argument("--state", help="hosts list: only hosts in this state")
+            r.add_argument("-q", "--query", help="hosts list: substring of mac/hostname/ip")
+            r.add_argument("--all", action="store_true",
+                           help="hosts list: every page, not only the first --limit hosts")
+            r.add_argument("--cursor", help="hosts list: start after this cursor (printed "
+                                            "when more hosts remain)")
         r.add_argument("key", nargs="?", help="MAC (hosts show) or address (leases show)")
         if name == "hosts":
             r.add_argument("profile", nargs="?", help="profile (hosts assign MAC PROFILE)")
@@ -289,7 +294,6 @@ EVENT_COLS = ["ts", "mac", "kind", "detail"]
 def cmd_api(args) -> int | None:
     """hosts/leases/events through the running daemon's API.  Returns None
     when the daemon cannot be reached (the caller may read the DB)."""
-    import urllib.parse
     cfg = effective_config(args)
     base = args.server or f"http://127.0.0.1:{cfg.boot.http_port}"
     if args.cmd == "hosts" and args.action in ("approve", "retire", "delete"):
@@ -324,8 +328,7 @@ def cmd_api(args) -> int | None:
             _print_rows(args, timeline, EVENT_COLS)
             return 0
         if args.cmd == "hosts":
-            q = f"?state={urllib.parse.quote(args.state)}" if args.state else ""
-            code, rows = _get(base, "/api/v1/hosts" + q)
+            code, rows = _host_pages(args, base)
             cols = HOST_COLS
         elif args.cmd == "leases":
             code, rows = _get(base, "/api/v1/leases")
@@ -352,6 +355,32 @@ def cmd_api(args) -> int | None:
 
 def _get(base: str, path: str):
     return _request(base + path, timeout=10)
+
+
+def _host_pages(args, base: str) -> tuple[int, list | dict]:
+    """hosts list through the API, a page (of --limit, at most 1000) at a time:
+    the first page, or every page with --all.  When hosts remain, says how to
+    get them on stderr, so stdout stays a table or one JSON list."""
+    import urllib.parse
+    params = {"limit": max(1, min(args.limit, 1000))}
+    if args.state:
+        params["state"] = args.state
+    if args.query:
+        params["q"] = args.query
+    cursor, rows = args.cursor, []
+    while True:
+        q = dict(params, **({"cursor": cursor} if cursor else {}))
+        code, page = _get(base, "/api/v1/hosts?" + urllib.parse.urlencode(q))
+        if code != 200:
+            return code, page
+        rows += page["hosts"]
+        cursor = page["next"]
+        if not cursor:
+            return 200, rows
+        if not args.all:
+            print(f"netbootd: {len(rows)} of {page['total']} hosts shown; --all for every "
+                  f"page, or --cursor {cursor} for the next", file=sys.stderr)
+            return 200, rows
 
 
 def _follow(args, base: str, rows: list, q: str) -> int:
@@ -391,7 +420,9 @@ def cmd_read(args) -> int:
     store = Store(cfg.state_dir)
     now = time.time()
     if args.cmd == "hosts":
-        sql, qargs = "SELECT * FROM hosts ORDER BY first_seen", ()
+        sql, qargs = "SELECT * FROM hosts ORDER BY first_seen, mac", ()
+        if not args.all:
+            sql, qargs = sql + " LIMIT ?", (max(1, args.limit),)
         if args.action == "show":
             mac = _mac(args.key, "hosts show needs a MAC")
             if mac is None:

@@ -52,3 +52,31 @@ def test_cli_lists_shows_follows_and_changes_hosts_through_the_api(lab, netbootd
     r = subprocess.run([netbootd_bin(), "hosts", "list", "--json", "--state-dir",
                         str(nb.state_dir)], capture_output=True, text=True, timeout=30)
     assert [h["mac"] for h in json.loads(r.stdout)] == [MAC]
+
+
+@pytest.mark.interop
+def test_cli_hosts_list_pages_through_the_api(lab, netbootd_factory, tmp_path):
+    """hosts list shows --limit hosts and says how to get the rest; --all walks
+    every page (same columns, one JSON list); --cursor continues."""
+    from .harness import write_config
+    lan = build_pair(lab, "10.77.0.1/24", "10.77.0.2/24")
+    srv, cli, srv_if = lan.ns["srv"], lan.ns["cli"], lan.ifs["srv"]
+    cfg = write_config(tmp_path / "netbootd.toml", "[hosts]\nnew_per_source_pps = 1000.0\n")
+    netbootd_factory(srv, ["--mode", "full", "--interface", srv_if, "--config", str(cfg)]).start()
+    macs = [f"52:54:00:aa:01:{i:02x}" for i in range(25)]
+    for mac in macs:
+        lab.ns_exec(cli, "curl", "-sf", "--data", json.dumps({"mac": mac}),
+                    "http://10.77.0.1:8080/api/v1/agent/register")
+    run = lambda *a: lab.ns_exec(srv, netbootd_bin(), "hosts", "list", "--server",   # noqa: E731
+                                 "http://10.77.0.1:8080", *a, check=False, timeout=30)
+    r = run("--json", "--limit", "10")
+    assert r.returncode == 0 and [h["mac"] for h in json.loads(r.stdout)] == macs[:10]
+    assert "10 of 25 hosts shown" in r.stderr and "--cursor " in r.stderr
+    cursor = r.stderr.split("--cursor ", 1)[1].split()[0]
+    r = run("--json", "--limit", "10", "--cursor", cursor)
+    assert [h["mac"] for h in json.loads(r.stdout)] == macs[10:20]
+    r = run("--json", "--limit", "10", "--all")
+    assert [h["mac"] for h in json.loads(r.stdout)] == macs and r.stderr == ""
+    r = run("--all")
+    assert r.stdout.splitlines()[0].split()[:2] == ["MAC", "STATE"]
+    assert len(r.stdout.splitlines()) == 26
