@@ -286,6 +286,13 @@ class _Collector(Collector):
             yield CounterMetricFamily("netbootd_commit_failures",
                                       "Group commits that failed (their replies withheld)",
                                       value=committer.failures)
+            yield CounterMetricFamily("netbootd_commit_writes_dropped",
+                                      "Writes the store could not hold, isolated from their "
+                                      "batch and dropped (the rest committed)",
+                                      value=getattr(committer, "dropped_writes", 0))
+            yield CounterMetricFamily("netbootd_commit_replies_withheld",
+                                      "Replies withheld because a write of theirs was dropped",
+                                      value=getattr(committer, "withheld", 0))
             yield GaugeMetricFamily("netbootd_commit_pending", "Writes waiting for a commit",
                                     value=committer.pending)
         pacer = self.m.gc

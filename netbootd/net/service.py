@@ -28,10 +28,10 @@ from ..metrics import Metrics
 from ..policy.leases import LeaseTable, Network, int2ip, ip2int, whole_subnet
 from ..policy.boot import Renderer
 from ..registry import Registry, event
-from ..store.sqlite import Store
+from ..store.sqlite import Store, is_write_fault
 from .. import secrets
 from . import interfaces
-from .commit import GroupCommitter
+from .commit import GroupCommitter, dropped_events, restore_memory
 from .dhcp import DhcpProtocol
 from .probe import IcmpProber
 from .udp import UdpEndpoint
@@ -111,6 +111,12 @@ class Core(service.Service):
         (DNS zone, metrics, event hooks)."""
         self._observers.append(fn)
 
+    def _dropped(self, dropped: list) -> None:
+        """Writes the store could not take (net/commit.py): memory is set back
+        to the store, and each drop is an event in a later batch."""
+        restore_memory(dropped, self.registry, self.leases)
+        self.committer.submit(dropped_events(dropped, self.reactor.seconds()))
+
     def _committed(self, writes: list) -> None:
         for fn in self._observers:
             try:
@@ -127,7 +133,9 @@ class Core(service.Service):
         self.started = self.reactor.seconds()
         self.committer = GroupCommitter(self.reactor, self.store.apply,
                                         self.cfg.dhcp.commit_window_ms / 1000.0,
-                                        on_committed=self._committed)
+                                        on_committed=self._committed,
+                                        is_write_fault=is_write_fault, reread=self.store.stored,
+                                        on_dropped=self._dropped)
         self._trim = task.LoopingCall(self.committer.submit, [("trim", None)])
         self._trim.clock = self.reactor
         self._trim.start(600, now=False)

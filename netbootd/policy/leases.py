@@ -278,6 +278,22 @@ class LeaseTable:
         if lease is not None and lease.state == LeaseState.OFFERED:
             lease.ends = 0.0
 
+    def restore(self, lease: Lease, stored: Lease | None) -> None:
+        """`lease` could not be stored: put back the stored version of its
+        address (or forget the address when nothing is stored), unless a
+        newer lease replaced it in memory meanwhile."""
+        if self.by_addr.get(lease.address) is not lease:
+            return
+        if self.by_client.get((lease.network, lease.client_key)) is lease:
+            del self.by_client[(lease.network, lease.client_key)]
+        st = self.nets.get(lease.network)
+        if st is not None:
+            st.unknown_held.discard(lease.address)
+        if stored is None:
+            del self.by_addr[lease.address]
+        else:
+            self._put(stored)
+
     def load(self, lease: Lease) -> None:
         """Restore a stored lease at start-up (offers are never stored)."""
         self._put(lease, known=True)

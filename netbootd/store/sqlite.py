@@ -87,6 +87,22 @@ class StoreError(RuntimeError):
     pass
 
 
+class BadWrite(StoreError):
+    """A write the store cannot take (unknown kind): a fault of that write."""
+
+
+def is_write_fault(exc: BaseException) -> bool:
+    """Did one write's value fail the batch (as opposed to the database:
+    disk full, I/O error, locked)?  Such a batch is bisected by the group
+    committer so only the bad write is dropped.  OverflowError is an
+    integer past SQLite's 64 bits ("Python int too large to convert to
+    SQLite INTEGER"); ProgrammingError only for a value it cannot bind."""
+    if isinstance(exc, (OverflowError, TypeError, ValueError, BadWrite,
+                        sqlite3.IntegrityError, sqlite3.DataError)):
+        return True
+    return isinstance(exc, sqlite3.ProgrammingError) and "binding" in str(exc)
+
+
 def event_dict(row) -> dict:
     """An events row as the API shows it (detail parsed from its JSON)."""
     try:
@@ -170,7 +186,7 @@ class Store:
             elif kind == "trim":
                 trim = True
             else:
-                raise StoreError(f"unknown write kind {kind!r}")
+                raise BadWrite(f"unknown write kind {kind!r}")
         c = self.conn()
         c.execute("BEGIN")
         try:
@@ -189,6 +205,19 @@ class Store:
         if trim:
             self.trim_events()
 
+    def stored(self, write: tuple):
+        """What the store holds for the row a write targets (a Host or Lease,
+        None when absent or for other kinds): after a write was dropped,
+        memory is set back to this."""
+        kind, item = write
+        if kind == "host":
+            found = self._hosts("WHERE mac = ?", (item.mac,))
+        elif kind == "lease":
+            found = self._leases("WHERE address = ?", (int2ip(item.address),))
+        else:
+            return None
+        return found[0] if found else None
+
     def trim_events(self, keep: int = EVENTS_PER_HOST) -> int:
         """Keep the newest `keep` events of each host; returns rows deleted."""
         c = self.conn()
@@ -201,10 +230,13 @@ class Store:
     def load_leases(self) -> list[Lease]:
         """Every stored lease, oldest first; unreadable rows are logged and
         skipped, never fatal."""
+        return self._leases("ORDER BY starts")
+
+    def _leases(self, tail: str, args: tuple = ()) -> list[Lease]:
         out = []
         for row in self.conn().execute(
                 "SELECT address, network, client_key, mac, hostname, state, starts, ends "
-                "FROM leases ORDER BY starts"):
+                "FROM leases " + tail, args):
             try:
                 out.append(Lease(ip2int(row[0]), str(row[1]), bytes(row[2]), str(row[3]),
                                  LeaseState(row[5]), float(row[6]), float(row[7]), row[4]))
@@ -213,10 +245,13 @@ class Store:
         return out
 
     def load_hosts(self) -> list[Host]:
+        return self._hosts("")
+
+    def _hosts(self, tail: str, args: tuple = ()) -> list[Host]:
         out = []
         for row in self.conn().execute(
                 "SELECT mac, state, arch, vendor_class, uuid, hostname, interface, first_seen, "
-                "last_seen, ip, profile, profile_args FROM hosts"):
+                "last_seen, ip, profile, profile_args FROM hosts " + tail, args):
             try:
                 args = json.loads(row[11] or "{}")
                 if not isinstance(args, dict):

@@ -231,3 +231,88 @@ def test_a_backlog_is_served_requests_first():
     assert thread.calls and [w[1].mac for w in thread.calls[0][0] if w[0] == "lease"] == \
         [mac_bytes(0).hex(":")]
     assert [p.chaddr for p, _ in sent(proto)] == [mac_bytes(10 + i) for i in range(3)]
+
+
+# -- one unstorable write among good ones (real SQLite store) --------------------
+
+from netbootd.model import Host, HostState, Lease  # noqa: E402
+from netbootd.net.commit import dropped_events, restore_memory  # noqa: E402
+from netbootd.registry import event  # noqa: E402
+from netbootd.store.sqlite import Store, is_write_fault  # noqa: E402
+
+
+def real_committer(tmp_path, dropped):
+    store = Store(str(tmp_path / "state"))
+    clock = task.Clock()
+    committer = GroupCommitter(clock, store.apply, 0,
+                               run_in_thread=lambda fn, arg: defer.maybeDeferred(fn, arg),
+                               is_write_fault=is_write_fault, reread=store.stored,
+                               on_dropped=dropped.extend)
+    return store, committer
+
+
+def _lease(i, mac):
+    return Lease(ip2int("10.77.0.10") + i, "lab", b"\x01" + bytes(6) + bytes([i]), mac,
+                 LeaseState.ACTIVE, 1.0, 3601.0)
+
+
+def test_one_unstorable_write_is_dropped_and_every_other_write_commits_and_replies(tmp_path):
+    """A batch of 10 exchanges, one carrying a host whose arch overflows
+    SQLite INTEGER (the poisoned DISCOVER of the issue): the 9 others are
+    stored and their replies leave; the bad write alone is dropped, counted
+    and reported, and the reply that depended on it is withheld."""
+    dropped: list = []
+    store, committer = real_committer(tmp_path, dropped)
+    sent_for: list[int] = []
+    committer.window = 1.0                         # collect all 10 into one batch
+    bad = Host("52:54:00:00:00:05", HostState.DISCOVERED, arch=99999999999999999999,
+               first_seen=1.0, last_seen=1.0)
+    for i in range(10):
+        mac = f"52:54:00:00:00:{i:02x}"
+        writes = [("lease", _lease(i, mac)), event(1.0, mac, "dhcp.ack", ip=str(i))]
+        if i == 5:
+            writes.insert(0, ("host", bad))
+        committer.submit(writes, lambda i=i: sent_for.append(i))
+    assert sent_for == []
+    committer.reactor.advance(1.0)
+    assert sent_for == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    assert committer.dropped_writes == 1 and committer.withheld == 1
+    assert committer.failures == 0
+    assert len(store.load_leases()) == 10, "the good writes of every exchange are stored"
+    assert store.load_hosts() == []
+    assert len(store.events(None, 100)) == 10
+    assert [(w, stored) for w, _, stored in dropped] == [(("host", bad), None)]
+    assert "too large" in dropped[0][1]
+    # The drop is an event of a later, good batch.
+    committer.submit(dropped_events(dropped, 2.0))
+    committer.reactor.advance(1.0)
+    kinds = [e["kind"] for e in store.events(None, 100)]
+    assert kinds.count("store.write_dropped") == 1
+
+
+def test_after_a_dropped_write_memory_holds_what_the_store_holds(tmp_path):
+    """The in-memory objects of dropped writes are set back to the stored
+    rows (or forgotten when the store never had them), so memory and store
+    agree: a host updated with an unstorable value keeps its stored facts;
+    a lease the store never got is not held in the table."""
+    dropped: list = []
+    store, committer = real_committer(tmp_path, dropped)
+    reg = Registry()
+    h = Host("52:54:00:00:00:01", HostState.DISCOVERED, arch=7, first_seen=1.0, last_seen=1.0)
+    reg.hosts[h.mac] = h
+    committer.submit([("host", h)])
+    assert store.load_hosts()[0].arch == 7
+    h.arch = 2 ** 64                                 # an unstorable update in memory
+    net = whole_subnet("lab", SERVER, 24)
+    table = LeaseTable([net])
+    good = table.bind("lab", ip2int("10.77.0.20"), b"\x01a", "52:54:00:00:00:02", 1.0, 3600)
+    poisoned = table.bind("lab", ip2int("10.77.0.21"), b"\x01b", "52:54:00:00:00:03", 1.0, 3600)
+    poisoned.hostname = object()                     # a value SQLite cannot bind
+    committer.submit([("host", h), ("lease", good), ("lease", poisoned)])
+    assert committer.dropped_writes == 2
+    restore_memory(dropped, reg, table)
+    assert reg.get(h.mac).arch == 7 and reg.get(h.mac) == store.load_hosts()[0]
+    assert table.holder(ip2int("10.77.0.21"), 2.0) is None
+    assert table.lease_of("lab", b"\x01b") is None
+    assert table.holder(ip2int("10.77.0.20"), 2.0) is good
+    assert {int(lz.address) for lz in store.load_leases()} == {ip2int("10.77.0.20")}
