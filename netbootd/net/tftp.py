@@ -27,8 +27,9 @@
   thread (``first_per_client``, ``first_total``; the oldest is evicted to
   make room: see TransferLoop), sends at most two datagrams and ends after
   ~2 s.  So a flood of forged RRQs cannot fill the caps real clients need.
-  Transfer sockets: at most ``total`` + 2 x ``first_total`` (what the
-  thread has not yet evicted is dropped at the door: ``drop.unconfirmed_backlog``).
+  Transfer sockets: at most ``total`` + ``first_total`` (past that a request
+  is dropped at the door, ``drop.unconfirmed_backlog``: the thread's budget
+  may run over for a moment, see TransferLoop's ``first_grace``).
   A transfer that ends without ever hearing its client ("unanswered",
   "evicted") is counted and logged at debug level, with no event: one event
   row per forged datagram would let the flood write the database.
@@ -242,6 +243,7 @@ class TftpServer:
                  chunk_total: int = 32 << 20,
                  timeout: float = 1.0, retries: int = 5, first_timeout: float = 1.0,
                  first_retries: int = 1, first_per_client: int = 4, first_total: int = 64,
+                 first_grace: float = 0.1,
                  on_event=None, clock=None, socket_factory=_default_socket, loop=None):
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor     # wall clock: started_at
@@ -264,6 +266,7 @@ class TftpServer:
         self.loop.on_confirmed = self._confirmed
         self.loop.first_per_client = first_per_client
         self.loop.first_total = first_total
+        self.loop.first_grace = first_grace
         self.first_total = first_total
         self._counters: Counter = Counter()     # the reactor thread's; see counters
         self.listeners: list[TftpListener] = []
@@ -335,10 +338,10 @@ class TftpServer:
             self._refuse(listener, addr, req.filename, "cap_client", w.ERR_NOT_DEFINED,
                          "too many transfers from this client")
             return
-        if len(self.transfers) - self.confirmed >= 2 * self.first_total:
-            # The transfer thread evicts within the budget; this many not yet
-            # reported back means it is behind: no socket, no answer (a
-            # forged source would get the ERROR).
+        if len(self.transfers) >= self.total + self.first_total:
+            # The sockets' bound.  Only unconfirmed transfers can bring us
+            # here (the caps above hold the confirmed): no socket, and no
+            # answer (a forged source would get the ERROR).
             c["drop.unconfirmed_backlog"] += 1
             return
         try:

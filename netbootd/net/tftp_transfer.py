@@ -59,7 +59,10 @@ class TransferLoop:
     flood of forged RRQs turns the budget over, and the real client's ACK
     comes back long before 64 more RRQs do (the issue: 300 forged RRQs from
     60 sources in 0.3 s filled the 256-transfer cap; real clients got
-    "busy" for ~6 s).
+    "busy" for ~6 s).  Only transfers older than ``first_grace`` (0.1 s,
+    many LAN round trips) are evicted: a boot storm's RRQs, started in one
+    batch before any ACK is read, go over the budget for a moment instead
+    of evicting each other (the reactor bounds the sockets: net/tftp.py).
 
     ``threaded=False`` runs the same code on the caller's thread, for tests
     with fake sockets and a fake clock: ``submit`` admits at once, endings
@@ -88,6 +91,7 @@ class TransferLoop:
         self.on_confirmed = None                        # reactor: a transfer's first ACK
         self.first_per_client = 4                       # unconfirmed budget (class doc)
         self.first_total = 64
+        self.first_grace = 0.1
         self.unconfirmed: OrderedDict = OrderedDict()   # transfer -> None, oldest first
         self.unconfirmed_by_ip: dict[str, OrderedDict] = {}
         self.rxbuf = bytearray(_RX_SIZE)                # this thread's receive buffer
@@ -234,17 +238,18 @@ class TransferLoop:
 
     # -- the unconfirmed budget (class doc) ---------------------------------------
     def _make_room(self, xfer: Transfer) -> None:
-        """Before ``xfer`` joins the unconfirmed: end the oldest one of its
-        source if that source is at its budget, else the oldest of all if
-        all are at theirs."""
+        """Before ``xfer`` joins the unconfirmed: end the oldest ones of its
+        source while that source is at its budget, then the oldest of all
+        while all are at theirs - those older than the grace only."""
+        now = self.now()
+        old = now - self.first_grace
         mine = self.unconfirmed_by_ip.get(xfer.addr[0])
-        if mine is not None and len(mine) >= self.first_per_client:
-            victim = next(iter(mine))
-        elif len(self.unconfirmed) >= self.first_total:
-            victim = next(iter(self.unconfirmed))
-        else:
-            return
-        victim.finish(EVICTED, "no ACK yet; room made for a newer request", self.now())
+        for pool, budget in ((mine, self.first_per_client), (self.unconfirmed, self.first_total)):
+            while pool and len(pool) >= budget:
+                victim = next(iter(pool))
+                if victim.session.started > old:
+                    break                      # too young to have been answered
+                victim.finish(EVICTED, "no ACK yet; room made for a newer request", now)
 
     def _hold(self, xfer: Transfer) -> None:
         self.unconfirmed[xfer] = None

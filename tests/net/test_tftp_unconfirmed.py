@@ -11,12 +11,14 @@ from tests.net.test_tftp_protocol import Harness, decoded, download
 REAL = ("10.77.0.200", 2070)
 
 
-def forged_flood(h, sources=60, per_source=5, name="f"):
-    """RRQs from ``sources`` addresses, ``per_source`` ports each; nobody ACKs."""
+def forged_flood(h, sources=60, per_source=5, name="f", gap=0.001):
+    """RRQs from ``sources`` addresses, ``per_source`` ports each, ``gap``
+    seconds apart (300 in 0.3 s, as in the issue); nobody ACKs."""
     addrs = [(f"10.66.{i // 200}.{i % 200 + 1}", 1024 + p)
-             for i in range(sources) for p in range(per_source)]
+             for p in range(per_source) for i in range(sources)]
     for a in addrs:
         h.rrq(name, addr=a)
+        h.advance(gap)
     return addrs
 
 
@@ -37,7 +39,10 @@ def test_300_forged_rrqs_from_60_sources_do_not_lock_out_a_real_client(tmp_path)
     data = b"k" * 5000
     h.file("f", data)
     forged_flood(h)
-    assert len(h.server.transfers) <= 64 and h.server.counters["refused.cap_total"] == 0
+    # The budget (64) plus those younger than the grace (0.1 s: ~100 here).
+    assert len(h.server.transfers) <= 64 + 100
+    assert h.server.counters["transfer.evicted"] >= 300 - 164
+    assert h.server.counters["refused.cap_total"] == 0
     h.rrq("f", addr=REAL)
     assert download(h, h.transfer(REAL)) == data
     assert [e["outcome"] for e in h.events if e["client"] == REAL[0]] == ["finished"]
@@ -73,6 +78,7 @@ def test_a_source_over_its_unconfirmed_budget_loses_its_oldest_not_its_newest(tm
     ports = [(REAL[0], 3000 + i) for i in range(5)]
     for a in ports:
         h.rrq("f", addr=a)
+        h.advance(0.1)                          # each older than the grace
     alive = sorted(x.addr for x in h.server.transfers.values())
     assert alive == ports[2:], "the newest request is served"
     assert h.server.counters["transfer.evicted"] == 2 and h.lsock.sent == []
@@ -80,8 +86,30 @@ def test_a_source_over_its_unconfirmed_budget_loses_its_oldest_not_its_newest(tm
     assert download(h, h.transfer(ports[-1])) == b"x" * 5000
 
 
+def test_a_boot_storm_started_in_one_batch_is_not_evicted_by_itself(tmp_path):
+    """150 real clients' RRQs admitted before any ACK is read (one batch):
+    younger than the grace, none is evicted; all download."""
+    h = Harness(tmp_path)
+    h.file("f", b"s" * 1500)
+    addrs = [(f"10.77.{i // 200}.{i % 200 + 1}", 2070) for i in range(150)]
+    for a in addrs:
+        h.rrq("f", addr=a)
+    assert h.server.counters["transfer.evicted"] == 0 and h.lsock.sent == []
+    assert all(download(h, h.transfer(a)) == b"s" * 1500 for a in addrs)
+    assert h.loop.unconfirmed == {} and h.server.confirmed == 0
+
+
+def test_past_the_socket_bound_a_request_is_dropped_without_an_answer(tmp_path):
+    h = Harness(tmp_path, total=4, first_total=2)
+    h.file("f", b"x" * 5000)
+    for i in range(8):                          # all at once: none old enough to evict
+        h.rrq("f", addr=(f"10.66.0.{i + 1}", 1000))
+    assert len(h.server.transfers) == 6 and h.lsock.sent == []
+    assert h.server.counters["drop.unconfirmed_backlog"] == 2
+
+
 def test_the_total_unconfirmed_budget_evicts_the_oldest_of_all(tmp_path):
-    h = Harness(tmp_path, first_total=8)
+    h = Harness(tmp_path, first_total=8, first_grace=0)
     h.file("f", b"x" * 5000)
     addrs = [(f"10.66.0.{i}", 1000) for i in range(1, 11)]
     for a in addrs:
@@ -91,7 +119,7 @@ def test_the_total_unconfirmed_budget_evicts_the_oldest_of_all(tmp_path):
 
 
 def test_a_confirmed_transfer_leaves_the_budget_and_is_never_evicted(tmp_path):
-    h = Harness(tmp_path, first_per_client=1, first_total=2)
+    h = Harness(tmp_path, first_per_client=1, first_total=2, first_grace=0)
     h.file("f", b"x" * 5000)
     h.rrq("f", addr=REAL)
     real = h.transfer(REAL)
@@ -122,7 +150,7 @@ def test_unconfirmed_counters_reach_metrics(tmp_path):
     from types import SimpleNamespace
 
     from tests.unit.test_metrics import build, scrape
-    h = Harness(tmp_path, first_total=1)
+    h = Harness(tmp_path, first_total=1, first_grace=0)
     h.file("f", b"x")
     h.rrq("f", addr=("10.66.0.1", 1))
     h.rrq("f", addr=("10.66.0.2", 1))           # evicts the first
