@@ -746,3 +746,55 @@ def dora(agent: "Agent", chaddr: str, options: bytes = b"", timeout: float = 4):
     assert acks, (f"no ACK for {chaddr} requesting {offer.yiaddr} from {offer.server_id}; "
                   f"saw:\n{describe_all(got)}")
     return offer, acks[0]
+
+
+# --------------------------------------------------------------------------
+# relays and hostile load
+
+
+def relay_config(path: Path, relays: tuple[str, ...] = ("10.77.0.2",),
+                 subnet: str = "10.77.0.0/16", extra: str = "") -> list[str]:
+    """netbootd args for a network whose relays are trusted (netbootd drops
+    any other giaddr).  perfdhcp is a relay (giaddr = its own address), so
+    every test running it lists that address here."""
+    listed = ", ".join(f'"{r}"' for r in relays)
+    write_config(path, f'{extra}\n[[networks]]\nname = "lab"\nsubnet = "{subnet}"\n'
+                       f'relays = [{listed}]\n')
+    return ["--config", str(path)]
+
+
+def flood_template(frame, ip_span: tuple[str, int] | None = None) -> dict:
+    """A frame for helpers/dhcp_flood.py: where its MACs, xid and (option 50
+    or giaddr, whichever `ip_span` = (first address, count) names the range
+    of) address sit, so each copy gets fresh values."""
+    raw = bytearray(bytes(frame))
+    raw[14 + 20 + 6:14 + 20 + 8] = b"\0\0"     # UDP checksum 0: none (RFC 768); copies differ
+    bootp = 14 + 20 + 8
+    t = {"hex": raw.hex(), "mac": [6, bootp + 28], "xid": bootp + 4, "ip": None}
+    if ip_span is not None:
+        t["ip_base"], t["ip_span"] = int(ipaddress.IPv4Address(ip_span[0])), ip_span[1]
+        at = raw.find(b"\x32\x04", bootp + 240)
+        t["ip"] = at + 2 if at > 0 else bootp + 24          # option 50, else giaddr
+    return t
+
+
+def start_flood(lab: labnet.Lab, ns: str, iface: str, templates: list[dict], rate: int,
+                seconds: float, log_path: Path) -> subprocess.Popen:
+    """helpers/dhcp_flood.py in `ns`: `rate` frames/s for `seconds` (bounded)."""
+    errf = open(log_path, "w")
+    try:
+        p = lab.popen(ns, [PYTHON, str(HELPERS / "dhcp_flood.py"), "--iface", iface,
+                           "--rate", str(rate), "--seconds", str(seconds)],
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf, text=True)
+    finally:
+        errf.close()
+    p.stdin.write(json.dumps({"templates": templates}))
+    p.stdin.close()
+    return p
+
+
+def logged_counters(nb: "Netbootd") -> dict:
+    """The DHCP counters netbootd logs when it stops ('dhcp stopped: {...}')."""
+    import ast
+    found = re.findall(r"dhcp stopped: (\{.*\})", nb.log_path.read_text(errors="replace"))
+    return ast.literal_eval(found[-1]) if found else {}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .harness import (Capture, acks_in, build_pair, leases, norm_mac, require_bin,
+from .harness import (Capture, acks_in, build_pair, leases, norm_mac, relay_config, require_bin,
                       start_perfdhcp, wait_for)
 
 SERVER = "10.77.0.1"
@@ -42,7 +42,8 @@ def test_sigkill_mid_load_loses_no_acked_lease_and_never_reuses_an_acked_address
     require_bin("perfdhcp")
     lan = build_pair(lab)
     srv, cli = lan.ns["srv"], lan.ns["cli"]
-    nb = netbootd_factory(srv, ["--mode", "full", "--interface", lan.ifs["srv"]]).start()
+    nb = netbootd_factory(srv, ["--mode", "full", "--interface", lan.ifs["srv"],
+                                *relay_config(tmp_path / "relay.toml")]).start()
     cap = Capture(lab, srv, lan.ifs["srv"], tmp_path / "durability.pcap").start()
     kill_times = []
     try:

@@ -1,13 +1,14 @@
 """perfdhcp (acting as a relay: giaddr = its address, source port 67) runs
-DORA load against `netbootd serve --mode full` with no [[networks]]
-configured, so the pool is the interface's own subnet, 10.77.0.0/16."""
+DORA load against `netbootd serve --mode full` with one [[networks]] entry
+for the interface's own subnet, 10.77.0.0/16, that lists perfdhcp's address
+as a trusted relay (any other giaddr is dropped)."""
 from __future__ import annotations
 
 import ipaddress
 
 import pytest
 
-from .harness import (Capture, acks_in, build_pair, leases, norm_mac, require_bin,
+from .harness import (Capture, acks_in, build_pair, leases, norm_mac, relay_config, require_bin,
                       run_perfdhcp, describe_all)
 
 SUBNET = ipaddress.IPv4Network("10.77.0.0/16")
@@ -28,7 +29,8 @@ def test_perfdhcp_dora_gets_acks_and_distinct_in_subnet_leases(lab, netbootd_fac
     require_bin("perfdhcp")
     lan = build_pair(lab)
     srv, cli = lan.ns["srv"], lan.ns["cli"]
-    nb = netbootd_factory(srv, ["--mode", "full", "--interface", lan.ifs["srv"]]).start()
+    nb = netbootd_factory(srv, ["--mode", "full", "--interface", lan.ifs["srv"],
+                                *relay_config(tmp_path / "relay.toml")]).start()
     cap = Capture(lab, srv, lan.ifs["srv"], tmp_path / "dora.pcap").start()
     try:
         res = run_perfdhcp(lab, cli, ["-4", "-l", lan.ifs["cli"], "-r", "200",

@@ -9,7 +9,8 @@ import random
 import pytest
 
 from .harness import (ACK, DISCOVER, OFFER, REQUEST, Agent, build_pair, describe_all,
-                      dhcp_frame, iface_mac, ip_bytes, lease_rows_for, opt, wait_for)
+                      dhcp_frame, dora, iface_mac, ip_bytes, lease_rows_for, logged_counters, opt,
+                      relay_config, wait_for)
 
 SUBNET = ipaddress.IPv4Network("10.77.0.0/16")
 SERVER = "10.77.0.1"
@@ -27,7 +28,8 @@ def _is(msg, xid):
 @pytest.fixture
 def relay_lab(lab, netbootd_factory, tmp_path):
     lan = build_pair(lab, "10.77.0.1/16", f"{RELAY}/16")
-    nb = netbootd_factory(lan.ns["srv"], ["--mode", "full", "--interface", lan.ifs["srv"]]).start()
+    nb = netbootd_factory(lan.ns["srv"], ["--mode", "full", "--interface", lan.ifs["srv"],
+                                          *relay_config(tmp_path / "relay.toml", (RELAY,))]).start()
     agent = Agent(lab, lan.ns["cli"], lan.ifs["cli"], absorb=(67, 68),
                   log_path=tmp_path / "agent.log")
     try:
@@ -111,9 +113,9 @@ def test_option_82_from_client_without_giaddr_is_not_echoed(relay_lab):
 
 @pytest.mark.interop
 def test_relayed_client_is_never_offered_the_relays_own_address(relay_lab):
-    """The relay's address (giaddr 10.77.0.2) is provably in use, so a
-    relayed DISCOVER must not be OFFERed it, even with the default pool
-    (interface subnet minus network, broadcast and server address)."""
+    """The relay's address (giaddr 10.77.0.2) is listed as the network's
+    relay, so it is excluded from the pool by configuration: a relayed
+    DISCOVER is never OFFERed it."""
     lan, nb, agent = relay_lab
     srv_mac = iface_mac(lan.lab, lan.ns["srv"], lan.ifs["srv"])
     offered = []
@@ -129,3 +131,37 @@ def test_relayed_client_is_never_offered_the_relays_own_address(relay_lab):
         offered.append(offers[0])
     bad = [o.describe() for o in offered if o.yiaddr == RELAY]
     assert not bad, "relayed client offered the relay's own address (giaddr):\n" + "\n".join(bad)
+
+
+@pytest.mark.interop
+def test_spoofed_giaddr_takes_no_address_and_naks_no_renewal(relay_lab):
+    """A victim holds a lease; one MAC then sends 100 DISCOVERs, each with a
+    giaddr no network lists as a relay (100 addresses of the served subnet,
+    the victim's among them).  None is answered; the victim's renewal
+    (INIT-REBOOT REQUEST for its address) is ACKed, not NAKed ("address
+    belongs to another client"); a new client still gets an address; the
+    daemon counts 100 untrusted relays."""
+    lan, nb, agent = relay_lab
+    victim = "02:77:00:00:84:01"
+    _, ack = dora(agent, victim, opt(55, [1, 3]))
+    vaddr = ack.yiaddr
+    spoofer = "02:77:00:00:84:66"
+    spoofed = [vaddr] + [f"10.77.1.{i}" for i in range(1, 100)]   # none is RELAY
+    for g in spoofed:
+        xid = random.getrandbits(32)
+        agent.send(dhcp_frame(chaddr=spoofer, xid=xid, msg_type=DISCOVER,
+                              options=opt(55, [1, 3]), giaddr=g))
+    answered = [r for r in agent.collect(1.5) if r.chaddr == spoofer]
+    assert not answered, "a spoofed-giaddr DISCOVER was answered:\n" + describe_all(answered)
+    xid = random.getrandbits(32)
+    got = agent.exchange(dhcp_frame(chaddr=victim, xid=xid, msg_type=REQUEST,
+                                    options=opt(50, ip_bytes(vaddr))),
+                         timeout=4, want=lambda r: r.xid == xid and r.msg_type in (ACK, 6))
+    mine = [r for r in got if r.xid == xid]
+    assert mine and mine[0].msg_type == ACK and mine[0].yiaddr == vaddr, (
+        f"victim's renewal of {vaddr} not ACKed after the spoofed flood:\n{describe_all(got)}")
+    _, ack2 = dora(agent, "02:77:00:00:84:02", opt(55, [1, 3]))
+    assert ack2.yiaddr != vaddr
+    assert not lease_rows_for(nb.state_dir, mac=spoofer)
+    nb.stop()
+    assert logged_counters(nb).get("drop.untrusted_relay", 0) == 100
