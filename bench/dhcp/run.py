@@ -4,8 +4,8 @@
 For every server a fresh lab is built (labnet.Lab): a server namespace
 (10.77.0.1/16) and a client namespace (10.77.0.2/16) joined by a veth pair.
 perfdhcp runs in the client namespace and acts as a relay (giaddr 10.77.0.2,
-source port 67), so every DHCP packet stays inside namespaces this script
-created.  Nothing is ever started on the host's real interfaces.
+source port 67; netbootd's config lists it as the network's relay), so every
+DHCP packet stays inside namespaces this script created.  Nothing is ever started on the host's real interfaces.
 
 Servers (same pool of 65,279 addresses, 1 h leases, state on disk):
   netbootd       full mode, its defaults (SQLite WAL, sync=full: fsync per group commit)
@@ -176,10 +176,11 @@ class Netbootd(Server):
         return f"netbootd {r.stdout.strip() or '?'}"
 
     def command(self, ifname, state):
-        cmd = [NETBOOTD, "serve", "--mode", "full", "--interface", ifname, "--state-dir", str(state)]
+        extra = ""
         if self.args.netbootd_config:
-            cmd[2:2] = ["--config", str(Path(self.args.netbootd_config).resolve())]
-        return cmd
+            extra = Path(self.args.netbootd_config).read_text()
+        return [NETBOOTD, "serve", "--config", str(relay_config(state, extra)), "--mode", "full",
+                "--interface", ifname, "--state-dir", str(state)]
 
     def is_ready(self, lab, ns):
         try:
@@ -214,6 +215,17 @@ class Netbootd(Server):
             return None
 
 
+def relay_config(state: Path, extra: str = "") -> Path:
+    """netbootd's config for the bench: `extra` (a user's TOML, without a
+    [[networks]] entry) plus the interface's subnet with perfdhcp's address
+    as a trusted relay (netbootd drops any giaddr not configured)."""
+    state.mkdir(parents=True, exist_ok=True)
+    conf = state / "netbootd-bench.toml"
+    conf.write_text(f'{extra}\n[[networks]]\nname = "bench"\nsubnet = "10.77.0.0/{PREFIX}"\n'
+                    f'relays = ["{CLIENT_ADDR}"]\n')
+    return conf
+
+
 class NetbootdNoLimit(Netbootd):
     """Diagnostic variant (not in the default set): the defaults, but with the
     per-MAC and new-client rate limits raised out of the way."""
@@ -221,9 +233,8 @@ class NetbootdNoLimit(Netbootd):
     label = "netbootd (rate limits off)"
 
     def command(self, ifname, state):
-        conf = state / "netbootd-nolimit.toml"
-        conf.write_text("[dhcp.rate_limit]\nper_mac_pps = 1000000\n"
-                        "new_clients_per_interface_pps = 1000000\n")
+        conf = relay_config(state, "[dhcp.rate_limit]\nper_mac_pps = 1000000\n"
+                                   "new_clients_per_interface_pps = 1000000\n")
         return [NETBOOTD, "serve", "--config", str(conf), "--mode", "full", "--interface", ifname,
                 "--state-dir", str(state)]
 
@@ -907,7 +918,8 @@ def main() -> int:
                          "default 30, --quick 10)")
     ap.add_argument("--kea-log-severity", default="INFO",
                     help="Kea logger severity (INFO is Kea's default)")
-    ap.add_argument("--netbootd-config", help="TOML passed to netbootd --config (default: none)")
+    ap.add_argument("--netbootd-config", help="TOML added to the config netbootd gets (which "
+                    "already has the [[networks]] entry listing perfdhcp as a relay)")
     ap.add_argument("--lock", default="/run/lock/netbootd-bench.lock",
                     help="flock taken for the whole run so benches do not overlap ('' : none)")
     ap.add_argument("--lock-wait", type=float, default=900.0, help="seconds to wait for --lock")
