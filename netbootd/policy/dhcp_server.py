@@ -9,9 +9,7 @@ engine; the Twisted protocol around it only moves bytes and commits writes.
 from __future__ import annotations
 
 import json
-import re
 import socket
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -20,6 +18,7 @@ from ..codec.dhcp import Packet, encode, encode_prebuilt, option_tlv
 from ..model import BootConfig, LeaseState
 from ..registry import Registry, event, event_json
 from . import pxe
+from .dhcp_values import client_id_ok, max_message, sanitize_hostname  # noqa: F401 (re-exported)
 from .leases import LeaseTable, Network, PoolExhausted, client_key, int2ip
 from .ratelimit import Buckets
 
@@ -32,7 +31,6 @@ PXE_VENDOR_OPTS = bytes((6, 1, 8, 255))
 # client's own parameter request list.
 _FIRST = (o.OPT_MESSAGE_TYPE, o.OPT_SERVER_ID, o.OPT_LEASE_TIME, o.OPT_RENEWAL_T1,
           o.OPT_REBINDING_T2)
-_LABEL_BAD = re.compile(r"[^a-z0-9-]+")
 _MSG_TYPE_BYTES = {t: bytes((t,)) for t in o.MSG_NAMES}
 _RX_NAMES = {t: "rx." + n for t, n in o.MSG_NAMES.items()}
 _TX_NAMES = {n: "tx." + n for n in o.MSG_NAMES.values()}
@@ -69,30 +67,6 @@ class EngineSettings:
     probe: bool = False
     per_mac_pps: float = 20.0
     new_clients_per_interface_pps: float = 20000.0
-
-
-def sanitize_hostname(raw: bytes | None) -> str | None:
-    """Option 12 is host-controlled: keep a valid DNS name (labels of
-    a-z 0-9 '-', 1..63 long, 253 in all) or nothing."""
-    if not raw:
-        return None
-    text = raw.split(b"\0", 1)[0].decode("ascii", "replace").lower()
-    labels = []
-    for part in text.split("."):
-        lab = _LABEL_BAD.sub("-", part).strip("-")[:63].strip("-")
-        if lab:
-            labels.append(lab)
-    name = ".".join(labels)[:253].strip(".-")
-    return name or None
-
-
-def max_message(options: dict[int, bytes]) -> int:
-    """Reply budget from option 57 (RFC 2132 §9.10): never below 576, never
-    above one Ethernet frame, less the IP and UDP headers."""
-    raw = options.get(o.OPT_MAX_MESSAGE_SIZE)
-    size = struct.unpack("!H", raw)[0] if raw is not None and len(raw) == 2 else 576
-    size = min(max(size, o.MIN_MAX_MESSAGE), o.MAX_MESSAGE_CAP)
-    return size - o.IP_UDP_OVERHEAD
 
 
 _json_cache: dict = {}
@@ -168,11 +142,8 @@ class DhcpEngine:
         client = pxe.classify(pkt.options)
         for name in client.rejected:
             c["bad_value." + name] += 1      # treated as absent, never stored
-        cid = pkt.options.get(o.OPT_CLIENT_ID)
-        if cid is not None and not 2 <= len(cid) <= 255:
-            # RFC 2132 §9.14: 2..255 bytes (RFC 3396 concatenation could make
-            # it kilobytes, stored with every lease): fall back to chaddr.
-            del pkt.options[o.OPT_CLIENT_ID]
+        if not client_id_ok(pkt.options):
+            del pkt.options[o.OPT_CLIENT_ID]      # fall back to chaddr
             c["bad_value.client_id"] += 1
         if (self.s.mode == "proxy" or ing.port == o.PXE_PORT) and not client.netboot:
             c["ignored.proxy_not_pxe"] += 1
