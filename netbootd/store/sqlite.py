@@ -81,6 +81,9 @@ _HOST_SQL = ("INSERT INTO hosts(mac, state, arch, vendor_class, uuid, hostname, 
 _EVENT_SQL = "INSERT INTO events(ts, mac, kind, detail) VALUES (?,?,?,?)"
 # Events kept per host (the newest); older ones are trimmed in the background.
 EVENTS_PER_HOST = 500
+# Events of MACs that are not hosts (DHCP offers to clients that never took a
+# lease: a random-MAC flood, issue 16) are kept only this many in all, newest first.
+ORPHAN_EVENTS = 5000
 
 
 class StoreError(RuntimeError):
@@ -218,13 +221,19 @@ class Store:
             return None
         return found[0] if found else None
 
-    def trim_events(self, keep: int = EVENTS_PER_HOST) -> int:
-        """Keep the newest `keep` events of each host; returns rows deleted."""
+    def trim_events(self, keep: int = EVENTS_PER_HOST, orphans: int = ORPHAN_EVENTS) -> int:
+        """Keep the newest `keep` events of each host and the newest `orphans`
+        events of MACs that are no host; returns rows deleted."""
         c = self.conn()
         cur = c.execute(
             "DELETE FROM events WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER "
             "(PARTITION BY mac ORDER BY id DESC) AS rn FROM events) WHERE rn > ?)", (keep,))
-        return cur.rowcount
+        n = cur.rowcount
+        cur = c.execute(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE mac IS NOT NULL "
+            "AND mac NOT IN (SELECT mac FROM hosts) ORDER BY id DESC LIMIT -1 OFFSET ?)",
+            (orphans,))
+        return n + cur.rowcount
 
     # -- reads ------------------------------------------------------------
     def load_leases(self) -> list[Lease]:

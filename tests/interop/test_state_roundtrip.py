@@ -95,7 +95,7 @@ def test_backup_change_restore_gives_identical_api_answers(served, lab, tmp_path
     _udhcpc(lab, cli, cli_if, tmp_path / "udhcpc-1.events", release=False)
     cli_mac = iface_mac(lab, cli, cli_if)
     at_backup = api.answers()
-    assert at_backup["/hosts"][0] == 200 and len(at_backup["/hosts"][1]) >= len(MACS)
+    assert at_backup["/hosts"][0] == 200 and len(at_backup["/hosts"][1]["hosts"]) >= len(MACS)
     assert at_backup["/leases"][0] == 200, at_backup["/leases"]
     assert [lease["state"] for lease in at_backup["/leases"][1]
             if lease["mac"] == cli_mac] == ["active"], at_backup["/leases"]

@@ -84,6 +84,21 @@ def test_events_are_trimmed_per_host(tmp_path):
     assert [(r["mac"], r["n"]) for r in rows] == [("a", 10), ("b", 1)]
 
 
+def test_events_of_macs_that_are_no_host_are_capped_in_all(tmp_path):
+    """A random-MAC flood leaves one offer event per MAC and no host row: those
+    orphans are kept only `orphans` in all (newest), a host's own are kept."""
+    s = Store(str(tmp_path))
+    h = Host("52:54:00:00:00:01", HostState.DISCOVERED, None, None, None, None, "eth1", 1, 2)
+    flood = [event(float(i), f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}", "dhcp.offer")
+             for i in range(300)]
+    s.apply([("host", h)] + [event(0.5, h.mac, "dhcp.ack")] + flood + [event(400.0, None, "x")])
+    assert s.trim_events(keep=10, orphans=50) == 250
+    rows = s.query("SELECT mac, ts FROM events WHERE mac LIKE '02:%' ORDER BY ts")
+    assert [r["ts"] for r in rows] == [float(i) for i in range(250, 300)]
+    assert s.query("SELECT COUNT(*) AS n FROM events WHERE mac = ?", (h.mac,))[0]["n"] == 1
+    assert s.query("SELECT COUNT(*) AS n FROM events WHERE mac IS NULL")[0]["n"] == 1
+
+
 def test_state_dir_is_private(tmp_path):
     d = tmp_path / "state"
     Store(str(d))
