@@ -44,6 +44,10 @@ class Registry:
         self.hosts: dict[str, Host] = {h.mac: h for h in hosts or ()}
         # MAC -> Host (state discovered, never stored), least recently seen first.
         self.seen: OrderedDict[str, Host] = OrderedDict()
+        # A seen MAC's latest exchange event (its OFFER), stored only if it
+        # becomes a host: a random-MAC flood must not cost a row per packet,
+        # and a real host's timeline still starts at the offer it took.
+        self._pending: dict[str, tuple] = {}
         self.seen_max = seen_max
         self.seen_ttl = seen_ttl
         # Host creation by an unauthenticated HTTP call (boot script, agent):
@@ -92,7 +96,8 @@ class Registry:
         h = self.seen.get(mac)
         if h is None:
             if len(self.seen) >= self.seen_max:
-                self.seen.popitem(last=False)
+                old, _ = self.seen.popitem(last=False)
+                self._pending.pop(old, None)
                 self.counters["seen.evicted"] += 1
             h = Host(mac, HostState.DISCOVERED, arch, vendor_class, uuid, None, iface, now, now)
             self.seen[mac] = h
@@ -114,7 +119,16 @@ class Registry:
             if h.last_seen >= cutoff:
                 break
             del seen[mac]
+            self._pending.pop(mac, None)
             self.counters["seen.expired"] += 1
+
+    def exchange_event(self, mac: str, ev: tuple, writes: list) -> None:
+        """A DHCP exchange's event: written now for a host, held (the latest
+        one only) for a MAC that is only seen, written if it becomes a host."""
+        if mac in self.seen and mac not in self.hosts:
+            self._pending[mac] = ev
+        else:
+            writes.append(ev)
 
     def promote(self, mac: str, now: float, writes: list) -> Host | None:
         """A seen MAC did something that matters (an ACKed lease): it becomes a
@@ -132,6 +146,9 @@ class Registry:
 
     def _adopt(self, h: Host, now: float, writes: list, **detail) -> None:
         self.hosts[h.mac] = h
+        held = self._pending.pop(h.mac, None)
+        if held is not None:
+            writes.append(held)
         self.counters["hosts.created"] += 1
         writes.append(event(now, h.mac, "host.discovered", **detail))
 
@@ -263,6 +280,7 @@ class Registry:
     def delete(self, mac: str, now: float) -> list:
         """Forget a host (its leases stay: an address is never reused early)."""
         if self.seen.pop(mac, None) is not None:
+            self._pending.pop(mac, None)
             return [("host_delete", mac)]         # never stored: nothing else to undo
         if self.hosts.pop(mac, None) is None:
             return []

@@ -239,7 +239,8 @@ class DhcpEngine:
         boot = self._boot(client, mac, ing, now, writes)
         reply = self._reply(pkt, o.OFFER, addr.to_bytes(4, "big"), ing, net, client,
                             self._lease_time(net), hostname, boot)
-        writes.append(self._exchange_event(now, mac, "dhcp.offer", boot, ing, addr))
+        self.registry.exchange_event(
+            mac, self._exchange_event(now, mac, "dhcp.offer", boot, ing, addr), writes)
         out = self._out(pkt, reply, o.OFFER, writes, ing)
         if self.s.probe and fresh and lease.state == LeaseState.OFFERED:
             out.probe = addr
@@ -322,8 +323,9 @@ class DhcpEngine:
         if boot.filename is None:
             return None
         reply = self._reply(pkt, rtype, _ZERO, ing, None, client, None, None, boot, proxy=True)
-        writes.append(event(now, pkt.mac, "proxy." + o.MSG_NAMES[rtype].lower(),
-                            file=boot.filename, port=ing.port, iface=ing.iface))
+        self.registry.exchange_event(pkt.mac, event(
+            now, pkt.mac, "proxy." + o.MSG_NAMES[rtype].lower(), file=boot.filename,
+            port=ing.port, iface=ing.iface), writes)
         if ing.port == o.PXE_PORT:
             # PXE 2.1 §2.2.2: the 4011 reply goes back where the request came from.
             return Outcome(reply, ing.src, None, writes, kind="PROXY_" + o.MSG_NAMES[rtype])

@@ -313,9 +313,27 @@ def test_first_discover_is_only_seen_and_the_ack_registers_the_host_with_uuid():
     assert "host.discovered" not in [w[1][2] for w in out.writes if w[0] == "event"]
     _, out, _ = dora(e, 1, extra=PXE_UEFI)
     events = [w[1] for w in out.writes if w[0] == "event"]
-    assert events[0][2] == "host.discovered" and ("host", host) in out.writes
-    assert json.loads(events[0][3])["uuid"] == host.uuid
+    # The offer it took was held, not stored, and now opens its timeline.
+    assert [ev[2] for ev in events] == ["dhcp.offer", "host.discovered", "dhcp.ack"]
+    assert ("host", host) in out.writes
+    assert json.loads(events[1][3])["uuid"] == host.uuid
     assert e.registry.hosts[host.mac] is host and out.must_commit
+
+
+def test_offers_to_macs_that_never_take_a_lease_store_nothing():
+    """20,000 random-MAC DISCOVERs (issue 16: they left 20,101 events): each is
+    answered, but no write is made; memory holds at most seen_max of them."""
+    e = make_engine(new_clients_per_interface_pps=1e9)
+    e.registry.seen_max = 500
+    writes, offers = [], 0
+    for i in range(20000):
+        mac = (0x020000000000 + i).to_bytes(6, "big")
+        out, offer = roundtrip(e, client_packet(o.DISCOVER, mac), now=NOW + i * 1e-3)
+        offers += offer is not None
+        writes += [w for w in (out.writes if out else ())
+                   if not (w[0] == "event" and w[1][2] == "pool.exhausted")]
+    assert offers > 200 and writes == []
+    assert len(e.registry.seen) == 500 and len(e.registry._pending) <= 500
 
 
 @pytest.mark.parametrize("extra, file, vendor", [
