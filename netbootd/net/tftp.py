@@ -54,6 +54,7 @@ from collections import Counter, OrderedDict
 
 from ..codec import tftp as w
 from ..policy.paths import PathRefused, resolve
+from ..policy.ratelimit import Buckets
 from ..policy.tftp_session import (
     UNANSWERED, BytesSource, Limits, ReadSession, Refused, negotiate,
 )
@@ -274,6 +275,11 @@ class TftpServer:
         self.confirmed = 0                              # of them, whose client has ACKed
         self.per_ip: Counter = Counter()                # confirmed transfers per client
         self._latest: dict[tuple, Transfer] = {}        # client addr -> its newest transfer
+        # Refusals are events (a host's timeline shows its missing file), but a
+        # flood of RRQs for missing names from forged sources must not cost a
+        # stored row each: per source and in total, the rest only counted.
+        self._refusal_events = Buckets(2.0, 20.0, max_keys=4096)
+        self._refusal_events_total = Buckets(50.0, 200.0, max_keys=1)
 
     @property
     def counters(self) -> Counter:
@@ -418,6 +424,11 @@ class TftpServer:
         # From the listening socket: no TID exists yet, and every client
         # takes an ERROR from any port before its first reply.
         listener.send(w.encode_error(code, message), addr)
+        now = self.reactor.seconds()
+        if not (self._refusal_events.allow(addr[0], now)
+                and self._refusal_events_total.allow(None, now)):
+            self._counters["event.refused_suppressed"] += 1
+            return
         self._emit({"client": addr[0], "port": addr[1], "file": filename, "bytes": 0,
                     "blksize": None, "windowsize": None, "duration": 0.0,
                     "outcome": "refused", "error": message})

@@ -138,6 +138,22 @@ def test_a_file_not_found_is_answered_with_error_1_from_the_listener(tmp_path):
     assert h.events[0]["outcome"] == "refused" and len(h.sockets) == 1
 
 
+def test_a_flood_of_missing_names_is_answered_but_stores_few_events(tmp_path):
+    """1,000 RRQs for missing files from 100 forged sources in one second: each
+    gets its ERROR (no amplification: one datagram per request), but only a
+    bounded number become stored events (per source, and in total); the rest
+    are counted.  A source quiet for a while gets its events again."""
+    h = Harness(tmp_path)
+    for i in range(1000):
+        h.rrq(f"pxelinux.cfg/{i:04x}", addr=(f"10.9.{i % 100}.1", 2000 + i))
+    assert len(decoded(h.lsock)) == 1000
+    assert len(h.events) <= 200 and h.events[0]["outcome"] == "refused"
+    assert h.server.counters["event.refused_suppressed"] == 1000 - len(h.events)
+    h.advance(30)
+    h.rrq("missing.efi")
+    assert h.events[-1]["file"] == "missing.efi"
+
+
 def test_a_traversal_attempt_is_an_access_violation(tmp_path):
     h = Harness(tmp_path)
     h.rrq("../../etc/passwd")
