@@ -37,6 +37,10 @@ def event_json(ts: float, mac: str | None, kind: str, detail: str) -> tuple:
     return ("event", (ts, mac, kind, detail))
 
 
+# Exchange events held per seen MAC (module doc of Registry.exchange_event).
+PENDING_EVENTS = 4
+
+
 class Registry:
     def __init__(self, hosts: list[Host] | None = None, *, seen_max: int = 10000,
                  seen_ttl: float = 3600.0, new_per_source_pps: float = 1.0,
@@ -44,10 +48,11 @@ class Registry:
         self.hosts: dict[str, Host] = {h.mac: h for h in hosts or ()}
         # MAC -> Host (state discovered, never stored), least recently seen first.
         self.seen: OrderedDict[str, Host] = OrderedDict()
-        # A seen MAC's latest exchange event (its OFFER), stored only if it
-        # becomes a host: a random-MAC flood must not cost a row per packet,
-        # and a real host's timeline still starts at the offer it took.
-        self._pending: dict[str, tuple] = {}
+        # A seen MAC's latest exchange events (its OFFERs; proxy OFFER/ACKs of
+        # the firmware and iPXE stages), stored only if it becomes a host: a
+        # random-MAC flood must not cost a row per packet, and a real host's
+        # timeline still starts at the exchanges that led to it.
+        self._pending: dict[str, list] = {}
         self.seen_max = seen_max
         self.seen_ttl = seen_ttl
         # Host creation by an unauthenticated HTTP call (boot script, agent):
@@ -124,9 +129,12 @@ class Registry:
 
     def exchange_event(self, mac: str, ev: tuple, writes: list) -> None:
         """A DHCP exchange's event: written now for a host, held (the latest
-        one only) for a MAC that is only seen, written if it becomes a host."""
+        PENDING_EVENTS) for a MAC that is only seen, written if it becomes a host."""
         if mac in self.seen and mac not in self.hosts:
-            self._pending[mac] = ev
+            held = self._pending.setdefault(mac, [])
+            if len(held) >= PENDING_EVENTS:
+                del held[0]
+            held.append(ev)
         else:
             writes.append(ev)
 
@@ -146,9 +154,7 @@ class Registry:
 
     def _adopt(self, h: Host, now: float, writes: list, **detail) -> None:
         self.hosts[h.mac] = h
-        held = self._pending.pop(h.mac, None)
-        if held is not None:
-            writes.append(held)
+        writes += self._pending.pop(h.mac, ())
         self.counters["hosts.created"] += 1
         writes.append(event(now, h.mac, "host.discovered", **detail))
 

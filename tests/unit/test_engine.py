@@ -313,10 +313,11 @@ def test_first_discover_is_only_seen_and_the_ack_registers_the_host_with_uuid():
     assert "host.discovered" not in [w[1][2] for w in out.writes if w[0] == "event"]
     _, out, _ = dora(e, 1, extra=PXE_UEFI)
     events = [w[1] for w in out.writes if w[0] == "event"]
-    # The offer it took was held, not stored, and now opens its timeline.
-    assert [ev[2] for ev in events] == ["dhcp.offer", "host.discovered", "dhcp.ack"]
+    # Its two offers were held, not stored, and now open its timeline.
+    assert [ev[2] for ev in events] == ["dhcp.offer", "dhcp.offer", "host.discovered",
+                                        "dhcp.ack"]
     assert ("host", host) in out.writes
-    assert json.loads(events[1][3])["uuid"] == host.uuid
+    assert json.loads(events[2][3])["uuid"] == host.uuid
     assert e.registry.hosts[host.mac] is host and out.must_commit
 
 
