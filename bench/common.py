@@ -3,7 +3,7 @@ bench/*/serve_netbootd.py runners).
 
 The harnesses are scripts, not a package: each puts bench/ on sys.path and
 imports this module.  It never imports the netbootd package when it is
-imported (netbootd/labnet.py is loaded from its file by load_labnet(); the
+imported (netbootd/lab/netns.py is loaded from its file by load_labnet(); the
 runner helpers import netbootd only when called), so a half-written
 netbootd/__init__.py cannot break a harness.
 
@@ -47,7 +47,7 @@ def load_labnet():
     # netbootd/__init__.py cannot break the harness (once per process).
     name = "_bench_labnet"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "netbootd" / "labnet.py")
+        spec = importlib.util.spec_from_file_location(name, REPO / "netbootd" / "lab" / "netns.py")
         mod = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = mod
         spec.loader.exec_module(mod)
@@ -643,12 +643,12 @@ def cpu_model() -> str:
 # the serve_netbootd.py runners (they import netbootd; this module does not)
 # --------------------------------------------------------------------------
 def tune_memory(skip: bool) -> str:
-    """netbootd.memtune.tune_malloc(), as netbootd/__main__.py serve() does,
+    """netbootd.runtime.memtune.tune_malloc(), as netbootd/__main__.py serve() does,
     before the reactor allocates; what came of it, for the READY line."""
     if skip:
         return "off"
     try:
-        from netbootd.memtune import tune_malloc
+        from netbootd.runtime.memtune import tune_malloc
         return "on" if tune_malloc() else "unavailable"
     except ImportError:
         return "absent"

@@ -22,17 +22,17 @@ def serve(args) -> int:
         print(f"netbootd: config error: {e}", file=sys.stderr)
         return 2
     _logging(cfg.log_level)
-    from . import statelock
+    from .store import lock as statelock
     try:
         # One daemon per state dir; `state restore` refuses while it is held.
         lock = statelock.acquire(cfg.state_dir)  # noqa: F841 - held until exit
     except statelock.StateLocked as e:
         print(f"netbootd: cannot start: {e}", file=sys.stderr)
         return 2
-    from .fdlimit import raise_nofile
+    from .runtime.fdlimit import raise_nofile
     nofile = raise_nofile()      # before any listener: the HTTP cap is sized from it
     logging.getLogger("netbootd").info("open files limit: %d (hard %d)", *nofile)
-    from .memtune import tune_malloc
+    from .runtime.memtune import tune_malloc
     tune_malloc()        # before the reactor allocates transfer buffers
     from twisted.internet import reactor
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "hosts" and args.action == "assign":
         return cli.cmd_assign(args)
     if args.cmd == "lab":
-        from . import lab
+        from .lab import vm as lab
         return lab.main(args)
     if args.cmd == "token":
         return cli.cmd_token(args)

@@ -123,7 +123,7 @@ def _request(url: str, method: str = "GET", body: dict | None = None,
 def api_call(cfg: config_mod.Config, method: str, path: str, body: dict | None = None,
              server: str | None = None) -> tuple[int, dict | list]:
     """Call the running daemon's API with the admin token from the state dir."""
-    from . import secrets
+    from .auth import admin_token as secrets
     try:
         with open(secrets.token_path(cfg.state_dir), encoding="ascii") as f:
             token = f.read().strip()
@@ -175,7 +175,7 @@ def cmd_assign(args) -> int:
 
 
 def cmd_token(args) -> int:
-    from . import secrets
+    from .auth import admin_token as secrets
     cfg = effective_config(args)
     if args.action == "show-path":
         print(secrets.token_path(cfg.state_dir))
@@ -186,9 +186,9 @@ def cmd_token(args) -> int:
 
 
 def cmd_state(args) -> int:
-    """state backup|list|restore (netbootd/state.py); restore refuses while a
+    """state backup|list|restore (netbootd/store/backup.py); restore refuses while a
     daemon holds the state lock."""
-    from . import state, statelock
+    from .store import backup as state, lock as statelock
     try:
         cfg = effective_config(args)
     except config_mod.ConfigError as e:

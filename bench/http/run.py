@@ -14,7 +14,7 @@ Servers:
   nginx-nosendfile  (diagnostic, not a goal peer) the same with
              sendfile off: what nginx costs when it copies through user space
   netbootd-nomemtune  (diagnostic, not in the default set) the same runner
-             without netbootd.memtune.tune_malloc(), i.e. glibc's malloc
+             without netbootd.runtime.memtune.tune_malloc(), i.e. glibc's malloc
              defaults, as the daemon ran before it pinned the thresholds
 
 Scenarios (one 40 MiB file of random bytes, "initrd.img", page-cached):
@@ -114,7 +114,7 @@ class Netbootd(Server):
 
 
 class NetbootdNoMemtune(Netbootd):
-    """Diagnostic: the same runner without netbootd.memtune.tune_malloc()
+    """Diagnostic: the same runner without netbootd.runtime.memtune.tune_malloc()
     (glibc's default, dynamic mmap threshold and 128 KiB heap trimming), to
     show what that start-up setting buys: without it, Twisted's file-serving
     buffers land on freshly faulted pages (see flt/MB)."""

@@ -59,7 +59,7 @@ def main() -> int:
     ap.add_argument("--backlog", type=int, default=50, help="listenTCP backlog (twisted default 50)")
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--no-memtune", action="store_true",
-                    help="skip netbootd.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
+                    help="skip netbootd.runtime.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
     args = ap.parse_args()
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -72,7 +72,7 @@ def main() -> int:
                     help="override TftpServer's per_client cap (default: its own)")
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--no-memtune", action="store_true",
-                    help="skip netbootd.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
+                    help="skip netbootd.runtime.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
     ap.add_argument("--diag", default="", help="comma list of: mmap (see above)")
     args = ap.parse_args()
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),

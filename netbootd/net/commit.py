@@ -32,7 +32,7 @@ from twisted.internet import defer
 from twisted.python.threadpool import ThreadPool
 from twisted.internet.threads import deferToThreadPool
 
-from ..registry import event
+from ..registry.hosts import event
 
 log = logging.getLogger("netbootd.commit")
 

@@ -11,9 +11,9 @@ import logging
 
 from ..codec.dhcp import DecodeError, decode
 from ..codec.dhcp_options import CLIENT_PORT, PXE_PORT
-from ..policy.dhcp_server import DhcpEngine, Ingress, Outcome
+from ..policy.dhcp_engine import DhcpEngine, Ingress, Outcome
 from ..policy.leases import int2ip
-from ..registry import event
+from ..registry.hosts import event
 from .interfaces import set_arp
 
 log = logging.getLogger("netbootd.dhcp")

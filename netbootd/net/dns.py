@@ -1,4 +1,4 @@
-"""DNS over UDP and TCP: bytes -> DnsEngine (policy/dns_server.py) -> bytes.  Nothing else here.
+"""DNS over UDP and TCP: bytes -> DnsEngine (policy/dns_engine.py) -> bytes.  Nothing else here.
 
 * UDP: a batching reader (net/udp.py); replies go straight to
   ``socket.sendto``.  No exception escapes a datagram's handling.
@@ -13,7 +13,7 @@
 
 ``DnsServer(reactor, zone, served_subnets=..., forwarders=...)``, then
 ``listen(port, ip)`` once per address, ``stop()`` at the end; ``counters``
-holds everything counted (see policy/dns_server.py for the names).
+holds everything counted (see policy/dns_engine.py for the names).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from ..policy.dns_server import DnsEngine, Forward
+from ..policy.dns_engine import DnsEngine, Forward
 from ..policy.zone import Zone
 from . import interfaces
 from .dns_forward import Forwarder, random_port_socket

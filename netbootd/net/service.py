@@ -20,16 +20,16 @@ from twisted.internet import defer, task, threads
 from ..codec.dhcp_options import PXE_PORT, SERVER_PORT
 from ..config import Config, NetworkConfig
 from ..model import BootConfig, BootFiles, Reservation, normalize_mac
-from ..policy.dhcp_server import DhcpEngine, EngineSettings, Ingress
+from ..policy.dhcp_engine import DhcpEngine, EngineSettings, Ingress
 from .. import __version__
-from ..gcpace import GcPacer
-from ..hooks import Hooks
-from ..metrics import Metrics
+from ..runtime.gcpace import GcPacer
+from .hooks import Hooks
+from .metrics import Metrics
 from ..policy.leases import LeaseTable, Network, int2ip, ip2int, whole_subnet
 from ..policy.boot import Renderer
-from ..registry import Registry, event
+from ..registry.hosts import Registry, event
 from ..store.sqlite import Store, is_write_fault
-from .. import secrets
+from ..auth import admin_token as secrets
 from . import interfaces
 from .commit import GroupCommitter, dropped_events, restore_memory
 from .dhcp import DhcpProtocol
@@ -254,7 +254,7 @@ def newest_kernel() -> str | None:
 def http_limits(h, clock, counters):
     """HTTP connection caps from [http], the total derived from the fd limit
     (fdlimit.py) so DHCP, DNS, TFTP and SQLite keep descriptors."""
-    from ..fdlimit import http_connection_cap, soft_limit
+    from ..runtime.fdlimit import http_connection_cap, soft_limit
     from .http.limits import ConnectionLimits
     return ConnectionLimits(clock, total=http_connection_cap(soft_limit(), h.max_connections),
                             per_source=h.max_per_source, request_timeout=h.request_timeout,

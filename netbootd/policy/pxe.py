@@ -143,7 +143,7 @@ def decide(client: Client, mac: str, server_ip: str, cfg: BootConfig) -> BootAns
     # No option 60 "PXEClient" in a plain DHCP reply: EDK2 reads PXEClient
     # without option 43 as a BINL offer and asks a boot server on UDP 4011
     # instead of fetching the file (seen with OVMF; dnsmasq sends none).
-    # Proxy and port-4011 replies add it (dhcp_server._reply, proxy=True).
+    # Proxy and port-4011 replies add it (dhcp_engine._reply, proxy=True).
     if client.ipxe:
         return BootAnswer(script_url(http_base, mac), tftp, None)
     if client.http or (client.arch in HTTP_ARCHES and not client.pxe):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from netbootd.lab import LabBoot, LabOptions, missing_parts
+from netbootd.lab.vm import LabBoot, LabOptions, missing_parts
 
 pytestmark = pytest.mark.e2e
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from iso_builder import initrd as initrd_mod
-from netbootd import labnet
+from netbootd.lab import netns as labnet
 
 e2e = pytest.mark.e2e
 

@@ -34,7 +34,7 @@ from netbootd.net.http.common import authorized, error, json_body, send_json
 from netbootd.net.http.site import build_site
 from netbootd.net.http.status import Static
 from netbootd.policy.boot import Renderer
-from netbootd.registry import Registry, event
+from netbootd.registry.hosts import Registry, event
 from netbootd.store.sqlite import Store
 
 from .webdriver import CHROMEDRIVER, CHROMIUM, OPENER, Browser, chromium_session, png_size

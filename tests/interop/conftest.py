@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from pathlib import Path
 
-from netbootd import labnet
+from netbootd.lab import netns as labnet
 
 from .harness import Netbootd, require_lab
 

@@ -1,5 +1,5 @@
 """Shared harness (library part) for the interop tests: real DHCP peers against netbootd,
-every packet confined to network namespaces built by ``netbootd.labnet``.
+every packet confined to network namespaces built by ``netbootd.lab.netns``.
 
 Pieces (the pytest fixtures ``lab`` and ``netbootd_factory`` are in conftest.py):
   * ``require_lab()``: skip with labnet.available()'s reason.
@@ -39,7 +39,7 @@ import scapy.layers.dhcp  # noqa: F401  (Ether/IP/UDP/BOOTP for dhcp_frame)
 import scapy.layers.inet  # noqa: F401
 import scapy.layers.l2  # noqa: F401
 
-from netbootd import labnet
+from netbootd.lab import netns as labnet
 
 HERE = Path(__file__).resolve().parent
 HELPERS = HERE / "helpers"

@@ -18,7 +18,7 @@ from netbootd.net.http.app import HttpApp
 from netbootd.net.http.openapi import SPEC
 from netbootd.net.http.site import build_site
 from netbootd.policy.boot import Renderer
-from netbootd.registry import Registry
+from netbootd.registry.hosts import Registry
 from netbootd.store.sqlite import Store
 
 TOKEN = "a" * 64

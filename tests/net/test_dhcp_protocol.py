@@ -12,9 +12,9 @@ from netbootd.codec import dhcp_options as o
 from netbootd.model import BootConfig, LeaseState
 from netbootd.net.commit import GroupCommitter
 from netbootd.net.dhcp import DhcpProtocol
-from netbootd.policy.dhcp_server import DhcpEngine, EngineSettings, Ingress
+from netbootd.policy.dhcp_engine import DhcpEngine, EngineSettings, Ingress
 from netbootd.policy.leases import LeaseTable, ip2int, whole_subnet
-from netbootd.registry import Registry
+from netbootd.registry.hosts import Registry
 from tests.dhcpkit import SERVER, client_packet, mac_bytes, wire
 
 
@@ -237,7 +237,7 @@ def test_a_backlog_is_served_requests_first():
 
 from netbootd.model import Host, HostState, Lease  # noqa: E402
 from netbootd.net.commit import dropped_events, restore_memory  # noqa: E402
-from netbootd.registry import event  # noqa: E402
+from netbootd.registry.hosts import event  # noqa: E402
 from netbootd.store.sqlite import Store, is_write_fault  # noqa: E402
 
 

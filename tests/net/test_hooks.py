@@ -15,8 +15,8 @@ from twisted.web import resource, server
 
 from netbootd import config
 from netbootd.config import HooksConfig
-from netbootd.hooks import Hooks, clean
-from netbootd.registry import event
+from netbootd.net.hooks import Hooks, clean
+from netbootd.registry.hosts import event
 
 MAC = "52:54:00:66:00:01"
 EVIL = "evil\r\nBcc: victim@example.com\r\n.\r\nMAIL FROM:<x@y>\x1b[31m\x00\x07\u202e\u200b"

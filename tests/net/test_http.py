@@ -16,7 +16,7 @@ from netbootd.net.commit import GroupCommitter
 from netbootd.net.http.app import HttpApp
 from netbootd.net.http.site import build_site
 from netbootd.policy.boot import Renderer
-from netbootd.registry import Registry
+from netbootd.registry.hosts import Registry
 from netbootd.store.sqlite import Store
 
 MAC = "52:54:00:77:00:10"

@@ -15,12 +15,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task, threads
 
-from netbootd.fdlimit import http_connection_cap
+from netbootd.runtime.fdlimit import http_connection_cap
 from netbootd.net.http.app import HttpApp
 from netbootd.net.http.limits import ConnectionLimits
 from netbootd.net.http.site import build_site
 from netbootd.policy.boot import Renderer
-from netbootd.registry import Registry
+from netbootd.registry.hosts import Registry
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
@@ -211,7 +211,7 @@ def test_the_http_cap_leaves_a_reserve_of_descriptors():
 def test_serve_raises_the_soft_fd_limit_to_the_hard_limit():
     if not shutil.which("prlimit"):
         pytest.skip("prlimit (util-linux) is not installed")
-    code = ("import resource; from netbootd.fdlimit import raise_nofile; "
+    code = ("import resource; from netbootd.runtime.fdlimit import raise_nofile; "
             "print(raise_nofile(), resource.getrlimit(resource.RLIMIT_NOFILE))")
     r = subprocess.run(["prlimit", "--nofile=1024:4096", sys.executable, "-c", code],
                        capture_output=True, text=True, timeout=30)

@@ -1,4 +1,4 @@
-"""DNS wire handling (codec/dns.py + policy/dns_server.py), with dnslib as the oracle:
+"""DNS wire handling (codec/dns.py + policy/dns_engine.py), with dnslib as the oracle:
 the hot path's concatenated answers, 0x20 case, EDNS and truncation, refusal and
 forwarding decisions, and a malformed corpus that is answered FORMERR or dropped."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from netbootd.codec import dns as d
 from netbootd.model import Lease, LeaseState
-from netbootd.policy.dns_server import DnsEngine, Forward
+from netbootd.policy.dns_engine import DnsEngine, Forward
 from netbootd.policy.zone import Zone
 
 INSIDE = "10.77.0.50"

@@ -9,10 +9,9 @@ import pytest
 from netbootd.codec import dhcp
 from netbootd.codec import dhcp_options as o
 from netbootd.model import BootConfig, BootFiles, Host, HostState, LeaseState, Reservation
-from netbootd.policy.dhcp_server import (DhcpEngine, EngineSettings, Ingress, max_message,
-                                         sanitize_hostname)
+from netbootd.policy.dhcp_engine import DhcpEngine, EngineSettings, Ingress, max_message, sanitize_hostname
 from netbootd.policy.leases import LeaseTable, ip2int, whole_subnet
-from netbootd.registry import Registry
+from netbootd.registry.hosts import Registry
 from tests.dhcpkit import (HTTP_UEFI, IPXE_BIOS, PXE_BIOS, PXE_UEFI, SERVER, client_packet,
                            mac_bytes, wire)
 

@@ -7,7 +7,7 @@ import weakref
 import pytest
 from twisted.internet import task
 
-from netbootd.gcpace import GcPacer
+from netbootd.runtime.gcpace import GcPacer
 
 
 class Node:

@@ -10,11 +10,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
-from netbootd.metrics import Metrics
+from netbootd.net.metrics import Metrics
 from netbootd.model import Host, HostState
 from netbootd.net.http.metrics import MetricsPage
 from netbootd.policy.leases import LeaseTable, ip2int, whole_subnet
-from netbootd.registry import Registry, event
+from netbootd.registry.hosts import Registry, event
 
 NOW = 1_000_000.0
 A = "52:54:00:00:00:0a"

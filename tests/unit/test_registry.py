@@ -7,8 +7,7 @@ import random
 import pytest
 
 from netbootd.model import Host, HostState
-from netbootd.registry import (BadCursor, Registry, decode_cursor, encode_cursor, page,
-                               state_counts)
+from netbootd.registry.hosts import BadCursor, Registry, decode_cursor, encode_cursor, page, state_counts
 
 
 def _mac(i: int) -> str:

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from netbootd.model import Host, HostState, Lease, LeaseState
-from netbootd.registry import event
+from netbootd.registry.hosts import event
 from netbootd.store.sqlite import DB_NAME, SCHEMA_VERSION, Store, StoreError
 
 

@@ -12,10 +12,10 @@ from twisted.web import resource, server
 
 from ...model import arch_name, normalize_mac
 from ...policy.boot import ProfileError, validate_args
-from ...policy.dhcp_server import sanitize_hostname
-from ...registry import BadCursor, page, state_counts
+from ...policy.dhcp_engine import sanitize_hostname
+from ...registry.hosts import BadCursor, page, state_counts
 from .app import HttpApp
-from .common import authorized, client_ip, error, json_body, send_json
+from .common import authorized, client_ip, error, json_body, NotFound, send_json
 
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _IP_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
@@ -93,7 +93,6 @@ class _Dir(resource.Resource):
     """An inner node whose unknown children are JSON 404s."""
 
     def getChild(self, name, request):
-        from .site import NotFound
         return NotFound()
 
     def render(self, request):
@@ -389,7 +388,6 @@ class Events(_Leaf):
         if name == b"stream":
             from .stream import EventStream
             return EventStream(self.app)
-        from .site import NotFound
         return self if name == b"" else NotFound()
 
     def render_GET(self, request):

@@ -8,7 +8,7 @@ from typing import Callable
 from twisted.internet import threads
 
 from ...policy.boot import Renderer
-from ...registry import Registry
+from ...registry.hosts import Registry
 
 
 @dataclass

@@ -5,9 +5,9 @@ import json
 import logging
 import re
 
-from twisted.web import server
+from twisted.web import resource, server
 
-from ... import secrets
+from ...auth import admin_token as secrets
 
 log = logging.getLogger("netbootd.http")
 
@@ -109,3 +109,11 @@ def local_base(request, port_override: str | None = None) -> str:
     """http://<the address the client reached us on>:<port>."""
     host = request.getHost()
     return port_override or f"http://{host.host}:{host.port}"
+
+
+class NotFound(resource.Resource):
+    """JSON 404 (twisted's default page is HTML, and deprecated)."""
+    isLeaf = True
+
+    def render(self, request):
+        return error(request, 404, "no such route")

@@ -12,7 +12,7 @@ resets, so such connections lived for ever and took every file descriptor.
   runs (a slow link downloading a kernel is legitimate; the caps bound it).
 * At most ``per_source`` connections per client address: the next one is
   closed at accept, before any byte is read (counted).
-* At most ``total`` in all (derived from the fd limit, netbootd/fdlimit.py).
+* At most ``total`` in all (derived from the fd limit, netbootd/runtime/fdlimit.py).
   At the cap a new connection takes the place of the connection that has
   waited longest for its request (a slowloris or an idle keep-alive, never
   one being answered), so clients that send a request at once keep being

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.web import resource
 
-from ...registry import CURSOR_PATTERN
+from ...registry.hosts import CURSOR_PATTERN
 from .common import send_json
 
 # Exactly what model.normalize_mac accepts: one separator style throughout.

@@ -5,23 +5,15 @@ import re
 
 from twisted.web import http, resource, server
 
-from ...fdlimit import http_connection_cap, soft_limit
+from ...runtime.fdlimit import http_connection_cap, soft_limit
 from .api import Api
 from .app import HttpApp
 from .boot import BootScripts
-from .common import BoundedRequest, error
+from .common import BoundedRequest, NotFound
 from .files import Files
 from .limits import ConnectionLimits, LimitedChannel, LimitedSite
 from .metrics import MetricsPage
 from .status import Static, StatusPage
-
-
-class NotFound(resource.Resource):
-    """JSON 404 (twisted's default page is HTML, and deprecated)."""
-    isLeaf = True
-
-    def render(self, request):
-        return error(request, 404, "no such route")
 
 
 class Root(resource.Resource):

@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.web import resource, server
 
 from ...policy.paths import PathRefused, resolve
-from ...registry import page, state_counts
+from ...registry.hosts import page, state_counts
 from ...web import STATIC_DIR, environment
 from ..fileroots import open_in_root
 from .api import host_json, last_events_of

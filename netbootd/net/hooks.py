@@ -40,7 +40,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from .config import HooksConfig
+from ..config import HooksConfig
 
 log = logging.getLogger("netbootd.hooks")
 

@@ -1,4 +1,4 @@
-"""State backup/restore (netbootd/state.py) and the state lock (netbootd/statelock.py)."""
+"""State backup/restore (netbootd/store/backup.py) and the state lock (netbootd/store/lock.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,9 +15,10 @@ import time
 
 import pytest
 
-from netbootd import secrets, state, statelock
+from netbootd.auth import admin_token as secrets
+from netbootd.store import backup as state, lock as statelock
 from netbootd.model import Host
-from netbootd.registry import event
+from netbootd.registry.hosts import event
 from netbootd.store.sqlite import DB_NAME, SCHEMA_VERSION, Store
 
 EVENTS_PER_BATCH = 5
@@ -352,7 +353,7 @@ def test_an_unknown_backup_name_is_reported(sd):
 
 # -- the state lock -------------------------------------------------------
 
-_HOLDER = ("import sys\nfrom netbootd import statelock\n"
+_HOLDER = ("import sys\nfrom netbootd.store import lock as statelock\n"
            "h = statelock.acquire(sys.argv[1])\nprint('locked', flush=True)\n"
            "sys.stdin.read()\n")
 

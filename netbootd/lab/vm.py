@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import labnet
+from . import netns as labnet
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ..codec import dhcp_options as o
 from ..codec.dhcp import Packet, encode, encode_prebuilt, option_tlv
 from ..model import BootConfig, LeaseState
-from ..registry import Registry, event, event_json
+from ..registry.hosts import Registry, event, event_json
 from . import pxe
 from .dhcp_values import client_id_ok, max_message, sanitize_hostname  # noqa: F401 (re-exported)
 from .leases import LeaseTable, Network, PoolExhausted, client_key, int2ip

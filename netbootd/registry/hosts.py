@@ -17,8 +17,8 @@ import json
 import re
 from collections import Counter, OrderedDict
 
-from .model import KNOWN_STATES, Host, HostState
-from .policy.ratelimit import Buckets
+from ..model import KNOWN_STATES, Host, HostState
+from ..policy.ratelimit import Buckets
 
 STATES = tuple(s.value for s in HostState)
 

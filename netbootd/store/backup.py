@@ -35,8 +35,9 @@ import tarfile
 import tempfile
 import time
 
-from . import secrets, statelock
-from .store.sqlite import DB_NAME, SCHEMA_VERSION
+from ..auth import admin_token as secrets
+from . import lock as statelock
+from .sqlite import DB_NAME, SCHEMA_VERSION
 
 BACKUPS_DIR = "backups"
 SUFFIX = ".tar.gz"
@@ -89,7 +90,7 @@ def default_media(state_dir: str, files_root: str | None = None,
 
 def netbootd_version() -> str:
     try:
-        from . import __version__
+        from .. import __version__
         return __version__
     except ImportError:
         from importlib.metadata import PackageNotFoundError, version

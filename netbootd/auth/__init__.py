@@ -1,0 +1,1 @@
+"""Credentials: the admin token (admin_token.py); enrollment tokens come here too."""

@@ -1,0 +1,1 @@
+"""Hosts known to netbootd: lifecycle and writes (hosts.py)."""

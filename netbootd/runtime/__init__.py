@@ -1,0 +1,1 @@
+"""Process tuning: paced garbage collection, malloc thresholds, the open-files limit."""
