@@ -485,7 +485,7 @@ class Bench:
     # one perfdhcp run ----------------------------------------------------
     def perfdhcp(self, lab, ns: str, rate: int, clients: int, period: float, count: int,
                  unique: bool, server_pid: int | None = None, mac_base: str | None = None) -> dict:
-        cmd = [PERFDHCP, "-4", "-g", "single", "-l", CLIENT_ADDR, "-r", str(rate),
+        cmd = [PERFDHCP, "-4", "-g", self.args.perfdhcp_threads, "-l", CLIENT_ADDR, "-r", str(rate),
                "-R", str(clients), "-n", str(count), "-p", f"{period:g}",
                "-W", str(int(self.wait_s * 1e6)), "-d", str(self.args.drop_time)]
         if unique:
@@ -543,7 +543,7 @@ class Bench:
         }
 
     def passed(self, t: dict) -> bool:
-        return t["discovers"] > 0 and t["drop_pct"] < DROP_LIMIT and t["non_unique"] == 0
+        return t["discovers"] > 0 and t["drop_pct"] < self.args.drop_limit and t["non_unique"] == 0
 
     # rate search ------------------------------------------------------------
     def _trial(self, trial, rate: int, trials: list, phase: str) -> dict:
@@ -763,7 +763,7 @@ class Bench:
 
     def scenario_returning(self, lab, sns, cns, sif, srv, root) -> dict:
         a = self.args
-        n = RETURNING_CLIENTS
+        n = a.returning_clients
         log(f"  {srv.name}: {n} returning clients (warm-up, then -R {n} on a running server)")
         state = root / "returning"
         srv.start(lab, sns, sif, state, self.server_cpu, srv.warmup_extra)
@@ -839,8 +839,9 @@ def print_report(results: list[dict], args) -> None:
     by = {r["server"]: r for r in results}
     scen = [s for s in ("unique", "returning") if s in args.scenarios]
     print()
-    print(f"DHCP leases/s at < {DROP_LIMIT}% failed exchanges "
-          f"(perfdhcp relay in its own netns; trial {args.period:g}s; "
+    print(f"DHCP leases/s at < {args.drop_limit:g}% failed exchanges "
+          f"(perfdhcp relay in its own netns, -g {args.perfdhcp_threads}; trial "
+          f"{args.period:g}s; {args.returning_clients} returning clients; "
           f"{'server CPU1, perfdhcp CPU0' if not args.no_pin else 'unpinned'})")
     hdr = (f"{'server':36} {'scenario':10} {'leases/s':>9} {'drop%':>6} {'offered/s':>9} "
            f"{'fails at':>9} {'bg cpu%':>7} {'cpu s':>6}")
@@ -924,10 +925,23 @@ def main() -> int:
                     help="flock taken for the whole run so benches do not overlap ('' : none)")
     ap.add_argument("--lock-wait", type=float, default=900.0, help="seconds to wait for --lock")
     ap.add_argument("--no-pin", action="store_true", help="do not pin server/perfdhcp to CPUs")
+    ap.add_argument("--returning-clients", type=int, default=RETURNING_CLIENTS,
+                    help="perfdhcp -R of the returning scenario")
+    ap.add_argument("--drop-limit", type=float, default=DROP_LIMIT,
+                    help="a rate passes below this %% of failed exchanges")
+    ap.add_argument("--perfdhcp-threads", choices=("single", "multi"), default="single",
+                    help="perfdhcp -g: one thread, or its default separate receiver thread")
+    ap.add_argument("--shape", choices=("default", "wide"), default="default",
+                    help="wide: the second harness of issue 10 (10,000 returning clients, "
+                         "< 1%% failed, 5 s trials, no pinning, perfdhcp's own threads)")
     ap.add_argument("--workdir", default="/var/tmp", help="where server state goes (real disk)")
     ap.add_argument("--keep-state", action="store_true")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
+    if args.shape == "wide":
+        args.returning_clients, args.drop_limit = 10_000, 1.0
+        args.no_pin, args.perfdhcp_threads = True, "multi"
+        args.period = args.period or 5.0
     q = args.quick
     args.period = args.period or (2.0 if q else 5.0)
     args.max_trials = args.max_trials or (4 if q else 10)
@@ -992,9 +1006,9 @@ def main() -> int:
                  "cpu_busy_before_start_pct": round(idle_busy, 1),
                  "cpu_model": common.cpu_model(), "python": platform.python_version()},
         "settings": {k: v for k, v in vars(args).items()},
-        "method": {"drop_limit_pct": DROP_LIMIT, "unique_clients": UNIQUE_CLIENTS,
+        "method": {"drop_limit_pct": args.drop_limit, "unique_clients": UNIQUE_CLIENTS,
                    "unique_max_exchanges": UNIQUE_MAX_EXCHANGES,
-                   "returning_clients": RETURNING_CLIENTS, "pool": [POOL_FIRST, POOL_LAST],
+                   "returning_clients": args.returning_clients, "pool": [POOL_FIRST, POOL_LAST],
                    "lease_time": LEASE_TIME, "pinning": bench.pin,
                    "leases_per_s": "ACKs / (perfdhcp wall time - exit wait)",
                    "drop_pct": "(DISCOVERs sent - ACKs received) / DISCOVERs sent"},
