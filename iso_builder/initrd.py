@@ -2,7 +2,7 @@
 
 Contents (a gzip'ed cpio newc archive the kernel unpacks as its initramfs):
 
-    /init, /etc/udhcpc.script        from initrd/ in this repository
+    /init, /etc/udhcpc.script        from iso_builder/agent/ (package data)
     /bin/busybox + applet symlinks   a *static* busybox (Debian's busybox-static)
     /lib/modules/<kver>/...ko        NIC drivers and their dependencies, decompressed
     /etc/netbootd/modules            those module paths in load order (init insmods them)
@@ -10,14 +10,18 @@ Contents (a gzip'ed cpio newc archive the kernel unpacks as its initramfs):
     /etc/netbootd/server             optional default server URL (command line wins)
     /dev/console c 5 1, /dev/null c 1 3   the kernel opens /dev/console before /init runs
 
-Blocking (reads files, may run apt-get download once): the daemon calls it off the
-reactor thread.  Command line: ``python -m iso_builder.initrd --out FILE``.
+Blocking (reads files): the daemon calls it off the reactor thread, with fetch=False.
+Only the install step and the command line (``netbootd initrd build``,
+``python -m iso_builder.initrd --out FILE``) pass fetch=True, which may run
+``apt-get download busybox-static`` once when no static busybox is installed:
+a running daemon never fetches packages.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
 import hashlib
+import importlib.resources
 import json
 import lzma
 import os
@@ -31,9 +35,12 @@ from pathlib import Path
 
 from .cpio import Archive, gzip_bytes
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-INITRD_SRC = REPO_ROOT / "initrd"
+# The agent's sources (init, udhcpc.script) are package data of iso_builder,
+# so an installed wheel builds the same initrd as a checkout.
+INITRD_SRC = Path(str(importlib.resources.files("iso_builder") / "agent"))
 MODULES_ROOT = Path("/lib/modules")
+# Where an installed static busybox may be (Debian's busybox-static: /bin/busybox).
+SYSTEM_BUSYBOX = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 BOOT_DIR = Path("/boot")
 
 DEFAULT_MODULES = ("virtio_net", "e1000")
@@ -42,7 +49,7 @@ DEFAULT_MODULES = ("virtio_net", "e1000")
 # the virtio device is never created and virtio_net binds to nothing.
 COMPANIONS = {"virtio_net": ("virtio_pci",), "virtio_blk": ("virtio_pci",)}
 
-# (source file in initrd/, path in the archive, mode)
+# (source file in agent/, path in the archive, mode)
 SOURCES = (("init", "init", 0o755), ("udhcpc.script", "etc/udhcpc.script", 0o755))
 
 
@@ -243,20 +250,23 @@ def _fetch_busybox_static(dest: Path) -> Path:
     return dest / "bin" / "busybox"
 
 
-def find_busybox(fetch: bool = True) -> Path:
+def find_busybox(fetch: bool = False) -> Path:
     """A statically linked busybox: $NETBOOTD_BUSYBOX, the system's if static,
-    our cache, or (fetch=True) Debian's busybox-static unpacked into the cache."""
+    our cache, or (fetch=True) Debian's busybox-static unpacked into the cache.
+    With fetch=False no process is started: InitrdError says what to install."""
     env = os.environ.get("NETBOOTD_BUSYBOX")
     if env:
         if not is_static_elf(Path(env)):
             raise InitrdError(f"NETBOOTD_BUSYBOX={env} is not a statically linked ELF")
         return Path(env)
     cached = cache_dir() / "busybox-static" / "bin" / "busybox"
-    for cand in (Path("/bin/busybox"), Path("/usr/bin/busybox"), cached):
+    for cand in (*SYSTEM_BUSYBOX, cached):
         if cand.is_file() and is_static_elf(cand):
             return cand
     if not fetch:
-        raise InitrdError("no statically linked busybox (Debian: busybox-static)")
+        raise InitrdError(
+            "no statically linked busybox (Debian: apt-get install busybox-static, or run "
+            "`netbootd initrd build`, which fetches it into the cache)")
     return _fetch_busybox_static(cached.parent.parent)
 
 
@@ -351,14 +361,16 @@ def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES
 
 def build_discover_initrd(out_path, *, kernel_version: str | None = None,
                           modules=DEFAULT_MODULES, server_url: str | None = None,
-                          busybox: Path | str | None = None, compress: bool = True) -> dict:
+                          busybox: Path | str | None = None, compress: bool = True,
+                          fetch: bool = False) -> dict:
     """Write the discover initrd (gzip'ed newc cpio) to `out_path`; returns facts about it.
 
     kernel_version defaults to the newest kernel that has both /boot/vmlinuz-<kver>
-    and /lib/modules/<kver>; the initrd only works with that kernel.
+    and /lib/modules/<kver>; the initrd only works with that kernel.  fetch: may
+    apt-get download busybox-static when none is installed (never from the daemon).
     """
     kver = kernel_version or default_kernel_version()
-    bb = Path(busybox) if busybox else find_busybox()
+    bb = Path(busybox) if busybox else find_busybox(fetch)
     archive, info = build_archive(kernel_version=kver, busybox=bb, modules=modules,
                                   server_url=server_url)
     raw = archive.to_bytes()
@@ -396,15 +408,17 @@ def _inputs(kernel_version: str, busybox: Path, modules, server_url: str | None)
 
 
 def ensure_discover_initrd(out_path, *, modules=DEFAULT_MODULES,
-                           server_url: str | None = None) -> dict:
+                           server_url: str | None = None, fetch: bool = False) -> dict:
     """The discover initrd at `out_path`, built only when its inputs changed
     since the last build (recorded beside it in <out_path>.json) or the image
     no longer matches its recorded sha256.  A daemon restart then costs a
-    hash of ~1 MB instead of a rebuild competing with the serving core."""
+    hash of ~1 MB instead of a rebuild competing with the serving core.
+    fetch=False (the daemon): a missing busybox is an InitrdError, no apt-get."""
     out = Path(out_path)
     side = out.with_name(out.name + ".json")
     kver = default_kernel_version()
-    inputs = _inputs(kver, find_busybox(), modules, server_url)
+    bb = find_busybox(fetch)
+    inputs = _inputs(kver, bb, modules, server_url)
     try:
         rec = json.loads(side.read_text())
         info = rec["info"]
@@ -415,7 +429,7 @@ def ensure_discover_initrd(out_path, *, modules=DEFAULT_MODULES,
     except (OSError, ValueError, KeyError, TypeError):
         pass
     info = build_discover_initrd(out, kernel_version=kver, modules=modules,
-                                 server_url=server_url)
+                                 server_url=server_url, busybox=bb)
     tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"inputs": inputs, "info": info}, indent=1, default=str))
     os.replace(tmp, side)
@@ -432,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-url", help="default netbootd URL baked in "
                                          "(netbootd.server= on the kernel command line wins)")
     ap.add_argument("--busybox", help="static busybox to use (default: found or fetched)")
+    ap.add_argument("--no-fetch", action="store_true",
+                    help="never apt-get download busybox-static; fail if none is installed")
     ap.add_argument("--no-gzip", action="store_true", help="write the plain cpio archive")
     ap.add_argument("--json", action="store_true", help="print the facts as JSON")
     args = ap.parse_args(argv)
@@ -439,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         info = build_discover_initrd(args.out, kernel_version=args.kernel_version,
                                      modules=tuple(args.modules or DEFAULT_MODULES),
                                      server_url=args.server_url, busybox=args.busybox,
-                                     compress=not args.no_gzip)
+                                     compress=not args.no_gzip, fetch=not args.no_fetch)
     except InitrdError as exc:
         print(f"initrd: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ and pass through unchanged.
 """
 from __future__ import annotations
 
+import importlib.resources
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,11 +157,14 @@ def template_context(spec: BootSpec, discover_cmdline: str = "") -> dict:
 
 
 def default_templates_dir() -> Path:
-    return Path(__file__).resolve().parent.parent.parent / "boot_templates"
+    """netbootd/boot_templates/, package data: found in a checkout and in an
+    installed wheel alike (a wheel is unpacked on install, so the resource is
+    a directory on disk that Jinja2's FileSystemLoader can read)."""
+    return Path(str(importlib.resources.files("netbootd") / "boot_templates"))
 
 
 class Renderer:
-    """Jinja2 over boot_templates/<profile>.ipxe.j2 with iPXE escaping."""
+    """Jinja2 over netbootd/boot_templates/<profile>.ipxe.j2 with iPXE escaping."""
 
     def __init__(self, templates_dir: str | Path | None = None, discover_cmdline: str = ""):
         self.env = jinja2.Environment(
