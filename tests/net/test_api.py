@@ -15,7 +15,7 @@ from twisted.internet import reactor, threads
 
 from netbootd.net.commit import GroupCommitter
 from netbootd.net.http.app import HttpApp
-from netbootd.net.http.openapi import SPEC
+from netbootd.net.http.api import ROUTES, SPEC
 from netbootd.net.http.site import build_site
 from netbootd.policy.boot import Renderer
 from netbootd.registry.hosts import Registry
@@ -258,3 +258,91 @@ def test_schemathesis_finds_no_mismatch_between_document_and_implementation(api,
             capture_output=True, text=True, timeout=240)
     r = yield threads.deferToThread(run)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+
+
+# -- the route table, the document and the validators agree ------------------------
+def test_the_document_lists_exactly_the_route_table_with_its_auth():
+    """The OpenAPI paths are the route table: same paths, same methods, a
+    bearer requirement exactly on the admin routes, nothing else."""
+    table = {(r.pattern, r.method.lower()): r.auth for r in ROUTES}
+    doc = {(p, m): op for p, ops in SPEC["paths"].items() for m, op in ops.items()
+           if m != "parameters"}
+    assert set(doc) == set(table)
+    for key, auth in table.items():
+        assert bool(doc[key].get("security")) == (auth == "admin"), key
+
+
+@pytest.mark.parametrize("ip", ["999.1.1.1", "256.0.0.1", "1.2.3.04", "1.2.3", "١.2.3.4"])
+@pytest_twisted.inlineCallbacks
+def test_agent_register_refuses_an_address_that_is_not_ipv4(api, ip):
+    """The old check (\\d{1,3} four times) took 999.1.1.1 as an address."""
+    app, base, *_ = api
+    code, body = yield curl("--data", json.dumps({"mac": MAC, "ip": ip}),
+                            base + "/api/v1/agent/register")
+    assert code == 400 and body["error"] == "ip: not an IPv4 address", (ip, body)
+    assert app.registry.get(MAC) is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_kernel_in_a_subdirectory_is_accepted_as_the_document_says(api):
+    """The document forbade '/' in a kernel name the code accepts; the
+    code's rule (a path under the files root, never '..') is in both now."""
+    import re
+    app, base, *_ = api
+    app.registry.agent_register(MAC, "10.77.0.5", None, 1.0)
+    kernel = SPEC["components"]["schemas"]["Assign"]["oneOf"][1]["properties"]["args"][
+        "properties"]["kernel"]
+    names = [s["pattern"] for s in kernel["anyOf"]]
+    for good in ("debian/12/vmlinuz", "tftp://10.0.0.1/vmlinuz", "a//b"):
+        assert any(re.search(p, good) for p in names), good
+        code, body = yield curl(*auth("--data", json.dumps(
+            {"profile": "linux", "args": {"kernel": good}}),
+            base + f"/api/v1/hosts/{MAC}/assign"))
+        assert code == 200 and body["profile_args"]["kernel"] == good, body
+    for bad in ("../etc/passwd", "a/../b", "/abs"):
+        assert not any(re.search(p, bad) for p in names), bad
+        code, body = yield curl(*auth("--data", json.dumps(
+            {"profile": "linux", "args": {"kernel": bad}}),
+            base + f"/api/v1/hosts/{MAC}/assign"))
+        assert code == 400 and body["error"].startswith("kernel:"), body
+
+
+@pytest_twisted.inlineCallbacks
+def test_hosts_that_took_leases_show_the_lease_address_and_name(tmp_path):
+    """A host made by DHCP has no address or name of its own; DNS answers
+    both from its lease, and the host views (list, item, status page) now
+    show them too instead of "-" (null).  A name of the host's own wins."""
+    from netbootd.net.http.views import lease_lookup
+    from netbootd.policy.leases import LeaseTable, whole_subnet
+    from netbootd.model import ip2int
+    store = Store(str(tmp_path / "state"))
+    committer = GroupCommitter(reactor, store.apply, 0.001)
+    table = LeaseTable([whole_subnet("lab", "10.77.0.1", 24)])
+    reg = Registry()
+    macs = [f"52:54:00:88:00:{i:02x}" for i in range(5)]
+    now = reactor.seconds()
+    for i, mac in enumerate(macs):
+        reg.observe(mac, now, "eth1", 0, "PXEClient", None, [])
+        reg.promote(mac, now, [])
+        table.bind("lab", ip2int(f"10.77.0.{50 + i}"), b"\x01" + bytes.fromhex(
+            mac.replace(":", "")), mac, now, 600, f"node-{i}")
+    reg.set_hostname(macs[4], "own-name", now)
+    app = HttpApp(registry=reg, submit=committer.submit, renderer=Renderer(), clock=reactor,
+                  token=TOKEN, store=store, leases=lease_lookup(lambda: table, reactor))
+    port = reactor.listenTCP(0, build_site(app), interface="127.0.0.1")
+    base = f"http://127.0.0.1:{port.getHost().port}"
+    try:
+        code, body = yield curl(base + "/api/v1/hosts")
+        shown = {h["mac"]: (h["ip"], h["hostname"]) for h in body["hosts"]}
+        assert code == 200 and shown == {
+            **{m: (f"10.77.0.{50 + i}", f"node-{i}") for i, m in enumerate(macs[:4])},
+            macs[4]: ("10.77.0.54", "own-name")}
+        code, host = yield curl(base + f"/api/v1/hosts/{macs[1]}")
+        assert (host["ip"], host["hostname"]) == ("10.77.0.51", "node-1")
+        code, body = yield curl(base + "/api/v1/hosts?q=node-2")
+        assert [h["mac"] for h in body["hosts"]] == [macs[2]]
+        code, html = yield curl(base + "/")
+        assert b"10.77.0.53" in html and b"node-3" in html
+    finally:
+        port.stopListening()
+        committer.stop()

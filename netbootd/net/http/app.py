@@ -1,14 +1,17 @@
-"""What the HTTP resources share: the registry, the commit path, settings."""
+"""What the HTTP site is built from: the registry, the commit path, the
+store, settings.  HttpApp is the one bag the wiring fills; site.py hands each
+handler only the parts it uses (api.py, stream.py, status.py)."""
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
 
 from ...policy.boot import Renderer
 from ...registry.hosts import Registry
+from .views import last_events_of
 
 
 @dataclass
@@ -30,6 +33,9 @@ class HttpApp:
     started: float = 0.0
     pools: Callable[[], list] = lambda: []
     transfers: Callable[[], list] = lambda: []
+    # MAC -> active Lease, for the MACs given (all when None): host views
+    # fall back to the lease's address and name (views.lease_lookup).
+    leases: Callable[..., dict] = lambda macs=None: {}
 
     active: dict = field(default_factory=dict)   # HTTP file transfers under way
     # Event streams (SSE) hold a connection and a poll each: capped in all and
@@ -43,21 +49,42 @@ class HttpApp:
                  "bytes": getattr(t["request"], "sentLength", 0), "size": t["size"],
                  "started": t["started"]} for t in list(self.active.values())]
 
-    def read(self, fn, *args):
-        """Run a blocking read (SQLite) off the reactor thread (DESIGN rule 8)."""
-        return threads.deferToThread(fn, *args)
-
-    # Reads used by the API; None-safe so the boot path works without a store.
-    def store_events(self, after, limit, mac=None, kind=None, newest=False) -> list:
-        return self.store.events(after, limit, mac, kind, newest) if self.store else []
-
-    def store_last_events(self) -> dict:
-        return self.store.last_events() if self.store else {}
-
-    def store_leases(self) -> list:
-        import time
-        return self.store.leases_view(time.time()) if self.store else []
+    @property
+    def reads(self) -> "StoreReads":
+        return StoreReads(self.store)
 
     def commit_then(self, writes: list, reply: Callable[[], None]) -> None:
         """Nothing is acknowledged before it is stored (DESIGN.md)."""
         self.submit(writes, reply)
+
+    def committed(self, writes: list, obj) -> defer.Deferred:
+        """A Deferred firing with `obj` once `writes` are stored."""
+        d = defer.Deferred()
+        self.submit(writes, lambda: d.callback(obj))
+        return d
+
+
+class StoreReads:
+    """The store's reads the HTTP side uses, each run off the reactor thread
+    (DESIGN rule 8) and returning a Deferred; empty without a store, so the
+    boot path and benches work without one."""
+
+    def __init__(self, store, run=threads.deferToThread):
+        self.store = store
+        self.run = run
+
+    def events(self, after, limit, mac=None, kind=None, newest=False) -> defer.Deferred:
+        if self.store is None:
+            return defer.succeed([])
+        return self.run(self.store.events, after, limit, mac, kind, newest)
+
+    def last_events(self, macs: list[str]) -> defer.Deferred:
+        """MAC -> newest event, for a page of hosts (views.last_events_of)."""
+        if self.store is None:
+            return defer.succeed({})
+        return self.run(last_events_of, self.store.events, macs)
+
+    def leases(self, now: float) -> defer.Deferred:
+        if self.store is None:
+            return defer.succeed([])
+        return self.run(self.store.leases_view, now)

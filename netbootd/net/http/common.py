@@ -8,6 +8,7 @@ import re
 from twisted.web import resource, server
 
 from ...auth import admin_token as secrets
+from .errors import ApiError, BadRequest, TooLarge
 
 log = logging.getLogger("netbootd.http")
 
@@ -46,26 +47,36 @@ def error(request, code: int, reason: str) -> bytes:
     return send_json(request, code, {"error": reason, "status": code})
 
 
-def json_body(request) -> tuple[dict | None, bytes | None]:
-    """(body, None) or (None, error reply)."""
+def read_json(request) -> dict:
+    """The request's JSON object body ({} when empty); raises TooLarge or
+    BadRequest naming what is wrong."""
     if getattr(request, "body_too_large", False):
-        return None, error(request, 413, f"body larger than {MAX_BODY} bytes")
+        raise TooLarge(f"body larger than {MAX_BODY} bytes")
     raw = request.content.read() if request.content is not None else b""
     if not raw:
-        return {}, None
+        return {}
     if json_depth(raw) > MAX_JSON_DEPTH:
         count(request, "http.bad_json")
         log.warning("http: %s %s from %s: JSON body nested deeper than %d, refused",
                     request.method.decode("ascii", "replace"), request.path[:80],
                     client_ip(request), MAX_JSON_DEPTH)
-        return None, error(request, 400, f"body is nested deeper than {MAX_JSON_DEPTH} levels")
+        raise BadRequest(f"body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        return None, error(request, 400, f"body is not JSON: {e}")
+        raise BadRequest(f"body is not JSON: {e}") from None
     if not isinstance(body, dict):
-        return None, error(request, 400, "body must be a JSON object")
-    return body, None
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+def json_body(request) -> tuple[dict | None, bytes | None]:
+    """(body, None) or (None, error reply): read_json for code that renders
+    its own replies (the status page test's stand-in API)."""
+    try:
+        return read_json(request), None
+    except ApiError as e:
+        return None, error(request, e.status, e.reason)
 
 
 def json_depth(raw: bytes) -> int:

@@ -1,31 +1,26 @@
 """The OpenAPI 3.0 document of /api/v1 (docs/CONTRACT-api.md).
 
-Written by hand next to the routes; tests/net/test_api.py checks that every
-route answers as documented and that every mutating operation refuses a
-missing token, by walking this document."""
+`document(routes)` builds the document's paths from the route table
+(api.ROUTES): each route's operation is described here in OPERATIONS, keyed
+by (method, pattern), and its security comes from the route's auth, so the
+document lists exactly the routes the dispatcher serves (a route without a
+description, or a description without a route, fails at import).  Patterns
+come from validate.py, the handlers' own checks.  tests/net/test_api.py
+walks the document; schemathesis checks every route against it."""
 from __future__ import annotations
 
-
-from twisted.web import resource
-
 from ...registry.hosts import CURSOR_PATTERN
-from .common import send_json
+from . import validate as v
 
-# Exactly what model.normalize_mac accepts: one separator style throughout.
-MAC_PATTERN = ("^([0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}|[0-9a-fA-F]{2}(-[0-9a-fA-F]{2}){5}"
-               "|[0-9a-fA-F]{12})$")
-# DNS names are case-insensitive: stored lower-case.
-HOSTNAME_PATTERN = ("^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                    "(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+MAC_PATTERN, HOSTNAME_PATTERN = v.MAC_PATTERN, v.HOSTNAME_PATTERN
 _MAC = {"name": "mac", "in": "path", "required": True,
-        "schema": {"type": "string", "pattern": MAC_PATTERN}}
-# Empty ip/uuid mean "not known" (the agent on hardware without DMI data).
-_IPV4 = {"type": "string", "pattern": "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-                                      "(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3})?$"}
-_UUID = {"type": "string", "pattern": "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                                      "[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"}
-_LOCATION = {"type": "string", "pattern": "^(https?://[A-Za-z0-9._~:/?=,+@%&-]+|"
-                                          "[A-Za-z0-9._+-][A-Za-z0-9._+-]{0,63})$"}
+        "schema": {"type": "string", "pattern": v.MAC_PATTERN}}
+_IPV4 = {"type": "string", "pattern": v.IPV4_PATTERN}
+_UUID = {"type": "string", "pattern": v.UUID_PATTERN}
+# A kernel or initrd: the same rule as policy/boot._location (validate.py).
+_LOCATION = {"anyOf": [
+    {"type": "string", "pattern": v.LOCATION_URL_PATTERN, "maxLength": v.LOCATION_URL_MAX},
+    {"type": "string", "pattern": v.LOCATION_NAME_PATTERN, "maxLength": v.LOCATION_NAME_MAX}]}
 _ERR = {"description": "error", "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/Error"}}}}
 
@@ -53,10 +48,7 @@ _LIMIT = _q("limit", "integer", minimum=0, maximum=1000)
 _SEC = [{"bearer": []}]
 _MUT = {"401": _ERR, "400": _ERR, "404": _ERR, "413": _ERR}
 
-SPEC: dict = {
-    "openapi": "3.0.3",
-    "info": {"title": "netbootd API", "version": "1"},
-    "components": {
+COMPONENTS: dict = {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
             "Error": {"type": "object", "required": ["error", "status"], "properties": {
@@ -68,9 +60,7 @@ SPEC: dict = {
                                      "detail": {"type": "object"}}},
             "Host": {"type": "object", "required": ["mac", "state"], "properties": {
                 "mac": {"type": "string"},
-                "state": {"type": "string", "enum": ["discovered", "registered", "idle",
-                                                     "assigned", "booting", "active",
-                                                     "error", "retired"]},
+                "state": {"type": "string", "enum": list(v.STATES)},
                 "arch": {"type": "integer", "nullable": True},
                 "arch_name": {"type": "string", "nullable": True},
                 "vendor_class": {"type": "string", "nullable": True},
@@ -118,8 +108,7 @@ SPEC: dict = {
             # One schema per profile: policy/boot.validate_args is the reference.
             "Assign": {"oneOf": [
                 {"type": "object", "required": ["profile"], "additionalProperties": False,
-                 "properties": {"profile": {"type": "string",
-                                            "enum": ["discover", "localboot", "shell"]},
+                 "properties": {"profile": {"type": "string", "enum": list(v.PLAIN_PROFILES)},
                                 "args": {"type": "object", "additionalProperties": False}}},
                 {"type": "object", "required": ["profile", "args"],
                  "additionalProperties": False, "properties": {
@@ -129,87 +118,93 @@ SPEC: dict = {
                                   "kernel": _LOCATION,
                                   "initrds": {"type": "array", "maxItems": 16,
                                               "items": _LOCATION},
-                                  "cmdline": {"type": "string", "maxLength": 2048,
+                                  "cmdline": {"type": "string", "maxLength": v.CMDLINE_MAX,
                                               "pattern": "^[^\\x00-\\x1f\\x7f]*$"}}}}},
                 {"type": "object", "required": ["profile", "args"],
                  "additionalProperties": False, "properties": {
                      "profile": {"type": "string", "enum": ["sanboot"]},
                      "args": {"type": "object", "required": ["san_uri"],
                               "additionalProperties": False, "properties": {
-                                  "san_uri": {"type": "string", "pattern":
-                                              "^iscsi:[A-Za-z0-9._~:/?=,+@%-]{1,200}$"},
-                                  "initiator_iqn": {"type": "string", "pattern":
-                                                    "^(iqn\\.[0-9]{4}-[0-9]{2}\\.[a-z0-9.-]{1,60}"
-                                                    "(:[A-Za-z0-9._:-]{1,60})?)?$"}}}}}]},
+                                  "san_uri": {"type": "string", "pattern": v.SAN_URI_PATTERN,
+                                              "maxLength": v.SAN_URI_MAX},
+                                  "initiator_iqn": {"type": "string", "pattern": v.IQN_PATTERN,
+                                                    "maxLength": v.IQN_MAX}}}}}]},
             "Patch": {"type": "object", "minProperties": 1, "additionalProperties": False,
                       "properties": {"hostname": {"type": "string", "nullable": True,
-                                                  "maxLength": 253,
+                                                  "maxLength": v.HOSTNAME_MAX,
                                                   "pattern": HOSTNAME_PATTERN}}},
-        }},
-    "paths": {
-        "/api/v1/status": {"get": {"responses": {"200": _ok({"type": "object", "required": [
-            "version", "mode", "hosts", "pools", "transfers", "events"]})}}},
-        # A page at a time: `next` is the opaque cursor of the following page
-        # (null on the last); `total` counts the hosts matching the filters.
-        "/api/v1/hosts": {"get": {"parameters": [
-            _q("state", enum=["discovered", "registered", "idle", "assigned", "booting", "active",
-                              "error", "retired"]), _q("arch"), _q("q"),
-            _q("limit", "integer", minimum=1, maximum=1000), _q("cursor", pattern=CURSOR_PATTERN)],
-                                  "responses": {"200": _ok(_ref("HostPage")), "400": _ERR}}},
-        "/api/v1/hosts/{mac}": {
-            "parameters": [_MAC],
-            "get": {"responses": {"200": _ok(_ref("Host")), "400": _ERR, "404": _ERR}},
-            "patch": {"security": _SEC, "requestBody": {"required": True, "content": {
-                "application/json": {"schema": _ref("Patch")}}},
-                "responses": {"200": _ok(_ref("Host")), **_MUT}},
-            "delete": {"security": _SEC, "responses": {
-                "200": _ok({"type": "object", "required": ["deleted"]}), **_MUT}}},
-        "/api/v1/hosts/{mac}/assign": {"parameters": [_MAC], "post": {
-            "security": _SEC, "requestBody": {"required": True, "content": {
-                "application/json": {"schema": _ref("Assign")}}},
-            "responses": {"200": _ok(_ref("Host")), **_MUT}}},
-        "/api/v1/hosts/{mac}/approve": {"parameters": [_MAC], "post": {
-            "security": _SEC, "responses": {"200": _ok(_ref("Host")), "409": _ERR, **_MUT}}},
-        "/api/v1/hosts/{mac}/retire": {"parameters": [_MAC], "post": {
-            "security": _SEC, "responses": {"200": _ok(_ref("Host")), **_MUT}}},
-        "/api/v1/hosts/{mac}/timeline": {"parameters": [_MAC], "get": {
-            "parameters": [_LIMIT],
-            "responses": {"200": _ok(_arr("Event")), "400": _ERR, "404": _ERR}}},
-        "/api/v1/leases": {"get": {"parameters": [_q("network"), _q("state")],
-                                   "responses": {"200": _ok(_arr("Lease"))}}},
-        "/api/v1/networks": {"get": {"responses": {"200": _ok(_arr("Pool"))}}},
-        "/api/v1/events": {"get": {"parameters": [
-            _q("after", "integer", minimum=0, maximum=2 ** 62), _LIMIT,
-            _q("mac", pattern=MAC_PATTERN), _q("kind")],
-                                   "responses": {"200": _ok(_arr("Event")), "400": _ERR}}},
-        "/api/v1/events/stream": {"get": {"parameters": [_q("after", "integer", minimum=0,
-                                                             maximum=2 ** 62)],
-                                          "responses": {
-            "200": {"description": "text/event-stream of Event objects"}}}},
-        "/api/v1/transfers": {"get": {"responses": {"200": _ok(_arr("Transfer"))}}},
-        "/api/v1/agent/register": {
-            "post": {"requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"type": "object", "required": ["mac"], "properties": {
-                    "mac": {"type": "string", "pattern": MAC_PATTERN}, "ip": _IPV4,
-                    "uuid": _UUID}}}}},
-                "responses": {"200": _ok({"type": "object", "required": ["mac", "state"]}),
-                              "400": _ERR, "413": _ERR, "429": _ERR}},
-            "get": {"parameters": [{**_q("mac", pattern=MAC_PATTERN), "required": True},
-                                   {**_q("ip"), "schema": _IPV4}, {**_q("uuid"), "schema": _UUID}],
-                    "responses": {"200": _ok({"type": "object", "required": ["mac", "state"]}),
-                                  "400": _ERR, "429": _ERR}}},
-        "/api/v1/agent/next": {"get": {"parameters": [{**_q("mac", pattern=MAC_PATTERN),
-                                                       "required": True}],
-                                       "responses": {"200": _ok({"type": "object", "required": [
-                                           "action"]}), "400": _ERR}}},
-    },
+        }}
+
+_HOST = {"200": _ok(_ref("Host")), **_MUT}
+_REGISTERED = _ok({"type": "object", "required": ["mac", "state"]})
+_AFTER = _q("after", "integer", minimum=0, maximum=2 ** 62)
+H = "/api/v1/hosts/{mac}"
+
+# (method, pattern) -> the operation, without its security (from the route's auth).
+OPERATIONS: dict = {
+    ("GET", "/api/v1/status"): {"responses": {"200": _ok({"type": "object", "required": [
+        "version", "mode", "hosts", "pools", "transfers", "events"]})}},
+    # A page at a time: `next` is the opaque cursor of the following page
+    # (null on the last); `total` counts the hosts matching the filters.
+    ("GET", "/api/v1/hosts"): {"parameters": [
+        _q("state", enum=list(v.STATES)), _q("arch"), _q("q"),
+        _q("limit", "integer", minimum=1, maximum=v.MAX_LIMIT),
+        _q("cursor", pattern=CURSOR_PATTERN)],
+        "responses": {"200": _ok(_ref("HostPage")), "400": _ERR}},
+    ("GET", H): {"responses": {"200": _ok(_ref("Host")), "400": _ERR, "404": _ERR}},
+    ("PATCH", H): {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _ref("Patch")}}}, "responses": _HOST},
+    ("DELETE", H): {"responses": {
+        "200": _ok({"type": "object", "required": ["deleted"]}), **_MUT}},
+    ("POST", H + "/assign"): {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _ref("Assign")}}}, "responses": _HOST},
+    ("POST", H + "/approve"): {"responses": {**_HOST, "409": _ERR}},
+    ("POST", H + "/retire"): {"responses": _HOST},
+    ("GET", H + "/timeline"): {"parameters": [_LIMIT], "responses": {
+        "200": _ok(_arr("Event")), "400": _ERR, "404": _ERR}},
+    ("GET", "/api/v1/leases"): {"parameters": [_q("network"), _q("state")],
+                                "responses": {"200": _ok(_arr("Lease"))}},
+    ("GET", "/api/v1/networks"): {"responses": {"200": _ok(_arr("Pool"))}},
+    ("GET", "/api/v1/events"): {"parameters": [
+        _AFTER, _LIMIT, _q("mac", pattern=v.MAC_PATTERN), _q("kind")],
+        "responses": {"200": _ok(_arr("Event")), "400": _ERR}},
+    ("GET", "/api/v1/events/stream"): {"parameters": [_AFTER], "responses": {
+        "200": {"description": "text/event-stream of Event objects"}}},
+    ("GET", "/api/v1/transfers"): {"responses": {"200": _ok(_arr("Transfer"))}},
+    ("POST", "/api/v1/agent/register"): {
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"type": "object", "required": ["mac"], "properties": {
+                "mac": {"type": "string", "pattern": v.MAC_PATTERN}, "ip": _IPV4,
+                "uuid": _UUID}}}}},
+        "responses": {"200": _REGISTERED, "400": _ERR, "413": _ERR, "429": _ERR}},
+    ("GET", "/api/v1/agent/register"): {
+        "parameters": [{**_q("mac", pattern=v.MAC_PATTERN), "required": True},
+                       {**_q("ip"), "schema": _IPV4}, {**_q("uuid"), "schema": _UUID}],
+        "responses": {"200": _REGISTERED, "400": _ERR, "429": _ERR}},
+    ("GET", "/api/v1/agent/next"): {
+        "parameters": [{**_q("mac", pattern=v.MAC_PATTERN), "required": True}],
+        "responses": {"200": _ok({"type": "object", "required": ["action"]}), "400": _ERR}},
+    ("GET", "/api/v1/openapi.json"): {"responses": {"200": _ok({
+        "type": "object", "required": ["openapi", "paths"]}, "this document")}},
 }
 
 
-class OpenApi(resource.Resource):
-    isLeaf = True
-
-    def render_GET(self, request):
-        return send_json(request, 200, SPEC)
-
-
+def document(routes) -> dict:
+    """The OpenAPI document of exactly these routes."""
+    described = {(r.method, r.pattern) for r in routes}
+    missing = described - set(OPERATIONS)
+    stale = set(OPERATIONS) - described
+    if missing or stale:
+        raise ValueError(f"openapi: routes without a description {sorted(missing)}, "
+                         f"descriptions without a route {sorted(stale)}")
+    paths: dict = {}
+    for r in routes:
+        item = paths.setdefault(r.pattern, {})
+        if "{mac}" in r.pattern:
+            item["parameters"] = [_MAC]
+        op = dict(OPERATIONS[(r.method, r.pattern)])
+        if r.auth == "admin":
+            op["security"] = _SEC
+        item[r.method.lower()] = op
+    return {"openapi": "3.0.3", "info": {"title": "netbootd API", "version": "1"},
+            "components": COMPONENTS, "paths": paths}

@@ -6,13 +6,14 @@ import re
 from twisted.web import http, resource, server
 
 from ...runtime.fdlimit import http_connection_cap, soft_limit
-from .api import Api
+from .api import build_routes
 from .app import HttpApp
 from .boot import BootScripts
 from .common import BoundedRequest, NotFound
 from .files import Files
 from .limits import ConnectionLimits, LimitedChannel, LimitedSite
 from .metrics import MetricsPage
+from .routes import Router
 from .status import Static, StatusPage
 
 
@@ -56,8 +57,8 @@ def build_site(app: HttpApp, metrics=None, limits: ConnectionLimits | None = Non
     root = Root()
     root.putChild(b"boot", BootScripts(app))
     root.putChild(b"files", Files(app))
-    root.putChild(b"api", Api(app))
-    root.putChild(b"", StatusPage(app))
+    root.putChild(b"api", Router(build_routes(app), app.token))
+    root.putChild(b"", StatusPage(app.registry, app, app.reads, app.leases))
     root.putChild(b"static", Static())
     if metrics is not None:
         root.putChild(b"metrics", MetricsPage(metrics))

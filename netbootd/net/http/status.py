@@ -19,12 +19,11 @@ from twisted.internet import defer
 from twisted.web import resource, server
 
 from ...policy.paths import PathRefused, resolve
-from ...registry.hosts import page, state_counts
+from ...registry.hosts import page
 from ...web import STATIC_DIR, environment
 from ..fileroots import open_in_root
-from .api import host_json, last_events_of
-from .app import HttpApp
 from .common import error
+from .views import hosts_json, status_json
 
 log = logging.getLogger("netbootd.http")
 
@@ -52,35 +51,21 @@ def secure_headers(request) -> None:
     request.setHeader(b"x-frame-options", b"DENY")
 
 
-def _call(fn, default):
-    if not callable(fn):
-        return default
-    try:
-        return fn()
-    except Exception:
-        log.exception("status page: %r failed", fn)
-        return default
-
-
 class StatusPage(resource.Resource):
     """GET /: hosts, boot timelines, transfers, pools, recent events."""
     isLeaf = True
 
-    def __init__(self, app: HttpApp):
+    def __init__(self, registry, info, reads, leases):
         super().__init__()
-        self.app = app
+        self.registry, self.info, self.reads, self.leases = registry, info, reads, leases
         self.template = environment().get_template("status.html")
 
     def _reads(self, macs: list[str]) -> defer.Deferred:
         """(newest 50 events, last event of each host on the first page), read
-        off the reactor thread when the app has a store (DESIGN rule 8); empty
-        otherwise, and the script fills them in on its first poll."""
-        app = self.app
-        read, events = (getattr(app, n, None) for n in ("read", "store_events"))
-        if not (callable(read) and callable(events)):
-            return defer.succeed(([], {}))
-        d = defer.gatherResults([read(events, 0, 50, None, None, True),
-                                 read(last_events_of, app, macs)], consumeErrors=True)
+        off the reactor thread (DESIGN rule 8); empty when the store fails,
+        and the script fills them in on its first poll."""
+        d = defer.gatherResults([self.reads.events(0, 50, None, None, True),
+                                 self.reads.last_events(macs)], consumeErrors=True)
         d.addCallback(tuple)
 
         def failed(f):
@@ -91,20 +76,13 @@ class StatusPage(resource.Resource):
     def _first_page(self) -> tuple[list, str | None, int]:
         # Only the first page is rendered (and the script fetches one page at
         # a time): after a MAC flood, every host made a 9.4 MB page.
-        return page(self.app.registry.hosts.values(), PAGE)
+        return page(self.registry.hosts.values(), PAGE)
 
     def context(self, events: list, last: dict, first=None) -> dict:
-        app = self.app
-        reg = app.registry
         hosts, nxt, total = first if first is not None else self._first_page()
-        status = {
-            "version": getattr(app, "version", ""), "mode": getattr(app, "mode", ""),
-            "started": getattr(app, "started", None), "now": app.clock.seconds(),
-            "hosts": state_counts(reg.hosts.values()),
-            "pools": _call(getattr(app, "pools", None), []),
-            "transfers": _call(getattr(app, "transfers", None), []), "events": events}
-        return {"status": status, "hosts": [host_json(h, last.get(h.mac)) for h in hosts],
-                "total": total, "next": nxt, "seen": len(getattr(reg, "seen", ())),
+        return {"status": status_json(self.info, self.registry.hosts.values(), events),
+                "hosts": hosts_json(hosts, last, self.leases([h.mac for h in hosts])),
+                "total": total, "next": nxt, "seen": len(self.registry.seen),
                 "page_size": PAGE}
 
     def render_GET(self, request):

@@ -7,51 +7,56 @@ of open streams is capped."""
 from __future__ import annotations
 
 import json
+from collections import Counter
+from typing import Callable
 
 from twisted.internet import task
-from twisted.web import resource, server
+from twisted.web import server
 
-from .app import HttpApp
-from .common import client_ip, error
+from .common import client_ip
+from .errors import BadRequest, TooMany, Unavailable
 
 POLL = 1.0
 KEEPALIVE = 15.0
 
 
-class EventStream(resource.Resource):
-    isLeaf = True
+class EventStreams:
+    """Opens streams.  Each holds a connection and a poll: capped in all and
+    per client address (`open_by`), so one client cannot take every slot."""
 
-    def __init__(self, app: HttpApp):
-        super().__init__()
-        self.app = app
+    def __init__(self, events: Callable, clock, counters: Counter, max_streams: int,
+                 max_per_source: int, open_by: Counter):
+        self.events = events          # StoreReads.events: (after, limit) -> Deferred
+        self.clock, self.counters = clock, counters
+        self.max_streams, self.max_per_source = max_streams, max_per_source
+        self.open_by = open_by        # client address -> open streams
 
-    def render_GET(self, request):
-        app, src = self.app, client_ip(request)
-        if sum(app.streams.values()) >= app.max_streams:
-            app.counters["http.stream_refused_total"] += 1
-            return error(request, 503, f"too many event streams (max {app.max_streams})")
-        if app.streams[src] >= app.max_streams_per_source:
-            app.counters["http.stream_refused_source"] += 1
-            request.setHeader(b"retry-after", b"30")
-            return error(request, 429, f"too many event streams from {src} "
-                                       f"(max {app.max_streams_per_source})")
+    def open(self, request):
+        src = client_ip(request)
+        if sum(self.open_by.values()) >= self.max_streams:
+            self.counters["http.stream_refused_total"] += 1
+            raise Unavailable(f"too many event streams (max {self.max_streams})")
+        if self.open_by[src] >= self.max_per_source:
+            self.counters["http.stream_refused_source"] += 1
+            raise TooMany(f"too many event streams from {src} (max {self.max_per_source})",
+                          retry_after=30)
         raw = request.getHeader(b"last-event-id") or \
             (request.args.get(b"after") or [b"0"])[0]
         try:
             last = int(raw)
         except (TypeError, ValueError):
-            return error(request, 400, "after / Last-Event-ID: not an integer")
+            raise BadRequest("after / Last-Event-ID: not an integer") from None
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-store")
         request.write(b": netbootd events\n\n")
-        app.streams[src] += 1
+        self.open_by[src] += 1
         state = {"last": last, "busy": False, "idle": 0.0}
 
         def poll():
             if state["busy"]:
                 return
             state["busy"] = True
-            d = self.app.read(self.app.store_events, state["last"], 200)
+            d = self.events(state["last"], 200)
 
             def got(events):
                 state["busy"] = False
@@ -70,13 +75,13 @@ class EventStream(resource.Resource):
             d.addCallbacks(got, failed)
 
         loop = task.LoopingCall(poll)
-        loop.clock = self.app.clock
+        loop.clock = self.clock
         loop.start(POLL, now=True)
 
         def closed(_):
-            app.streams[src] -= 1
-            if app.streams[src] <= 0:
-                del app.streams[src]
+            self.open_by[src] -= 1
+            if self.open_by[src] <= 0:
+                del self.open_by[src]
             if loop.running:
                 loop.stop()
         request.notifyFinish().addBoth(closed)
