@@ -65,19 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.build_parser().parse_args(argv)
     if args.cmd == "serve":
         return serve(args)
-    if args.cmd == "config":
-        return cli.cmd_config_check(args)
-    if args.cmd == "hosts" and args.action == "assign":
-        return cli.cmd_assign(args)
-    if args.cmd == "lab":
-        from .lab import vm as lab
-        return lab.main(args)
-    if args.cmd == "token":
-        return cli.cmd_token(args)
-    if args.cmd == "state":
-        return cli.cmd_state(args)
-    return cli.cmd_read(args)
-
+    return cli.run(args)
 
 if __name__ == "__main__":
     sys.exit(main())

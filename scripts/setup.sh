@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what netbootd needs on Debian 12 (run as root): Debian packages and
-# a virtualenv in ./.venv with netbootd installed into it (editable).
+# a virtualenv in ./.venv with netbootd installed into it (editable), then the
+# discover initrd in the state dir ($NETBOOTD_STATE_DIR, default /var/lib/netbootd).
 #   scripts/setup.sh          runtime only
 #   scripts/setup.sh test     runtime + test peers (perfdhcp, Kea, dnsmasq, udhcpc...)
 #   scripts/setup.sh bench    test + benchmark peers (tftpd-hpa, nginx, wrk, dnsperf)
@@ -59,4 +60,12 @@ if [ "$want" != run ]; then
   .venv/bin/pip install -q -e '.[test]'
 else
   .venv/bin/pip install -q -e .
+fi
+
+# The discover initrd (the agent that unassigned hosts boot) is built here, at
+# install, or on first use by `netbootd initrd build`: only these two may fetch
+# busybox-static (apt-get download); a running daemon never fetches packages.
+state_dir=${NETBOOTD_STATE_DIR:-/var/lib/netbootd}
+if ! .venv/bin/netbootd initrd build --state-dir "$state_dir"; then
+  echo "setup.sh: no discover initrd yet (above: why); 'netbootd initrd build' builds it" >&2
 fi

@@ -52,6 +52,12 @@ def test_cli_lists_shows_follows_and_changes_hosts_through_the_api(lab, netbootd
     r = subprocess.run([netbootd_bin(), "hosts", "list", "--json", "--state-dir",
                         str(nb.state_dir)], capture_output=True, text=True, timeout=30)
     assert [h["mac"] for h in json.loads(r.stdout)] == [MAC]
+    # ... and the same table: the offline path prints the API path's columns
+    offline = subprocess.run([netbootd_bin(), "hosts", "list", "--state-dir", str(nb.state_dir)],
+                             capture_output=True, text=True, timeout=30)
+    online = run("hosts", "list", "--server", "http://10.77.0.1:8080")
+    assert offline.stdout.splitlines()[0].split() == online.stdout.splitlines()[0].split()
+    assert MAC in offline.stdout.splitlines()[1]
 
 
 @pytest.mark.interop

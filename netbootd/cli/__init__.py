@@ -1,0 +1,40 @@
+"""The command line: one module per command group, each adding its subparser.
+
+    serve      serve.py     options only; __main__ runs the daemon (the reactor is its)
+    config     config.py    config check
+    lab        lab.py       a VM booted against netbootd in namespaces
+    token      tokens.py    the admin token
+    state      state.py     backup / list / restore
+    hosts      hosts.py     list/show (read) and assign/approve/retire/delete (API)
+    leases     leases.py    list/show (read)
+    events     events.py    list, -f (read)
+    initrd     initrd.py    build the discover initrd (may fetch busybox-static)
+
+Commands that call the daemon use client.ApiClient; the read commands fall
+back to the store's read methods (reads.py) and print the same columns.
+A new command group: a module with add_parser(sub) that sets `func`, and one
+line in GROUPS.
+"""
+from __future__ import annotations
+
+import argparse
+
+from . import config, events, hosts, initrd, lab, leases, serve, state, tokens
+from .common import effective_config
+
+GROUPS = (serve, config, lab, tokens, state, hosts, leases, events, initrd)
+
+__all__ = ["build_parser", "effective_config", "run"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="netbootd", description="network-boot appliance")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for group in GROUPS:
+        group.add_parser(sub)
+    return p
+
+
+def run(args) -> int:
+    """Every command but serve (args.func is None for it: __main__ runs it)."""
+    return args.func(args)
