@@ -16,6 +16,7 @@ import typing
 import urllib.parse
 from dataclasses import dataclass, field
 
+from .events import REPORTABLE_KINDS
 from .model import normalize_mac
 
 DEFAULT_STATE_DIR = "/var/lib/netbootd"
@@ -212,10 +213,10 @@ class MetricsConfig:
     boot_timeout: float = opt(3600.0, _seconds(0, 86400))
 
 
-# Event kinds the hooks report by default: new hosts, boot failures (an
-# http.file counts only with status >= 400), exhausted pools, refused agents.
-HOOK_KINDS = ("host.discovered", "tftp.failed", "http.file", "boot.unsupported", "dhcp.nak",
-              "pool.exhausted", "agent.refused")
+# Event kinds the hooks report by default: the catalog's reportable kinds
+# (new hosts, boot failures (an http.file counts only with status >= 400),
+# exhausted pools).
+HOOK_KINDS = REPORTABLE_KINDS
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from twisted.internet import defer
 from twisted.python.threadpool import ThreadPool
 from twisted.internet.threads import deferToThreadPool
 
-from ..registry.hosts import event
+from ..writes import HostWrite, LeaseWrite, event, write_mac
 
 log = logging.getLogger("netbootd.commit")
 
@@ -135,7 +135,7 @@ class GroupCommitter:
             try:
                 stored = self.reread(writes[i])
             except Exception:
-                log.exception("store: cannot re-read %s after a dropped write", writes[i][0])
+                log.exception("store: cannot re-read %s after a dropped write", getattr(writes[i], "name", writes[i]))
         return i, f"{type(exc).__name__}: {exc}"[:200], stored
 
     # -- reactor thread ---------------------------------------------------
@@ -220,24 +220,26 @@ def restore_memory(dropped: list, registry, leases) -> None:
     forgotten when the store never had it (its client retransmits, and is
     then served from clean values).  Only an object still current in memory
     is touched: a newer one has writes of its own on the way."""
-    for (kind, item), _, stored in dropped:
-        if kind == "host" and registry is not None:
+    for write, _, stored in dropped:
+        if type(write) is HostWrite and registry is not None:
+            item = write.host
             if registry.hosts.get(item.mac) is item:
                 if stored is None:
                     del registry.hosts[item.mac]
                 else:
                     registry.hosts[item.mac] = stored
-        elif kind == "lease" and leases is not None:
-            leases.restore(item, stored)
+        elif type(write) is LeaseWrite and leases is not None:
+            leases.restore(write.lease, stored)
 
 
 def dropped_events(dropped: list, now: float) -> list:
     """One `store.write_dropped` event per dropped write, for a later batch
     (its values are ours and storable: a MAC string or none, a short reason)."""
     out = []
-    for (kind, item), reason, _ in dropped:
-        mac = item.mac if kind in ("host", "lease") else item[1] if kind == "event" else None
+    for write, reason, _ in dropped:
+        mac = write_mac(write)
         if not isinstance(mac, str) or len(mac) > 64:
             mac = None
-        out.append(event(now, mac, "store.write_dropped", write=str(kind)[:32], reason=reason))
+        out.append(event(now, mac, "store.write_dropped", write=str(getattr(write, "name", type(write).__name__))[:32],
+                         reason=reason))
     return out

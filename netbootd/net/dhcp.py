@@ -13,7 +13,7 @@ from ..codec.dhcp import DecodeError, decode
 from ..codec.dhcp_options import CLIENT_PORT, PXE_PORT
 from ..policy.dhcp_engine import DhcpEngine, Ingress, Outcome
 from ..policy.leases import int2ip
-from ..registry.hosts import event
+from ..writes import LeaseWrite, event
 from .interfaces import set_arp
 
 log = logging.getLogger("netbootd.dhcp")
@@ -103,7 +103,7 @@ class DhcpProtocol:
             network = offered.network if offered is not None else (self.ingress.network or "")
             lease = self.engine.leases.conflict(network, out.probe, now,
                                                 self.engine.s.decline_probation)
-            self.committer.submit([("lease", lease),
+            self.committer.submit([LeaseWrite(lease),
                                    event(now, None, "dhcp.conflict", ip=ip)])
             if attempt + 1 < MAX_PROBE_ATTEMPTS:
                 self._handle(data, addr, attempt + 1)   # offer another address

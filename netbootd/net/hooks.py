@@ -41,6 +41,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from ..config import HooksConfig
+from ..writes import EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents
 
 log = logging.getLogger("netbootd.hooks")
 
@@ -86,6 +87,9 @@ class Hooks(service.Service):
         return bool(self._webhooks or self._mailer)
 
     # -- Core.observe --------------------------------------------------------------
+    # Only events are reported (tests/unit/test_writes.py checks the rest is listed).
+    IGNORED_WRITES = (HostWrite, HostDelete, LeaseWrite, TrimEvents)
+
     def observe(self, writes: list) -> None:
         """Pick the reportable events of a committed batch and queue them.
         Returns at once; sending happens on later reactor turns."""
@@ -105,10 +109,10 @@ class Hooks(service.Service):
     def _pick(self, writes: list) -> list[dict]:
         picked = []
         kinds = self.kinds
-        for kind, value in writes:
-            if kind != "event" or value[2] not in kinds:
+        for w in writes:
+            if type(w) is not EventWrite or w.kind not in kinds:
                 continue
-            ts, mac, ekind, detail_json = value
+            ts, mac, ekind, detail_json = w.ts, w.mac, w.kind, w.detail
             try:
                 detail = json.loads(detail_json) if detail_json else {}
             except ValueError:

@@ -27,7 +27,8 @@ from .hooks import Hooks
 from .metrics import Metrics
 from ..policy.leases import LeaseTable, Network, int2ip, ip2int, whole_subnet
 from ..policy.boot import Renderer
-from ..registry.hosts import Registry, event
+from ..registry.hosts import Registry
+from ..writes import TrimEvents, event
 from ..store.sqlite import Store, is_write_fault
 from ..auth import admin_token as secrets
 from . import interfaces
@@ -136,7 +137,7 @@ class Core(service.Service):
                                         on_committed=self._committed,
                                         is_write_fault=is_write_fault, reread=self.store.stored,
                                         on_dropped=self._dropped)
-        self._trim = task.LoopingCall(self.committer.submit, [("trim", None)])
+        self._trim = task.LoopingCall(self.committer.submit, [TrimEvents()])
         self._trim.clock = self.reactor
         self._trim.start(600, now=False)
         super().startService()

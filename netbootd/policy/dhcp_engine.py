@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from ..codec import dhcp_options as o
 from ..codec.dhcp import Packet, encode, encode_prebuilt, option_tlv
 from ..model import BootConfig, LeaseState
-from ..registry.hosts import Registry, event, event_json
+from ..registry.hosts import Registry
+from ..writes import EventWrite, LeaseWrite, event, event_json
 from . import pxe
 from .dhcp_values import client_id_ok, max_message, sanitize_hostname  # noqa: F401 (re-exported)
 from .leases import LeaseTable, Network, PoolExhausted, client_key, int2ip
@@ -195,7 +196,7 @@ class DhcpEngine:
         if mtype == o.RELEASE:
             lease = self.leases.release(net.name, key, int.from_bytes(pkt.ciaddr, "big"), now)
             if lease is not None:
-                writes += [("lease", lease), event(now, mac, "dhcp.release",
+                writes += [LeaseWrite(lease), event(now, mac, "dhcp.release",
                                                    ip=pkt.ciaddr_ip, iface=ing.iface)]
             else:
                 c["ignored.release_unknown"] += 1
@@ -208,7 +209,7 @@ class DhcpEngine:
                 return None
             lease = self.leases.decline(net.name, key, addr, now, self.s.decline_probation)
             if lease is not None:
-                writes += [("lease", lease), event(now, mac, "dhcp.decline", ip=int2ip(addr),
+                writes += [LeaseWrite(lease), event(now, mac, "dhcp.decline", ip=int2ip(addr),
                                                    probation=self.s.decline_probation)]
             else:
                 c["ignored.decline"] += 1
@@ -286,7 +287,7 @@ class DhcpEngine:
                                  self.registry.is_known(mac) or res is not None)
         boot = self._boot(client, mac, ing, now, writes)
         self.registry.promote(mac, now, writes)     # a lease makes a seen MAC a stored host
-        writes += [("lease", lease), self._exchange_event(now, mac, "dhcp.ack", boot, ing, addr)]
+        writes += [LeaseWrite(lease), self._exchange_event(now, mac, "dhcp.ack", boot, ing, addr)]
         reply = self._reply(pkt, o.ACK, addr.to_bytes(4, "big"), ing, net, client, lease_time,
                             hostname, boot)
         out = self._out(pkt, reply, o.ACK, writes, ing)
@@ -335,7 +336,7 @@ class DhcpEngine:
 
     # -- building replies ------------------------------------------------
     @staticmethod
-    def _exchange_event(now, mac, kind, boot, ing, addr) -> tuple:
+    def _exchange_event(now, mac, kind, boot, ing, addr) -> EventWrite:
         """The per-exchange event of the host's log (hot path: no json.dumps)."""
         return event_json(now, mac, kind, '{"file":%s,"iface":%s,"ip":"%s"}' % (
             _json(boot.filename), _json(ing.iface), int2ip(addr)))

@@ -53,6 +53,7 @@ from typing import Iterable
 from ..codec import dns as d
 from ..model import Host, Lease, LeaseState, normalize_mac
 from .zone_wire import Answer, RRec, encode
+from ..writes import EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents
 
 __all__ = ["Zone", "Answer", "RRec", "encode", "sanitize_label", "generated_label",
            "reverse_name", "reverse_zones"]
@@ -166,20 +167,27 @@ class Zone:
         self._settle()
 
     # -- changes -----------------------------------------------------------------
+    # Writes that do not change names or addresses (tests/unit/test_writes.py
+    # checks every write type is either followed below or listed here).
+    IGNORED_WRITES = (EventWrite, TrimEvents)
+
     def apply(self, writes: Iterable, now: float | None = None) -> bool:
-        """Follow a batch of store writes: ("lease", Lease) and ("host", Host);
-        other kinds are ignored.  With ``now``, an ACTIVE lease that already
-        ended counts as expired.  Returns whether the zone changed."""
-        for kind, item in writes:
-            if kind == "lease":
-                self._lease(item, now)
-            elif kind == "host":
-                self._host(item)
+        """Follow a batch of store writes (leases, hosts, host deletions).
+        With ``now``, an ACTIVE lease that already ended counts as expired.
+        Returns whether the zone changed."""
+        for w in writes:
+            t = type(w)
+            if t is LeaseWrite:
+                self._lease(w.lease, now)
+            elif t is HostWrite:
+                self._host(w.host)
+            elif t is HostDelete:
+                self._host_deleted(w.mac)
         return self._settle()
 
     def load(self, leases: Iterable[Lease], hosts: Iterable[Host], now: float) -> bool:
         """Start-up: the stored leases and hosts."""
-        return self.apply([("host", h) for h in hosts] + [("lease", x) for x in leases], now)
+        return self.apply([HostWrite(h) for h in hosts] + [LeaseWrite(x) for x in leases], now)
 
     def expire(self, now: float) -> int:
         """Drop the records of leases that ended by ``now``; returns how many."""
@@ -252,6 +260,12 @@ class Zone:
             else:
                 self._host_name.pop(h.mac, None)
             self._dirty.add(h.mac)
+
+    def _host_deleted(self, mac: str) -> None:
+        # The registered name goes with the host, as it would at the next
+        # start (its leases stay: they are the store's history, and named).
+        if self._host_name.pop(mac, None) is not None:
+            self._dirty.add(mac)
 
     @staticmethod
     def _acceptable(mac: str, lab: str | None) -> str | None:

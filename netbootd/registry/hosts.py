@@ -13,28 +13,14 @@ boot script, an agent call, an admin action.
 from __future__ import annotations
 
 import heapq
-import json
 import re
 from collections import Counter, OrderedDict
 
 from ..model import KNOWN_STATES, Host, HostState
 from ..policy.ratelimit import Buckets
+from ..writes import EventWrite, HostDelete, HostWrite, event
 
 STATES = tuple(s.value for s in HostState)
-
-
-# One encoder for every event: json.dumps() with options builds a new one per call.
-_EVENT_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str).encode
-
-
-def event(ts: float, mac: str | None, kind: str, **detail) -> tuple:
-    """A store write for one event (`detail` is JSON; host data stays data)."""
-    return ("event", (ts, mac, kind, _EVENT_JSON(detail)))
-
-
-def event_json(ts: float, mac: str | None, kind: str, detail: str) -> tuple:
-    """An event whose detail the caller already serialized as JSON (hot path)."""
-    return ("event", (ts, mac, kind, detail))
 
 
 # Exchange events held per seen MAC (module doc of Registry.exchange_event).
@@ -92,7 +78,7 @@ class Registry:
         # so a chatty client does not cost a write per packet.
         if changed or now - h.last_seen > 60:
             h.last_seen = now
-            writes.append(("host", h))
+            writes.append(HostWrite(h))
         return h
 
     # -- seen MACs: bounded, expiring, in memory only ------------------------
@@ -127,7 +113,7 @@ class Registry:
             self._pending.pop(mac, None)
             self.counters["seen.expired"] += 1
 
-    def exchange_event(self, mac: str, ev: tuple, writes: list) -> None:
+    def exchange_event(self, mac: str, ev: EventWrite, writes: list) -> None:
         """A DHCP exchange's event: written now for a host, held (the latest
         PENDING_EVENTS) for a MAC that is only seen, written if it becomes a host."""
         if mac in self.seen and mac not in self.hosts:
@@ -149,7 +135,7 @@ class Registry:
             return None
         self._adopt(h, now, writes, arch=h.arch, interface=h.interface,
                     vendor_class=h.vendor_class, uuid=h.uuid)
-        writes.append(("host", h))
+        writes.append(HostWrite(h))
         return h
 
     def _adopt(self, h: Host, now: float, writes: list, **detail) -> None:
@@ -183,7 +169,7 @@ class Registry:
         if h is None:
             h = Host(mac, HostState.DISCOVERED, first_seen=now, last_seen=now)
         self._adopt(h, now, writes, via="http")
-        writes.append(("host", h))
+        writes.append(HostWrite(h))
         return h
 
     def _set_state(self, h: Host, state: HostState, now: float, writes: list,
@@ -204,7 +190,7 @@ class Registry:
         h.last_seen = now
         if h.state == HostState.ASSIGNED and profile == h.profile:
             self._set_state(h, HostState.BOOTING, now, writes, "boot script served")
-        writes.append(("host", h))
+        writes.append(HostWrite(h))
         writes.append(event(now, mac, "http.script", profile=profile, bytes=nbytes, ip=ip))
         return writes
 
@@ -223,7 +209,7 @@ class Registry:
             self._set_state(h, HostState.REGISTERED, now, writes, "agent registered")
         elif h.state == HostState.BOOTING:
             self._set_state(h, HostState.ACTIVE, now, writes, "booted system called back")
-        writes.append(("host", h))
+        writes.append(HostWrite(h))
         writes.append(event(now, mac, "agent.register", ip=ip, uuid=uuid))
         return h, writes
 
@@ -236,7 +222,7 @@ class Registry:
             return "register", writes
         if h.state == HostState.REGISTERED:
             self._set_state(h, HostState.IDLE, now, writes, "agent waiting for assignment")
-            writes.append(("host", h))
+            writes.append(HostWrite(h))
         if h.state == HostState.ASSIGNED:
             return "reboot", writes
         return "wait", writes
@@ -247,7 +233,7 @@ class Registry:
         h = self._get_or_new(mac, now, writes)
         h.profile, h.profile_args = profile, dict(args)
         self._set_state(h, HostState.ASSIGNED, now, writes, f"assigned {profile}")
-        writes.append(("host", h))
+        writes.append(HostWrite(h))
         writes.append(event(now, mac, "host.assign", profile=profile, args=args))
         return h, writes
 
@@ -260,7 +246,7 @@ class Registry:
         if h.state not in (HostState.DISCOVERED, HostState.ERROR):
             return h, writes
         self._set_state(h, HostState.REGISTERED, now, writes, "approved by admin")
-        writes.append(("host", h))
+        writes.append(HostWrite(h))
         return h, writes
 
     def retire(self, mac: str, now: float) -> tuple[Host | None, list]:
@@ -269,7 +255,7 @@ class Registry:
             return None, writes
         h = self._get_or_new(mac, now, writes)
         self._set_state(h, HostState.RETIRED, now, writes, "retired by admin")
-        writes.append(("host", h))
+        writes.append(HostWrite(h))
         return h, writes
 
     def set_hostname(self, mac: str, hostname: str | None, now: float) -> tuple[Host | None, list]:
@@ -280,17 +266,17 @@ class Registry:
         if h.hostname != hostname:
             writes.append(event(now, mac, "host.hostname", old=h.hostname, new=hostname))
             h.hostname = hostname
-            writes.append(("host", h))
+            writes.append(HostWrite(h))
         return h, writes
 
     def delete(self, mac: str, now: float) -> list:
         """Forget a host (its leases stay: an address is never reused early)."""
         if self.seen.pop(mac, None) is not None:
             self._pending.pop(mac, None)
-            return [("host_delete", mac)]         # never stored: nothing else to undo
+            return [HostDelete(mac)]         # never stored: nothing else to undo
         if self.hosts.pop(mac, None) is None:
             return []
-        return [("host_delete", mac), event(now, mac, "host.deleted")]
+        return [HostDelete(mac), event(now, mac, "host.deleted")]
 
 
 # -- host lists, a page at a time ---------------------------------------------------

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 
 from ..model import Host, HostState, Lease, LeaseState, int2ip, ip2int
+from ..writes import EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents
 
 log = logging.getLogger("netbootd.store")
 
@@ -164,32 +165,34 @@ class Store:
             log.info("store: migrated %s to schema version %d", self.path, v + 1)
 
     # -- writes (group commit) -------------------------------------------
-    def apply(self, batch: list[tuple]) -> None:
-        """Write one batch in one transaction.  Items: ("lease", Lease),
-        ("host", Host), ("host_delete", mac), ("event", (ts, mac, kind, detail)),
-        ("trim", None) to trim old events afterwards."""
+    def apply(self, batch: list) -> None:
+        """Write one batch of writes (netbootd/writes.py) in one transaction;
+        a TrimEvents trims old events afterwards."""
         leases, hosts, events, deleted = {}, {}, [], set()
         trim = False
-        for kind, item in batch:
-            if kind == "lease":
+        for w in batch:
+            t = type(w)
+            if t is LeaseWrite:
+                item = w.lease
                 leases[item.address] = (
                     int2ip(item.address), item.network, item.client_key, item.mac,
                     item.hostname, item.state.value, item.starts, item.ends)
-            elif kind == "host":
+            elif t is EventWrite:
+                events.append((w.ts, w.mac, w.kind, w.detail))
+            elif t is HostWrite:
+                item = w.host
                 deleted.discard(item.mac)           # the later write in a batch wins
                 hosts[item.mac] = (item.mac, item.state.value, item.arch, item.vendor_class,
                                    item.uuid, item.hostname, item.interface, item.first_seen,
                                    item.last_seen, item.ip, item.profile,
                                    json.dumps(item.profile_args, sort_keys=True))
-            elif kind == "event":
-                events.append(item)
-            elif kind == "host_delete":
-                hosts.pop(item, None)
-                deleted.add(item)
-            elif kind == "trim":
+            elif t is HostDelete:
+                hosts.pop(w.mac, None)
+                deleted.add(w.mac)
+            elif t is TrimEvents:
                 trim = True
             else:
-                raise BadWrite(f"unknown write kind {kind!r}")
+                raise BadWrite(f"unknown write {w!r:.80}")
         c = self.conn()
         c.execute("BEGIN")
         try:
@@ -208,15 +211,14 @@ class Store:
         if trim:
             self.trim_events()
 
-    def stored(self, write: tuple):
+    def stored(self, write):
         """What the store holds for the row a write targets (a Host or Lease,
         None when absent or for other kinds): after a write was dropped,
         memory is set back to this."""
-        kind, item = write
-        if kind == "host":
-            found = self._hosts("WHERE mac = ?", (item.mac,))
-        elif kind == "lease":
-            found = self._leases("WHERE address = ?", (int2ip(item.address),))
+        if type(write) is HostWrite:
+            found = self._hosts("WHERE mac = ?", (write.host.mac,))
+        elif type(write) is LeaseWrite:
+            found = self._leases("WHERE address = ?", (int2ip(write.lease.address),))
         else:
             return None
         return found[0] if found else None

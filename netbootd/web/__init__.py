@@ -13,14 +13,16 @@ import time
 
 import jinja2
 
+from ..events import FAILURE_KINDS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATES_DIR = os.path.join(HERE, "templates")
 STATIC_DIR = os.path.join(HERE, "static")
 
-# Steps that answer "why didn't my host boot?".  static/status.js has the
-# same rule (isFailure); tests/e2e/test_status_page.py checks both.
-FAILED_KINDS = frozenset({"tftp.failed", "tftp.aborted", "tftp.refused", "dhcp.nak",
-                          "boot.unsupported", "pool.exhausted"})
+# Steps that answer "why didn't my host boot?": the catalog's failure kinds
+# (static/status.js fetches the same catalog from the API and applies the same
+# rule in isFailure; tests/e2e/test_status_page.py checks both).
+FAILED_KINDS = FAILURE_KINDS
 
 # Detail keys shown first in a one-line summary of an event.
 _SUMMARY_FIRST = ("file", "path", "status", "profile", "ip", "error", "reason", "old", "new")

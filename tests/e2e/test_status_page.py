@@ -33,9 +33,13 @@ from netbootd.net.http.app import HttpApp
 from netbootd.net.http.common import authorized, error, json_body, send_json
 from netbootd.net.http.site import build_site
 from netbootd.net.http.status import Static
+from netbootd.net.http.views import lease_lookup
+from netbootd.model import ip2int
+from netbootd.policy.leases import LeaseTable, whole_subnet
 from netbootd.policy.boot import Renderer
-from netbootd.registry.hosts import Registry, event
+from netbootd.registry.hosts import Registry
 from netbootd.store.sqlite import Store
+from netbootd.writes import HostDelete, HostWrite, event
 
 from .webdriver import CHROMEDRIVER, CHROMIUM, OPENER, Browser, chromium_session, png_size
 
@@ -64,9 +68,13 @@ class World:
         self.pools = [dict(POOL)]
         self.transfers = [{"proto": "tftp", "client": "10.9.0.12", "file": "ipxe.efi",
                            "bytes": 393216, "size": 1048576, "started": reactor.seconds() - 3}]
+        # DHCP leases: the host views show a lease's address and name when
+        # the host record has none (views.lease_lookup, as the daemon wires it).
+        self.leases = LeaseTable([whole_subnet("lab", "10.9.0.1", 24)])
         extra = {"store": self.store, "version": "9.9-test", "mode": "full",
                  "started": reactor.seconds() - 7200, "pools": lambda: self.pools,
-                 "transfers": lambda: self.transfers}
+                 "transfers": lambda: self.transfers,
+                 "leases": lease_lookup(lambda: self.leases, reactor)}
         fields = {f.name for f in dataclasses.fields(HttpApp)}
         self.app = HttpApp(registry=self.registry, submit=self.committer.submit,
                            renderer=Renderer(), clock=reactor, token=TOKEN,
@@ -87,7 +95,7 @@ class World:
         t0 = now - 60 if t0 is None else t0
         h = Host(mac, state, arch, vendor_class, uuid, hostname, "lab0", t0, now, ip)
         self.registry.hosts[mac] = h
-        writes = [("host", h)]
+        writes = [HostWrite(h)]
         for dt, kind, detail in steps:
             writes.append(event(t0 + dt, mac, kind, **detail))
         self.committer.submit(writes)
@@ -221,7 +229,7 @@ class FakeApi(resource.Resource):
         h.state = state
         for k, v in more.items():
             setattr(h, k, v)
-        writes.append(("host", h))
+        writes.append(HostWrite(h))
         self.w.committer.submit(writes)
         return send_json(request, 200, _host(h, None))
 
@@ -252,7 +260,7 @@ class FakeApi(resource.Resource):
         mac = request.postpath[-1].decode()
         if self.w.registry.hosts.pop(mac, None) is None:
             return error(request, 404, f"no host {mac}")
-        self.w.committer.submit([("host_delete", mac)])
+        self.w.committer.submit([HostDelete(mac)])
         return send_json(request, 200, {"deleted": mac})
 
 
@@ -628,4 +636,31 @@ def test_screenshot_of_the_page_with_a_failed_boot_open(world, browser, tmp_path
                      what="failed step")
         shoot("status-page.png")                 # admin, the failed boot open
         assert console_errors(browser) == []
+    yield run(scenario)
+
+
+@needs_browser
+@pytest_twisted.inlineCallbacks
+def test_hosts_that_took_dhcp_leases_show_the_lease_address_and_hostname(world, browser):
+    """Hosts made by DHCP have no address or name of their own; DNS answers
+    both from their leases, and the page showed "-" for both.  It shows the
+    lease's now, on the first paint and after the script's polls."""
+    dhcp = [f"52:54:00:5a:01:{i:02x}" for i in range(5)]
+
+    def add():
+        now = reactor.seconds()
+        for i, mac in enumerate(dhcp):
+            world.add_host(mac, HostState.DISCOVERED, arch=7)
+            world.leases.bind("lab", ip2int(f"10.9.0.{120 + i}"), b"\x01" + bytes.fromhex(
+                mac.replace(":", "")), mac, now, 600, f"pxe-{i}")
+
+    def scenario():
+        on_reactor(add)
+        open_page(browser, world)
+        rows = {r[0]: r for r in browser.js(HOST_ROWS)}
+        for i, mac in enumerate(dhcp):
+            assert rows[mac][1] == f"pxe-{i}" and rows[mac][5] == f"10.9.0.{120 + i}", rows[mac]
+        assert rows[IDLE][1] == "-"                 # no lease, no name: still "-"
+        code, body, _ = fetch(world.base + "/")
+        assert b"pxe-3" in body and b"10.9.0.123" in body
     yield run(scenario)

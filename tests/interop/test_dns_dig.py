@@ -19,6 +19,7 @@ from twisted.internet import protocol, threads
 from netbootd.model import Lease, LeaseState
 from netbootd.net.dns import DnsServer
 from netbootd.policy.zone import Zone
+from netbootd.writes import LeaseWrite
 
 SERVER = "127.0.0.1"
 OUTSIDER = "127.0.0.2"
@@ -134,20 +135,20 @@ def test_lease_appears_and_disappears_at_once(dns):
     lease = Lease(0x0A4D0010, "lab", b"\x01k", MAC, LeaseState.ACTIVE, 0, 1e12, "web")
     r = parsed((yield dig(port, "web.netboot.lan")).stdout)
     assert r["status"] == "NXDOMAIN"
-    server.zone.apply([("lease", lease)])
+    server.zone.apply([LeaseWrite(lease)])
     r = parsed((yield dig(port, "web.netboot.lan")).stdout)
     assert r["answers"] == [("web.netboot.lan.", "A", "10.77.0.16")]
     r = parsed((yield dig(port, "-x", "10.77.0.16")).stdout)
     assert r["answers"] == [("16.0.77.10.in-addr.arpa.", "PTR", "web.netboot.lan.")]
     lease.state = LeaseState.RELEASED
-    server.zone.apply([("lease", lease)])
+    server.zone.apply([LeaseWrite(lease)])
     assert parsed((yield dig(port, "web.netboot.lan")).stdout)["status"] == "NXDOMAIN"
     assert parsed((yield dig(port, "-x", "10.77.0.16")).stdout)["status"] == "NXDOMAIN"
 
 
 def trunk(server: DnsServer, vlans: int) -> None:
     """One MAC on many VLANs, one lease per network: a large A RRset."""
-    server.zone.apply([("lease", Lease((10 << 24) | (77 << 16) | (i << 8) | 9, f"vlan{i}",
+    server.zone.apply([LeaseWrite(Lease((10 << 24) | (77 << 16) | (i << 8) | 9, f"vlan{i}",
                                        b"\x01" + MAC.encode(), MAC, LeaseState.ACTIVE, 0, 1e12,
                                        "trunk")) for i in range(1, vlans + 1)])
 

@@ -15,6 +15,7 @@ from netbootd.net.dhcp import DhcpProtocol
 from netbootd.policy.dhcp_engine import DhcpEngine, EngineSettings, Ingress
 from netbootd.policy.leases import LeaseTable, ip2int, whole_subnet
 from netbootd.registry.hosts import Registry
+from netbootd.writes import HostWrite, LeaseWrite
 from tests.dhcpkit import SERVER, client_packet, mac_bytes, wire
 
 
@@ -97,7 +98,7 @@ def test_offer_is_sent_at_once_but_ack_only_after_the_commit():
     pkts = sent(proto)
     assert [p.msg_type for p, _ in pkts] == [o.OFFER, o.ACK]
     assert pkts[1][0].yiaddr == offer.yiaddr and pkts[1][1] == ("10.77.0.9", 67)
-    stored = [w[1] for w in thread.applied[0] if w[0] == "lease"]
+    stored = [w.lease for w in thread.applied[0] if type(w) is LeaseWrite]
     assert stored[0].state == LeaseState.ACTIVE and stored[0].address
 
 
@@ -228,7 +229,7 @@ def test_a_backlog_is_served_requests_first():
     proto.datagramsReceived(batch)
     assert proto.counters["rx.REQUEST"] == 1 and proto.counters["rx.batched"] == 4
     # the REQUEST was handled first: its commit was submitted before any new OFFER left
-    assert thread.calls and [w[1].mac for w in thread.calls[0][0] if w[0] == "lease"] == \
+    assert thread.calls and [w.lease.mac for w in thread.calls[0][0] if type(w) is LeaseWrite] == \
         [mac_bytes(0).hex(":")]
     assert [p.chaddr for p, _ in sent(proto)] == [mac_bytes(10 + i) for i in range(3)]
 
@@ -237,7 +238,7 @@ def test_a_backlog_is_served_requests_first():
 
 from netbootd.model import Host, HostState, Lease  # noqa: E402
 from netbootd.net.commit import dropped_events, restore_memory  # noqa: E402
-from netbootd.registry.hosts import event  # noqa: E402
+from netbootd.writes import event  # noqa: E402
 from netbootd.store.sqlite import Store, is_write_fault  # noqa: E402
 
 
@@ -269,9 +270,9 @@ def test_one_unstorable_write_is_dropped_and_every_other_write_commits_and_repli
                first_seen=1.0, last_seen=1.0)
     for i in range(10):
         mac = f"52:54:00:00:00:{i:02x}"
-        writes = [("lease", _lease(i, mac)), event(1.0, mac, "dhcp.ack", ip=str(i))]
+        writes = [LeaseWrite(_lease(i, mac)), event(1.0, mac, "dhcp.ack", ip=str(i))]
         if i == 5:
-            writes.insert(0, ("host", bad))
+            writes.insert(0, HostWrite(bad))
         committer.submit(writes, lambda i=i: sent_for.append(i))
     assert sent_for == []
     committer.reactor.advance(1.0)
@@ -281,7 +282,7 @@ def test_one_unstorable_write_is_dropped_and_every_other_write_commits_and_repli
     assert len(store.load_leases()) == 10, "the good writes of every exchange are stored"
     assert store.load_hosts() == []
     assert len(store.events(None, 100)) == 10
-    assert [(w, stored) for w, _, stored in dropped] == [(("host", bad), None)]
+    assert [(w, stored) for w, _, stored in dropped] == [(HostWrite(bad), None)]
     assert "too large" in dropped[0][1]
     # The drop is an event of a later, good batch.
     committer.submit(dropped_events(dropped, 2.0))
@@ -300,7 +301,7 @@ def test_after_a_dropped_write_memory_holds_what_the_store_holds(tmp_path):
     reg = Registry()
     h = Host("52:54:00:00:00:01", HostState.DISCOVERED, arch=7, first_seen=1.0, last_seen=1.0)
     reg.hosts[h.mac] = h
-    committer.submit([("host", h)])
+    committer.submit([HostWrite(h)])
     assert store.load_hosts()[0].arch == 7
     h.arch = 2 ** 64                                 # an unstorable update in memory
     net = whole_subnet("lab", SERVER, 24)
@@ -308,7 +309,7 @@ def test_after_a_dropped_write_memory_holds_what_the_store_holds(tmp_path):
     good = table.bind("lab", ip2int("10.77.0.20"), b"\x01a", "52:54:00:00:00:02", 1.0, 3600)
     poisoned = table.bind("lab", ip2int("10.77.0.21"), b"\x01b", "52:54:00:00:00:03", 1.0, 3600)
     poisoned.hostname = object()                     # a value SQLite cannot bind
-    committer.submit([("host", h), ("lease", good), ("lease", poisoned)])
+    committer.submit([HostWrite(h), LeaseWrite(good), LeaseWrite(poisoned)])
     assert committer.dropped_writes == 2
     restore_memory(dropped, reg, table)
     assert reg.get(h.mac).arch == 7 and reg.get(h.mac) == store.load_hosts()[0]

@@ -17,6 +17,7 @@ from netbootd.model import Lease, LeaseState
 from netbootd.net.dns import DnsServer, DnsTcpFactory, DnsUdp
 from netbootd.net.dns_forward import random_port_socket
 from netbootd.policy.zone import Zone
+from netbootd.writes import LeaseWrite
 from tests.fakes import FakeReactor, FakeUdpSocket
 
 CLIENT = ("10.77.0.50", 40000)
@@ -129,7 +130,7 @@ def test_udp_internal_error_is_counted_and_the_next_query_served(monkeypatch):
 def test_expired_leases_leave_the_zone_on_the_clock():
     h = Harness()
     h.server._expire.start(h.server.expire_interval, now=False)
-    h.server.zone.apply([("lease", Lease(0x0A4D0010, "lab", b"k", "52:54:00:77:00:10",
+    h.server.zone.apply([LeaseWrite(Lease(0x0A4D0010, "lab", b"k", "52:54:00:77:00:10",
                                          LeaseState.ACTIVE, 0, 1003.0, "web"))])
     h.query("web.netboot.lan")
     assert h.replies()[0][0].rr
@@ -155,7 +156,7 @@ def test_tcp_pipelined_and_split_messages_are_all_answered():
 def test_tcp_large_answer_is_not_truncated():
     h = Harness()
     mac = "52:54:00:77:00:10"
-    h.server.zone.apply([("lease", Lease((10 << 24) | (77 << 16) | (i << 8) | 9, f"v{i}",
+    h.server.zone.apply([LeaseWrite(Lease((10 << 24) | (77 << 16) | (i << 8) | 9, f"v{i}",
                                          b"k", mac, LeaseState.ACTIVE, 0, 1e12, "trunk"))
                          for i in range(1, 101)])
     proto, t = tcp_conn(h)

@@ -16,7 +16,7 @@ from twisted.web import resource, server
 from netbootd import config
 from netbootd.config import HooksConfig
 from netbootd.net.hooks import Hooks, clean
-from netbootd.registry.hosts import event
+from netbootd.writes import HostWrite, event
 
 MAC = "52:54:00:66:00:01"
 EVIL = "evil\r\nBcc: victim@example.com\r\n.\r\nMAIL FROM:<x@y>\x1b[31m\x00\x07\u202e\u200b"
@@ -123,7 +123,7 @@ def wait_for(pred, timeout: float = 5.0, step: float = 0.01):
 
 def batch(now: float) -> list:
     return [
-        ("host", object()),
+        HostWrite(object()),
         event(now, MAC, "host.discovered", arch=7, vendor_class=EVIL, interface="eth0"),
         event(now, MAC, "dhcp.offer", ip="10.0.0.5"),                   # not a hook kind
         event(now, MAC, "http.file", path="ok", bytes=10, status=200),  # not a failure
@@ -168,9 +168,9 @@ def test_webhook_gives_up_after_the_retries_and_counts_the_dropped_events(
     assert hooks.counters["webhook.events_dropped"] == 1
     # the queue keeps working afterwards
     r.fail = 0
-    hooks.observe([event(2.0, MAC, "agent.refused", reason="bad token")])
+    hooks.observe([event(2.0, MAC, "tftp.failed", error="timeout")])
     yield wait_for(lambda: hooks.counters["webhook.sent"] == 1)
-    assert json.loads(r.posts[-1][2])["events"][0]["kind"] == "agent.refused"
+    assert json.loads(r.posts[-1][2])["events"][0]["kind"] == "tftp.failed"
 
 
 @pytest_twisted.inlineCallbacks
@@ -294,7 +294,7 @@ def test_hook_config_defaults_and_a_valid_file():
                        'smtp_host = "127.0.0.1"\nmail_to = ["ops@lab.test"]\n')
     assert cfg.hooks.webhooks == ("https://hooks.lab.test/netbootd",)
     assert cfg.hooks.smtp_starttls is False and cfg.hooks.smtp_port == 25
+    # "agent.refused" was a default that nothing emitted (netbootd/events.py)
     assert set(cfg.hooks.kinds) == {"host.discovered", "tftp.failed", "http.file",
-                                    "boot.unsupported", "dhcp.nak", "pool.exhausted",
-                                    "agent.refused"}
+                                    "boot.unsupported", "dhcp.nak", "pool.exhausted"}
     assert cfg.metrics.enabled is True

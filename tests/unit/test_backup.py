@@ -18,8 +18,8 @@ import pytest
 from netbootd.auth import admin_token as secrets
 from netbootd.store import backup as state, lock as statelock
 from netbootd.model import Host
-from netbootd.registry.hosts import event
 from netbootd.store.sqlite import DB_NAME, SCHEMA_VERSION, Store
+from netbootd.writes import HostWrite, event
 
 EVENTS_PER_BATCH = 5
 
@@ -31,7 +31,7 @@ def _mac(i: int) -> str:
 def _populate(sd: str, n: int = 3) -> Store:
     s = Store(sd)
     for i in range(n):
-        s.apply([("host", Host(_mac(i), first_seen=1.0 + i, last_seen=2.0 + i)),
+        s.apply([HostWrite(Host(_mac(i), first_seen=1.0 + i, last_seen=2.0 + i)),
                  event(3.0 + i, _mac(i), "agent.register", ip=f"10.0.0.{i + 1}")])
     return s
 
@@ -92,7 +92,7 @@ def test_backup_while_another_connection_writes_is_a_consistent_snapshot(sd, tmp
         s = Store(sd, sync="normal")
         i = 1000
         while not stop.is_set():
-            s.apply([("host", Host(_mac(i), first_seen=i, last_seen=i))] +
+            s.apply([HostWrite(Host(_mac(i), first_seen=i, last_seen=i))] +
                     [event(float(i), _mac(i), "test.batch", n=k) for k in range(EVENTS_PER_BATCH)])
             written.append(i)
             i += 1
@@ -232,7 +232,7 @@ def test_restore_brings_back_db_and_token_and_keeps_the_previous_db(sd):
     token = open(secrets.token_path(sd)).read()
     state.backup(sd, "b")
     s = Store(sd)
-    s.apply([("host", Host(_mac(99), first_seen=9, last_seen=9))])   # leaves a -wal behind
+    s.apply([HostWrite(Host(_mac(99), first_seen=9, last_seen=9))])   # leaves a -wal behind
     changed = _dump(db)
     secrets.rotate_token(sd)
     r = state.restore(sd, "b")

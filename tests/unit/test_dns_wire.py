@@ -15,6 +15,7 @@ from netbootd.codec import dns as d
 from netbootd.model import Lease, LeaseState
 from netbootd.policy.dns_engine import DnsEngine, Forward
 from netbootd.policy.zone import Zone
+from netbootd.writes import LeaseWrite
 
 INSIDE = "10.77.0.50"
 OUTSIDE = "192.0.2.9"
@@ -135,7 +136,7 @@ def test_edns_version_1_gets_badvers(engine):
 def big_engine(n: int = 40) -> DnsEngine:
     """One MAC on n VLANs (one lease per network): a legitimately large A RRset."""
     e = make_engine()
-    e.zone.apply([("lease", Lease((10 << 24) | (77 << 16) | (i << 8) | 9, f"vlan{i}",
+    e.zone.apply([LeaseWrite(Lease((10 << 24) | (77 << 16) | (i << 8) | 9, f"vlan{i}",
                                   b"\x01" + MAC.encode(), MAC, LeaseState.ACTIVE, 0, 1e12,
                                   "trunk")) for i in range(1, n + 1)])
     return e

@@ -12,6 +12,7 @@ from netbootd.model import BootConfig, BootFiles, Host, HostState, LeaseState, R
 from netbootd.policy.dhcp_engine import DhcpEngine, EngineSettings, Ingress, max_message, sanitize_hostname
 from netbootd.policy.leases import LeaseTable, ip2int, whole_subnet
 from netbootd.registry.hosts import Registry
+from netbootd.writes import EventWrite, HostWrite, LeaseWrite
 from tests.dhcpkit import (HTTP_UEFI, IPXE_BIOS, PXE_BIOS, PXE_UEFI, SERVER, client_packet,
                            mac_bytes, wire)
 
@@ -67,7 +68,7 @@ def test_ack_waits_for_commit_and_carries_the_lease_write():
     offer, out, ack = dora(e, 1)
     assert ack.msg_type == o.ACK and ack.yiaddr == offer.yiaddr
     assert out.must_commit
-    leases = [w[1] for w in out.writes if w[0] == "lease"]
+    leases = [w.lease for w in out.writes if type(w) is LeaseWrite]
     assert len(leases) == 1 and leases[0].state == LeaseState.ACTIVE
     assert leases[0].address == ip2int(offer.yiaddr_ip)
     assert leases[0].ends == NOW + 3600
@@ -187,7 +188,7 @@ def test_renewal_is_unicast_to_ciaddr_and_extends_the_lease():
     out, renew = roundtrip(e, client_packet(o.REQUEST, mac_bytes(1), ciaddr=ack.yiaddr_ip),
                            now=NOW + 1800)
     assert renew.msg_type == o.ACK and out.dest == (ack.yiaddr_ip, 68)
-    lease = [w[1] for w in out.writes if w[0] == "lease"][0]
+    lease = [w.lease for w in out.writes if type(w) is LeaseWrite][0]
     assert lease.ends == NOW + 1800 + 3600
 
 
@@ -197,7 +198,7 @@ def test_release_frees_the_address_and_is_stored():
     out, reply = roundtrip(e, client_packet(o.RELEASE, mac_bytes(1), ciaddr=ack.yiaddr_ip,
                                             server_id=SERVER))
     assert reply is None
-    lease = [w[1] for w in out.writes if w[0] == "lease"][0]
+    lease = [w.lease for w in out.writes if type(w) is LeaseWrite][0]
     assert lease.state == LeaseState.RELEASED
     assert e.leases.holder(ip2int(ack.yiaddr_ip), NOW) is None
     # the client gets its old address back on its next DISCOVER
@@ -210,7 +211,7 @@ def test_decline_puts_the_address_on_probation_not_lost_for_ever():
     _, _, ack = dora(e, 1)
     out, _ = roundtrip(e, client_packet(o.DECLINE, mac_bytes(1), requested=ack.yiaddr_ip,
                                         server_id=SERVER))
-    lease = [w[1] for w in out.writes if w[0] == "lease"][0]
+    lease = [w.lease for w in out.writes if type(w) is LeaseWrite][0]
     assert lease.state == LeaseState.DECLINED and lease.client_key == b""
     _, offer = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(1), requested=ack.yiaddr_ip))
     assert offer.yiaddr != ack.yiaddr, "declined address offered during probation"
@@ -225,7 +226,7 @@ def test_inform_gets_options_but_no_lease():
     assert o.OPT_LEASE_TIME not in ack.options
     assert ack.options[o.OPT_ROUTER] == socket.inet_aton("10.77.0.1")
     assert out.dest == ("10.77.0.50", 68)
-    assert not [w for w in out.writes if w[0] == "lease"] and not out.must_commit
+    assert not [w for w in out.writes if type(w) is LeaseWrite] and not out.must_commit
     assert not e.leases.by_addr
 
 
@@ -266,7 +267,7 @@ def test_pool_exhaustion_is_an_event_not_a_crash():
     out, reply = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(99)))
     assert reply is None
     assert e.counters["drop.pool_exhausted"] == 1
-    assert any(w[0] == "event" and w[1][2] == "pool.exhausted" for w in out.writes)
+    assert any(type(w) is EventWrite and w.kind == "pool.exhausted" for w in out.writes)
 
 
 def test_unknown_clients_cannot_take_the_share_kept_for_known_hosts():
@@ -308,15 +309,15 @@ def test_first_discover_is_only_seen_and_the_ack_registers_the_host_with_uuid():
     host = e.registry.get(mac_bytes(1).hex(":"))
     assert host.state.value == "discovered" and host.arch == 7 and host.interface == "eth1"
     assert host.uuid == "8a7c3f5e-1b2d-4c3e-9f10-77aa00bb0010"
-    assert not e.registry.hosts and not [w for w in out.writes if w[0] == "host"]
-    assert "host.discovered" not in [w[1][2] for w in out.writes if w[0] == "event"]
+    assert not e.registry.hosts and not [w for w in out.writes if type(w) is HostWrite]
+    assert "host.discovered" not in [w.kind for w in out.writes if type(w) is EventWrite]
     _, out, _ = dora(e, 1, extra=PXE_UEFI)
-    events = [w[1] for w in out.writes if w[0] == "event"]
+    events = [w for w in out.writes if type(w) is EventWrite]
     # Its two offers were held, not stored, and now open its timeline.
-    assert [ev[2] for ev in events] == ["dhcp.offer", "dhcp.offer", "host.discovered",
+    assert [ev.kind for ev in events] == ["dhcp.offer", "dhcp.offer", "host.discovered",
                                         "dhcp.ack"]
-    assert ("host", host) in out.writes
-    assert json.loads(events[2][3])["uuid"] == host.uuid
+    assert HostWrite(host) in out.writes
+    assert json.loads(events[2].detail)["uuid"] == host.uuid
     assert e.registry.hosts[host.mac] is host and out.must_commit
 
 
@@ -331,7 +332,7 @@ def test_offers_to_macs_that_never_take_a_lease_store_nothing():
         out, offer = roundtrip(e, client_packet(o.DISCOVER, mac), now=NOW + i * 1e-3)
         offers += offer is not None
         writes += [w for w in (out.writes if out else ())
-                   if not (w[0] == "event" and w[1][2] == "pool.exhausted")]
+                   if not (type(w) is EventWrite and w.kind == "pool.exhausted")]
     assert offers > 200 and writes == []
     assert len(e.registry.seen) == 500 and len(e.registry._pending) <= 500
 
@@ -368,7 +369,7 @@ def test_proxy_mode_offers_boot_info_without_an_address():
     assert offer.options[o.OPT_CLIENT_UUID] == PXE_UEFI[o.OPT_CLIENT_UUID]
     assert o.OPT_LEASE_TIME not in offer.options
     assert out.dest == ("255.255.255.255", 68)
-    assert not [w for w in out.writes if w[0] == "lease"] and not e.leases.by_addr
+    assert not [w for w in out.writes if type(w) is LeaseWrite] and not e.leases.by_addr
 
 
 def test_proxy_mode_ignores_non_pxe_clients():
@@ -403,15 +404,15 @@ def test_unknown_arch_becomes_an_event_not_a_crash():
     extra = {o.OPT_VENDOR_CLASS: b"PXEClient:Arch:00200:UNDI:003000", o.OPT_CLIENT_ARCH: b"\x00\xc8"}
     out, offer = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(1), extra=extra))
     assert offer.msg_type == o.OFFER and offer.file == b""
-    ev = [w[1] for w in out.writes if w[0] == "event" and w[1][2] == "boot.unsupported"]
-    assert ev and "unknown-200" in ev[0][3]
+    ev = [w for w in out.writes if type(w) is EventWrite and w.kind == "boot.unsupported"]
+    assert ev and "unknown-200" in ev[0].detail
 
 
 def test_arm64_without_a_binary_is_an_event_and_with_one_gets_it():
     extra = {o.OPT_VENDOR_CLASS: b"PXEClient:Arch:00011:UNDI:003000", o.OPT_CLIENT_ARCH: b"\x00\x0b"}
     e = make_engine()
     out, offer = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(1), extra=extra))
-    assert offer.file == b"" and "arm64" in json.dumps([w for w in out.writes if w[0] == "event"])
+    assert offer.file == b"" and "arm64" in json.dumps([w.detail for w in out.writes if type(w) is EventWrite])
     e.boot = BootConfig(BootFiles(uefi_arm64="arm64/ipxe.efi"))
     _, offer = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(2), extra=extra))
     assert offer.file == b"arm64/ipxe.efi"
@@ -492,11 +493,11 @@ def test_out_of_range_wire_values_are_absent_counted_and_the_client_still_served
     offer, out, ack = dora(e, 1, extra=extra)
     assert offer.msg_type == o.OFFER and ack.msg_type == o.ACK
     assert e.counters["bad_value." + rejected] == 2
-    for kind, item in out.writes:
-        if kind == "host":
-            assert item.arch is None or 0 <= item.arch <= 0xFFFF
-        if kind == "lease":
-            assert len(item.client_key) <= 256
+    for w in out.writes:
+        if type(w) is HostWrite:
+            assert w.host.arch is None or 0 <= w.host.arch <= 0xFFFF
+        if type(w) is LeaseWrite:
+            assert len(w.lease.client_key) <= 256
     h = e.registry.get(mac_bytes(1).hex(":"))
     assert h is None or h.arch is None or h.arch <= 0xFFFF
 

@@ -14,7 +14,8 @@ from netbootd.net.metrics import Metrics
 from netbootd.model import Host, HostState
 from netbootd.net.http.metrics import MetricsPage
 from netbootd.policy.leases import LeaseTable, ip2int, whole_subnet
-from netbootd.registry.hosts import Registry, event
+from netbootd.registry.hosts import Registry
+from netbootd.writes import LeaseWrite, event
 
 NOW = 1_000_000.0
 A = "52:54:00:00:00:0a"
@@ -120,7 +121,7 @@ def test_group_commit_stats_and_host_states():
 
 def test_boot_duration_runs_from_the_first_offer_to_agent_register():
     m, *_ = build()
-    m.observe([event(NOW, A, "dhcp.offer", ip="10.0.0.2"), ("lease", object())])
+    m.observe([event(NOW, A, "dhcp.offer", ip="10.0.0.2"), LeaseWrite(object())])
     m.observe([event(NOW + 8, A, "dhcp.offer"),                 # iPXE's DHCP: same boot
                event(NOW + 9, B, "proxy.offer")])              # proxy mode starts a boot too
     m.observe([event(NOW + 42, A, "agent.register", ip="10.0.0.2")])

@@ -8,6 +8,7 @@ import pytest
 
 from netbootd.model import Host, HostState
 from netbootd.registry.hosts import BadCursor, Registry, decode_cursor, encode_cursor, page, state_counts
+from netbootd.writes import EventWrite, HostDelete
 
 
 def _mac(i: int) -> str:
@@ -15,7 +16,7 @@ def _mac(i: int) -> str:
 
 
 def _kinds(writes):
-    return [w[0] if w[0] != "event" else w[1][2] for w in writes]
+    return [w.kind if type(w) is EventWrite else w.name for w in writes]
 
 
 def test_100000_random_macs_seen_once_leave_a_bounded_set_and_no_writes():
@@ -61,7 +62,7 @@ def test_an_acked_lease_promotes_a_seen_mac_to_a_stored_host_with_its_facts():
     assert _kinds(w) == ["host.discovered", "host"]
     assert reg.hosts[_mac(1)] is h and _mac(1) not in reg.seen
     assert (h.arch, h.interface, h.first_seen) == (7, "eth1", 5.0)
-    assert '"arch":7' in w[0][1][3]
+    assert '"arch":7' in w[0].detail
     again: list = []
     assert reg.promote(_mac(1), 7.0, again) is h and again == []
     assert reg.promote(_mac(2), 7.0, again) is None and again == []
@@ -90,7 +91,7 @@ def test_admin_actions_on_a_seen_mac_make_it_a_host_and_delete_forgets_it():
     reg.observe(_mac(2), 1.0, "eth0", None, None, None, [])
     h, w = reg.set_hostname(_mac(1), None, 2.0)           # nothing changed, still stored
     assert h is reg.hosts[_mac(1)] and "host" in _kinds(w)
-    assert reg.delete(_mac(2), 3.0) == [("host_delete", _mac(2))] and _mac(2) not in reg.seen
+    assert reg.delete(_mac(2), 3.0) == [HostDelete(_mac(2))] and _mac(2) not in reg.seen
     assert reg.retire(_mac(9), 3.0) == (None, []) and reg.approve(_mac(9), 3.0) == (None, [])
 
 

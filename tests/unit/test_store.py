@@ -6,8 +6,8 @@ import sqlite3
 import pytest
 
 from netbootd.model import Host, HostState, Lease, LeaseState
-from netbootd.registry.hosts import event
 from netbootd.store.sqlite import DB_NAME, SCHEMA_VERSION, Store, StoreError
+from netbootd.writes import HostDelete, HostWrite, LeaseWrite, event
 
 
 def lease(i, state=LeaseState.ACTIVE):
@@ -24,7 +24,7 @@ def test_fresh_store_has_the_current_schema_version(tmp_path):
 def test_writes_survive_reopening(tmp_path):
     s = Store(str(tmp_path))
     h = Host("52:54:00:00:00:01", HostState.DISCOVERED, 7, "PXEClient", "u", None, "eth1", 1, 2)
-    s.apply([("host", h), ("lease", lease(1)), ("lease", lease(2)),
+    s.apply([HostWrite(h), LeaseWrite(lease(1)), LeaseWrite(lease(2)),
              event(5.0, h.mac, "dhcp.ack", ip="10.0.0.1")])
     s.close()
     s2 = Store(str(tmp_path))
@@ -35,7 +35,7 @@ def test_writes_survive_reopening(tmp_path):
 
 def test_last_write_of_a_lease_in_a_batch_wins(tmp_path):
     s = Store(str(tmp_path))
-    s.apply([("lease", lease(1)), ("lease", lease(1, LeaseState.RELEASED))])
+    s.apply([LeaseWrite(lease(1)), LeaseWrite(lease(1, LeaseState.RELEASED))])
     assert s.load_leases()[0].state == LeaseState.RELEASED
 
 
@@ -43,11 +43,11 @@ def test_a_later_batch_rewrites_every_field_of_a_lease(tmp_path):
     """Renewals and moves update the row in place (an upsert): every column
     takes the new value, and the mac index finds the new holder only."""
     s = Store(str(tmp_path))
-    s.apply([("lease", lease(1)), ("lease", lease(2))])
+    s.apply([LeaseWrite(lease(1)), LeaseWrite(lease(2))])
     new = Lease(lease(1).address, "other", b"\x00client-id", "52:54:00:00:00:99",
                 LeaseState.RELEASED, 500.0, 600.0, None)
-    s.apply([("lease", new)])
-    s.apply([("lease", lease(2, LeaseState.EXPIRED))])
+    s.apply([LeaseWrite(new)])
+    s.apply([LeaseWrite(lease(2, LeaseState.EXPIRED))])
     assert s.load_leases() == [lease(2, LeaseState.EXPIRED), new]
     by_mac = "SELECT address FROM leases WHERE mac = ?"
     assert s.query(by_mac, (lease(1).mac,)) == []
@@ -56,7 +56,7 @@ def test_a_later_batch_rewrites_every_field_of_a_lease(tmp_path):
 
 def test_unreadable_rows_are_skipped_not_fatal(tmp_path, caplog):
     s = Store(str(tmp_path))
-    s.apply([("lease", lease(1))])
+    s.apply([LeaseWrite(lease(1))])
     s.conn().execute("INSERT INTO leases VALUES ('999.1.1.1','lab',x'01','m',NULL,'active',1,2)")
     s.conn().execute("INSERT INTO leases VALUES ('10.0.0.9','lab',x'01','m',NULL,'bogus',1,2)")
     s.conn().execute("INSERT INTO hosts(mac, state, first_seen, last_seen) VALUES ('m','nostate',1,1)")
@@ -91,7 +91,7 @@ def test_events_of_macs_that_are_no_host_are_capped_in_all(tmp_path):
     h = Host("52:54:00:00:00:01", HostState.DISCOVERED, None, None, None, None, "eth1", 1, 2)
     flood = [event(float(i), f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}", "dhcp.offer")
              for i in range(300)]
-    s.apply([("host", h)] + [event(0.5, h.mac, "dhcp.ack")] + flood + [event(400.0, None, "x")])
+    s.apply([HostWrite(h)] + [event(0.5, h.mac, "dhcp.ack")] + flood + [event(400.0, None, "x")])
     assert s.trim_events(keep=10, orphans=50) == 250
     rows = s.query("SELECT mac, ts FROM events WHERE mac LIKE '02:%' ORDER BY ts")
     assert [r["ts"] for r in rows] == [float(i) for i in range(250, 300)]
@@ -126,11 +126,11 @@ def test_a_deleted_host_is_gone_but_a_later_write_in_the_batch_wins(tmp_path):
     s = Store(str(tmp_path))
     a = Host("52:54:00:00:00:01", HostState.IDLE, first_seen=1, last_seen=1)
     b = Host("52:54:00:00:00:02", HostState.IDLE, first_seen=1, last_seen=1)
-    s.apply([("host", a), ("host", b)])
-    s.apply([("host_delete", a.mac)])
+    s.apply([HostWrite(a), HostWrite(b)])
+    s.apply([HostDelete(a.mac)])
     assert [h.mac for h in s.load_hosts()] == [b.mac]
-    s.apply([("host_delete", b.mac), ("host", b)])          # re-created after the delete
-    s.apply([("host", a), ("host_delete", a.mac)])          # deleted after the write
+    s.apply([HostDelete(b.mac), HostWrite(b)])          # re-created after the delete
+    s.apply([HostWrite(a), HostDelete(a.mac)])          # deleted after the write
     assert [h.mac for h in s.load_hosts()] == [b.mac]
 
 
@@ -140,10 +140,10 @@ def test_a_batch_of_any_size_stores_every_row_and_keeps_event_order(tmp_path, n)
     s = Store(str(tmp_path))
     hosts = [Host(f"52:54:00:00:{i >> 8:02x}:{i & 255:02x}", HostState.DISCOVERED, 7, "PXE",
                   None, None, "eth1", 1.0, 2.0) for i in range(n)]
-    s.apply([("host", h) for h in hosts])
+    s.apply([HostWrite(h) for h in hosts])
     changed = [Host(h.mac, HostState.IDLE, 0, "PXE", "u", "n", "eth2", 1.0, 3.0) for h in hosts]
-    s.apply([("host", h) for h in changed]
-            + [("lease", lease(i % 250)) for i in range(n)]
+    s.apply([HostWrite(h) for h in changed]
+            + [LeaseWrite(lease(i % 250)) for i in range(n)]
             + [event(float(i), hosts[i].mac, "dhcp.ack", seq=i) for i in range(n)])
     assert sorted(s.load_hosts(), key=lambda h: h.mac) == sorted(changed, key=lambda h: h.mac)
     assert len(s.load_leases()) == min(n, 250)

@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 from netbootd.codec import dns as d
 from netbootd.model import Host, Lease, LeaseState
 from netbootd.policy.zone import Zone, reverse_name, reverse_zones, sanitize_label
+from netbootd.writes import HostDelete, HostWrite, LeaseWrite
 
 NET = "10.77.0.0/16"
 MAC1 = "52:54:00:77:00:10"
@@ -52,14 +53,14 @@ def test_reservation_is_in_the_zone_before_any_lease():
 
 def test_active_lease_gives_a_and_ptr_under_its_hostname():
     z = zone()
-    assert z.apply([("lease", lease("10.77.0.16", MAC1, "web"))])
+    assert z.apply([LeaseWrite(lease("10.77.0.16", MAC1, "web"))])
     assert a_records(z, "web.netboot.lan") == ["10.77.0.16"]
     assert ptr(z, "10.77.0.16") == "web.netboot.lan"
 
 
 def test_lease_without_hostname_gets_a_stable_generated_name():
     z = zone()
-    z.apply([("lease", lease("10.77.0.16", MAC1))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1))])
     assert z.names() == {"host-525400770010.netboot.lan": ("10.77.0.16",)}
 
 
@@ -67,23 +68,23 @@ def test_lease_without_hostname_gets_a_stable_generated_name():
 def test_released_expired_declined_remove_the_records(state):
     z = zone()
     live = lease("10.77.0.16", MAC1, "web")
-    z.apply([("lease", live)])
+    z.apply([LeaseWrite(live)])
     gone = lease("10.77.0.16", MAC1 if state != LeaseState.DECLINED else "", state=state)
-    z.apply([("lease", gone)])
+    z.apply([LeaseWrite(gone)])
     assert z.lookup("web.netboot.lan", d.T_A).rcode == d.NXDOMAIN
     assert z.lookup(reverse_name(ip("10.77.0.16")), d.T_PTR).rcode == d.NXDOMAIN
 
 
 def test_offers_are_not_named():
     z = zone()
-    assert not z.apply([("lease", lease("10.77.0.16", MAC1, "web", LeaseState.OFFERED))])
+    assert not z.apply([LeaseWrite(lease("10.77.0.16", MAC1, "web", LeaseState.OFFERED))])
     assert z.names() == {}
 
 
 def test_expire_drops_leases_that_ended():
     z = zone()
-    z.apply([("lease", lease("10.77.0.16", MAC1, "web", ends=100.0)),
-             ("lease", lease("10.77.0.17", MAC2, "db", ends=200.0))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1, "web", ends=100.0)),
+             LeaseWrite(lease("10.77.0.17", MAC2, "db", ends=200.0))])
     assert z.expire(99.0) == 0
     assert z.expire(150.0) == 1
     assert list(z.names()) == ["db.netboot.lan"]
@@ -91,14 +92,14 @@ def test_expire_drops_leases_that_ended():
 
 def test_apply_with_now_ignores_a_lease_that_already_ended():
     z = zone()
-    z.apply([("lease", lease("10.77.0.16", MAC1, "web", ends=100.0))], now=100.0)
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1, "web", ends=100.0))], now=100.0)
     assert z.names() == {}
 
 
 def test_renewal_keeps_its_lease_alive_past_the_old_end():
     z = zone()
-    z.apply([("lease", lease("10.77.0.16", MAC1, "web", ends=100.0))])
-    z.apply([("lease", lease("10.77.0.16", MAC1, "web", ends=300.0))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1, "web", ends=100.0))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1, "web", ends=300.0))])
     z.expire(150.0)
     assert a_records(z, "web.netboot.lan") == ["10.77.0.16"]
 
@@ -107,26 +108,26 @@ def test_a_client_that_moves_loses_its_old_address():
     """LeaseTable.bind releases the previous address without writing it:
     the zone follows the (network, client) key."""
     z = zone()
-    z.apply([("lease", lease("10.77.0.16", MAC1, "web"))])
-    z.apply([("lease", lease("10.77.0.30", MAC1, "web"))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1, "web"))])
+    z.apply([LeaseWrite(lease("10.77.0.30", MAC1, "web"))])
     assert a_records(z, "web.netboot.lan") == ["10.77.0.30"]
     assert ptr(z, "10.77.0.16") is None
 
 
 def test_one_mac_on_several_networks_has_one_name_with_every_address():
     z = zone()
-    z.apply([("lease", lease("10.77.2.9", MAC1, "trunk", network="b")),
-             ("lease", lease("10.77.1.9", MAC1, "trunk", network="a"))])
+    z.apply([LeaseWrite(lease("10.77.2.9", MAC1, "trunk", network="b")),
+             LeaseWrite(lease("10.77.1.9", MAC1, "trunk", network="a"))])
     assert a_records(z, "trunk.netboot.lan") == ["10.77.1.9", "10.77.2.9"]
     assert ptr(z, "10.77.2.9") == ptr(z, "10.77.1.9") == "trunk.netboot.lan"
 
 
 def test_a_lease_on_a_reserved_address_owns_it_while_active():
     z = zone(reservations=[(MAC1, "10.77.0.5", "node5")])
-    z.apply([("lease", lease("10.77.0.5", MAC2, "intruder"))])
+    z.apply([LeaseWrite(lease("10.77.0.5", MAC2, "intruder"))])
     assert ptr(z, "10.77.0.5") == "intruder.netboot.lan"
     assert z.lookup("node5.netboot.lan", d.T_A).rcode == d.NXDOMAIN
-    z.apply([("lease", lease("10.77.0.5", MAC2, state=LeaseState.RELEASED))])
+    z.apply([LeaseWrite(lease("10.77.0.5", MAC2, state=LeaseState.RELEASED))])
     assert ptr(z, "10.77.0.5") == "node5.netboot.lan"
 
 
@@ -149,35 +150,52 @@ def test_host_supplied_names_become_one_valid_label(raw, label):
 
 def test_configured_name_beats_registered_beats_lease_hostname():
     z = zone(reservations=[(MAC1, "10.77.0.5", "configured")])
-    z.apply([("host", Host(MAC1, hostname="registered")),
-             ("lease", lease("10.77.0.5", MAC1, "fromdhcp"))])
+    z.apply([HostWrite(Host(MAC1, hostname="registered")),
+             LeaseWrite(lease("10.77.0.5", MAC1, "fromdhcp"))])
     assert list(z.names()) == ["configured.netboot.lan"]
     z2 = zone()
-    z2.apply([("host", Host(MAC1, hostname="registered")),
-              ("lease", lease("10.77.0.5", MAC1, "fromdhcp"))])
+    z2.apply([HostWrite(Host(MAC1, hostname="registered")),
+              LeaseWrite(lease("10.77.0.5", MAC1, "fromdhcp"))])
     assert list(z2.names()) == ["registered.netboot.lan"]
 
 
 def test_host_renamed_moves_its_records_at_once():
     z = zone()
-    z.apply([("lease", lease("10.77.0.16", MAC1, "old"))])
-    z.apply([("host", Host(MAC1, hostname="new"))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1, "old"))])
+    z.apply([HostWrite(Host(MAC1, hostname="new"))])
     assert a_records(z, "new.netboot.lan") == ["10.77.0.16"]
     assert z.lookup("old.netboot.lan", d.T_A).rcode == d.NXDOMAIN
     assert ptr(z, "10.77.0.16") == "new.netboot.lan"
 
 
+def test_deleted_host_loses_its_registered_name_at_once_as_after_a_restart():
+    """A host deleted by an admin: its registered name leaves DNS with the
+    commit (it used to stay until a restart), and its lease's own name is what
+    a restart would publish."""
+    z = zone()
+    batch = [HostWrite(Host(MAC1, hostname="registered")),
+             LeaseWrite(lease("10.77.0.16", MAC1, "fromdhcp"))]
+    z.apply(batch)
+    assert a_records(z, "registered.netboot.lan") == ["10.77.0.16"]
+    assert z.apply([HostDelete(MAC1)])
+    assert z.lookup("registered.netboot.lan", d.T_A).rcode == d.NXDOMAIN
+    restarted = zone()
+    restarted.load([batch[1].lease], [], 0.0)
+    assert list(z.names()) == list(restarted.names()) == ["fromdhcp.netboot.lan"]
+    assert ptr(z, "10.77.0.16") == "fromdhcp.netboot.lan"
+
+
 @pytest.mark.parametrize("wanted", ["ns", "host-525400770011"])
 def test_reserved_labels_are_not_given_to_hosts(wanted):
     z = zone()
-    z.apply([("lease", lease("10.77.0.16", MAC1, wanted))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1, wanted))])
     assert list(z.names()) == ["host-525400770010.netboot.lan"]
     assert a_records(z, "ns.netboot.lan") == ["10.77.0.1"]
 
 
 def test_a_host_may_ask_for_its_own_generated_name():
     z = zone()
-    z.apply([("lease", lease("10.77.0.16", MAC1, "host-525400770010"))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1, "host-525400770010"))])
     assert list(z.names()) == ["host-525400770010.netboot.lan"]
 
 
@@ -186,7 +204,7 @@ def test_collision_goes_to_the_lowest_mac_whatever_the_order():
                                          (MAC2, "10.77.0.2")]):
         z = zone()
         for mac, addr in order:
-            z.apply([("lease", lease(addr, mac, "ubuntu"))])
+            z.apply([LeaseWrite(lease(addr, mac, "ubuntu"))])
         assert z.names() == {"ubuntu.netboot.lan": ("10.77.0.1",),
                              "host-525400770011.netboot.lan": ("10.77.0.2",),
                              "host-525400770012.netboot.lan": ("10.77.0.3",)}
@@ -194,16 +212,16 @@ def test_collision_goes_to_the_lowest_mac_whatever_the_order():
 
 def test_collision_a_configured_name_wins_over_a_lower_mac():
     z = zone(reservations=[(MAC3, "10.77.0.3", "ubuntu")])
-    z.apply([("lease", lease("10.77.0.1", MAC1, "ubuntu"))])
+    z.apply([LeaseWrite(lease("10.77.0.1", MAC1, "ubuntu"))])
     assert z.names()["ubuntu.netboot.lan"] == ("10.77.0.3",)
     assert z.names()["host-525400770010.netboot.lan"] == ("10.77.0.1",)
 
 
 def test_collision_loser_takes_the_name_when_the_winner_leaves():
     z = zone()
-    z.apply([("lease", lease("10.77.0.1", MAC1, "ubuntu")),
-             ("lease", lease("10.77.0.2", MAC2, "ubuntu"))])
-    z.apply([("lease", lease("10.77.0.1", MAC1, state=LeaseState.RELEASED))])
+    z.apply([LeaseWrite(lease("10.77.0.1", MAC1, "ubuntu")),
+             LeaseWrite(lease("10.77.0.2", MAC2, "ubuntu"))])
+    z.apply([LeaseWrite(lease("10.77.0.1", MAC1, state=LeaseState.RELEASED))])
     assert z.names() == {"ubuntu.netboot.lan": ("10.77.0.2",)}
     assert ptr(z, "10.77.0.2") == "ubuntu.netboot.lan"
 
@@ -212,7 +230,7 @@ def test_collision_loser_takes_the_name_when_the_winner_leaves():
 @given(st.permutations(list(range(6))), st.lists(st.sampled_from(["a", "b", None]), min_size=6,
                                                  max_size=6))
 def test_names_depend_on_the_claims_not_their_order(perm, names):
-    writes = [("lease", lease(f"10.77.0.{i + 10}", f"52:54:00:00:00:{i:02x}", names[i]))
+    writes = [LeaseWrite(lease(f"10.77.0.{i + 10}", f"52:54:00:00:00:{i:02x}", names[i]))
               for i in range(6)]
     z1, z2 = zone(), zone()
     z1.apply(writes)
@@ -258,7 +276,7 @@ def test_apex_has_soa_and_ns_with_glue():
 def test_reverse_empty_non_terminal_is_nodata_only_with_something_below():
     z = zone()
     assert z.lookup("0.77.10.in-addr.arpa", d.T_PTR).rcode == d.NXDOMAIN
-    z.apply([("lease", lease("10.77.0.16", MAC1))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1))])
     assert z.lookup("0.77.10.in-addr.arpa", d.T_PTR).rcode == d.NOERROR
     assert z.lookup("1.77.10.in-addr.arpa", d.T_PTR).rcode == d.NXDOMAIN
 
@@ -298,11 +316,11 @@ def _wire(z: Zone, name: str, qtype: int) -> DNSRecord:
 def test_cached_answers_change_the_moment_the_lease_does():
     z = zone()
     assert _wire(z, "web.netboot.lan", d.T_A).header.rcode == d.NXDOMAIN
-    z.apply([("lease", lease("10.77.0.16", MAC1, "web"))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1, "web"))])
     r = _wire(z, "web.netboot.lan", d.T_A)
     assert r.header.rcode == d.NOERROR and str(r.rr[0].rdata) == "10.77.0.16"
     assert r.header.aa == 1
-    z.apply([("lease", lease("10.77.0.16", MAC1, state=LeaseState.RELEASED))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1, state=LeaseState.RELEASED))])
     assert _wire(z, "web.netboot.lan", d.T_A).header.rcode == d.NXDOMAIN
     assert not z.pos
 
@@ -312,7 +330,7 @@ def test_every_change_bumps_the_serial_and_clears_negative_answers():
     s0 = z.serial
     _wire(z, "nothing.netboot.lan", d.T_A)
     assert z.neg
-    z.apply([("lease", lease("10.77.0.16", MAC1, "web"))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC1, "web"))])
     assert z.serial == s0 + 1 and not z.neg
     assert _wire(z, "nothing.netboot.lan", d.T_A).auth[0].rdata.times[0] == s0 + 1
 
@@ -322,7 +340,7 @@ def test_an_unrelated_change_keeps_other_positive_entries():
     _wire(z, "node5.netboot.lan", d.T_A)
     key = d.name_wire("node5.netboot.lan") + b"\x00\x01\x00\x01"
     assert key in z.pos
-    z.apply([("lease", lease("10.77.0.16", MAC2, "web"))])
+    z.apply([LeaseWrite(lease("10.77.0.16", MAC2, "web"))])
     assert key in z.pos
 
 
@@ -356,7 +374,7 @@ def test_shared_negative_answers_are_byte_identical_to_fresh_ones(prefix, suffix
 
 def test_nested_subnets_give_one_reverse_zone():
     z = Zone("netboot.lan", ["10.77.0.0/16", "10.77.1.0/24"], "10.77.0.1")
-    z.apply([("lease", lease("10.77.1.9", MAC1))])
+    z.apply([LeaseWrite(lease("10.77.1.9", MAC1))])
     ans = z.lookup(reverse_name(ip("10.77.1.9")), d.T_PTR)
     assert ans.answer and z.lookup("1.77.10.in-addr.arpa", d.T_SOA).answer == ()
 
@@ -377,7 +395,7 @@ def test_renewal_fast_path_changes_nothing_but_the_work(batches, expire_at):
     slow.renewal_fast_path = False
     for batch in batches:
         # key None: htype + MAC; else an option 61 id that several MACs may send
-        writes = [("lease", lease(f"10.77.0.{10 + addr}", _MACS[m], name, state,
+        writes = [LeaseWrite(lease(f"10.77.0.{10 + addr}", _MACS[m], name, state,
                                   ends=float(end * 100), network=net, key=key))
                   for m, addr, net, name, state, end, key in batch]
         assert fast.apply(writes, 0.0) == slow.apply(writes, 0.0)

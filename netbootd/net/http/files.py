@@ -12,7 +12,7 @@ import os
 from twisted.web import resource, static
 
 from ...policy.paths import PathRefused, resolve
-from ...registry.hosts import event
+from ...writes import event
 from ..fileroots import open_in_root
 from .app import HttpApp
 from .common import client_ip, error

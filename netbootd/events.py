@@ -1,0 +1,83 @@
+"""The catalog of event kinds: every kind netbootd emits, in one place.
+
+An event is a row of a host's timeline (and the API's /events, the hooks,
+the metrics).  Its kind used to be a bare string spelled in eight files, the
+status page's JavaScript included; now each kind is declared here once, with
+what it means for its readers:
+
+* ``failure``: a boot step that went wrong ("why didn't my host boot?"):
+  the status page marks it, web.is_failure() and status.js use this flag (the
+  page fetches the catalog from GET /api/v1/events/kinds).  An ``http.*``
+  event with a status >= 400 is a failure too, whatever its kind says.
+* ``reportable``: sent by the hooks (webhook, mail) unless the config lists
+  other kinds: HooksConfig's default ``kinds``.
+* ``shown``: appears in a host's timeline on the status page (the event has
+  the host's MAC); the others are about the daemon, not a host.
+
+Emitting a kind that is not here is a bug: tests/unit/test_writes.py walks
+every emit site of the package and checks its kind against this catalog.
+Pure: stdlib only (policy imports it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    doc: str
+    failure: bool = False
+    reportable: bool = False
+    shown: bool = True
+
+
+CATALOG: dict[str, Kind] = {k.name: k for k in (
+    # DHCP (policy/dhcp_engine.py, net/dhcp.py)
+    Kind("dhcp.offer", "an address offered (full mode); opens a boot in the metrics"),
+    Kind("dhcp.ack", "a lease granted or renewed"),
+    Kind("dhcp.nak", "a REQUEST refused (wrong address or network)", failure=True,
+         reportable=True),
+    Kind("dhcp.release", "the client gave its lease back"),
+    Kind("dhcp.decline", "the client found its address in use (RFC 2131 §4.4.1)"),
+    Kind("dhcp.conflict", "a ping answered for an address about to be offered", shown=False),
+    Kind("pool.exhausted", "no free address in the client's network", failure=True,
+         reportable=True),
+    Kind("boot.unsupported", "a client architecture with no boot file", failure=True,
+         reportable=True),
+    Kind("proxy.offer", "proxyDHCP offer of a boot file (port 67 or 4011)"),
+    Kind("proxy.ack", "proxyDHCP ACK of a boot file (port 4011)"),
+    # TFTP (net/tftp.py: "tftp." + the transfer's outcome)
+    Kind("tftp.finished", "a file sent completely"),
+    Kind("tftp.failed", "a transfer that stopped (timeout, client error)", failure=True,
+         reportable=True),
+    Kind("tftp.aborted", "a transfer the client or the server aborted", failure=True),
+    Kind("tftp.refused", "a request refused (missing file, bad option)", failure=True),
+    # HTTP (net/http/, registry/hosts.py)
+    Kind("http.script", "an iPXE boot script served"),
+    Kind("http.file", "a file download ended (a failure when its status is >= 400)",
+         reportable=True),
+    # The agent and the host lifecycle (registry/hosts.py)
+    Kind("agent.register", "the agent in the initrd (or a booted OS) called back"),
+    Kind("host.discovered", "a MAC became a host", reportable=True),
+    Kind("host.state", "a host's state changed"),
+    Kind("host.assign", "an admin assigned a boot profile"),
+    Kind("host.hostname", "an admin renamed a host"),
+    Kind("host.deleted", "an admin deleted a host"),
+    # The store (net/commit.py)
+    Kind("store.write_dropped", "a write the store could not hold was dropped", shown=False),
+)}
+# "agent.refused" was a default hook kind that nothing emitted.  It is not
+# emitted now either: the only refusal of an agent call is the rate limit on
+# new hosts (registry.admit_http), and a stored event per refused call would
+# be the very write per flood packet that limit exists to prevent.
+
+KINDS = frozenset(CATALOG)
+FAILURE_KINDS = frozenset(k for k, v in CATALOG.items() if v.failure)
+REPORTABLE_KINDS = tuple(k for k, v in CATALOG.items() if v.reportable)
+
+
+def catalog_json() -> list[dict]:
+    """The catalog as the API serves it (status page)."""
+    return [{"kind": k.name, "doc": k.doc, "failure": k.failure, "reportable": k.reportable,
+             "shown": k.shown} for k in CATALOG.values()]
