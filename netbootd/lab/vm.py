@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import select
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..store.sqlite import DatabaseError, Store
 from . import netns as labnet
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
@@ -232,31 +232,24 @@ class LabBoot:
 
     # -- timeline -----------------------------------------------------------
     def timeline(self) -> list[dict]:
-        db = os.path.join(self.state_dir, "netbootd.sqlite3")
-        if not os.path.exists(db):
-            return []
-        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        c.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in c.execute(
-                "SELECT id, ts, mac, kind, detail FROM events WHERE mac = ? OR mac IS NULL "
-                "ORDER BY id", (self.o.mac,))]
-        except sqlite3.Error:
-            return []
-        finally:
-            c.close()
+        return self._read(lambda st: st.timeline(self.o.mac), [])
 
     def host_state(self) -> str | None:
-        db = os.path.join(self.state_dir, "netbootd.sqlite3")
+        h = self._read(lambda st: st.host(self.o.mac), None)
+        return h.state.value if h is not None else None
+
+    def _read(self, fn, default):
+        """A read of the daemon's store while it runs (read-only, never
+        created here); `default` until it exists or when it is busy."""
+        st = Store.open_readonly(self.state_dir)
+        if st is None:
+            return default
         try:
-            c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-            try:
-                row = c.execute("SELECT state FROM hosts WHERE mac = ?", (self.o.mac,)).fetchone()
-            finally:
-                c.close()
-        except sqlite3.Error:
-            return None
-        return row[0] if row else None
+            return fn(st)
+        except DatabaseError:
+            return default
+        finally:
+            st.close()
 
     def _echo_new(self, start: float) -> None:
         rows = self.timeline()

@@ -91,6 +91,11 @@ class StoreError(RuntimeError):
     pass
 
 
+# What a read of a database another process writes may raise (locked, gone,
+# half-created): callers outside store/ catch this, never sqlite3's names.
+DatabaseError = sqlite3.Error
+
+
 class BadWrite(StoreError):
     """A write the store cannot take (unknown kind): a fault of that write."""
 
@@ -118,6 +123,8 @@ def event_dict(row) -> dict:
 
 
 class Store:
+    _readonly = False
+
     def __init__(self, state_dir: str, sync: str = "full"):
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, DB_NAME)
@@ -126,9 +133,26 @@ class Store:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.migrate()
 
+    @classmethod
+    def open_readonly(cls, state_dir: str) -> "Store | None":
+        """The store of a daemon that runs beside us (the lab watching its
+        VM boot), for reads only: never created nor migrated here; None
+        while the daemon has not created it yet."""
+        path = os.path.join(state_dir, DB_NAME)
+        if not os.path.exists(path):
+            return None
+        self = cls.__new__(cls)
+        self.state_dir, self.path, self.sync = state_dir, path, "normal"
+        self._local = threading.local()
+        self._readonly = True
+        return self
+
     # -- connections ----------------------------------------------------
     def conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
+        if c is None and self._readonly:
+            c = self._local.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                                   timeout=5)
         if c is None:
             c = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             c.execute("PRAGMA journal_mode=WAL")
@@ -305,6 +329,17 @@ class Store:
         rows = self.query(sql, tuple(args) + (limit,))
         out = [event_dict(r) for r in rows]
         return out[::-1] if newest else out
+
+    def timeline(self, mac: str) -> list[dict]:
+        """A host's events and the daemon's own (no MAC), oldest first, with
+        the detail as its stored JSON text."""
+        return [dict(r) for r in self.query(
+            "SELECT id, ts, mac, kind, detail FROM events WHERE mac = ? OR mac IS NULL "
+            "ORDER BY id", (mac,))]
+
+    def host(self, mac: str) -> Host | None:
+        found = self._hosts("WHERE mac = ?", (mac,))
+        return found[0] if found else None
 
     def last_events(self) -> dict[str, dict]:
         """The newest event of every host, by MAC."""

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from netbootd.model import Host, HostState, Lease, LeaseState
-from netbootd.store.sqlite import DB_NAME, SCHEMA_VERSION, Store, StoreError
+from netbootd.store.sqlite import DB_NAME, SCHEMA_VERSION, DatabaseError, Store, StoreError
 from netbootd.writes import HostDelete, HostWrite, LeaseWrite, event
 
 
@@ -149,3 +149,20 @@ def test_a_batch_of_any_size_stores_every_row_and_keeps_event_order(tmp_path, n)
     assert len(s.load_leases()) == min(n, 250)
     rows = s.query("SELECT id, ts FROM events ORDER BY id")
     assert [r["ts"] for r in rows] == [float(i) for i in range(n)]
+
+
+def test_a_readonly_store_reads_beside_the_daemon_and_never_creates_or_writes(tmp_path):
+    """The lab watches its VM boot through the daemon's store: opened
+    read-only, absent until the daemon created it, and never written."""
+    assert Store.open_readonly(str(tmp_path)) is None
+    s = Store(str(tmp_path))
+    mac = "52:54:00:00:00:01"
+    s.apply([HostWrite(Host(mac)), event(1.0, mac, "dhcp.ack"), event(2.0, None, "dhcp.conflict"),
+             event(3.0, "52:54:00:00:00:02", "dhcp.ack")])
+    ro = Store.open_readonly(str(tmp_path))
+    assert [(e["kind"], e["mac"]) for e in ro.timeline(mac)] == [("dhcp.ack", mac),
+                                                                 ("dhcp.conflict", None)]
+    assert ro.host(mac).mac == mac and ro.host("52:54:00:00:00:09") is None
+    with pytest.raises(DatabaseError):
+        ro.apply([HostWrite(Host("52:54:00:00:00:03"))])
+    ro.close()
