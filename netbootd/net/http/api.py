@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ...events import catalog_json
 from ...model import arch_name
 from ...policy.boot import ProfileError, validate_args
 from ...registry.hosts import BadCursor, page, state_counts
@@ -202,6 +203,9 @@ class OverviewApi:
     def openapi(self, request):
         return SPEC
 
+    def event_kinds(self, request):
+        return EVENT_KINDS
+
 
 # -- the table -------------------------------------------------------------------
 # (method, pattern, handler, auth); docs for each are in openapi.OPERATIONS.
@@ -222,11 +226,13 @@ ROUTES = [
     Route("GET", "/api/v1/networks", OverviewApi.networks),
     Route("GET", "/api/v1/events", OverviewApi.events),
     Route("GET", "/api/v1/events/stream", EventStreams.open),
+    Route("GET", "/api/v1/events/kinds", OverviewApi.event_kinds),
     Route("GET", "/api/v1/transfers", OverviewApi.transfers),
     Route("GET", "/api/v1/status", OverviewApi.status),
     Route("GET", "/api/v1/openapi.json", OverviewApi.openapi),
 ]
 SPEC: dict = document(ROUTES)
+EVENT_KINDS = catalog_json()          # the status page fetches it (events.py)
 
 
 def bind(routes: list[Route], *handlers) -> list[Route]:

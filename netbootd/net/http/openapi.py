@@ -171,6 +171,9 @@ OPERATIONS: dict = {
     ("GET", "/api/v1/events/stream"): {"parameters": [_AFTER], "responses": {
         "200": {"description": "text/event-stream of Event objects"}}},
     ("GET", "/api/v1/transfers"): {"responses": {"200": _ok(_arr("Transfer"))}},
+    ("GET", "/api/v1/events/kinds"): {"responses": {"200": _ok({"type": "array", "items": {
+        "type": "object", "required": ["kind", "failure", "reportable", "shown"]}},
+        "the event catalog (netbootd/events.py)")}},
     ("POST", "/api/v1/agent/register"): {
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": {"type": "object", "required": ["mac"], "properties": {

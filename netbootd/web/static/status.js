@@ -19,9 +19,10 @@
   // A new boot starts at a DHCP offer once the previous one reached HTTP or
   // the agent, or after this much silence (seconds).
   const BOOT_GAP = 600;
-  // Same rule as netbootd/web/__init__.py is_failure().
-  const FAILED_KINDS = new Set(["tftp.failed", "tftp.aborted", "tftp.refused", "dhcp.nak",
-    "boot.unsupported", "pool.exhausted"]);
+  // Same rule as netbootd/web/__init__.py is_failure(); the failure kinds come
+  // from the event catalog (netbootd/events.py, GET /api/v1/events/kinds),
+  // fetched once at start, not copied here.
+  const FAILED_KINDS = new Set();
   const SUMMARY_FIRST = ["file", "path", "status", "profile", "ip", "error", "reason", "old", "new"];
   // Assignable profiles and their argument fields (policy/boot.py validate_args).
   const PROFILES = {
@@ -527,7 +528,15 @@
     if (state.detail) renderDetailActions();
   }
 
+  async function loadKinds() {
+    try {
+      const kinds = await api("GET", "/api/v1/events/kinds");
+      for (const k of kinds || []) if (k && k.failure) FAILED_KINDS.add(k.kind);
+    } catch (e) { /* the page still works; failures show once the catalog loads */ }
+  }
+
   function init() {
+    loadKinds();
     $("token-form").addEventListener("submit", (e) => {
       e.preventDefault();
       const t = $("token").value.trim();
