@@ -142,14 +142,19 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
-class BootSection:
+class BootConfig:
+    """[boot]: what each client family boots and where it fetches it from.  The
+    one type for both the config file and the DHCP engine (policy/pxe.decide
+    reads the boot file names, http_port, http_base and tftp_server)."""
+    # Which iPXE binary each client family gets (names under the TFTP/HTTP roots).
     bios: str = "undionly.kpxe"
-    uefi_x64: str = "ipxe.efi"
+    uefi_x64: str = "ipxe.efi"              # "snponly.efi" selectable
     uefi_x86: str | None = None
-    uefi_arm64: str | None = None
+    uefi_arm64: str | None = None           # e.g. "arm64-efi/ipxe.efi" when provided
     http_port: int = opt(8080, _port)
     http_listen: str = opt("0.0.0.0", _ipv4)
-    http_base: str | None = None
+    # Where clients fetch from (default: the serving interface's address).
+    http_base: str | None = None            # e.g. "http://boot.example:8080"
     tftp_server: str | None = opt(None, _ipv4)
     tftp_port: int = opt(69, _port)
     default_profile: str = opt("discover", _one_of("discover", "localboot", "shell"))
@@ -300,7 +305,7 @@ class Config:
     state_dir: str = DEFAULT_STATE_DIR
     log_level: str = opt("info", _one_of("debug", "info", "warn", "error"))
     dhcp: DhcpConfig = field(default_factory=DhcpConfig)
-    boot: BootSection = field(default_factory=BootSection)
+    boot: BootConfig = field(default_factory=BootConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     networks: tuple[NetworkConfig, ...] = ()
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

@@ -150,21 +150,3 @@ class Reservation:
     mac: str
     address: int
     hostname: str | None = None
-
-
-@dataclass(frozen=True)
-class BootFiles:
-    """Which iPXE binary each client family gets (names under the TFTP/HTTP roots)."""
-    bios: str = "undionly.kpxe"
-    uefi_x64: str = "ipxe.efi"          # "snponly.efi" selectable
-    uefi_x86: str | None = None
-    uefi_arm64: str | None = None       # e.g. "arm64-efi/ipxe.efi" when provided
-
-
-@dataclass(frozen=True)
-class BootConfig:
-    files: BootFiles = field(default_factory=BootFiles)
-    http_port: int = 8080
-    # Overrides for where clients fetch from (default: the serving interface's address)
-    http_base: str | None = None      # e.g. "http://boot.example:8080"
-    tftp_server: str | None = None

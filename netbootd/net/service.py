@@ -18,14 +18,14 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 
 from ..codec.dhcp_options import PXE_PORT, SERVER_PORT
-from ..config import Config, NetworkConfig
-from ..model import BootConfig, BootFiles, Reservation, normalize_mac
+from ..config import Config
 from ..policy.dhcp_engine import DhcpEngine, EngineSettings, Ingress
 from .. import __version__
 from ..runtime.gcpace import GcPacer
 from .hooks import Hooks
 from .metrics import Metrics
-from ..policy.leases import LeaseTable, Network, int2ip, ip2int, whole_subnet
+from ..policy.leases import LeaseTable, int2ip, ip2int
+from ..policy.plan import plan_networks
 from ..policy.boot import Renderer
 from ..registry.hosts import Registry
 from ..writes import TrimEvents, event
@@ -38,55 +38,6 @@ from .probe import IcmpProber
 from .udp import UdpEndpoint
 
 log = logging.getLogger("netbootd")
-
-
-def network_from_config(nc: NetworkConfig, default_lease: int,
-                        server_ips: list[str]) -> Network:
-    subnet = ipaddress.IPv4Network(nc.subnet)
-    if nc.ranges:
-        ranges = []
-        for r in nc.ranges:
-            lo, _, hi = r.partition("-")
-            ranges.append((ip2int(lo.strip()), ip2int(hi.strip())))
-    else:
-        ranges = [(int(subnet.network_address) + 1, int(subnet.broadcast_address) - 1)]
-    excluded = {int(subnet.network_address), int(subnet.broadcast_address)}
-    excluded |= {ip2int(ip) for ip in server_ips if ipaddress.IPv4Address(ip) in subnet}
-    if nc.router:
-        excluded.add(ip2int(nc.router))
-    return Network(
-        name=nc.name, subnet=subnet, ranges=tuple(ranges), router=nc.router, dns=nc.dns,
-        domain=nc.domain, lease_time=nc.lease_time or default_lease,
-        reservations=tuple(Reservation(normalize_mac(r.mac), ip2int(r.ip), r.hostname)
-                           for r in nc.reservations),
-        interface=nc.interface, excluded=frozenset(excluded),
-        relays=frozenset(ip2int(r) for r in nc.relays))
-
-
-def plan_networks(cfg: Config, ifaces: list[interfaces.IfAddr]) -> tuple[list[Network],
-                                                                         dict[str, str | None]]:
-    """Networks to serve, and which network each interface is attached to.
-    Full mode with no network for an interface serves that interface's whole
-    subnet (every address but network, broadcast and our own)."""
-    server_ips = [i.ip for i in ifaces]
-    nets = [network_from_config(nc, cfg.dhcp.lease_time, server_ips) for nc in cfg.networks]
-    attached: dict[str, str | None] = {}
-    for ifa in ifaces:
-        addr = ip2int(ifa.ip)
-        match = next((n for n in nets if n.interface == ifa.name), None) or \
-            next((n for n in nets if n.interface is None and n.contains(addr)), None)
-        if match is None and cfg.mode == "full":
-            match = whole_subnet(ifa.name, ifa.ip, ifa.prefix, lease_time=cfg.dhcp.lease_time,
-                                 interface=ifa.name)
-            nets.append(match)
-        attached[ifa.name] = match.name if match else None
-    return nets, attached
-
-
-def boot_config(cfg: Config) -> BootConfig:
-    b = cfg.boot
-    return BootConfig(BootFiles(b.bios, b.uefi_x64, b.uefi_x86, b.uefi_arm64),
-                      b.http_port, b.http_base, b.tftp_server)
 
 
 class Core(service.Service):
@@ -218,7 +169,7 @@ class DhcpService(service.Service):
         settings = EngineSettings(cfg.mode, cfg.dhcp.lease_time, cfg.dhcp.offer_hold,
                                   cfg.dhcp.decline_probation, cfg.dhcp.authoritative,
                                   cfg.dhcp.probe, rl.per_mac_pps, rl.new_clients_per_interface_pps)
-        self.engine = DhcpEngine(settings, nets, leases, core.registry, boot_config(cfg),
+        self.engine = DhcpEngine(settings, nets, leases, core.registry, cfg.boot,
                                  self.counters)
         if cfg.dhcp.probe and cfg.mode == "full":
             self.prober = IcmpProber(self.reactor, cfg.dhcp.probe_timeout_ms / 1000.0)
@@ -275,6 +226,7 @@ class HttpService(service.Service):
     def startService(self) -> None:
         from .http.app import HttpApp
         from .http.site import build_site
+        from .http.views import lease_lookup
         cfg, core = self.core.cfg, self.core
         b = cfg.boot
         token, created = secrets.ensure_token(cfg.state_dir)
@@ -299,7 +251,8 @@ class HttpService(service.Service):
             roots=[root], generated=generated, ip_to_mac=core.ip_to_mac, store=core.store,
             version=__version__, mode=cfg.mode, started=core.started, pools=core.pools,
             transfers=core.transfers, max_streams=cfg.http.max_streams,
-            max_streams_per_source=cfg.http.max_streams_per_source)
+            max_streams_per_source=cfg.http.max_streams_per_source,
+            leases=lease_lookup(lambda: core.leases, core.reactor))
         self.limits = limits = http_limits(cfg.http, core.reactor, self.app.counters)
         self.port = core.reactor.listenTCP(b.http_port,
                                            build_site(self.app, self.metrics, limits),

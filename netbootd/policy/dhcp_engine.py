@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from ..codec import dhcp_options as o
 from ..codec.dhcp import Packet, encode, encode_prebuilt, option_tlv
-from ..model import BootConfig, LeaseState
+from ..config import BootConfig
+from ..model import LeaseState
 from ..registry.hosts import Registry
 from ..writes import EventWrite, LeaseWrite, event, event_json
 from . import pxe

@@ -12,7 +12,8 @@ from ..codec.dhcp_options import (
     OPT_CLIENT_ARCH, OPT_CLIENT_NDI, OPT_CLIENT_UUID, OPT_IPXE_ENCAP, OPT_USER_CLASS,
     OPT_VENDOR_CLASS,
 )
-from ..model import HTTP_ARCHES, BootConfig, arch_name
+from ..config import BootConfig
+from ..model import HTTP_ARCHES, arch_name
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,6 @@ def decide(client: Client, mac: str, server_ip: str, cfg: BootConfig) -> BootAns
     (so there is no chainload loop); firmware gets the right iPXE binary."""
     http_base = cfg.http_base or f"http://{server_ip}:{cfg.http_port}"
     tftp = cfg.tftp_server or server_ip
-    files = cfg.files
     # No option 60 "PXEClient" in a plain DHCP reply: EDK2 reads PXEClient
     # without option 43 as a BINL offer and asks a boot server on UDP 4011
     # instead of fetching the file (seen with OVMF; dnsmasq sends none).
@@ -149,11 +149,11 @@ def decide(client: Client, mac: str, server_ip: str, cfg: BootConfig) -> BootAns
     if client.http or (client.arch in HTTP_ARCHES and not client.pxe):
         name = None
         if client.arch in (16, 17):       # x64 (EBC-labelled too)
-            name = files.uefi_x64
+            name = cfg.uefi_x64
         elif client.arch == 19:
-            name = files.uefi_arm64
+            name = cfg.uefi_arm64
         elif client.arch == 15:
-            name = files.uefi_x86
+            name = cfg.uefi_x86
         if not name:
             return BootAnswer(None, None, None,
                               f"no HTTP boot file for arch {client.arch_name}")
@@ -161,13 +161,13 @@ def decide(client: Client, mac: str, server_ip: str, cfg: BootConfig) -> BootAns
     if not client.pxe:
         return BootAnswer(None, None, None)
     if client.arch == 0:
-        name = files.bios
+        name = cfg.bios
     elif client.arch in (7, 9):
-        name = files.uefi_x64
+        name = cfg.uefi_x64
     elif client.arch == 6:
-        name = files.uefi_x86
+        name = cfg.uefi_x86
     elif client.arch == 11:
-        name = files.uefi_arm64
+        name = cfg.uefi_arm64
     else:
         name = None
     if not name:

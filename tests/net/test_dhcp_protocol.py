@@ -9,7 +9,8 @@ from twisted.internet import defer, task
 
 from netbootd.codec import dhcp
 from netbootd.codec import dhcp_options as o
-from netbootd.model import BootConfig, LeaseState
+from netbootd.config import BootConfig
+from netbootd.model import LeaseState
 from netbootd.net.commit import GroupCommitter
 from netbootd.net.dhcp import DhcpProtocol
 from netbootd.policy.dhcp_engine import DhcpEngine, EngineSettings, Ingress

@@ -8,7 +8,8 @@ import pytest
 
 from netbootd.codec import dhcp
 from netbootd.codec import dhcp_options as o
-from netbootd.model import BootConfig, BootFiles, Host, HostState, LeaseState, Reservation
+from netbootd.config import BootConfig
+from netbootd.model import Host, HostState, LeaseState, Reservation
 from netbootd.policy.dhcp_engine import DhcpEngine, EngineSettings, Ingress, max_message, sanitize_hostname
 from netbootd.policy.leases import LeaseTable, ip2int, whole_subnet
 from netbootd.registry.hosts import Registry
@@ -413,7 +414,7 @@ def test_arm64_without_a_binary_is_an_event_and_with_one_gets_it():
     e = make_engine()
     out, offer = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(1), extra=extra))
     assert offer.file == b"" and "arm64" in json.dumps([w.detail for w in out.writes if type(w) is EventWrite])
-    e.boot = BootConfig(BootFiles(uefi_arm64="arm64/ipxe.efi"))
+    e.boot = BootConfig(uefi_arm64="arm64/ipxe.efi")
     _, offer = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(2), extra=extra))
     assert offer.file == b"arm64/ipxe.efi"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from netbootd.codec import dhcp_options as o
-from netbootd.model import ARCH_NAMES, BootConfig, BootFiles, arch_name
+from netbootd.config import BootConfig
+from netbootd.model import ARCH_NAMES, arch_name
 from netbootd.policy import pxe
 from tests.dhcpkit import HTTP_UEFI, IPXE_BIOS, PXE_BIOS, PXE_UEFI
 
@@ -61,7 +62,7 @@ def test_decide(opts, file, server):
 
 
 def test_snponly_is_selectable_and_http_base_overrides():
-    cfg = BootConfig(BootFiles(uefi_x64="snponly.efi"), http_base="http://boot.example")
+    cfg = BootConfig(uefi_x64="snponly.efi", http_base="http://boot.example")
     assert pxe.decide(pxe.classify(PXE_UEFI), "aa:bb:cc:dd:ee:ff", "10.0.0.1",
                       cfg).filename == "snponly.efi"
     assert pxe.decide(pxe.classify(IPXE_BIOS), "aa:bb:cc:dd:ee:ff", "10.0.0.1",
