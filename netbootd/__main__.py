@@ -14,6 +14,16 @@ def _logging(level: str) -> None:
     twlog.PythonLoggingObserver(loggerName="twisted").start()
 
 
+def _show_new_token(state_dir: str) -> None:
+    """Create the admin token at first start and show it, once: afterwards
+    only root can read it from the state dir."""
+    from .auth.admin_token import ensure_token, token_path
+    token, created = ensure_token(state_dir)
+    if created:
+        print(f"netbootd: admin token (shown once, stored in {token_path(state_dir)}): {token}",
+              file=sys.stderr)
+
+
 def serve(args) -> int:
     from . import cli, config
     try:
@@ -34,9 +44,10 @@ def serve(args) -> int:
     logging.getLogger("netbootd").info("open files limit: %d (hard %d)", *nofile)
     from .runtime.memtune import tune_malloc
     tune_malloc()        # before the reactor allocates transfer buffers
+    _show_new_token(cfg.state_dir)
     from twisted.internet import reactor
 
-    from .net.service import makeService
+    from .net.services import makeService
     top = makeService(cfg, reactor)
     failed = []
 

@@ -1,9 +1,10 @@
 """Prometheus metrics, read from the live counters at scrape time.
 
 The protocols already count everything they do in plain ``Counter`` objects
-(DhcpService.counters, TftpService.server.counters, HttpService.app.counters)
-and the group committer keeps its own totals.  A custom collector turns those
-into metric families when /metrics is scraped, so nothing is counted twice
+and the group committer keeps its own totals.  Each service turns its own
+counters into metric families and registers that provider with the core
+(``Core.expose(metrics=...)``); the collector here iterates the providers
+when /metrics is scraped and knows no service, so nothing is counted twice
 and the hot paths pay nothing.  Only what no counter holds is derived here,
 from the committed event stream (``Core.observe``): transfer bytes, HTTP file
 statuses, events by kind, registrations and the boot-duration histogram.
@@ -36,10 +37,6 @@ CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTEN
 BOOT_BUCKETS = (5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
                 1200.0, 1800.0, 3600.0)
 
-# The DHCP message types (RFC 2132 §9.6) counted as rx.<TYPE> / tx.<TYPE>.
-DHCP_TYPES = frozenset(("DISCOVER", "OFFER", "REQUEST", "DECLINE", "ACK", "NAK", "RELEASE",
-                        "INFORM", "other"))
-
 # Offers that start a boot: full mode answers with dhcp.offer, proxy mode
 # (the default) with proxy.offer.
 _BOOT_START = frozenset(("dhcp.offer", "proxy.offer"))
@@ -47,24 +44,14 @@ _TRANSFER_KINDS = frozenset(("tftp.finished", "tftp.failed", "tftp.aborted", "tf
                              "http.file"))
 
 
-# HTTP counters about connections, not requests (net/http/limits.py).
-_HTTP_CONN_KEYS = frozenset(("http.conn_refused_source", "http.conn_refused_total",
-                             "http.conn_evicted", "http.request_timeout", "http.idle_timeout"))
-
 
 class Metrics:
-    """Built once by the wiring module with the core and the services; any
-    service may be None (or not started yet): its families are left out."""
+    """Built once by the wiring module over Core.metric_families: a service
+    not started yet has registered nothing, so its families are left out."""
 
-    def __init__(self, core, dhcp=None, tftp=None, http=None, hooks=None, *, gc=None,
-                 boot_timeout: float = 3600.0, buckets: tuple = BOOT_BUCKETS,
-                 max_pending_boots: int = 65536):
-        self.core = core
-        self.dhcp = dhcp
-        self.tftp = tftp
-        self.http = http
-        self.hooks = hooks
-        self.gc = gc
+    def __init__(self, families, *, boot_timeout: float = 3600.0,
+                 buckets: tuple = BOOT_BUCKETS, max_pending_boots: int = 65536):
+        self.families = families      # () -> the registered services' metric families
         self.boot_timeout = boot_timeout
         self.buckets = tuple(sorted(float(b) for b in buckets))
         self.max_pending_boots = max_pending_boots
@@ -142,15 +129,44 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE
 
 
-def _counters(svc, attr: str) -> Counter | None:
-    """A service's live Counter, or None before it has started."""
-    if svc is None:
-        return None
-    if attr:
-        svc = getattr(svc, attr, None)
-        if svc is None:
-            return None
-    return getattr(svc, "counters", None)
+def _shared_families() -> list:
+    """The families every protocol adds to (DHCP, TFTP, ...): merged by name."""
+    return [
+        CounterMetricFamily("netbootd_packets", "Packets by protocol, direction and type "
+                            "(DHCP message type, TFTP event)",
+                            labels=["protocol", "direction", "type"]),
+        CounterMetricFamily("netbootd_dropped", "Packets dropped, by protocol and reason",
+                            labels=["protocol", "reason"]),
+        CounterMetricFamily("netbootd_protocol_events", "Other protocol counters (probe, "
+                            "cache, errors)", labels=["protocol", "name"])]
+
+
+def protocol_families(protocol: str, counters: Counter, own: dict, packet_types=None) -> list:
+    """A protocol's Counter, keys "<head>.<rest>", as metric families: rx/tx
+    (of `packet_types`, if given) -> netbootd_packets, drop -> netbootd_dropped,
+    a head in `own` -> that family labelled with the rest, anything else ->
+    netbootd_protocol_events.  The shared three are merged with the other
+    protocols' at scrape time."""
+    packets, dropped, other = _shared_families()
+    for key, n in sorted(counters.items()):
+        head, _, rest = key.partition(".")
+        if head in ("rx", "tx") and (packet_types is None or rest in packet_types):
+            packets.add_metric([protocol, head, rest], n)
+        elif head == "drop":
+            dropped.add_metric([protocol, rest], n)
+        elif head in own:
+            own[head].add_metric([rest], n)
+        else:
+            other.add_metric([protocol, key], n)
+    return [*own.values(), packets, dropped, other]
+
+
+def labelled_counter(name: str, doc: str, label: str, counters: Counter):
+    """One counter family with a sample per key of `counters`."""
+    fam = CounterMetricFamily(name, doc, labels=[label])
+    for key, n in sorted(counters.items()):
+        fam.add_metric([key], n)
+    return fam
 
 
 class _Collector(Collector):
@@ -158,92 +174,15 @@ class _Collector(Collector):
         self.m = m
 
     def collect(self):
-        m = self.m
-        packets = CounterMetricFamily(
-            "netbootd_packets", "Packets by protocol, direction and type (DHCP message type, "
-            "TFTP event)", labels=["protocol", "direction", "type"])
-        dropped = CounterMetricFamily(
-            "netbootd_dropped", "Packets dropped, by protocol and reason",
-            labels=["protocol", "reason"])
-        other = CounterMetricFamily(
-            "netbootd_protocol_events", "Other protocol counters (probe, cache, errors)",
-            labels=["protocol", "name"])
-        dhcp = _counters(m.dhcp, "")
-        if dhcp is not None:
-            ignored = CounterMetricFamily(
-                "netbootd_dhcp_ignored", "DHCP packets deliberately not answered, by reason",
-                labels=["reason"])
-            for key, n in sorted(dhcp.items()):
-                head, _, rest = key.partition(".")
-                if head in ("rx", "tx") and rest in DHCP_TYPES:
-                    packets.add_metric(["dhcp", head, rest], n)
-                elif head == "drop":
-                    dropped.add_metric(["dhcp", rest], n)
-                elif head == "ignored":
-                    ignored.add_metric([rest], n)
-                else:
-                    other.add_metric(["dhcp", key], n)
-            yield ignored
-        tftp = _counters(m.tftp, "server")
-        if tftp is not None:
-            transfers = CounterMetricFamily(
-                "netbootd_tftp_transfers", "TFTP transfers ended, by outcome",
-                labels=["outcome"])
-            refused = CounterMetricFamily(
-                "netbootd_tftp_refused", "TFTP requests refused, by reason", labels=["reason"])
-            for key, n in sorted(tftp.items()):
-                head, _, rest = key.partition(".")
-                if head in ("rx", "tx"):
-                    packets.add_metric(["tftp", head, rest], n)
-                elif head == "drop":
-                    dropped.add_metric(["tftp", rest], n)
-                elif head == "transfer":
-                    transfers.add_metric([rest], n)
-                elif head == "refused":
-                    refused.add_metric([rest], n)
-                else:
-                    other.add_metric(["tftp", key], n)
-            yield transfers
-            yield refused
-            yield GaugeMetricFamily("netbootd_tftp_transfers_active",
-                                    "TFTP transfers under way",
-                                    value=len(getattr(m.tftp.server, "transfers", ())))
-        http = _counters(m.http, "app")
-        if http is not None:
-            requests = CounterMetricFamily(
-                "netbootd_http_requests", "HTTP requests by type (boot script, file, agent "
-                "API, refusals)", labels=["type"])
-            conns = CounterMetricFamily(
-                "netbootd_http_connections_closed", "HTTP connections closed by a bound "
-                "(cap per source or in total, eviction, request or idle deadline)",
-                labels=["reason"])
-            for key, n in sorted(http.items()):
-                if key in _HTTP_CONN_KEYS:
-                    conns.add_metric([key[5:]], n)
-                else:
-                    requests.add_metric([key[5:] if key.startswith("http.") else key], n)
-            yield requests
-            yield conns
-            limits = getattr(m.http, "limits", None)
-            if limits is not None:
-                yield GaugeMetricFamily("netbootd_http_connections_open",
-                                        "HTTP connections open", value=limits.open)
-            active = getattr(m.http.app, "active", None)
-            if active is not None:
-                yield GaugeMetricFamily("netbootd_http_transfers_active",
-                                        "HTTP file transfers under way", value=len(active))
-        yield packets
-        yield dropped
-        yield other
+        """The registered families, those of one name merged into one (the
+        exposition format allows a name once), then the derived ones."""
+        merged = {f.name: f for f in _shared_families()}
+        for fam in self.m.families():
+            first = merged.setdefault(fam.name, fam)
+            if first is not fam:
+                first.samples.extend(fam.samples)
+        yield from merged.values()
         yield from self._derived()
-        yield from self._core()
-        hooks = _counters(m.hooks, "")
-        if hooks is not None:
-            fam = CounterMetricFamily("netbootd_hooks", "Event hook deliveries (webhook, mail)",
-                                      labels=["name"])
-            for key, n in sorted(hooks.items()):
-                fam.add_metric([key], n)
-            yield fam
 
     def _derived(self):
         m = self.m
@@ -278,76 +217,6 @@ class _Collector(Collector):
         yield GaugeMetricFamily("netbootd_boots_in_progress",
                                 "Hosts offered an address whose agent has not registered yet",
                                 value=len(m.boot_pending))
-
-    def _core(self):
-        core = self.m.core
-        committer = getattr(core, "committer", None)
-        if committer is not None:
-            yield CounterMetricFamily("netbootd_commit_batches",
-                                      "Group commits (transactions) that succeeded",
-                                      value=committer.commits)
-            yield CounterMetricFamily("netbootd_commit_writes",
-                                      "Writes stored by successful group commits",
-                                      value=committer.committed_writes)
-            yield CounterMetricFamily("netbootd_commit_failures",
-                                      "Group commits that failed (their replies withheld)",
-                                      value=committer.failures)
-            yield CounterMetricFamily("netbootd_commit_writes_dropped",
-                                      "Writes the store could not hold, isolated from their "
-                                      "batch and dropped (the rest committed)",
-                                      value=getattr(committer, "dropped_writes", 0))
-            yield CounterMetricFamily("netbootd_commit_replies_withheld",
-                                      "Replies withheld because a write of theirs was dropped",
-                                      value=getattr(committer, "withheld", 0))
-            yield GaugeMetricFamily("netbootd_commit_pending", "Writes waiting for a commit",
-                                    value=committer.pending)
-        pacer = self.m.gc
-        if pacer is not None and pacer.running:
-            yield GaugeMetricFamily("netbootd_gc_pause_max_seconds",
-                                    "Longest paced garbage collection step since start-up "
-                                    "(a reactor stall)",
-                                    value=pacer.max_pause_ms / 1000.0)
-            yield CounterMetricFamily("netbootd_gc_sweeps",
-                                      "Full collections of every object, frozen ones included",
-                                      value=pacer.sweeps)
-            yield CounterMetricFamily("netbootd_gc_ticks",
-                                      "Paced collections of the objects not yet frozen",
-                                      value=pacer.ticks)
-        leases = getattr(core, "leases", None)
-        if leases is None and self.m.dhcp is not None:
-            leases = getattr(getattr(self.m.dhcp, "engine", None), "leases", None)
-        if leases is not None:
-            now = core.reactor.seconds()
-            used = GaugeMetricFamily("netbootd_pool_used", "Addresses held (offered, leased, "
-                                     "declined) per network", labels=["network"])
-            size = GaugeMetricFamily("netbootd_pool_size", "Pool addresses per network",
-                                     labels=["network"])
-            for name in sorted(leases.nets):
-                u, s = leases.usage(name, now)
-                used.add_metric([name], u)
-                size.add_metric([name], s)
-            yield used
-            yield size
-        registry = getattr(core, "registry", None)
-        if registry is not None:
-            states = Counter(h.state.value for h in registry.hosts.values())
-            fam = GaugeMetricFamily("netbootd_hosts", "Known hosts by state", labels=["state"])
-            for state, n in sorted(states.items()):
-                fam.add_metric([state], n)
-            yield fam
-            # MACs only seen on DHCP (not stored; bounded, expiring) and what
-            # became of them: a random-MAC flood shows as evictions here.
-            yield GaugeMetricFamily("netbootd_hosts_seen", "MACs seen on DHCP only, "
-                                    "held in memory", value=len(registry.seen))
-            fam = CounterMetricFamily("netbootd_registry_events", "Seen-set and host "
-                                      "creation counters", labels=["event"])
-            for name, n in sorted(registry.counters.items()):
-                fam.add_metric([name], n)
-            yield fam
-        started = getattr(core, "started", 0.0)
-        if started:
-            yield GaugeMetricFamily("netbootd_start_time_seconds",
-                                    "When the daemon started (Unix time)", value=started)
 
 
 def _le(v: float) -> str:

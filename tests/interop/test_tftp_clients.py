@@ -341,20 +341,17 @@ def test_stop_ends_transfers_in_flight_and_reports_them_before_returning(tmp_pat
 
 @pytest_twisted.inlineCallbacks
 def test_the_status_page_lists_a_transfer_under_way_with_its_wall_clock_start(served):
-    """Core.transfers() (the status page, /api/v1/transfers) shows a TFTP
-    transfer in flight; its start is wall-clock time, as the page's "ago"
+    """The TFTP service's rows for Core.transfers() (the status page,
+    /api/v1/transfers) show a transfer in flight; its start is wall-clock time, as the page's "ago"
     needs (the transfer thread's own clock is monotonic)."""
     import time
-    from types import SimpleNamespace
 
-    from netbootd.net.service import Core
+    from netbootd.net.services.tftp import transfer_rows
     server, root, port, events = served
     (root / "f.bin").write_bytes(os.urandom(5000))
     c, first, tid = yield threads.deferToThread(_raw_client, port, "f.bin")
     try:
-        services = {"tftp": SimpleNamespace(server=server)}
-        core = SimpleNamespace(parent=SimpleNamespace(getServiceNamed=services.get))
-        (row,) = Core.transfers(core)
+        (row,) = transfer_rows(server)
         assert (row["proto"], row["file"], row["client"], row["size"]) == (
             "tftp", "f.bin", LOOPBACK, 5000)
         assert abs(row["started"] - time.time()) < 5

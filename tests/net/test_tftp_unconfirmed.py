@@ -147,17 +147,16 @@ def test_the_caps_count_confirmed_transfers_only(tmp_path):
 
 def test_unconfirmed_counters_reach_metrics(tmp_path):
     """Evicted and unanswered transfers are netbootd_tftp_transfers{outcome=...}."""
-    from types import SimpleNamespace
-
-    from tests.unit.test_metrics import build, scrape
+    from netbootd.net.metrics import Metrics
+    from netbootd.net.services.tftp import metric_families
+    from tests.unit.test_metrics import scrape
     h = Harness(tmp_path, first_total=1, first_grace=0)
     h.file("f", b"x")
     h.rrq("f", addr=("10.66.0.1", 1))
     h.rrq("f", addr=("10.66.0.2", 1))           # evicts the first
     h.advance(1.0)
     h.advance(1.0)                              # the second goes unanswered
-    m = build()[0]
-    m.tftp = SimpleNamespace(server=h.server)
+    m = Metrics(lambda: metric_families(h.server))     # what TftpService registers
     got = scrape(m)
     for outcome in ("evicted", "unanswered"):
         assert got[("netbootd_tftp_transfers_total", frozenset({("outcome", outcome)}))] == 1

@@ -10,7 +10,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
-from netbootd.net.metrics import Metrics
+from netbootd.config import Config
+from netbootd.net.metrics import Metrics, labelled_counter
+from netbootd.net.services.core import Core
+from netbootd.net.services.dhcp import metric_families as dhcp_metrics, pool_families
+from netbootd.net.services.http import metric_families as http_metrics
+from netbootd.net.services.tftp import metric_families as tftp_metrics
 from netbootd.model import Host, HostState
 from netbootd.net.http.metrics import MetricsPage
 from netbootd.policy.leases import LeaseTable, ip2int, whole_subnet
@@ -32,9 +37,9 @@ def build():
     leases.bind("lab", ip2int("10.0.0.4"), b"\x01\x01old", "00:00:00:00:00:04", NOW - 700, 600)
     registry = Registry([Host(A, HostState.IDLE), Host(B, HostState.DISCOVERED),
                          Host("52:54:00:00:00:0c", HostState.IDLE)])
-    committer = SimpleNamespace(commits=7, committed_writes=123, failures=2, pending=4)
-    core = SimpleNamespace(reactor=clock, committer=committer, leases=leases, registry=registry,
-                           started=NOW - 50)
+    core = Core(Config(), clock, store=None)          # as started: committer, registry, leases
+    core.committer = SimpleNamespace(commits=7, committed_writes=123, failures=2, pending=4)
+    core.registry, core.leases, core.started = registry, leases, NOW - 50
     dhcp = SimpleNamespace(counters=Counter({
         "rx.DISCOVER": 10, "rx.REQUEST": 8, "tx.OFFER": 9, "tx.ACK": 7, "tx.NAK": 1,
         "drop.truncated": 3, "drop.rate_mac": 2, "ignored.proxy_not_pxe": 5,
@@ -46,8 +51,13 @@ def build():
     http = SimpleNamespace(app=SimpleNamespace(
         counters=Counter({"http.script": 4, "http.file": 3, "http.file_missing": 1,
                           "api.agent_register": 2})))
-    hooks = SimpleNamespace(counters=Counter({"webhook.sent": 2, "mail.failed": 1}))
-    return Metrics(core, dhcp, tftp, http, hooks, boot_timeout=3600), core, dhcp, tftp
+    hooks = Counter({"webhook.sent": 2, "mail.failed": 1})
+    # What each service registers as it starts (net/services/*.py).
+    core.expose(metrics=lambda: [*dhcp_metrics(dhcp.counters), *pool_families(leases, NOW)])
+    core.expose(metrics=lambda: tftp_metrics(tftp.server))
+    core.expose(metrics=lambda: http_metrics(http.app.counters, SimpleNamespace(open=3), {1: 1}))
+    core.expose(metrics=lambda: [labelled_counter("netbootd_hooks", "hooks", "name", hooks)])
+    return Metrics(core.metric_families, boot_timeout=3600), core, dhcp, tftp
 
 
 def scrape(m: Metrics) -> dict:
@@ -173,10 +183,8 @@ def test_transfer_bytes_and_http_statuses_come_from_committed_events():
 
 
 def test_services_not_started_yet_are_left_out():
-    clock = Clock()
-    core = SimpleNamespace(reactor=clock, committer=None, leases=None, registry=None, started=0)
-    m = Metrics(core, SimpleNamespace(counters=Counter(), engine=None),
-                SimpleNamespace(server=None), SimpleNamespace(app=None))
+    core = Core(Config(), Clock(), store=None)     # nothing started, nothing registered
+    m = Metrics(core.metric_families)
     s = scrape(m)
     assert v(s, "netbootd_registrations_total") == 0
     assert not any(name.startswith(("netbootd_tftp", "netbootd_pool", "netbootd_commit"))
@@ -199,3 +207,20 @@ def test_metrics_page_serves_the_text_format():
     req.method = b"POST"
     MetricsPage(m).render(req)
     assert req.responseCode == 405
+
+
+def test_a_family_two_protocols_add_to_is_exposed_once_with_both_samples():
+    """DHCP and TFTP both register netbootd_packets: one family in the text."""
+    m, *_ = build()
+    body, _ = m.render()
+    assert body.count(b"# TYPE netbootd_packets_total counter") == 1
+    s = scrape(m)
+    assert v(s, "netbootd_packets_total", protocol="dhcp", direction="rx", type="DISCOVER") == 10
+    assert v(s, "netbootd_packets_total", protocol="tftp", direction="tx", type="retransmit") == 11
+
+
+def test_http_connections_open_and_transfers_under_way_are_gauges():
+    m, *_ = build()
+    s = scrape(m)
+    assert v(s, "netbootd_http_connections_open") == 3
+    assert v(s, "netbootd_http_transfers_active") == 1

@@ -73,7 +73,7 @@ def _zone():
 
 
 def _metrics():
-    return Metrics(core=None)
+    return Metrics(lambda: ())        # no service registered: observe() alone
 
 
 def _hooks():

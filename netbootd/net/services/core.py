@@ -1,0 +1,170 @@
+"""Core: what every protocol service shares - store, registry, group commit,
+committed-write observers, the serving plan - and the registry of what the
+services expose to readers (status rows, transfers, metric families).
+
+Services register providers at start instead of being reached into: the
+status page, the API and /metrics iterate the providers and know no service.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Callable, Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from twisted.application import service
+from twisted.internet import defer, task
+
+from ...config import Config
+from ...policy.leases import LeaseTable, ip2int
+from ...policy.plan import Plan, make_plan
+from ...registry.hosts import Registry
+from ...store.sqlite import Store, is_write_fault
+from ...writes import TrimEvents
+from .. import interfaces
+from ..commit import GroupCommitter, dropped_events, restore_memory
+
+log = logging.getLogger("netbootd")
+
+
+class Core(service.Service):
+    """Started first and stopped last, so pending writes are committed after
+    every listener has closed."""
+    name = "core"
+
+    def __init__(self, cfg: Config, reactor, store: Store):
+        self.cfg = cfg
+        self.reactor = reactor
+        self.store = store
+        self.registry: Registry | None = None
+        self.committer: GroupCommitter | None = None
+        self.leases: LeaseTable | None = None     # set by the DHCP service
+        self.ifaces: list[interfaces.IfAddr] = []
+        self.plan: Plan | None = None
+        self.started = 0.0
+        self._observers: list = []
+        self._trim = None
+        # What services expose (expose()); the core's own families first.
+        self._pools: list[Callable[[], list[dict]]] = []
+        self._transfers: list[Callable[[], list[dict]]] = []
+        self._metrics: list[Callable[[], Iterable]] = [lambda: core_families(self)]
+
+    def observe(self, fn) -> None:
+        """fn(writes) runs on the reactor thread after each committed batch
+        (DNS zone, metrics, event hooks)."""
+        self._observers.append(fn)
+
+    def expose(self, *, pools=None, transfers=None, metrics=None) -> None:
+        """A service registers what readers may see of it: pools() -> status
+        rows, transfers() -> transfers under way, metrics() -> metric families."""
+        for providers, fn in ((self._pools, pools), (self._transfers, transfers),
+                              (self._metrics, metrics)):
+            if fn is not None:
+                providers.append(fn)
+
+    def pools(self) -> list[dict]:
+        """Every served network with its pool usage (API / status page)."""
+        return [row for fn in self._pools for row in fn()]
+
+    def transfers(self) -> list[dict]:
+        """Transfers under way (TFTP and HTTP files), for the status page."""
+        return [row for fn in self._transfers for row in fn()]
+
+    def metric_families(self):
+        for fn in self._metrics:
+            yield from fn()
+
+    def _dropped(self, dropped: list) -> None:
+        """Writes the store could not take (net/commit.py): memory is set back
+        to the store, and each drop is an event in a later batch."""
+        restore_memory(dropped, self.registry, self.leases)
+        self.committer.submit(dropped_events(dropped, self.reactor.seconds()))
+
+    def _committed(self, writes: list) -> None:
+        for fn in self._observers:
+            try:
+                fn(writes)
+            except Exception:
+                log.exception("observer %r failed", fn)
+
+    def startService(self) -> None:
+        self.ifaces = interfaces.resolve(self.cfg.interfaces)
+        self.plan = make_plan(self.cfg, self.ifaces)
+        hc = self.cfg.hosts
+        self.registry = Registry(self.store.load_hosts(), seen_max=hc.seen_max,
+                                 seen_ttl=hc.seen_ttl, new_per_source_pps=hc.new_per_source_pps,
+                                 new_total_pps=hc.new_total_pps)
+        self.started = self.reactor.seconds()
+        self.committer = GroupCommitter(self.reactor, self.store.apply,
+                                        self.cfg.dhcp.commit_window_ms / 1000.0,
+                                        on_committed=self._committed,
+                                        is_write_fault=is_write_fault, reread=self.store.stored,
+                                        on_dropped=self._dropped)
+        self._trim = task.LoopingCall(self.committer.submit, [TrimEvents()])
+        self._trim.clock = self.reactor
+        self._trim.start(600, now=False)
+        super().startService()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self._trim is not None and self._trim.running:
+            self._trim.stop()
+        if self.committer is not None:
+            yield self.committer.drain()
+            self.committer.stop()
+        self.store.close()
+
+    def ip_to_mac(self, ip: str) -> str | None:
+        if self.leases is not None:
+            lease = self.leases.holder(ip2int(ip), self.reactor.seconds())
+            if lease is not None and lease.mac:
+                return lease.mac
+        for h in self.registry.hosts.values():
+            if h.ip == ip:
+                return h.mac
+        return None
+
+
+def core_families(core):
+    """The group committer's totals, hosts by state and the seen-MAC set, the
+    start time; each left out until the core has started."""
+    committer = core.committer
+    if committer is not None:
+        yield CounterMetricFamily("netbootd_commit_batches",
+                                  "Group commits (transactions) that succeeded",
+                                  value=committer.commits)
+        yield CounterMetricFamily("netbootd_commit_writes",
+                                  "Writes stored by successful group commits",
+                                  value=committer.committed_writes)
+        yield CounterMetricFamily("netbootd_commit_failures",
+                                  "Group commits that failed (their replies withheld)",
+                                  value=committer.failures)
+        yield CounterMetricFamily("netbootd_commit_writes_dropped",
+                                  "Writes the store could not hold, isolated from their "
+                                  "batch and dropped (the rest committed)",
+                                  value=getattr(committer, "dropped_writes", 0))
+        yield CounterMetricFamily("netbootd_commit_replies_withheld",
+                                  "Replies withheld because a write of theirs was dropped",
+                                  value=getattr(committer, "withheld", 0))
+        yield GaugeMetricFamily("netbootd_commit_pending", "Writes waiting for a commit",
+                                value=committer.pending)
+    registry = core.registry
+    if registry is not None:
+        states = Counter(h.state.value for h in registry.hosts.values())
+        fam = GaugeMetricFamily("netbootd_hosts", "Known hosts by state", labels=["state"])
+        for state, n in sorted(states.items()):
+            fam.add_metric([state], n)
+        yield fam
+        # MACs only seen on DHCP (not stored; bounded, expiring) and what
+        # became of them: a random-MAC flood shows as evictions here.
+        yield GaugeMetricFamily("netbootd_hosts_seen", "MACs seen on DHCP only, "
+                                "held in memory", value=len(registry.seen))
+        fam = CounterMetricFamily("netbootd_registry_events", "Seen-set and host "
+                                  "creation counters", labels=["event"])
+        for name, n in sorted(registry.counters.items()):
+            fam.add_metric([name], n)
+        yield fam
+    if core.started:
+        yield GaugeMetricFamily("netbootd_start_time_seconds",
+                                "When the daemon started (Unix time)", value=core.started)

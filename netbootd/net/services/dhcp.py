@@ -1,0 +1,114 @@
+"""DHCP on every served interface (ports 67 and 4011): the lease table,
+the engine and one interface-bound socket per interface and port."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from twisted.application import service
+
+from ...codec.dhcp_options import PXE_PORT, SERVER_PORT
+from ...policy.dhcp_engine import DhcpEngine, EngineSettings, Ingress
+from ...policy.leases import LeaseTable, int2ip
+from .. import interfaces
+from ..dhcp import DhcpProtocol
+from ..metrics import protocol_families
+from ..probe import IcmpProber
+from ..udp import UdpEndpoint
+from .core import Core
+
+log = logging.getLogger("netbootd")
+
+# The DHCP message types (RFC 2132 §9.6) counted as rx.<TYPE> / tx.<TYPE>.
+DHCP_TYPES = frozenset(("DISCOVER", "OFFER", "REQUEST", "DECLINE", "ACK", "NAK", "RELEASE",
+                        "INFORM", "other"))
+
+
+class DhcpService(service.Service):
+    name = "dhcp"
+
+    def __init__(self, core: Core):
+        self.core = core
+        self.cfg = core.cfg
+        self.reactor = core.reactor
+        self.counters: Counter = Counter()
+        self.ports = []
+        self.prober = None
+        self.engine = None
+
+    def startService(self) -> None:
+        cfg, core = self.cfg, self.core
+        ifaces, plan = core.ifaces, core.plan
+        leases = LeaseTable(list(plan.networks), cfg.dhcp.rate_limit.unknown_share)
+        stored = core.store.load_leases()
+        for lease in stored:
+            leases.load(lease)
+        core.leases = leases
+        rl = cfg.dhcp.rate_limit
+        settings = EngineSettings(cfg.mode, cfg.dhcp.lease_time, cfg.dhcp.offer_hold,
+                                  cfg.dhcp.decline_probation, cfg.dhcp.authoritative,
+                                  cfg.dhcp.probe, rl.per_mac_pps, rl.new_clients_per_interface_pps)
+        self.engine = DhcpEngine(settings, list(plan.networks), leases, core.registry, plan.boot,
+                                 self.counters)
+        if cfg.dhcp.probe and cfg.mode == "full":
+            self.prober = IcmpProber(self.reactor, cfg.dhcp.probe_timeout_ms / 1000.0)
+        for ifa in ifaces:
+            for port in (SERVER_PORT, PXE_PORT):
+                ing = Ingress(ifa.name, ifa.ip, plan.attached[ifa.name], port)
+                proto = DhcpProtocol(self.engine, ing, core.committer, self.reactor, self.prober)
+                self.ports.append(UdpEndpoint(self.reactor, interfaces.udp_socket(ifa.name, port),
+                                              proto))
+        for n in plan.networks:
+            log.info("dhcp: network %s %s pool=%d lease=%ss", n.name, n.subnet, n.pool_size,
+                     n.lease_time)
+        log.info("dhcp: %s mode on %s; loaded %d leases, %d hosts", cfg.mode,
+                 ",".join(f"{i.name}={i.ip}/{i.prefix}" for i in ifaces), len(stored),
+                 len(core.registry.hosts))
+        core.expose(pools=lambda: pool_rows(leases, self.reactor.seconds()),
+                    metrics=lambda: [*metric_families(self.counters),
+                                     *pool_families(leases, self.reactor.seconds())])
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        for p in self.ports:
+            p.close()
+        self.ports = []
+        if self.prober is not None:
+            self.prober.close()
+        log.info("dhcp stopped: %s", dict(sorted(self.counters.items())))
+
+
+def pool_rows(leases: LeaseTable, now: float) -> list[dict]:
+    """Every served network with its pool usage (API / status page)."""
+    out = []
+    for name, st in leases.nets.items():
+        n = st.network
+        used, size = leases.usage(name, now)
+        out.append({"name": name, "subnet": str(n.subnet),
+                    "ranges": [f"{int2ip(lo)}-{int2ip(hi)}" for lo, hi in n.ranges],
+                    "router": n.router, "dns": list(n.dns), "domain": n.domain,
+                    "lease_time": n.lease_time, "interface": n.interface,
+                    "size": size, "used": used})
+    return out
+
+
+def metric_families(counters: Counter):
+    """The engine's counters: rx/tx.<message type>, drop.*, ignored.*, the rest."""
+    ignored = CounterMetricFamily(
+        "netbootd_dhcp_ignored", "DHCP packets deliberately not answered, by reason",
+        labels=["reason"])
+    return protocol_families("dhcp", counters, {"ignored": ignored}, packet_types=DHCP_TYPES)
+
+
+def pool_families(leases: LeaseTable, now: float):
+    used = GaugeMetricFamily("netbootd_pool_used", "Addresses held (offered, leased, "
+                             "declined) per network", labels=["network"])
+    size = GaugeMetricFamily("netbootd_pool_size", "Pool addresses per network",
+                             labels=["network"])
+    for name in sorted(leases.nets):
+        u, s = leases.usage(name, now)
+        used.add_metric([name], u)
+        size.add_metric([name], s)
+    return [used, size]

@@ -1,0 +1,55 @@
+"""Authoritative DNS for the hosts netbootd serves (policy/zone.py),
+following every committed lease/host write (Core.observe)."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from twisted.application import service
+from twisted.internet.error import CannotListenError
+
+from ...policy.zone import Zone
+from ..dns import DnsServer
+from .core import Core
+
+log = logging.getLogger("netbootd")
+
+
+class DnsService(service.Service):
+    """Started after DHCP: the zone loads the lease table's leases."""
+    name = "dns"
+
+    def __init__(self, core: Core):
+        self.core = core
+        self.server = None
+
+    def startService(self) -> None:
+        core, dc = self.core, self.core.cfg.dns
+        if not dc.enabled:
+            return super().startService()
+        nets = core.plan.networks
+        ifnets = [ipaddress.IPv4Network(f"{i.ip}/{i.prefix}", strict=False) for i in core.ifaces]
+        ips = [i.ip for i in core.ifaces] if dc.listen == "interfaces" else [dc.listen]
+        now = core.reactor.seconds()
+        zone = Zone(dc.domain, [n.subnet for n in nets], ips, ttl=dc.ttl, serial=int(now),
+                    reservations=[r for n in nets for r in n.reservations])
+        zone.load(core.leases.by_addr.values() if core.leases else (),
+                  core.registry.hosts.values(), now)
+        core.observe(lambda writes: zone.apply(writes, core.reactor.seconds()))
+        self.server = DnsServer(core.reactor, zone,
+                                served_subnets={*ifnets, *(n.subnet for n in nets)},
+                                forwarders=dc.forwarders, rate_limit=dc.rate_limit_qps)
+        for ip in ips:
+            try:
+                self.server.listen(dc.port, ip)
+            except (OSError, CannotListenError) as e:
+                log.error("dns: cannot listen on %s:%d (%s); no DNS there", ip, dc.port, e)
+        log.info("dns: %s on %s port %d, %d names", dc.domain, ",".join(ips), dc.port,
+                 len(zone.names()))
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        if self.server is not None:
+            log.info("dns stopped: %s", dict(sorted(self.server.counters.items())))
+            return self.server.stop()

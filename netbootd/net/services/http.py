@@ -1,0 +1,100 @@
+"""HTTP: boot scripts, files, the agent and admin API, the status page and
+/metrics, behind connection caps sized from the fd limit."""
+from __future__ import annotations
+
+import logging
+import os
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from twisted.application import service
+
+from ... import __version__
+from ...auth import admin_token
+from ...policy.boot import Renderer
+from ...runtime.fdlimit import http_connection_cap, soft_limit
+from ..bootfiles import discover_media, files_root, ipxe_binaries
+from ..http.limits import ConnectionLimits
+from .core import Core
+
+log = logging.getLogger("netbootd")
+
+# HTTP counters about connections, not requests (net/http/limits.py).
+CONN_KEYS = frozenset(("http.conn_refused_source", "http.conn_refused_total",
+                       "http.conn_evicted", "http.request_timeout", "http.idle_timeout"))
+
+
+def http_limits(h, clock, counters) -> ConnectionLimits:
+    """HTTP connection caps from [http], the total derived from the fd limit
+    (fdlimit.py) so DHCP, DNS, TFTP and SQLite keep descriptors."""
+    return ConnectionLimits(clock, total=http_connection_cap(soft_limit(), h.max_connections),
+                            per_source=h.max_per_source, request_timeout=h.request_timeout,
+                            idle_timeout=h.idle_timeout, counters=counters)
+
+
+class HttpService(service.Service):
+    name = "http"
+
+    def __init__(self, core: Core):
+        self.core = core
+        self.port = None
+        self.app = None
+        self.metrics = None       # net/metrics.Metrics when [metrics] is enabled
+        self.limits = None
+
+    def startService(self) -> None:
+        from ..http.app import HttpApp
+        from ..http.site import build_site
+        from ..http.views import lease_lookup
+        cfg, core = self.core.cfg, self.core
+        b = cfg.boot
+        token, _ = admin_token.ensure_token(cfg.state_dir)   # __main__ shows a new one
+        root = files_root(cfg)
+        os.makedirs(root, exist_ok=True)
+        generated: dict[str, str] = dict(ipxe_binaries(cfg))
+        discover_media(cfg, generated)
+        self.app = HttpApp(
+            registry=core.registry, submit=core.committer.submit,
+            renderer=Renderer(b.templates_dir, b.discover_cmdline), clock=core.reactor,
+            token=token, default_profile=b.default_profile, http_base=b.http_base,
+            roots=[root], generated=generated, ip_to_mac=core.ip_to_mac, store=core.store,
+            version=__version__, mode=cfg.mode, started=core.started, pools=core.pools,
+            transfers=core.transfers, max_streams=cfg.http.max_streams,
+            max_streams_per_source=cfg.http.max_streams_per_source,
+            leases=lease_lookup(lambda: core.leases, core.reactor))
+        self.limits = limits = http_limits(cfg.http, core.reactor, self.app.counters)
+        self.port = core.reactor.listenTCP(b.http_port,
+                                           build_site(self.app, self.metrics, limits),
+                                           interface=b.http_listen)
+        log.info("http: listening on %s:%d (files: %s; at most %d connections, %d per source)",
+                 b.http_listen, self.port.getHost().port, root, limits.total, limits.per_source)
+        app = self.app
+        core.expose(transfers=app.active_transfers,
+                    metrics=lambda: metric_families(app.counters, limits, app.active))
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+
+
+def metric_families(counters, limits, active):
+    """Requests by type, connections closed by a bound, connections open and
+    file transfers under way."""
+    requests = CounterMetricFamily(
+        "netbootd_http_requests", "HTTP requests by type (boot script, file, agent "
+        "API, refusals)", labels=["type"])
+    conns = CounterMetricFamily(
+        "netbootd_http_connections_closed", "HTTP connections closed by a bound "
+        "(cap per source or in total, eviction, request or idle deadline)",
+        labels=["reason"])
+    for key, n in sorted(counters.items()):
+        if key in CONN_KEYS:
+            conns.add_metric([key[5:]], n)
+        else:
+            requests.add_metric([key[5:] if key.startswith("http.") else key], n)
+    return [requests, conns,
+            GaugeMetricFamily("netbootd_http_connections_open", "HTTP connections open",
+                              value=limits.open),
+            GaugeMetricFamily("netbootd_http_transfers_active",
+                              "HTTP file transfers under way", value=len(active))]
