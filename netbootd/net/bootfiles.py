@@ -46,23 +46,24 @@ def newest_kernel() -> str | None:
     return found[-1] if found else None
 
 
-def discover_media(cfg: Config, generated: dict[str, str]) -> None:
+def discover_media(cfg: Config, generated: dict[str, str]):
     """Add the discover initrd and its kernel to `generated` (HTTP name ->
     path): the configured ones at once, else the state dir's image, (re)built
     off the reactor thread (DESIGN rule 8) only when its inputs changed; its
-    kernel is served with it, since the modules inside must match."""
+    kernel is served with it, since the modules inside must match.  Returns
+    the build's Deferred (None when nothing is built)."""
     b = cfg.boot
     if b.discover_initrd:
         generated["netbootd/discover.img"] = b.discover_initrd
         kernel = b.discover_kernel or newest_kernel()
         if kernel:
             generated["netbootd/vmlinuz"] = kernel
-        return
+        return None
     try:
         from iso_builder.initrd import ensure_discover_initrd
     except ImportError as e:
         log.warning("discover initrd: iso_builder unavailable (%s)", e)
-        return
+        return None
 
     def done(info):
         generated["netbootd/discover.img"] = info["path"]
@@ -77,4 +78,5 @@ def discover_media(cfg: Config, generated: dict[str, str]) -> None:
                   "cannot boot the agent until `netbootd initrd build` has made it",
                   f.getErrorMessage())
     path = os.path.join(cfg.state_dir, "discover.img")
-    threads.deferToThread(ensure_discover_initrd, path, fetch=False).addCallbacks(done, failed)
+    return threads.deferToThread(ensure_discover_initrd, path,
+                                 fetch=False).addCallbacks(done, failed)
