@@ -4,9 +4,9 @@ state through the store when asked to (--offline, or a --state-dir without
 (common.HOST_COLS, LEASE_COLS, EVENT_COLS)."""
 from __future__ import annotations
 
-import os
 import sys
 
+from ..store import open_store
 from .client import ApiClient, Unreachable
 from .common import add_state_args, effective_config
 
@@ -22,19 +22,6 @@ def add_read_args(p, actions: tuple[str, ...], key_help: str) -> None:
     p.add_argument("--limit", type=int, default=100)
 
 
-def open_store(state_dir: str):
-    """The state's store for reading, or None when the state dir has none.
-
-    The store's own read methods only (load_hosts, events, leases_view): the
-    CLI never writes SQL.  (SQLite is the one store today, so the database
-    file name still comes from store/sqlite.py; a store-neutral "open the
-    state dir's store" belongs in store/ once the Store interface has it.)"""
-    from ..store.sqlite import DB_NAME, Store
-    if not os.path.exists(os.path.join(state_dir, DB_NAME)):
-        return None
-    return Store(state_dir)
-
-
 def run_read(args, via_api, via_store) -> int:
     """via_api(args, client) when a daemon should answer, else (or when it
     does not) via_store(args, store)."""
@@ -46,7 +33,9 @@ def run_read(args, via_api, via_store) -> int:
             print("netbootd: daemon not reachable; reading the state database directly",
                   file=sys.stderr)
     cfg = effective_config(args)
-    store = open_store(cfg.state_dir)
+    # The Store interface's reads only (load_hosts, events, leases_view): the
+    # CLI never writes SQL, and never creates a store where there is none.
+    store = open_store(cfg.state_dir, create=False)
     if store is None:
         print(f"netbootd: no state database in {cfg.state_dir}", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..store.sqlite import DatabaseError, Store
+from ..store import DatabaseError, open_readonly
 from . import netns as labnet
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
@@ -241,7 +241,7 @@ class LabBoot:
     def _read(self, fn, default):
         """A read of the daemon's store while it runs (read-only, never
         created here); `default` until it exists or when it is busy."""
-        st = Store.open_readonly(self.state_dir)
+        st = open_readonly(self.state_dir)
         if st is None:
             return default
         try:

@@ -14,6 +14,7 @@ import threading
 
 from ..model import Host, HostState, Lease, LeaseState, int2ip, ip2int
 from ..writes import EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents
+from .interface import BadWrite, StoreError
 
 log = logging.getLogger("netbootd.store")
 
@@ -87,17 +88,9 @@ EVENTS_PER_HOST = 500
 ORPHAN_EVENTS = 5000
 
 
-class StoreError(RuntimeError):
-    pass
-
-
 # What a read of a database another process writes may raise (locked, gone,
 # half-created): callers outside store/ catch this, never sqlite3's names.
 DatabaseError = sqlite3.Error
-
-
-class BadWrite(StoreError):
-    """A write the store cannot take (unknown kind): a fault of that write."""
 
 
 def is_write_fault(exc: BaseException) -> bool:
@@ -122,8 +115,10 @@ def event_dict(row) -> dict:
             "detail": detail}
 
 
-class Store:
+class SqliteStore:
+    """The Store interface (interface.py) on one SQLite file in the state dir."""
     _readonly = False
+    is_write_fault = staticmethod(is_write_fault)
 
     def __init__(self, state_dir: str, sync: str = "full"):
         self.state_dir = state_dir
@@ -133,14 +128,18 @@ class Store:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.migrate()
 
+    @staticmethod
+    def exists(state_dir: str) -> bool:
+        return os.path.exists(os.path.join(state_dir, DB_NAME))
+
     @classmethod
-    def open_readonly(cls, state_dir: str) -> "Store | None":
+    def open_readonly(cls, state_dir: str) -> "SqliteStore | None":
         """The store of a daemon that runs beside us (the lab watching its
         VM boot), for reads only: never created nor migrated here; None
         while the daemon has not created it yet."""
-        path = os.path.join(state_dir, DB_NAME)
-        if not os.path.exists(path):
+        if not cls.exists(state_dir):
             return None
+        path = os.path.join(state_dir, DB_NAME)
         self = cls.__new__(cls)
         self.state_dir, self.path, self.sync = state_dir, path, "normal"
         self._local = threading.local()
@@ -359,3 +358,8 @@ class Store:
             out.append(d)
         out.sort(key=lambda d: tuple(int(x) for x in d["address"].split(".")))
         return out
+
+
+# The name the daemon's tests and older callers import; new code opens a store
+# through netbootd.store (open_store, open_readonly).
+Store = SqliteStore

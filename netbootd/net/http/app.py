@@ -27,7 +27,7 @@ class HttpApp:
     generated: dict[str, str] = field(default_factory=dict)  # name -> file path
     counters: Counter = field(default_factory=Counter)
     ip_to_mac: Callable[[str], str | None] = lambda ip: None
-    store: object = None                 # store.sqlite.Store, read from worker threads
+    store: object = None                 # a netbootd.store.Store, read from worker threads
     version: str = "0"
     mode: str = "full"
     started: float = 0.0

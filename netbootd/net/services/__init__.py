@@ -12,7 +12,7 @@ from twisted.application import service
 
 from ...config import Config
 from ...runtime.gcpace import GcPacer
-from ...store.sqlite import Store
+from ...store import open_store
 from ..hooks import Hooks
 from ..metrics import Metrics, labelled_counter
 from .core import Core
@@ -26,7 +26,7 @@ from .tftp import TftpService
 
 def makeService(cfg: Config, reactor) -> service.MultiService:
     top = service.MultiService()
-    core = Core(cfg, reactor, Store(cfg.state_dir, cfg.dhcp.sync))
+    core = Core(cfg, reactor, open_store(cfg.state_dir, sync=cfg.dhcp.sync))
     core.setServiceParent(top)                  # first in, last out: commits pending writes
     DhcpService(core).setServiceParent(top)
     DnsService(core).setServiceParent(top)      # after DHCP: it loads the lease table

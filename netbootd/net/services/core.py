@@ -19,7 +19,7 @@ from ...config import Config
 from ...policy.leases import LeaseTable, ip2int
 from ...policy.plan import Plan, make_plan
 from ...registry.hosts import Registry
-from ...store.sqlite import Store, is_write_fault
+from ...store import Store
 from ...writes import TrimEvents
 from .. import interfaces
 from ..commit import GroupCommitter, dropped_events, restore_memory
@@ -98,7 +98,8 @@ class Core(service.Service):
         self.committer = GroupCommitter(self.reactor, self.store.apply,
                                         self.cfg.dhcp.commit_window_ms / 1000.0,
                                         on_committed=self._committed,
-                                        is_write_fault=is_write_fault, reread=self.store.stored,
+                                        is_write_fault=self.store.is_write_fault,
+                                        reread=self.store.stored,
                                         on_dropped=self._dropped)
         self._trim = task.LoopingCall(self.committer.submit, [TrimEvents()])
         self._trim.clock = self.reactor
