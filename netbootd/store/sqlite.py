@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import threading
+from importlib import resources
 
 from ..model import Host, HostState, Lease, LeaseState, int2ip, ip2int
 from ..writes import EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents
@@ -20,48 +21,27 @@ log = logging.getLogger("netbootd.store")
 
 DB_NAME = "netbootd.sqlite3"
 
-# Each entry migrates from version i to i+1.  Never edit a released step:
-# add a new one.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE hosts (
-        mac TEXT PRIMARY KEY,
-        state TEXT NOT NULL,
-        arch INTEGER,
-        vendor_class TEXT,
-        uuid TEXT,
-        hostname TEXT,
-        interface TEXT,
-        first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL
-    );
-    CREATE TABLE leases (
-        address TEXT PRIMARY KEY,
-        network TEXT NOT NULL,
-        client_key BLOB NOT NULL,
-        mac TEXT NOT NULL,
-        hostname TEXT,
-        state TEXT NOT NULL,
-        starts REAL NOT NULL,
-        ends REAL NOT NULL
-    );
-    CREATE INDEX leases_mac ON leases(mac);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
-        ts REAL NOT NULL,
-        mac TEXT,
-        kind TEXT NOT NULL,
-        detail TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX events_mac ON events(mac, id);
-    """,
-    # 2: boot profiles per host, last known address
-    """
-    ALTER TABLE hosts ADD COLUMN ip TEXT;
-    ALTER TABLE hosts ADD COLUMN profile TEXT;
-    ALTER TABLE hosts ADD COLUMN profile_args TEXT NOT NULL DEFAULT '{}';
-    """,
-]
+
+def load_migrations() -> list[str]:
+    """The schema steps, package data (store/migrations/NNNN_name.sql): file
+    i (from 1) migrates from version i-1 to i.  A released file is never
+    edited; a schema change is a new file with the next number."""
+    files = sorted((f for f in resources.files(__package__).joinpath("migrations").iterdir()
+                    if f.name.endswith(".sql")), key=lambda f: f.name)
+    for i, f in enumerate(files, 1):
+        if not f.name.startswith(f"{i:04d}_"):
+            raise StoreError(f"store/migrations/{f.name}: expected step {i:04d} here")
+    return [f.read_text(encoding="utf-8") for f in files]
+
+
+def statements(sql: str) -> list[str]:
+    """One migration's statements: comment lines dropped, split on ';' (the
+    steps hold no ';' inside a string literal)."""
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return [stmt for stmt in body.split(";") if stmt.strip()]
+
+
+MIGRATIONS: list[str] = load_migrations()
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # An upsert, not INSERT OR REPLACE: a renewal updates its row in place, and
@@ -177,9 +157,8 @@ class SqliteStore:
         for v in range(version, SCHEMA_VERSION):
             c.execute("BEGIN IMMEDIATE")
             try:
-                for stmt in MIGRATIONS[v].split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
+                for stmt in statements(MIGRATIONS[v]):
+                    c.execute(stmt)
                 c.execute(f"PRAGMA user_version={v + 1}")
                 c.execute("COMMIT")
             except Exception:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+from importlib import resources
 
 import pytest
 
@@ -166,3 +167,81 @@ def test_a_readonly_store_reads_beside_the_daemon_and_never_creates_or_writes(tm
     with pytest.raises(DatabaseError):
         ro.apply([HostWrite(Host("52:54:00:00:00:03"))])
     ro.close()
+
+
+# The sha256 of each schema step's text as it was written in store/sqlite.py
+# (MIGRATIONS, before the steps became SQL files): the files hold exactly that
+# text under their comment header, and a released step is never edited.
+_IN_CODE_SHA256 = [
+    "f75846b752d9122f45f06c11e3f364d8c34e1b51ac95b9fa83c26e1ba2d1ec13",
+    "cb34aea92eb2697e0e467380ade68c437103ee3951abdb544fd910af06f6f9b4",
+]
+
+
+def _migration_files() -> list:
+    return sorted((p for p in (resources.files("netbootd.store") / "migrations").iterdir()
+                   if p.name.endswith(".sql")), key=lambda p: p.name)
+
+
+def _in_code_text(path) -> str:
+    """A step's text as the in-code list held it: the file less its header."""
+    return "".join(line for line in path.read_text().splitlines(keepends=True)
+                   if not line.startswith("--"))
+
+
+def _in_code_database(path, version: int) -> None:
+    """A database as the in-code migrator left it at `version` (its runner:
+    each step split on ';', then the version set)."""
+    c = sqlite3.connect(path)
+    for v, f in enumerate(_migration_files()[:version]):
+        for stmt in _in_code_text(f).split(";"):
+            if stmt.strip():
+                c.execute(stmt)
+        c.execute(f"PRAGMA user_version={v + 1}")
+    c.commit()
+    c.close()
+
+
+def _schema(path) -> tuple:
+    c = sqlite3.connect(path)
+    try:
+        return (c.execute("PRAGMA user_version").fetchone()[0],
+                c.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                          "ORDER BY type, name").fetchall())
+    finally:
+        c.close()
+
+
+def test_the_schema_version_is_the_number_of_migration_files():
+    from netbootd.store.sqlite import MIGRATIONS
+    names = [p.name for p in _migration_files()]
+    assert names == ["0001_initial.sql", "0002_host_profiles.sql"]
+    assert SCHEMA_VERSION == len(names) == len(MIGRATIONS)
+
+
+def test_the_released_steps_are_the_in_code_steps_unedited():
+    import hashlib
+    assert [hashlib.sha256(_in_code_text(p).encode()).hexdigest()
+            for p in _migration_files()[:len(_IN_CODE_SHA256)]] == _IN_CODE_SHA256
+
+
+@pytest.mark.parametrize("version", range(len(_IN_CODE_SHA256) + 1))
+def test_a_database_of_the_in_code_steps_is_upgraded_to_the_same_schema(tmp_path, version):
+    """A database the in-code migrator left at any version is upgraded by the
+    store to exactly what that migrator made of a new one (sqlite_master's
+    text and PRAGMA user_version); so is a store created from nothing."""
+    _in_code_database(tmp_path / "in-code.sqlite3", len(_IN_CODE_SHA256))
+    expected = _schema(tmp_path / "in-code.sqlite3")
+    old = tmp_path / f"v{version}"
+    old.mkdir()
+    _in_code_database(old / DB_NAME, version)
+    Store(str(old)).close()
+    assert _schema(old / DB_NAME) == expected
+    Store(str(tmp_path / "new")).close()
+    assert _schema(tmp_path / "new" / DB_NAME) == expected
+
+
+def test_migration_comments_are_dropped_and_statements_split():
+    from netbootd.store.sqlite import statements
+    sql = "-- a step; with a semicolon in its comment\n  CREATE TABLE a (x);\n -- b\nDROP TABLE a;\n"
+    assert [s.strip() for s in statements(sql)] == ["CREATE TABLE a (x)", "DROP TABLE a"]
