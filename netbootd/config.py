@@ -160,7 +160,7 @@ class BootConfig:
     default_profile: str = opt("discover", _one_of("discover", "localboot", "shell"))
     files_root: str | None = None           # default: <state_dir>/files
     ipxe_dir: str = "/usr/lib/ipxe"         # Debian's ipxe package
-    templates_dir: str | None = None        # default: boot_templates/ of this checkout
+    templates_dir: str | None = None        # default: the package's netbootd/boot_templates/
     discover_kernel: str | None = None      # default: newest /boot/vmlinuz-*
     discover_initrd: str | None = None      # default: <state_dir>/discover.img
     discover_cmdline: str = "console=ttyS0 console=tty0 quiet"

@@ -37,6 +37,7 @@ import time
 
 from ..auth import admin_token as secrets
 from . import lock as statelock
+from .media_index import default_media, media_differences, media_index, sha256_file
 from .sqlite import DB_NAME, SCHEMA_VERSION
 
 BACKUPS_DIR = "backups"
@@ -80,14 +81,6 @@ def archive_path(state_dir: str, name: str) -> str:
     return os.path.join(backups_dir(state_dir), validate_name(name) + SUFFIX)
 
 
-def default_media(state_dir: str, files_root: str | None = None,
-                  discover_img: str | None = None) -> tuple[str, str]:
-    """The generated media of a state dir (config.boot.files_root and
-    boot.discover_initrd override the defaults, as in net/service.py)."""
-    return (files_root or os.path.join(state_dir, "files"),
-            discover_img or os.path.join(state_dir, "discover.img"))
-
-
 def netbootd_version() -> str:
     try:
         from .. import __version__
@@ -98,15 +91,6 @@ def netbootd_version() -> str:
             return version("netbootd")
         except PackageNotFoundError:
             return "unknown"
-
-
-def sha256_file(path: str) -> tuple[str, int]:
-    h, n = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
 
 
 def _fsync_dir(path: str) -> None:
@@ -163,48 +147,6 @@ def _db_facts(path: str) -> tuple[int, str]:
 
 
 # -- media index ----------------------------------------------------------
-
-def media_index(files_root: str, discover_img: str, exclude: tuple[str, ...] = ()) -> dict:
-    """Name, size and sha256 of every regular file under the files root and of
-    discover.img (symlinks are recorded with their target, never followed)."""
-    entries = []
-
-    def add(name: str, path: str) -> None:
-        if os.path.islink(path):
-            entries.append({"name": name, "path": path, "symlink": os.readlink(path)})
-        elif os.path.isfile(path):
-            digest, size = sha256_file(path)
-            entries.append({"name": name, "path": path, "size": size, "sha256": digest})
-
-    if os.path.isdir(files_root) and not os.path.islink(files_root):
-        skip = tuple(os.path.realpath(e) + os.sep for e in exclude)
-        for dirpath, dirnames, filenames in os.walk(files_root):
-            dirnames.sort()
-            for fn in sorted(filenames):
-                path = os.path.join(dirpath, fn)
-                if skip and (os.path.realpath(dirpath) + os.sep).startswith(skip):
-                    continue
-                add("files/" + os.path.relpath(path, files_root), path)
-    add("discover.img", discover_img)
-    return {"files_root": files_root, "discover_img": discover_img, "entries": entries,
-            "note": "media are indexed, not copied"}
-
-
-def media_differences(index: dict) -> list[str]:
-    """Where the media on disk differ from a backup's index (size or presence;
-    hashing every file again would make restore as slow as the media are big)."""
-    out = []
-    for e in index.get("entries", []):
-        path = e.get("path", "")
-        if "symlink" in e:
-            if not os.path.islink(path) or os.readlink(path) != e["symlink"]:
-                out.append(f"{path}: symlink to {e['symlink']} missing or changed")
-        elif not os.path.isfile(path):
-            out.append(f"{path}: missing ({e.get('size')} bytes at backup time)")
-        elif os.path.getsize(path) != e.get("size"):
-            out.append(f"{path}: {os.path.getsize(path)} bytes, {e.get('size')} at backup time")
-    return out
-
 
 # -- backup ---------------------------------------------------------------
 
