@@ -92,6 +92,13 @@ class TransferLoop:
         self.first_per_client = 4                       # unconfirmed budget (class doc)
         self.first_total = 64
         self.first_grace = 0.1
+        # The server's caps, held again when a client confirms (its first ACK):
+        # the RRQ-time check counts confirmed transfers only, so RRQs sent
+        # together by one host would all pass it.  This thread's own counts.
+        self.per_client = 1 << 30
+        self.total = 1 << 30
+        self.confirmed_by_ip: Counter = Counter()
+        self.confirmed_total = 0
         self.unconfirmed: OrderedDict = OrderedDict()   # transfer -> None, oldest first
         self.unconfirmed_by_ip: dict[str, OrderedDict] = {}
         self.rxbuf = bytearray(_RX_SIZE)                # this thread's receive buffer
@@ -264,11 +271,29 @@ class TransferLoop:
             if not mine:
                 del self.unconfirmed_by_ip[ip]
 
-    def confirm(self, xfer: Transfer) -> None:
+    def confirm(self, xfer: Transfer) -> bool:
         """``xfer``'s client sent its first ACK: out of the unconfirmed
-        budget, and the reactor is told (in order with endings)."""
+        budget and, if the caps allow, under them (the reactor is told, in
+        order with endings).  False: over a cap, the caller refuses it."""
         self._unhold(xfer)
+        ip = xfer.addr[0]
+        if self.confirmed_by_ip[ip] >= self.per_client or self.confirmed_total >= self.total:
+            self.counters["drop.cap_at_confirm"] += 1
+            return False
+        self.confirmed_by_ip[ip] += 1
+        self.confirmed_total += 1
+        xfer.capped = True
         self.report(xfer, CONFIRMED, None)
+        return True
+
+    def _uncap(self, xfer: Transfer) -> None:
+        if xfer.capped:
+            xfer.capped = False
+            ip = xfer.addr[0]
+            self.confirmed_total -= 1
+            self.confirmed_by_ip[ip] -= 1
+            if self.confirmed_by_ip[ip] <= 0:
+                del self.confirmed_by_ip[ip]
 
     def release(self, xfer: Transfer) -> None:
         """Stop watching ``xfer``'s socket and close it."""
@@ -307,6 +332,7 @@ class Transfer:
         self.started_at = started_at    # wall clock, for the status page
         self.armed = False              # an entry in the loop's heap
         self.counted = False            # under the server's caps (reactor thread's)
+        self.capped = False             # counted by the loop's caps (its thread's)
         self.closed = False
         self.duration = 0.0
 
@@ -368,8 +394,13 @@ class Transfer:
             self.apply(session.ack(block, now), now)
             return
         step = session.ack(block, now)
-        if session.confirmed:
-            self.loop.confirm(self)            # before any ending it causes
+        if session.confirmed and not self.loop.confirm(self):   # before any ending it causes
+            try:
+                self.sock.send(w.encode_error(w.ERR_NOT_DEFINED, "server busy, too many transfers"))
+            except OSError:
+                pass
+            self.finish("refused", "server busy, too many transfers", now)
+            return
         self.apply(step, now)
 
     def internal_error(self, now: float) -> None:
@@ -447,6 +478,7 @@ class Transfer:
 
     def finish(self, outcome: str, error: str | None, now: float) -> None:
         self.closed = True
+        self.loop._uncap(self)
         self.duration = max(0.0, now - self.session.started)
         self.loop.release(self)
         try:

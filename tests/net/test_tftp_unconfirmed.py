@@ -160,3 +160,35 @@ def test_unconfirmed_counters_reach_metrics(tmp_path):
     got = scrape(m)
     for outcome in ("evicted", "unanswered"):
         assert got[("netbootd_tftp_transfers_total", frozenset({("outcome", outcome)}))] == 1
+
+
+def test_a_host_that_sends_many_rrqs_at_once_still_gets_only_per_client_transfers(tmp_path):
+    """The RRQ-time caps count confirmed transfers only, so 30 RRQs one host
+    sends together all pass them; the caps hold again when each confirms: the
+    first per_client go on, the rest are refused (ERROR 0 on their TID), and
+    the total cap holds across hosts the same way."""
+    h = Harness(tmp_path, per_client=2, total=4)
+    h.file("f", b"x" * 5000)
+    for port in range(1, 31):
+        h.rrq("f", addr=(REAL[0], port))
+    for port in range(1, 31):
+        x = h.transfer((REAL[0], port))
+        h.to_transfer(x, t.encode_ack(1))
+    assert h.server.confirmed == 2 and h.server.per_ip[REAL[0]] == 2
+    assert len(h.server.transfers) == 2
+    refused = [e for e in h.events if e["outcome"] == "refused"]
+    assert len(refused) == 28 and refused[0]["error"] == "server busy, too many transfers"
+    # Across hosts: 3 more hosts x 2 -> only 2 more fit under total = 4.
+    for i in range(3):
+        for port in (1, 2):
+            h.rrq("f", addr=(f"10.77.1.{i}", port))
+    for i in range(3):
+        for port in (1, 2):
+            h.to_transfer(h.transfer((f"10.77.1.{i}", port)), t.encode_ack(1))
+    assert h.server.confirmed == 4 and h.server.counters["drop.cap_at_confirm"] == 28 + 4
+    # Ending a confirmed transfer frees its place for the next host.
+    done = [x for x in h.server.transfers.values() if x.addr[0] == REAL[0]]
+    download(h, done[0])
+    h.rrq("f", addr=("10.77.2.1", 1))
+    h.to_transfer(h.transfer(("10.77.2.1", 1)), t.encode_ack(1))
+    assert h.server.confirmed == 4 and h.server.per_ip["10.77.2.1"] == 1
