@@ -53,6 +53,7 @@ CATALOG: dict[str, Kind] = {k.name: k for k in (
          reportable=True),
     Kind("tftp.aborted", "a transfer the client or the server aborted", failure=True),
     Kind("tftp.refused", "a request refused (missing file, bad option)", failure=True),
+    Kind("tftp.stopped", "a transfer cut short because the daemon stopped"),
     # HTTP (net/http/, registry/hosts.py)
     Kind("http.script", "an iPXE boot script served"),
     Kind("http.file", "a file download ended (a failure when its status is >= 400)",

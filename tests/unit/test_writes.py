@@ -165,7 +165,8 @@ def test_every_catalog_kind_is_emitted_somewhere():
 def test_dynamic_kinds_are_all_in_the_catalog():
     from netbootd.codec import dhcp_options as o
     from netbootd.policy import tftp_session as ts
-    for outcome in (ts.FINISHED, ts.FAILED, ts.ABORTED, "refused"):
+    # "stopped": transfers still running when the daemon stops (TransferLoop.stop)
+    for outcome in (ts.FINISHED, ts.FAILED, ts.ABORTED, "refused", "stopped"):
         assert "tftp." + outcome in events.KINDS
     for rtype in (o.OFFER, o.ACK):                  # the proxy's replies (dhcp_engine._proxy)
         assert "proxy." + o.MSG_NAMES[rtype].lower() in events.KINDS
