@@ -8,7 +8,12 @@ type that some consumer forgot is caught by tests/unit/test_writes.py, not
 by a host whose name lingers in DNS.
 
 Frozen and slotted: a write is shared by the store thread and the reactor
-thread's observers, so nobody may change it after submit.
+thread's observers, so nobody may change it after submit.  Known gap: the
+Host and Lease a HostWrite/LeaseWrite points at are the registry's and the
+lease table's live objects, which the reactor keeps changing in place; the
+store thread can read a row while it changes (a newer write of the same row
+follows in a later batch), and restore_memory's "still current" check cannot
+see such a newer write.  Snapshotting them at write time closes both.
 Pure: model and stdlib only (policy builds these).
 """
 from __future__ import annotations
