@@ -95,6 +95,7 @@ def normalize_mac(text: str) -> str:
 class HostState(str, enum.Enum):
     DISCOVERED = "discovered"   # seen on the wire, nothing known yet
     REGISTERED = "registered"   # the agent called back / admin approved
+    PENDING = "pending"         # enrolled into an account that approves by hand
     IDLE = "idle"               # an idle resource awaiting assignment
     ASSIGNED = "assigned"
     BOOTING = "booting"
@@ -123,6 +124,41 @@ class Host:
     ip: str | None = None
     profile: str | None = None          # boot profile assigned by an admin (None: default)
     profile_args: dict = field(default_factory=dict)
+    account: str | None = None          # Account.id (at most one account per host)
+    # Every identifier the host reported, [kind, value] (policy/identity.py):
+    # its NIC MACs, SMBIOS UUID, serials.  A returning host is matched by them.
+    ids: list = field(default_factory=list)
+    secret_hash: str | None = None      # sha256 of its agent secret (auth/enroll.py)
+    action: dict | None = None          # what its agent is told next (id, action, ...)
+    hw: dict | None = None              # the latest inventory's summary (policy/inventory.py)
+
+
+APPROVALS = ("auto", "manual")
+
+
+@dataclass
+class Account:
+    """Hosts that booted an account's token (or media) join it (issue 11)."""
+    id: str
+    name: str
+    approval: str = "auto"              # auto: idle at once; manual: pending until approved
+    profile: str | None = None          # default boot profile of its hosts
+    profile_args: dict = field(default_factory=dict)
+    created: float = 0.0
+
+
+@dataclass
+class Token:
+    """An enrollment token: only its hash is stored; the text is shown once."""
+    id: str
+    account: str                        # Account.id
+    hash: str
+    label: str | None = None
+    created: float = 0.0
+    expires: int | None = None          # Unix time; None: until revoked
+    max_uses: int | None = None         # None: unlimited
+    uses: int = 0
+    revoked: float | None = None
 
 
 class LeaseState(str, enum.Enum):

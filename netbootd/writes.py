@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .model import Host, Lease
+from .model import Account, Host, Lease, Token
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +62,42 @@ class TrimEvents:
     name = "trim"
 
 
-WRITE_TYPES = (HostWrite, HostDelete, LeaseWrite, EventWrite, TrimEvents)
-Write = HostWrite | HostDelete | LeaseWrite | EventWrite | TrimEvents
+@dataclass(frozen=True, slots=True)
+class AccountWrite:
+    """Insert or update an account (a copy: accounts change rarely)."""
+    account: Account
+    name = "account"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDelete:
+    """Delete an account and its tokens (it holds no hosts by then)."""
+    id: str
+    name = "account_delete"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenWrite:
+    """Insert or update an enrollment token row (a copy; the hash, never the text)."""
+    token: Token
+    name = "token"
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryWrite:
+    """One inventory document of a host (JSON text, validated), kept with history."""
+    ts: float
+    mac: str
+    doc: str
+    name = "inventory"
+
+
+WRITE_TYPES = (HostWrite, HostDelete, LeaseWrite, EventWrite, TrimEvents, AccountWrite,
+               AccountDelete, TokenWrite, InventoryWrite)
+Write = (HostWrite | HostDelete | LeaseWrite | EventWrite | TrimEvents | AccountWrite
+         | AccountDelete | TokenWrite | InventoryWrite)
+# Writes only the store cares about (no observer follows them).
+ADMIN_WRITES = (AccountWrite, AccountDelete, TokenWrite, InventoryWrite)
 
 # One encoder for every event: json.dumps() with options builds a new one per call.
 _EVENT_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str).encode
@@ -95,6 +129,6 @@ def write_mac(w) -> str | None:
         return w.host.mac
     if t is LeaseWrite:
         return w.lease.mac
-    if t is EventWrite or t is HostDelete:
+    if t is EventWrite or t is HostDelete or t is InventoryWrite:
         return w.mac
     return None

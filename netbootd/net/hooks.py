@@ -41,7 +41,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from ..config import HooksConfig
-from ..writes import EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents
+from ..writes import ADMIN_WRITES, EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents
 
 log = logging.getLogger("netbootd.hooks")
 
@@ -88,7 +88,7 @@ class Hooks(service.Service):
 
     # -- Core.observe --------------------------------------------------------------
     # Only events are reported (tests/unit/test_writes.py checks the rest is listed).
-    IGNORED_WRITES = (HostWrite, HostDelete, LeaseWrite, TrimEvents)
+    IGNORED_WRITES = (HostWrite, HostDelete, LeaseWrite, TrimEvents) + ADMIN_WRITES
 
     def observe(self, writes: list) -> None:
         """Pick the reportable events of a committed batch and queue them.

@@ -24,7 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ..writes import EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents
+from ..writes import ADMIN_WRITES, EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents
 
 log = logging.getLogger("netbootd.metrics")
 
@@ -69,7 +69,7 @@ class Metrics:
     # -- Core.observe --------------------------------------------------------------
     # Writes with nothing to count here: hosts are counted at scrape time
     # from the registry, leases from the lease table (tests/unit/test_writes.py).
-    IGNORED_WRITES = (HostWrite, HostDelete, LeaseWrite, TrimEvents)
+    IGNORED_WRITES = (HostWrite, HostDelete, LeaseWrite, TrimEvents) + ADMIN_WRITES
 
     def observe(self, writes: list) -> None:
         """Runs on the reactor thread after every committed batch: kept to a

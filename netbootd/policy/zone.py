@@ -54,7 +54,7 @@ from ..model import Host, Lease, LeaseState, normalize_mac
 from .zone_names import (_GENERATED, _octet, generated_label, reverse_name,
                          reverse_zones, sanitize_label)
 from .zone_wire import Answer, RRec, encode
-from ..writes import EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents
+from ..writes import ADMIN_WRITES, EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents
 
 __all__ = ["Zone", "Answer", "RRec", "encode", "sanitize_label", "generated_label",
            "reverse_name", "reverse_zones"]
@@ -127,7 +127,7 @@ class Zone:
     # -- changes -----------------------------------------------------------------
     # Writes that do not change names or addresses (tests/unit/test_writes.py
     # checks every write type is either followed below or listed here).
-    IGNORED_WRITES = (EventWrite, TrimEvents)
+    IGNORED_WRITES = (EventWrite, TrimEvents) + ADMIN_WRITES
 
     def apply(self, writes: Iterable, now: float | None = None) -> bool:
         """Follow a batch of store writes (leases, hosts, host deletions).

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from ..model import Host, Lease
+from ..model import Account, Host, Lease, Token
 
 
 class StoreError(RuntimeError):
@@ -51,6 +51,14 @@ class Store(Protocol):
 
     def load_leases(self) -> list[Lease]:
         """Every lease, oldest start first."""
+
+    def load_accounts(self) -> list[Account]: ...
+
+    def load_tokens(self) -> list[Token]:
+        """Every enrollment token (revoked ones too: they are history)."""
+
+    def inventory(self, mac: str, limit: int = 1) -> list[dict]:
+        """A host's inventory documents, newest first: [{"ts", "doc"}]."""
 
     # -- reads (API, CLI, lab) ------------------------------------------------
     def events(self, after: int | None, limit: int, mac: str | None = None,

@@ -13,8 +13,11 @@ import sqlite3
 import threading
 from importlib import resources
 
-from ..model import Host, HostState, Lease, LeaseState, int2ip, ip2int
-from ..writes import EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents
+from ..model import Account, Host, HostState, Lease, LeaseState, Token, int2ip, ip2int
+from ..writes import (
+    AccountDelete, AccountWrite, EventWrite, HostDelete, HostWrite, InventoryWrite, LeaseWrite,
+    TokenWrite, TrimEvents,
+)
 from .interface import BadWrite, StoreError
 
 log = logging.getLogger("netbootd.store")
@@ -53,13 +56,21 @@ _LEASE_SQL = ("INSERT INTO leases(address, network, client_key, mac, hostname, s
               "network=excluded.network, client_key=excluded.client_key, mac=excluded.mac, "
               "hostname=excluded.hostname, state=excluded.state, starts=excluded.starts, "
               "ends=excluded.ends")
-_HOST_SQL = ("INSERT INTO hosts(mac, state, arch, vendor_class, uuid, hostname, interface, "
-             "first_seen, last_seen, ip, profile, profile_args) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+_HOST_COLS = ("mac, state, arch, vendor_class, uuid, hostname, interface, first_seen, last_seen, "
+              "ip, profile, profile_args, account, ids, secret_hash, action, hw")
+_HOST_SQL = (f"INSERT INTO hosts({_HOST_COLS}) VALUES ({','.join('?' * 17)}) "
              "ON CONFLICT(mac) DO UPDATE SET "
              "state=excluded.state, arch=excluded.arch, vendor_class=excluded.vendor_class, "
              "uuid=excluded.uuid, hostname=excluded.hostname, interface=excluded.interface, "
              "last_seen=excluded.last_seen, ip=excluded.ip, profile=excluded.profile, "
-             "profile_args=excluded.profile_args")
+             "profile_args=excluded.profile_args, account=excluded.account, ids=excluded.ids, "
+             "secret_hash=excluded.secret_hash, action=excluded.action, hw=excluded.hw")
+_ACCOUNT_SQL = ("INSERT OR REPLACE INTO accounts(id, name, approval, profile, profile_args, created) "
+                "VALUES (?,?,?,?,?,?)")
+_TOKEN_SQL = ("INSERT OR REPLACE INTO tokens(id, account, hash, label, created, expires, max_uses, "
+              "uses, revoked) VALUES (?,?,?,?,?,?,?,?,?)")
+# Inventory documents kept per host (the newest): history, bounded.
+INVENTORY_PER_HOST = 20
 _EVENT_SQL = "INSERT INTO events(ts, mac, kind, detail) VALUES (?,?,?,?)"
 # Events kept per host (the newest); older ones are trimmed in the background.
 EVENTS_PER_HOST = 500
@@ -171,6 +182,7 @@ class SqliteStore:
         """Write one batch of writes (netbootd/writes.py) in one transaction;
         a TrimEvents trims old events afterwards."""
         leases, hosts, events, deleted = {}, {}, [], set()
+        admin: list = []          # accounts, tokens, inventory: rare, in order
         trim = False
         for w in batch:
             t = type(w)
@@ -184,15 +196,14 @@ class SqliteStore:
             elif t is HostWrite:
                 item = w.host
                 deleted.discard(item.mac)           # the later write in a batch wins
-                hosts[item.mac] = (item.mac, item.state.value, item.arch, item.vendor_class,
-                                   item.uuid, item.hostname, item.interface, item.first_seen,
-                                   item.last_seen, item.ip, item.profile,
-                                   json.dumps(item.profile_args, sort_keys=True))
+                hosts[item.mac] = _host_row(item)
             elif t is HostDelete:
                 hosts.pop(w.mac, None)
                 deleted.add(w.mac)
             elif t is TrimEvents:
                 trim = True
+            elif t in _ADMIN_SQL:
+                admin.append(_ADMIN_SQL[t](w))
             else:
                 raise BadWrite(f"unknown write {w!r:.80}")
         c = self.conn()
@@ -206,6 +217,9 @@ class SqliteStore:
                 c.executemany(_LEASE_SQL, leases.values())
             if events:
                 c.executemany(_EVENT_SQL, events)
+            for stmts in admin:
+                for sql, args in stmts:
+                    c.execute(sql, args)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -260,19 +274,45 @@ class SqliteStore:
     def load_hosts(self) -> list[Host]:
         return self._hosts("")
 
+    def load_accounts(self) -> list[Account]:
+        out = []
+        for r in self.query("SELECT * FROM accounts ORDER BY created, name"):
+            try:
+                args = json.loads(r["profile_args"] or "{}")
+                out.append(Account(r["id"], r["name"], r["approval"], r["profile"],
+                                   args if isinstance(args, dict) else {}, float(r["created"])))
+            except (ValueError, TypeError) as e:
+                log.warning("store: skipping unreadable account row %r: %s", tuple(r), e)
+        return out
+
+    def load_tokens(self) -> list[Token]:
+        out = []
+        for r in self.query("SELECT * FROM tokens ORDER BY created, id"):
+            try:
+                out.append(Token(r["id"], r["account"], r["hash"], r["label"],
+                                 float(r["created"]), r["expires"], r["max_uses"],
+                                 int(r["uses"]), r["revoked"]))
+            except (ValueError, TypeError) as e:
+                log.warning("store: skipping unreadable token row %r: %s", tuple(r), e)
+        return out
+
+    def inventory(self, mac: str, limit: int = 1) -> list[dict]:
+        """A host's inventory documents, newest first: [{"ts", "doc"}]."""
+        out = []
+        for r in self.query("SELECT ts, doc FROM inventory WHERE mac = ? ORDER BY id DESC "
+                            "LIMIT ?", (mac, limit)):
+            try:
+                out.append({"ts": r["ts"], "doc": json.loads(r["doc"])})
+            except ValueError:
+                log.warning("store: skipping unreadable inventory of %s", mac)
+        return out
+
     def _hosts(self, tail: str, args: tuple = ()) -> list[Host]:
         out = []
         for row in self.conn().execute(
-                "SELECT mac, state, arch, vendor_class, uuid, hostname, interface, first_seen, "
-                "last_seen, ip, profile, profile_args FROM hosts " + tail, args):
+                f"SELECT {_HOST_COLS} FROM hosts " + tail, args):
             try:
-                args = json.loads(row[11] or "{}")
-                if not isinstance(args, dict):
-                    raise ValueError("profile_args is not an object")
-                out.append(Host(str(row[0]), HostState(row[1]),
-                                None if row[2] is None else int(row[2]), row[3], row[4],
-                                row[5], row[6], float(row[7]), float(row[8]), row[9], row[10],
-                                args))
+                out.append(_host_of(row))
             except (ValueError, TypeError) as e:
                 log.warning("store: skipping unreadable host row %r: %s", row, e)
         return out
@@ -337,6 +377,56 @@ class SqliteStore:
             out.append(d)
         out.sort(key=lambda d: tuple(int(x) for x in d["address"].split(".")))
         return out
+
+
+def _json_obj(text, kind, default):
+    v = json.loads(text) if text else default
+    if not isinstance(v, kind):
+        raise ValueError(f"not a {kind.__name__}: {text!r:.40}")
+    return v
+
+
+def _host_row(h: Host) -> tuple:
+    return (h.mac, h.state.value, h.arch, h.vendor_class, h.uuid, h.hostname, h.interface,
+            h.first_seen, h.last_seen, h.ip, h.profile, json.dumps(h.profile_args, sort_keys=True),
+            h.account, json.dumps(h.ids), h.secret_hash,
+            None if h.action is None else json.dumps(h.action, sort_keys=True),
+            None if h.hw is None else json.dumps(h.hw, sort_keys=True))
+
+
+def _host_of(row) -> Host:
+    return Host(str(row[0]), HostState(row[1]), None if row[2] is None else int(row[2]),
+                row[3], row[4], row[5], row[6], float(row[7]), float(row[8]), row[9], row[10],
+                _json_obj(row[11], dict, {}), row[12], _json_obj(row[13], list, []), row[14],
+                _json_obj(row[15], dict, None) if row[15] else None,
+                _json_obj(row[16], dict, None) if row[16] else None)
+
+
+def _account_sql(w: AccountWrite) -> list:
+    a = w.account
+    return [(_ACCOUNT_SQL, (a.id, a.name, a.approval, a.profile,
+                            json.dumps(a.profile_args, sort_keys=True), a.created))]
+
+
+def _token_sql(w: TokenWrite) -> list:
+    t = w.token
+    return [(_TOKEN_SQL, (t.id, t.account, t.hash, t.label, t.created, t.expires, t.max_uses,
+                          t.uses, t.revoked))]
+
+
+def _inventory_sql(w: InventoryWrite) -> list:
+    return [("INSERT INTO inventory(mac, ts, doc) VALUES (?,?,?)", (w.mac, w.ts, w.doc)),
+            ("DELETE FROM inventory WHERE mac = ? AND id NOT IN (SELECT id FROM inventory "
+             "WHERE mac = ? ORDER BY id DESC LIMIT ?)", (w.mac, w.mac, INVENTORY_PER_HOST))]
+
+
+_ADMIN_SQL = {
+    AccountWrite: _account_sql,
+    AccountDelete: lambda w: [("DELETE FROM tokens WHERE account = ?", (w.id,)),
+                              ("DELETE FROM accounts WHERE id = ?", (w.id,))],
+    TokenWrite: _token_sql,
+    InventoryWrite: _inventory_sql,
+}
 
 
 # The name the daemon's tests and older callers import; new code opens a store

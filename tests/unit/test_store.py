@@ -215,7 +215,7 @@ def _schema(path) -> tuple:
 def test_the_schema_version_is_the_number_of_migration_files():
     from netbootd.store.sqlite import MIGRATIONS
     names = [p.name for p in _migration_files()]
-    assert names == ["0001_initial.sql", "0002_host_profiles.sql"]
+    assert names == ["0001_initial.sql", "0002_host_profiles.sql", "0003_accounts.sql"]
     assert SCHEMA_VERSION == len(names) == len(MIGRATIONS)
 
 
@@ -230,8 +230,11 @@ def test_a_database_of_the_in_code_steps_is_upgraded_to_the_same_schema(tmp_path
     """A database the in-code migrator left at any version is upgraded by the
     store to exactly what that migrator made of a new one (sqlite_master's
     text and PRAGMA user_version); so is a store created from nothing."""
-    _in_code_database(tmp_path / "in-code.sqlite3", len(_IN_CODE_SHA256))
-    expected = _schema(tmp_path / "in-code.sqlite3")
+    # The in-code steps' last version, upgraded by the later files (0003 on).
+    (tmp_path / "in-code").mkdir()
+    _in_code_database(tmp_path / "in-code" / DB_NAME, len(_IN_CODE_SHA256))
+    Store(str(tmp_path / "in-code")).close()
+    expected = _schema(tmp_path / "in-code" / DB_NAME)
     old = tmp_path / f"v{version}"
     old.mkdir()
     _in_code_database(old / DB_NAME, version)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from netbootd.model import Host, HostState, Lease, LeaseState
+from netbootd.model import Account, Host, HostState, Lease, LeaseState, Token
 from netbootd.store import BadWrite, DatabaseError, Store, open_readonly, open_store
-from netbootd.writes import (WRITE_TYPES, EventWrite, HostDelete, HostWrite, LeaseWrite,
-                             TrimEvents, event)
+from netbootd.store.sqlite import INVENTORY_PER_HOST
+from netbootd.writes import (WRITE_TYPES, AccountDelete, AccountWrite, EventWrite, HostDelete,
+                             HostWrite, InventoryWrite, LeaseWrite, TokenWrite, TrimEvents, event)
 
 MAC = "52:54:00:00:00:01"
 OTHER = "52:54:00:00:00:02"
@@ -86,7 +87,44 @@ def kinds(events: list[dict]) -> list[str]:
 
 # The write types this suite stores and loads back; a new type in writes.py
 # needs its round trip here before this test passes.
-COVERED = (HostWrite, HostDelete, LeaseWrite, EventWrite, TrimEvents)
+COVERED = (HostWrite, HostDelete, LeaseWrite, EventWrite, TrimEvents, AccountWrite,
+           AccountDelete, TokenWrite, InventoryWrite)
+
+
+def test_accounts_and_tokens_round_trip_and_delete_together(backend):
+    s = backend.open()
+    acc = Account("acc-1", "rack-a", "manual", "linux", {"kernel": "vmlinuz"}, 5.0)
+    tok = Token("tok-1", "acc-1", "f" * 64, "usb stick", 6.0, 2_000_000_000, 10, 2, None)
+    s.apply([AccountWrite(acc), TokenWrite(tok)])
+    revoked = Token(**{**tok.__dict__, "revoked": 7.0, "uses": 3})
+    s.apply([TokenWrite(revoked)])
+    s.close()
+    s = backend.open_existing()
+    assert s.load_accounts() == [acc] and s.load_tokens() == [revoked]
+    s.apply([AccountDelete("acc-1")])
+    assert s.load_accounts() == [] and s.load_tokens() == []
+
+
+def test_a_host_keeps_its_account_identity_credential_action_and_hardware(backend):
+    s = backend.open()
+    h = host(account="acc-1", ids=[["mac", MAC], ["uuid", "0a" * 4 + "-1111-2222-3333-444455556666"]],
+             secret_hash="e" * 64, action={"id": 3, "action": "wipe", "disks": ["vdb"]},
+             hw={"cores": 2, "memory_bytes": 1 << 30})
+    s.apply([HostWrite(h)])
+    s.close()
+    assert backend.open_existing().load_hosts() == [h]
+
+
+def test_inventory_history_is_newest_first_and_bounded(store):
+    for i in range(INVENTORY_PER_HOST + 5):
+        store.apply([InventoryWrite(float(i), MAC, f'{{"schema": 1, "n": {i}}}')])
+    store.apply([InventoryWrite(1.0, OTHER, '{"schema": 1}')])
+    docs = store.inventory(MAC, limit=100)
+    assert len(docs) == INVENTORY_PER_HOST
+    assert docs[0] == {"ts": float(INVENTORY_PER_HOST + 4),
+                       "doc": {"schema": 1, "n": INVENTORY_PER_HOST + 4}}
+    assert store.inventory(OTHER) == [{"ts": 1.0, "doc": {"schema": 1}}]
+    assert store.inventory("52:54:00:00:00:99") == []
 
 
 def test_the_contract_covers_every_write_type():

@@ -13,13 +13,14 @@ from twisted.internet import task
 
 import netbootd
 from netbootd import config, events
-from netbootd.model import Host, Lease, LeaseState
+from netbootd.model import Account, Host, Lease, LeaseState, Token
 from netbootd.net.hooks import Hooks
 from netbootd.net.metrics import Metrics
 from netbootd.policy.zone import Zone
 from netbootd.store.sqlite import BadWrite, Store
 from netbootd.writes import (
-    WRITE_TYPES, EventWrite, HostDelete, HostWrite, LeaseWrite, TrimEvents, event,
+    WRITE_TYPES, AccountDelete, AccountWrite, EventWrite, HostDelete, HostWrite, InventoryWrite,
+    LeaseWrite, TokenWrite, TrimEvents, event,
 )
 
 MAC = "52:54:00:77:00:10"
@@ -33,6 +34,10 @@ SAMPLES = {
     LeaseWrite: LeaseWrite(LEASE),
     EventWrite: event(1.0, MAC, "tftp.failed", file="pxelinux.0"),
     TrimEvents: TrimEvents(),
+    AccountWrite: AccountWrite(Account("acc-1", "lab", "manual", "localboot", {}, 1.0)),
+    AccountDelete: AccountDelete("acc-1"),
+    TokenWrite: TokenWrite(Token("tok-1", "acc-1", "ab" * 32, "bag", 1.0, None, 3, 1, None)),
+    InventoryWrite: InventoryWrite(2.0, MAC, '{"schema": 1}'),
 }
 
 
@@ -58,6 +63,16 @@ def test_the_store_handles_every_write_type(tmp_path, wtype):
         assert stored["leases"] == [LEASE]
     elif wtype is EventWrite:
         assert [e["kind"] for e in stored["events"]] == ["tftp.failed"]
+    elif wtype is AccountWrite:
+        assert s.load_accounts() == [SAMPLES[AccountWrite].account]
+    elif wtype is TokenWrite:
+        assert s.load_tokens() == [SAMPLES[TokenWrite].token]
+    elif wtype is InventoryWrite:
+        assert s.inventory(MAC) == [{"ts": 2.0, "doc": {"schema": 1}}]
+    elif wtype is AccountDelete:
+        s.apply([SAMPLES[AccountWrite], SAMPLES[TokenWrite]])
+        s.apply([SAMPLES[AccountDelete]])
+        assert (s.load_accounts(), s.load_tokens()) == ([], [])
     # TrimEvents: stored without error (trimming is tested in test_store.py)
     s.close()
 
