@@ -12,6 +12,7 @@ import re
 import uuid as _uuid
 
 from ..model import normalize_mac
+from .inventory import UNSAFE_CHARS
 
 KINDS = ("mac", "uuid", "serial", "board_serial")
 MAX_MACS = 64
@@ -109,8 +110,8 @@ def _text(field: str, value) -> str | None:
         raise ValueError(f"{field}: must be a string")
     if len(value) > MAX_TEXT:
         raise ValueError(f"{field}: longer than {MAX_TEXT} characters")
-    if not value.isprintable():
-        raise ValueError(f"{field}: must be printable text")
+    if UNSAFE_CHARS.search(value):
+        raise ValueError(f"{field}: must be printable text (no control characters)")
     return value.strip() or None
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import uuid as _uuid
 
 from ..model import normalize_mac
@@ -79,10 +80,13 @@ _DMI = {
 _TOP_SCALARS = {"firmware": _firmware, "secure_boot": _BOOL, "extra_truncated": _BOOL}
 
 
+# C0/C1 controls, line/paragraph separators, lone surrogates: break logs, terminals
+# or UTF-8 encoders; everything else (any script, emoji, NBSP) is kept as sent
+UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
 def _clean(s: str) -> str:
-    if s.isprintable():
-        return s
-    return "".join(c if c.isprintable() or c == " " else "\ufffd" for c in s)
+    return UNSAFE_CHARS.sub("\ufffd", s)
 
 
 def _check_tree(path: str, v, depth: int):
@@ -101,7 +105,7 @@ def _check_tree(path: str, v, depth: int):
         if len(v) > MAX_STR:
             raise InventoryError(f"{path}: longer than {MAX_STR} characters")
         return _clean(v)
-    if isinstance(v, (list, dict)) and depth >= MAX_DEPTH:
+    if isinstance(v, (list, dict)) and depth > MAX_DEPTH:
         raise InventoryError(f"{path}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(v, list):
         if len(v) > MAX_ITEMS:
