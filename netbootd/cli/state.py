@@ -10,7 +10,8 @@ from .common import add_state_args, effective_config, fmt_time, table
 
 
 def add_parser(sub) -> None:
-    st = sub.add_parser("state", help="back up, list and restore the state (db, token, config)")
+    st = sub.add_parser("state", help="back up, list and restore the state (db, admin token, "
+                                      "enrollment keys, config)")
     st.add_argument("action", choices=("backup", "list", "restore"))
     st.add_argument("-n", "--name", help="backup name (letters, digits, - _ .)")
     st.add_argument("--force", action="store_true", help="backup: overwrite a backup of that name")
@@ -72,6 +73,7 @@ def _restored(r: dict) -> None:
     if r["safety_copy"]:
         print(f"  previous database kept as {r['safety_copy']}")
     print(f"  admin token: {r['token'] or 'not in the backup, left as is'}")
+    print(f"  enrollment keys: {r.get('enroll_keys') or 'not in the backup, left as is'}")
     c = r["config"]
     if c and c["restored"]:
         print(f"  config restored to {c['path']}")

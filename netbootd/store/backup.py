@@ -6,6 +6,8 @@ directory: it holds the admin token):
     manifest.json          first member: versions, creation time, sha256 of every other member
     db/netbootd.sqlite3    a consistent snapshot taken with SQLite's online backup API
     secrets/admin.token    if the state dir has one
+    secrets/enroll-keys.json   the enrollment token signing keys, if any (without
+                           them no token on any boot medium verifies after a restore)
     config/<file>          the config file in use, if any (its path is in the manifest)
     media/index.json       name, size, sha256 of the generated media (files root, discover.img)
 
@@ -36,9 +38,10 @@ import tempfile
 import time
 
 from ..auth import admin_token as secrets
+from ..auth.enroll import KEYS_FILE
 from . import lock as statelock
 from .media_index import default_media, media_differences, media_index, sha256_file
-from .sqlite import DB_NAME, SCHEMA_VERSION
+from .sqlite import DB_NAME, SCHEMA_VERSION, private_file, private_state_dir
 
 BACKUPS_DIR = "backups"
 SUFFIX = ".tar.gz"
@@ -47,6 +50,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DB_MEMBER = "db/" + DB_NAME
 TOKEN_MEMBER = "secrets/" + secrets.TOKEN_FILE
+KEYS_MEMBER = "secrets/" + KEYS_FILE
+_SECRET_ROLES = ("token", "enroll-keys")   # restored 0600
 MEDIA_MEMBER = "media/index.json"
 _MAX_MANIFEST = 1 << 20
 # Letters, digits, '-', '_', '.'; starting with a letter or digit (so never
@@ -173,6 +178,9 @@ def backup(state_dir: str, name: str, *, config_path: str | None = None,
         tok = secrets.token_path(state_dir)
         if os.path.isfile(tok):
             members.append((TOKEN_MEMBER, "token", tok))
+        keys = os.path.join(state_dir, KEYS_FILE)
+        if os.path.isfile(keys):
+            members.append((KEYS_MEMBER, "enroll-keys", keys))
         config = None
         if config_path:
             config_path = os.path.abspath(config_path)
@@ -191,7 +199,7 @@ def backup(state_dir: str, name: str, *, config_path: str | None = None,
         staged = []
         for member, role, path in members:
             with open(path, "rb") as f:
-                data = f.read() if role in ("token", "config") else None
+                data = f.read() if role in ("config", *_SECRET_ROLES) else None
             if data is not None:
                 path = os.path.join(staging, role)
                 _new_private_file(path)
@@ -406,6 +414,8 @@ def restore(state_dir: str, name: str, *, restore_config: bool = False,
     if not os.path.isfile(path):
         raise BackupError(f"no backup {name!r} ({path})")
     now = time.time() if now is None else now
+    private_state_dir(state_dir)
+    private_file(path, create=False)     # an archive copied in by hand: it holds secrets
     with statelock.acquire(state_dir):
         staging = tempfile.mkdtemp(prefix=".restore-", dir=state_dir)   # same fs: rename
         try:
@@ -442,6 +452,11 @@ def restore(state_dir: str, name: str, *, restore_config: bool = False,
             if "token" in staged:
                 _install(staged["token"], secrets.token_path(state_dir), 0o600)
                 result["token"] = secrets.token_path(state_dir)
+            result["enroll_keys"] = None
+            if "enroll-keys" in staged:
+                keys = os.path.join(state_dir, KEYS_FILE)
+                _install(staged["enroll-keys"], keys, 0o600)
+                result["enroll_keys"] = keys
 
             cfg = m.get("config")
             result["config"] = None

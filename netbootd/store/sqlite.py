@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import threading
 from importlib import resources
 
@@ -23,6 +24,43 @@ from .interface import BadWrite, StoreError
 log = logging.getLogger("netbootd.store")
 
 DB_NAME = "netbootd.sqlite3"
+
+
+def private_state_dir(state_dir: str) -> None:
+    """Make the state dir 0700 (it holds the database, tokens' hashes, agent
+    secrets, the admin token): created so, or tightened when it is ours and looser
+    (with a warning); someone else's is left alone, with a warning."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    st = os.stat(state_dir)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode == 0o700:
+        return
+    if st.st_uid != os.geteuid():
+        if mode & 0o077:
+            log.warning("state dir %s is mode %04o and owned by uid %d, not us: left as is; "
+                        "make it 0700", state_dir, mode, st.st_uid)
+        return
+    os.chmod(state_dir, 0o700)
+    if mode & 0o077:
+        log.warning("state dir %s was mode %04o: tightened to 0700", state_dir, mode)
+
+
+def private_file(path: str, create: bool = True) -> None:
+    """`path` 0600: created empty so (whatever the umask), or tightened with a
+    warning.  SQLite gives the -wal/-shm/-journal files it creates the mode of
+    the database file, so a 0600 database keeps them 0600 too."""
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        return
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o077:
+            os.fchmod(fd, 0o600)
+            log.warning("%s was mode %04o: tightened to 0600", path, mode)
+    finally:
+        os.close(fd)
 
 
 def load_migrations() -> list[str]:
@@ -116,8 +154,11 @@ class SqliteStore:
         self.path = os.path.join(state_dir, DB_NAME)
         self.sync = sync
         self._local = threading.local()
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        private_state_dir(state_dir)
+        private_file(self.path)          # 0600 before SQLite opens it (never the umask's)
         self.migrate()
+        for suffix in ("-wal", "-shm"):  # an older netbootd's, made with the umask's mode
+            private_file(self.path + suffix, create=False)
 
     @staticmethod
     def exists(state_dir: str) -> bool:
