@@ -1,20 +1,21 @@
-"""Assemble the netbootd *discover initrd*: busybox + our init + the guest's NIC modules.
+"""Assemble the netbootd *discover initrd*: busybox + our agent + the guest's drivers.
 
 Contents (a gzip'ed cpio newc archive the kernel unpacks as its initramfs):
 
     /init, /etc/udhcpc.script        from iso_builder/agent/ (package data)
+    /lib/netbootd/*.sh, json.awk     the agent's helpers, sourced by /init
+    /usr/sbin/kexec + its libraries  optional (iso_builder/kexec.py): `boot` actions kexec
     /bin/busybox + applet symlinks   a *static* busybox (Debian's busybox-static)
-    /lib/modules/<kver>/...ko        NIC drivers and their dependencies, decompressed
+    /lib/modules/<kver>/...ko        NIC and disk drivers (DEFAULT_MODULES) + deps, decompressed
     /etc/netbootd/modules            those module paths in load order (init insmods them)
     /etc/netbootd/kernel-version     <kver>, so init can warn about a kernel mismatch
     /etc/netbootd/server             optional default server URL (command line wins)
     /dev/console c 5 1, /dev/null c 1 3   the kernel opens /dev/console before /init runs
 
-Blocking (reads files): the daemon calls it off the reactor thread, with fetch=False.
-Only the install step and the command line (``netbootd initrd build``,
-``python -m iso_builder.initrd --out FILE``) pass fetch=True, which may run
-``apt-get download busybox-static`` once when no static busybox is installed:
-a running daemon never fetches packages.
+Blocking: the daemon calls it off the reactor thread, with fetch=False.  Only the
+install step and ``netbootd initrd build`` / ``python -m iso_builder.initrd`` pass
+fetch=True, which may ``apt-get download`` busybox-static and kexec-tools once (into
+the cache, never installed): a running daemon never fetches packages.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import debs
+from . import kexec as kexec_mod
 from .cpio import Archive, gzip_bytes
 
 # The agent's sources (init, udhcpc.script) are package data of iso_builder,
@@ -43,14 +46,18 @@ MODULES_ROOT = Path("/lib/modules")
 SYSTEM_BUSYBOX = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 BOOT_DIR = Path("/boot")
 
-DEFAULT_MODULES = ("virtio_net", "e1000")
+DEFAULT_MODULES = ("virtio_net", "e1000", "virtio_blk", "virtio_scsi", "ahci", "sd_mod", "nvme")
 # modules.dep lists symbol dependencies only.  A virtio NIC also needs its PCI
 # transport, which virtio_net does not import symbols from: without virtio_pci
 # the virtio device is never created and virtio_net binds to nothing.
-COMPANIONS = {"virtio_net": ("virtio_pci",), "virtio_blk": ("virtio_pci",)}
+COMPANIONS = {"virtio_net": ("virtio_pci",), "virtio_blk": ("virtio_pci",),
+              "virtio_scsi": ("virtio_pci",)}
 
 # (source file in agent/, path in the archive, mode)
-SOURCES = (("init", "init", 0o755), ("udhcpc.script", "etc/udhcpc.script", 0o755))
+SOURCES = (("init", "init", 0o755), ("udhcpc.script", "etc/udhcpc.script", 0o755),
+           ("lib.sh", "lib/netbootd/lib.sh", 0o644), ("json.awk", "lib/netbootd/json.awk", 0o644),
+           ("inventory.sh", "lib/netbootd/inventory.sh", 0o644),
+           ("actions.sh", "lib/netbootd/actions.sh", 0o644))
 
 
 class InitrdError(RuntimeError):
@@ -226,28 +233,15 @@ def _fetch_busybox_static(dest: Path) -> Path:
     Not `apt-get install`: Debian's busybox-static conflicts with the dynamic
     busybox package other tests use, so we only unpack it into our cache.
     """
-    for tool in ("apt-get", "dpkg"):
-        if shutil.which(tool) is None:
-            raise InitrdError(f"no static busybox found and no {tool} to fetch busybox-static")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        os.chmod(tmp, 0o755)  # lets apt's _apt sandbox user write the .deb
-        r = subprocess.run(["apt-get", "download", "-q", "busybox-static"], cwd=tmp,
-                           capture_output=True, text=True, timeout=300)
-        debs = list(Path(tmp).glob("busybox-static_*.deb"))
-        if r.returncode != 0 or not debs:
-            raise InitrdError(f"apt-get download busybox-static failed: {r.stderr.strip()}")
-        unpacked = Path(tmp) / "root"
-        r = subprocess.run(["dpkg", "-x", str(debs[0]), str(unpacked)],
-                           capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise InitrdError(f"dpkg -x {debs[0].name}: {r.stderr.strip()}")
-        try:
-            os.replace(unpacked, dest)
-        except OSError:
-            if not (dest / "bin" / "busybox").is_file():  # a concurrent build won the race
-                raise
-    return dest / "bin" / "busybox"
+    try:
+        debs.require_tools("apt-get", "dpkg", what="busybox-static (no static busybox found)")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            found = debs.download(["busybox-static"], Path(tmp))
+            debs.unpack(found[0], Path(tmp) / "root")
+            return debs.publish(Path(tmp) / "root", dest, "bin/busybox")
+    except debs.DebError as e:
+        raise InitrdError(str(e)) from None
 
 
 def find_busybox(fetch: bool = False) -> Path:
@@ -297,8 +291,10 @@ _URL_RE = re.compile(r"^https?://[^\s\"'\\`$]+$")
 
 def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES,
                   server_url: str | None = None, source_dir: Path = INITRD_SRC,
-                  modules_root: Path = MODULES_ROOT) -> tuple[Archive, dict]:
-    """The initrd as an Archive, plus facts about it (no file written)."""
+                  modules_root: Path = MODULES_ROOT,
+                  kexec: Path | None = None) -> tuple[Archive, dict]:
+    """The initrd as an Archive, plus facts about it (no file written).
+    kexec: Debian's kexec binary, packed with its libraries (None: no kexec)."""
     kdir = modules_root / kernel_version
     dep_file = kdir / "modules.dep"
     if not dep_file.is_file():
@@ -314,7 +310,7 @@ def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES
 
     a = Archive()
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc/netbootd", "proc", "sys", "dev",
-              "run", "var", f"lib/modules/{kernel_version}"):
+              "run", "var", "lib/netbootd", f"lib/modules/{kernel_version}"):
         a.add_dir(d)
     a.add_dir("tmp", 0o1777)
     a.add_dir("root", 0o700)
@@ -334,6 +330,13 @@ def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES
         if not p.is_file():
             raise InitrdError(f"{p} is missing")
         a.add_file(dst, p.read_bytes(), mode)
+
+    if kexec is not None:
+        try:
+            for path, data, mode in kexec_mod.files_for_initrd(kexec):
+                a.add_file(path, data, mode)   # parents are added implicitly
+        except (OSError, kexec_mod.KexecError) as e:
+            raise InitrdError(f"kexec: {e}") from None
 
     loaded = []
     for rel in order:
@@ -355,6 +358,7 @@ def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES
         "applets": len(applets),
         "entries": len(a),
         "server_url": server_url,
+        "kexec": str(kexec) if kexec is not None else None,
     }
     return a, info
 
@@ -362,17 +366,19 @@ def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES
 def build_discover_initrd(out_path, *, kernel_version: str | None = None,
                           modules=DEFAULT_MODULES, server_url: str | None = None,
                           busybox: Path | str | None = None, compress: bool = True,
-                          fetch: bool = False) -> dict:
+                          fetch: bool = False, kexec: Path | str | None | bool = True) -> dict:
     """Write the discover initrd (gzip'ed newc cpio) to `out_path`; returns facts about it.
 
     kernel_version defaults to the newest kernel that has both /boot/vmlinuz-<kver>
     and /lib/modules/<kver>; the initrd only works with that kernel.  fetch: may
-    apt-get download busybox-static when none is installed (never from the daemon).
+    apt-get download busybox-static / kexec-tools when not installed (never from the
+    daemon).  kexec: True finds it (iso_builder.kexec), a path uses it, None/False: none.
     """
     kver = kernel_version or default_kernel_version()
     bb = Path(busybox) if busybox else find_busybox(fetch)
+    kx = find_kexec(fetch) if kexec is True else (Path(kexec) if kexec else None)
     archive, info = build_archive(kernel_version=kver, busybox=bb, modules=modules,
-                                  server_url=server_url)
+                                  server_url=server_url, kexec=kx)
     raw = archive.to_bytes()
     data = gzip_bytes(raw) if compress else raw
     out = Path(out_path)
@@ -390,7 +396,17 @@ def build_discover_initrd(out_path, *, kernel_version: str | None = None,
     return info
 
 
-def _inputs(kernel_version: str, busybox: Path, modules, server_url: str | None) -> dict:
+def find_kexec(fetch: bool = False) -> Path | None:
+    """Debian's kexec (iso_builder.kexec), or None: the initrd is still useful without it."""
+    try:
+        return kexec_mod.find_kexec(cache_dir(), fetch)
+    except kexec_mod.KexecError as e:
+        print(f"initrd: no kexec in the initrd (boot actions reboot): {e}", file=sys.stderr)
+        return None
+
+
+def _inputs(kernel_version: str, busybox: Path, modules, server_url: str | None,
+            kexec: Path | None) -> dict:
     """Everything the (deterministic) image depends on, cheaply: file
     identities for the big inputs, content hashes for our small sources."""
     def ident(p: Path) -> list:
@@ -400,6 +416,7 @@ def _inputs(kernel_version: str, busybox: Path, modules, server_url: str | None)
         "kernel_version": kernel_version,
         "modules_dep": ident(MODULES_ROOT / kernel_version / "modules.dep"),
         "busybox": ident(busybox),
+        "kexec": ident(kexec) if kexec is not None else None,
         "sources": {src: hashlib.sha256((INITRD_SRC / src).read_bytes()).hexdigest()
                     for src, _, _ in SOURCES},
         "modules": list(modules),
@@ -411,14 +428,14 @@ def ensure_discover_initrd(out_path, *, modules=DEFAULT_MODULES,
                            server_url: str | None = None, fetch: bool = False) -> dict:
     """The discover initrd at `out_path`, built only when its inputs changed
     since the last build (recorded beside it in <out_path>.json) or the image
-    no longer matches its recorded sha256.  A daemon restart then costs a
-    hash of ~1 MB instead of a rebuild competing with the serving core.
+    no longer matches its recorded sha256 (a restart costs a hash, not a rebuild).
     fetch=False (the daemon): a missing busybox is an InitrdError, no apt-get."""
     out = Path(out_path)
     side = out.with_name(out.name + ".json")
     kver = default_kernel_version()
     bb = find_busybox(fetch)
-    inputs = _inputs(kver, bb, modules, server_url)
+    kx = find_kexec(fetch)
+    inputs = _inputs(kver, bb, modules, server_url, kx)
     try:
         rec = json.loads(side.read_text())
         info = rec["info"]
@@ -429,7 +446,7 @@ def ensure_discover_initrd(out_path, *, modules=DEFAULT_MODULES,
     except (OSError, ValueError, KeyError, TypeError):
         pass
     info = build_discover_initrd(out, kernel_version=kver, modules=modules,
-                                 server_url=server_url, busybox=bb)
+                                 server_url=server_url, busybox=bb, kexec=kx)
     tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"inputs": inputs, "info": info}, indent=1, default=str))
     os.replace(tmp, side)

@@ -13,6 +13,10 @@ want=${1:-run}
 # machine without a spare NIC) boots: qemu, SeaBIOS/iPXE ROMs, OVMF, a Debian
 # kernel for the discover agent, a static busybox for its initrd, dnsmasq for
 # the proxy-mode lab.  busybox-static replaces busybox (same applets, static).
+# kexec-tools is deliberately NOT installed (installed, it could arm kexec for
+# this machine's own reboots): `netbootd initrd build` below apt-get downloads it
+# and the Xen libraries its binary links, unpacks them (dpkg -x) into the cache
+# and packs /sbin/kexec with its libraries into the agent's initrd.
 RUNTIME_DEBS="python3 python3-venv iproute2 ipxe ipxe-qemu qemu-system-x86 ovmf linux-image-amd64
  busybox-static dnsmasq-base"
 # Tests: real peers (perfdhcp/Kea, dnsmasq, udhcpc from busybox-static, curl,

@@ -8,8 +8,10 @@ Topology (every address lives only inside namespaces this test creates, 10.79.x.
 
 qemu runs inside the wire namespace: `-netdev tap,ifname=<tap>` attaches to the tap
 created there.  The guest loads its NIC driver from the initrd, gets an address from
-dnsmasq, POSTs {"mac","ip","uuid"} to /api/v1/agent/register, polls /api/v1/agent/next
-(the recorder answers 404 first, then {"action": "poweroff"}) and powers off, so qemu
+dnsmasq, POSTs {"mac","ip","uuid","ids"} to /api/v1/agent/register (the recorder
+answers with an agent secret, as netbootd does: docs/agent-protocol.md), posts its
+inventory, polls /api/v1/agent/next with that secret (the recorder answers 404 first,
+then "wait", then a "poweroff" action), reports the action and powers off, so qemu
 exits by itself.  Everything (qemu by PID, dnsmasq, the recorder, the namespaces) is
 torn down on every path by the Lab.
 
@@ -44,6 +46,7 @@ HTTP_PORT = 8080
 RECORDER = textwrap.dedent(r'''
     """Records every request as one JSON line; answers like netbootd's agent API."""
     import json, sys, threading
+    SECRET = "nba1.525400770010.recorder-secret"
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import urlsplit, parse_qs
 
@@ -58,7 +61,8 @@ RECORDER = textwrap.dedent(r'''
             u = urlsplit(self.path)
             rec = {"method": self.command, "path": u.path, "query": parse_qs(u.query),
                    "content_type": self.headers.get("Content-Type"),
-                   "body": body.decode("utf-8", "replace"), "client": self.client_address[0]}
+                   "body": body.decode("utf-8", "replace"), "client": self.client_address[0],
+                   "auth": self.headers.get("Authorization")}
             with lock, open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             return u
@@ -73,27 +77,39 @@ RECORDER = textwrap.dedent(r'''
 
         def do_POST(self):
             n = int(self.headers.get("Content-Length") or 0)
-            u = self._record(self.rfile.read(n))
+            self.body = self.rfile.read(n)
+            u = self._record(self.body)
             if u.path == "/api/v1/agent/register":
+                mac = json.loads(self.body)["mac"]
+                self._reply(200, {"mac": mac, "state": "registered", "account": None,
+                                  "secret": SECRET, "poll": {"interval": 1, "max": 2}})
+            elif self.headers.get("Authorization") != "Agent " + SECRET:
+                self._reply(401, {"error": "no valid agent secret"})
+            elif u.path == "/api/v1/agent/inventory":
+                json.loads(self.body)
+                self._reply(200, {"stored": True, "changed": True})
+            elif u.path == "/api/v1/agent/report":
                 self._reply(200, {"ok": True})
             else:
                 self._reply(404, {"error": "not found"})
 
         def do_GET(self):
             u = self._record(b"")
-            if u.path == "/api/v1/agent/register":   # the GET fallback form
-                self._reply(200, {"ok": True})
-            elif u.path == "/api/v1/agent/next":
+            if u.path != "/api/v1/agent/next":
+                self._reply(404, {"error": "not found"})
+            elif self.headers.get("Authorization") != "Agent " + SECRET:
+                self._reply(401, {"error": "no valid agent secret"})
+            else:
                 with lock:
                     next_calls[0] += 1
-                    first = next_calls[0] == 1
-                # First poll: 404, as before netbootd has the endpoint; then: power off.
-                if first:
+                    n = next_calls[0]
+                # 404 as from a netbootd without the endpoint, a wait, then power off.
+                if n == 1:
                     self._reply(404, {"error": "not yet"})
+                elif n == 2:
+                    self._reply(200, {"action": "wait", "id": None, "poll": 1})
                 else:
-                    self._reply(200, {"action": "poweroff"})
-            else:
-                self._reply(404, {"error": "not found"})
+                    self._reply(200, {"action": "poweroff", "id": 5, "poll": 1})
 
         def log_message(self, fmt, *args):
             sys.stderr.write("http: " + fmt % args + "\n")
@@ -165,10 +181,11 @@ def _tail(path: Path, n: int = 40) -> str:
 def test_guest_gets_dhcp_address_and_registers_mac_ip_uuid(guest, tmp_path, nic, octet,
                                                            server_arg):
     """A kernel booted in qemu with the discover initrd loads its NIC driver, leases an
-    address from the lab's DHCP server, POSTs its MAC, IP and SMBIOS UUID (lower case)
-    to netbootd.server's /api/v1/agent/register (without netbootd.server=: to the DHCP
-    server id on port 8080), tolerates a 404 from /agent/next, obeys its poweroff
-    answer and powers off (qemu exits by itself)."""
+    address from the lab's DHCP server, POSTs its MAC, IP, SMBIOS UUID (lower case) and
+    identifiers to netbootd.server's /api/v1/agent/register (without netbootd.server=:
+    to the DHCP server id on port 8080), posts its inventory and polls /agent/next with
+    the secret it got, tolerates a 404 and a wait, reports the poweroff action it is
+    given and powers off (qemu exits by itself)."""
     net = ipaddress.ip_network(f"10.79.{octet}.0/24")
     srv_ip = str(net[1])
     lo, hi = net[100], net[150]
@@ -253,21 +270,35 @@ def test_guest_gets_dhcp_address_and_registers_mac_ip_uuid(guest, tmp_path, nic,
         assert reg["method"] == "POST", reg
         assert reg["content_type"] == "application/json", reg
         body = json.loads(reg["body"])
-        assert set(body) == {"mac", "ip", "uuid"}, body
+        assert set(body) == {"mac", "ip", "uuid", "ids"}, body     # no token: none given
         assert body["mac"] == GUEST_MAC
+        assert body["ids"]["macs"] == [GUEST_MAC] and body["ids"]["uuid"] == GUEST_UUID
         assert body["uuid"] == GUEST_UUID            # lower case, as dmidecode prints it
         ip = ipaddress.ip_address(body["ip"])
         assert lo <= ip <= hi, f"{ip} is not from the dnsmasq range {lo}-{hi}"
         assert reg["client"] == body["ip"], "registration did not come from the leased address"
 
+        secret = "Agent nba1.525400770010.recorder-secret"
+        assert reg["auth"] is None, "the registration must not carry a secret"
+        later = [r for r in records if r is not reg]
+        assert later and all(r["auth"] == secret for r in later), later
         nexts = [r for r in records if r["path"] == "/api/v1/agent/next"]
-        assert len(nexts) >= 2, f"agent stopped polling after the 404: {records}{diag}"
-        assert all(r["query"].get("mac") == [GUEST_MAC] for r in nexts), nexts
+        assert len(nexts) == 3, f"expected 404, wait, poweroff: {records}{diag}"
+        inv = [json.loads(r["body"]) for r in records if r["path"] == "/api/v1/agent/inventory"]
+        assert len(inv) == 1, records
+        driver = "e1000" if nic == "e1000" else "virtio_net"
+        assert [(n["mac"], n["driver"]) for n in inv[0]["nics"]] == [(GUEST_MAC, driver)]
+        assert inv[0]["dmi"]["system"]["uuid"] == GUEST_UUID and inv[0]["firmware"] == "bios"
+        reports = [json.loads(r["body"]) for r in records if r["path"] == "/api/v1/agent/report"]
+        assert [(r["id"], r["action"], r["status"]) for r in reports] == [
+            (5, "poweroff", "started"), (5, "poweroff", "done")], reports
 
         assert re.search(rf"^NETBOOTD-AGENT: registered mac={GUEST_MAC} ip={re.escape(str(ip))} "
-                         rf"uuid={GUEST_UUID} server=http://{re.escape(srv_ip)}:{HTTP_PORT}\r?$",
+                         rf"uuid={GUEST_UUID} host={GUEST_MAC} state=registered account= "
+                         rf"token=no server=http://{re.escape(srv_ip)}:{HTTP_PORT}\r?$",
                          text, re.M), diag
-        assert "NETBOOTD-AGENT: next action=poweroff" in text, diag
+        assert "NETBOOTD-AGENT: inventory posted" in text, diag
+        assert "NETBOOTD-AGENT: next action=poweroff id=5" in text, diag
         assert "NETBOOTD-AGENT: FAILED" not in text, diag
         assert GUEST_MAC in (tmp_path / "dnsmasq.leases").read_text()
 
@@ -297,7 +328,7 @@ def test_initrd_is_small_deterministic_and_loads_modules_after_their_dependencie
                                           busybox=busybox)
     assert i1["sha256"] == i2["sha256"]
     assert (tmp_path / "a.img").read_bytes() == (tmp_path / "b.img").read_bytes()
-    assert i1["size"] < 3 * 1024 * 1024, i1["size"]
+    assert i1["size"] < 6 * 1024 * 1024, i1["size"]     # ~3 MB with kexec and disk drivers
 
     entries = {e.name: e for e in read_archive((tmp_path / "a.img").read_bytes())}
     assert entries["init"].is_file and entries["init"].perm == 0o755
@@ -305,8 +336,11 @@ def test_initrd_is_small_deterministic_and_loads_modules_after_their_dependencie
     assert (entries["dev/console"].rdevmajor, entries["dev/console"].rdevminor) == (5, 1)
     assert (entries["dev/null"].rdevmajor, entries["dev/null"].rdevminor) == (1, 3)
     assert entries["etc/udhcpc.script"].perm == 0o755
+    for src in ("lib.sh", "json.awk", "inventory.sh", "actions.sh"):
+        assert entries[f"lib/netbootd/{src}"].is_file, src
     for applet in ("sbin/udhcpc", "usr/bin/wget", "sbin/insmod", "sbin/poweroff", "bin/sh",
-                   "usr/bin/timeout", "sbin/ip", "usr/bin/tr", "bin/sed"):
+                   "usr/bin/timeout", "sbin/ip", "usr/bin/tr", "bin/sed", "usr/bin/nc", "usr/bin/awk",
+                   "bin/dd", "usr/bin/cmp", "usr/bin/blkdiscard", "sbin/blockdev", "usr/bin/od"):
         assert entries[applet].link_target == "/bin/busybox", applet
     assert "etc/netbootd/server" not in entries
 
