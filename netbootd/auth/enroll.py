@@ -103,10 +103,11 @@ def _keys_path(state_dir: str) -> str:
     return os.path.join(state_dir, KEYS_FILE)
 
 
-def _write_private(path: str, data: bytes, *, exclusive: bool) -> bool:
+def _write_private(path: str, data: bytes, *, exclusive: bool) -> tuple | None:
     """Write `data` to `path` with mode 0600, atomically: a 0600 temp file, fsync,
-    then rename (or link when `exclusive`: returns False when `path` already
-    exists, so two first starts racing never clobber each other's keys)."""
+    then rename (or link when `exclusive`: returns None when `path` already
+    exists, so two first starts racing never clobber each other's keys).
+    Returns the written file's stamp (rename and link keep inode and mtime)."""
     d = os.path.dirname(path) or "."
     tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -115,13 +116,14 @@ def _write_private(path: str, data: bytes, *, exclusive: bool) -> bool:
             os.write(fd, data)
             os.fchmod(fd, 0o600)          # whatever the umask was
             os.fsync(fd)
+            stamp = _stamp(os.fstat(fd))
         finally:
             os.close(fd)
         if exclusive:
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                return False
+                return None
         else:
             os.replace(tmp, path)
             tmp = ""
@@ -133,7 +135,11 @@ def _write_private(path: str, data: bytes, *, exclusive: bool) -> bool:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    return True
+    return stamp
+
+
+def _stamp(st: os.stat_result) -> tuple:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _new_kid(taken) -> str:
@@ -152,6 +158,7 @@ class KeyRing:
             raise ValueError(f"current key {current!r} is not in the ring")
         self.keys = dict(keys)
         self.current = current
+        self.stamp: tuple | None = None     # (inode, size, mtime_ns) of the file read
 
     # -- files --
 
@@ -163,16 +170,19 @@ class KeyRing:
         path = _keys_path(state_dir)
         fd = os.open(path, os.O_RDONLY)
         with os.fdopen(fd, "rb") as f:
-            mode = os.fstat(fd).st_mode & 0o777
+            st = os.fstat(fd)
+            mode = st.st_mode & 0o777
             if mode & 0o077:
                 os.fchmod(fd, 0o600)
                 log.warning("%s had mode %04o: tightened to 0600 (it holds signing keys)",
                             path, mode)
             raw = f.read(1 << 20)
         try:
-            return cls._parse(raw)
+            ring = cls._parse(raw)
         except (ValueError, TypeError, KeyError) as e:
             raise ValueError(f"{path}: not a valid enrollment key file ({e})") from None
+        ring.stamp = _stamp(st)
+        return ring
 
     @classmethod
     def _parse(cls, raw: bytes) -> "KeyRing":
@@ -205,10 +215,25 @@ class KeyRing:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         kid = _new_kid(())
         ring = cls({kid: secrets.token_bytes(KEY_BYTES)}, kid)
-        if _write_private(_keys_path(state_dir), ring._dump(), exclusive=True):
+        ring.stamp = _write_private(_keys_path(state_dir), ring._dump(), exclusive=True)
+        if ring.stamp is not None:
             log.info("created enrollment signing key %s in %s", kid, state_dir)
             return ring
         return cls.load(state_dir)     # another process made it first
+
+    def refresh(self, state_dir: str) -> bool:
+        """Re-read the file when another process (`tokens` CLI rotation) changed
+        it; True when the keys were reloaded.  One stat() when nothing changed.
+        A damaged or missing file keeps the keys in memory (and raises nothing)."""
+        try:
+            if _stamp(os.stat(_keys_path(state_dir))) == self.stamp:
+                return False
+            disk = KeyRing.load(state_dir)
+        except (OSError, ValueError) as e:
+            log.warning("enrollment keys not reloaded: %s", e)
+            return False
+        self.keys, self.current, self.stamp = disk.keys, disk.current, disk.stamp
+        return True
 
     def _reload(self, state_dir: str) -> None:
         """Take the file's keys (another process may have rotated) before a change."""
@@ -216,7 +241,7 @@ class KeyRing:
             disk = KeyRing.load(state_dir)
         except FileNotFoundError:
             return
-        self.keys, self.current = disk.keys, disk.current
+        self.keys, self.current, self.stamp = disk.keys, disk.current, disk.stamp
 
     def rotate(self, state_dir: str) -> str:
         """Add a new key that signs from now on; older keys keep verifying.
@@ -225,7 +250,7 @@ class KeyRing:
         kid = _new_kid(self.keys)
         keys = {**self.keys, kid: secrets.token_bytes(KEY_BYTES)}
         new = KeyRing(keys, kid)
-        _write_private(_keys_path(state_dir), new._dump(), exclusive=False)
+        self.stamp = _write_private(_keys_path(state_dir), new._dump(), exclusive=False)
         self.keys, self.current = new.keys, new.current
         log.info("enrollment signing key rotated: %s signs new tokens", kid)
         return kid
@@ -240,7 +265,7 @@ class KeyRing:
             raise ValueError(f"key {kid} signs new tokens: rotate before retiring it")
         keys = {k: v for k, v in self.keys.items() if k != kid}
         new = KeyRing(keys, self.current)
-        _write_private(_keys_path(state_dir), new._dump(), exclusive=False)
+        self.stamp = _write_private(_keys_path(state_dir), new._dump(), exclusive=False)
         self.keys = new.keys
         log.info("enrollment signing key %s retired", kid)
 

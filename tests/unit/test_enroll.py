@@ -92,6 +92,25 @@ def test_rotate_keeps_a_key_another_process_added(state, ring):
     assert {k1, k2} <= set(KeyRing.load_or_create(state).keys)
 
 
+def test_refresh_picks_up_another_process_rotation(state, ring, caplog):
+    """A running daemon's ring sees a rotation made by the CLI; nothing changed
+    costs one stat; a damaged file keeps the keys in memory."""
+    assert ring.refresh(state) is False
+    tok_old = enroll.make_token(ring, "acme", "tok-aaaaaaaaaa", None)
+    cli = KeyRing.load_or_create(state)
+    kid = cli.rotate(state)
+    tok_new = enroll.make_token(cli, "acme", "tok-bbbbbbbbbb", None)
+    with pytest.raises(TokenError, match="unknown signing key"):
+        enroll.verify_token(ring, tok_new, NOW)
+    assert ring.refresh(state) is True and ring.current == kid
+    assert ring.refresh(state) is False
+    assert enroll.verify_token(ring, tok_new, NOW) and enroll.verify_token(ring, tok_old, NOW)
+    with open(os.path.join(state, enroll.KEYS_FILE), "w") as f:
+        f.write("garbage")
+    assert ring.refresh(state) is False and ring.current == kid
+    assert "not reloaded" in caplog.text
+
+
 def test_the_current_key_cannot_be_retired(state, ring):
     with pytest.raises(ValueError, match="rotate"):
         ring.retire(state, ring.current)
