@@ -165,10 +165,10 @@ inv_disks() {
     ro=$(rd "$b/ro")
     [ $first = 1 ] || printf ','
     first=0
-    printf '{"name":%s,"bytes":%s,"model":%s,"serial":%s,"rotational":%s,"transport":%s,"readonly":%s}' \
+    printf '{"name":%s,"bytes":%s,"model":%s,"serial":%s,"rotational":%s,"transport":%s,' \
       "$(jstr "$name")" "$(jnum $((sectors * 512)))" "$(jstr "$(rd "$b/device/model")")" \
-      "$(jstr "$(disk_serial "$b")")" "$(jbool "$rot")" "$(jstr "$(disk_transport "$path")")" \
-      "$(jbool "$ro")"
+      "$(jstr "$(disk_serial "$b")")" "$(jbool "$rot")" "$(jstr "$(disk_transport "$path")")"
+    printf '"readonly":%s,"removable":%s}' "$(jbool "$ro")" "$(jbool "$(rd "$b/removable")")"
   done
   printf ']'
 }
@@ -193,10 +193,10 @@ inv_nics() {
     case "$speed" in ''|*[!0-9]*|0) speed="" ;; esac
     [ $first = 1 ] || printf ','
     first=0
-    printf '{"name":%s,"mac":%s,"driver":%s,"link":%s,"speed":%s}' \
+    printf '{"name":%s,"mac":%s,"driver":%s,"link":%s,"speed":%s,"mtu":%s}' \
       "$(jstr "$n")" "$(jstr "$(rd "$p/address" | tr 'A-F' 'a-f')")" \
       "$(jstr "$(printf '%s' "$drv" | tr -cd '\040-\176')")" \
-      "$(jbool "$(rd "$p/carrier")")" "$(jnum "$speed")"
+      "$(jbool "$(rd "$p/carrier")")" "$(jnum "$speed")" "$(jnum "$(rd "$p/mtu")")"
   done
   printf ']'
 }
