@@ -65,14 +65,29 @@ CATALOG: dict[str, Kind] = {k.name: k for k in (
     Kind("host.assign", "an admin assigned a boot profile"),
     Kind("host.hostname", "an admin renamed a host"),
     Kind("host.deleted", "an admin deleted a host"),
+    # Accounts, tokens, the agent (registry/accounts.py, registry/agent.py).  Tokens
+    # appear by id only, never their text.
+    Kind("account.created", "an admin created an account", shown=False),
+    Kind("account.changed", "an admin changed an account's approval or profile", shown=False),
+    Kind("account.deleted", "an admin deleted an account (and its tokens)", shown=False),
+    Kind("token.created", "an admin created an enrollment token (its id)", shown=False),
+    Kind("token.revoked", "an admin revoked an enrollment token", shown=False,
+         reportable=True),
+    Kind("agent.refused", "an agent call refused (bad, unknown, expired, revoked or used-up "
+         "token; a re-registration from an unknown address)", failure=True, reportable=True),
+    Kind("host.conflict", "a token of one account tried to take a host of another",
+         failure=True, reportable=True),
+    Kind("host.account", "a host joined or moved between accounts"),
+    Kind("host.merged", "another NIC's MAC of this host folded into it"),
+    Kind("host.credential_reset", "an admin reset the host's agent credential"),
+    Kind("agent.inventory", "the agent posted the host's hardware inventory"),
+    Kind("agent.queued", "an admin queued an action for the host's agent"),
+    Kind("agent.action", "the agent was sent an action or reported on one"),
+    Kind("agent.action_failed", "an action the agent reported as failed (a wipe that did "
+         "not verify)", failure=True, reportable=True),
     # The store (net/commit.py)
     Kind("store.write_dropped", "a write the store could not hold was dropped", shown=False),
 )}
-# "agent.refused" was a default hook kind that nothing emitted.  It is not
-# emitted now either: the only refusal of an agent call is the rate limit on
-# new hosts (registry.admit_http), and a stored event per refused call would
-# be the very write per flood packet that limit exists to prevent.
-
 KINDS = frozenset(CATALOG)
 FAILURE_KINDS = frozenset(k for k, v in CATALOG.items() if v.failure)
 REPORTABLE_KINDS = tuple(k for k, v in CATALOG.items() if v.reportable)

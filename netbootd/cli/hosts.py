@@ -134,6 +134,8 @@ def host_view(h) -> dict:
     """A stored Host as the API shows it (the fields HOST_COLS picks from)."""
     from ..model import arch_name
     d = dataclasses.asdict(h)
+    del d["secret_hash"]                  # never shown (the API drops it too)
+    d["credential"] = h.secret_hash is not None
     d["state"] = h.state.value
     d["arch_name"] = arch_name(h.arch) if h.arch is not None else None
     return d

@@ -47,11 +47,48 @@ class Registry:
                                       max_keys=4096)
         self._new_total = Buckets(new_total_pps, max(100.0, 5 * new_total_pps), max_keys=1)
         self.counters: Counter = Counter()
+        # Identifier (kind, value) -> the MAC (key) of the host that reported
+        # it (policy/identity.py): a host that boots from another NIC, or
+        # from USB, is the same host.  ("mac", m) entries of other NICs are
+        # aliases: DHCP and boot scripts of such a MAC land on the host.
+        self.ids: dict[tuple[str, str], str] = {}
+        for h in self.hosts.values():
+            self.index(h)
 
     def get(self, mac: str) -> Host | None:
-        """A host, or a MAC only seen on DHCP (state discovered, not stored)."""
+        """A host (by any of its MACs), or a MAC only seen on DHCP (state
+        discovered, not stored)."""
         h = self.hosts.get(mac)
+        if h is not None:
+            return h
+        h = self.aliased(mac)
         return h if h is not None else self.seen.get(mac)
+
+    def aliased(self, mac: str) -> Host | None:
+        """The host that reported `mac` as one of its other NICs."""
+        key = self.ids.get(("mac", mac)) if self.ids else None
+        return self.hosts.get(key) if key is not None and key != mac else None
+
+    def index(self, h: Host) -> None:
+        for kind, value in h.ids:
+            self.ids[(kind, value)] = h.mac
+
+    def unindex(self, mac: str) -> None:
+        for k in [k for k, m in self.ids.items() if m == mac]:
+            del self.ids[k]
+
+    def match(self, found: list[tuple[str, str]]) -> list[Host]:
+        """Hosts that reported any of these identifiers, strongest first
+        (the order of `found`: policy.identity lists MACs, then UUID, serials)."""
+        out: list[Host] = []
+        for ident in found:
+            key = self.ids.get(tuple(ident))
+            if key is None and ident[0] == "mac":
+                key = ident[1] if ident[1] in self.hosts else None
+            h = self.hosts.get(key) if key else None
+            if h is not None and h not in out:
+                out.append(h)
+        return out
 
     def is_known(self, mac: str) -> bool:
         h = self.hosts.get(mac)
@@ -64,7 +101,9 @@ class Registry:
         facts are refreshed when they change."""
         h = self.hosts.get(mac)
         if h is None:
-            return self._see(mac, now, iface, arch, vendor_class, uuid)
+            h = self.aliased(mac) if self.ids else None
+            if h is None:
+                return self._see(mac, now, iface, arch, vendor_class, uuid)
         if (h.arch, h.vendor_class, h.uuid, h.interface) == (arch, vendor_class, uuid, iface) \
                 and now - h.last_seen <= 60:
             return h     # the common case: nothing new
@@ -127,7 +166,7 @@ class Registry:
     def promote(self, mac: str, now: float, writes: list) -> Host | None:
         """A seen MAC did something that matters (an ACKed lease): it becomes a
         host, stored with the ACK's writes.  A host is returned as it is."""
-        h = self.hosts.get(mac)
+        h = self.hosts.get(mac) or self.aliased(mac)
         if h is not None:
             return h
         h = self.seen.pop(mac, None)
@@ -162,7 +201,7 @@ class Registry:
 
     # -- lifecycle (boot path, agent, admin) -------------------------------
     def _get_or_new(self, mac: str, now: float, writes: list) -> Host:
-        h = self.hosts.get(mac)
+        h = self.hosts.get(mac) or self.aliased(mac)
         if h is not None:
             return h
         h = self.seen.pop(mac, None)
@@ -276,6 +315,7 @@ class Registry:
             return [HostDelete(mac)]         # never stored: nothing else to undo
         if self.hosts.pop(mac, None) is None:
             return []
+        self.unindex(mac)
         return [HostDelete(mac), event(now, mac, "host.deleted")]
 
 

@@ -13,6 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
 
+from netbootd.auth.enroll import KeyRing
 from netbootd.net.commit import GroupCommitter
 from netbootd.net.http.app import HttpApp
 from netbootd.net.http.api import ROUTES, SPEC
@@ -34,7 +35,9 @@ def api(tmp_path):
               "router": None, "dns": [], "domain": None, "lease_time": 600,
               "interface": "eth1", "size": 11, "used": 3}]
     app = HttpApp(registry=Registry(), submit=committer.submit, renderer=Renderer(),
-                  clock=reactor, token=TOKEN, store=store, mode="full", pools=lambda: pools)
+                  clock=reactor, token=TOKEN, store=store, mode="full", pools=lambda: pools,
+                  state_dir=str(tmp_path / "state"),
+                  ring=KeyRing.load_or_create(str(tmp_path / "state")))
     port = reactor.listenTCP(0, build_site(app), interface="127.0.0.1")
     yield app, f"http://127.0.0.1:{port.getHost().port}", store, committer
     port.stopListening()
@@ -59,7 +62,7 @@ def auth(*args):
 
 
 def concrete(path: str) -> str:
-    return path.replace("{mac}", MAC)
+    return path.replace("{mac}", MAC).replace("{name}", "lab").replace("{token_id}", "tok-1")
 
 
 MUTATING = [(p, m) for p, ops in SPEC["paths"].items() for m in ops
@@ -70,7 +73,11 @@ def test_the_document_lists_every_mutating_admin_route():
     assert {(p, m) for p, m in MUTATING} == {
         ("/api/v1/hosts/{mac}", "patch"), ("/api/v1/hosts/{mac}", "delete"),
         ("/api/v1/hosts/{mac}/assign", "post"), ("/api/v1/hosts/{mac}/approve", "post"),
-        ("/api/v1/hosts/{mac}/retire", "post")}
+        ("/api/v1/hosts/{mac}/retire", "post"), ("/api/v1/hosts/{mac}/actions", "post"),
+        ("/api/v1/hosts/{mac}/reset", "post"), ("/api/v1/accounts", "post"),
+        ("/api/v1/accounts/{name}", "patch"), ("/api/v1/accounts/{name}", "delete"),
+        ("/api/v1/tokens", "post"), ("/api/v1/tokens/{token_id}/revoke", "post"),
+        ("/api/v1/tokens/rotate-key", "post")}
     assert all(SPEC["paths"][p][m].get("security") for p, m in MUTATING)
 
 
@@ -269,7 +276,10 @@ def test_the_document_lists_exactly_the_route_table_with_its_auth():
            if m != "parameters"}
     assert set(doc) == set(table)
     for key, auth in table.items():
-        assert bool(doc[key].get("security")) == (auth == "admin"), key
+        sec = doc[key].get("security") or []
+        # admin: the bearer token; agent calls after registration: the host's secret
+        assert (sec == [{"bearer": []}]) == (auth == "admin"), key
+        assert not sec or sec == [{"bearer": []}] or (auth == "agent" and sec == [{"agent": []}])
 
 
 @pytest.mark.parametrize("ip", ["999.1.1.1", "256.0.0.1", "1.2.3.04", "1.2.3", "١.2.3.4"])

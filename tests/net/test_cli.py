@@ -24,7 +24,7 @@ def cli(*args):
 @pytest_twisted.inlineCallbacks
 def test_offline_and_api_reads_print_the_same_columns_and_rows(api):  # noqa: F811
     app, base, store, committer = api
-    yield curl("--data", json.dumps({"mac": MAC, "ip": "10.77.0.5", "hostname": "node-5"}),
+    yield curl("--data", json.dumps({"mac": MAC, "ip": "10.77.0.5"}),
                base + "/api/v1/agent/register")
     yield committer.drain()
     state_dir = store.state_dir

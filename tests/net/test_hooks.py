@@ -294,7 +294,8 @@ def test_hook_config_defaults_and_a_valid_file():
                        'smtp_host = "127.0.0.1"\nmail_to = ["ops@lab.test"]\n')
     assert cfg.hooks.webhooks == ("https://hooks.lab.test/netbootd",)
     assert cfg.hooks.smtp_starttls is False and cfg.hooks.smtp_port == 25
-    # "agent.refused" was a default that nothing emitted (netbootd/events.py)
     assert set(cfg.hooks.kinds) == {"host.discovered", "tftp.failed", "http.file",
-                                    "boot.unsupported", "dhcp.nak", "pool.exhausted"}
+                                    "boot.unsupported", "dhcp.nak", "pool.exhausted",
+                                    "agent.refused", "host.conflict", "agent.action_failed",
+                                    "token.revoked"}
     assert cfg.metrics.enabled is True

@@ -154,10 +154,15 @@ def test_agent_lifecycle_and_assignment(server):
                                                        "uuid": "8A7C3F5E-1B2D-4C3E-9F10-77AA00BB0010"}),
                                  f"{base}/api/v1/agent/register")
     assert status == 200 and json.loads(body)["state"] == "registered"
+    secret = json.loads(body)["secret"]
+    agent = ("-H", f"Authorization: Agent {secret}")
     h = app.registry.get(MAC)
     assert h.uuid == "8a7c3f5e-1b2d-4c3e-9f10-77aa00bb0010" and h.ip == "10.77.0.50"
-    status, body, _ = yield curl(f"{base}/api/v1/agent/next?mac={MAC}")
-    assert json.loads(body) == {"action": "wait"} and h.state == HostState.IDLE
+    status, body, _ = yield curl(f"{base}/api/v1/agent/next")
+    assert status == 401 and h.state == HostState.REGISTERED, "no credential, no answer"
+    status, body, _ = yield curl(*agent, f"{base}/api/v1/agent/next")
+    assert json.loads(body) == {"action": "wait", "id": None, "poll": 10}
+    assert h.state == HostState.IDLE
 
     assign = ["-X", "POST", "--data", json.dumps({"profile": "linux", "args": {
         "kernel": "debian/vmlinuz", "cmdline": "console=ttyS0"}}),
@@ -168,8 +173,10 @@ def test_agent_lifecycle_and_assignment(server):
     assert status == 401 and h.state == HostState.IDLE
     status, body, _ = yield curl("-H", f"Authorization: Bearer {TOKEN}", *assign)
     assert status == 200 and json.loads(body)["state"] == "assigned"
-    status, body, _ = yield curl(f"{base}/api/v1/agent/next?mac={MAC}")
-    assert json.loads(body) == {"action": "reboot"}
+    status, body, _ = yield curl(*agent, f"{base}/api/v1/agent/next")
+    nxt = json.loads(body)
+    assert nxt["action"] == "boot" and nxt["kernel"] == f"{base}/files/debian/vmlinuz"
+    assert nxt["cmdline"] == "console=ttyS0" and nxt["initrd"] == []
 
     status, body, _ = yield curl(f"{base}/boot/{DASHED}.ipxe")
     assert f"kernel {base}/files/debian/vmlinuz  console=ttyS0".encode() in body

@@ -85,4 +85,4 @@ def test_an_installed_wheel_finds_its_boot_templates_and_agent_sources(wheel, tm
     where, templates, agent, files = r.stdout.splitlines()
     assert where.startswith(site) and templates.startswith(site) and agent.startswith(site), \
         r.stdout
-    assert files == "['init', 'udhcpc.script']"
+    assert "'init'" in files and "'udhcpc.script'" in files, files

@@ -189,9 +189,9 @@ def test_dynamic_kinds_are_all_in_the_catalog():
 
 def test_hooks_default_to_the_reportable_kinds_and_failures_are_flagged():
     assert config.HooksConfig().kinds == events.REPORTABLE_KINDS
-    assert "agent.refused" not in events.KINDS
     assert events.FAILURE_KINDS == {"tftp.failed", "tftp.aborted", "tftp.refused", "dhcp.nak",
-                                    "boot.unsupported", "pool.exhausted"}
+                                    "boot.unsupported", "pool.exhausted", "agent.refused",
+                                    "host.conflict", "agent.action_failed"}
     served = events.catalog_json()
     assert [k["kind"] for k in served] == list(events.CATALOG)
     assert all(set(k) == {"kind", "doc", "failure", "reportable", "shown"} for k in served)

@@ -14,8 +14,10 @@ from ...model import arch_name
 from ...policy.boot import ProfileError, validate_args
 from ...registry.hosts import BadCursor, page, state_counts
 from . import validate as v
-from .common import client_ip, read_json
-from .errors import BadRequest, Conflict, NotFound, TooMany
+from .api_accounts import AccountsApi, HostAgentApi, TokensApi
+from .api_agent import AgentApi
+from .common import read_json
+from .errors import BadRequest, Conflict, NotFound
 from .openapi import document
 from .routes import Route
 from .stream import EventStreams
@@ -25,48 +27,12 @@ DEFAULT_PAGE = 100
 TIMELINE = 200
 
 
-class AgentApi:
-    """The discover initrd's callbacks: no token (it has none); a call that
-    would make a new host is limited per source (registry.admit_http)."""
-
-    def __init__(self, registry, clock, counters, committed, submit):
-        self.registry, self.clock, self.counters = registry, clock, counters
-        self.committed, self.submit = committed, submit
-
-    def register(self, request):
-        """POST (JSON) or GET (query) {mac, ip, uuid}."""
-        body = read_json(request)
-        bad = [k for k in ("mac", "ip", "uuid") if k in body and not isinstance(body[k], str)]
-        if bad:
-            raise BadRequest(f"{bad[0]}: must be a string")
-
-        def arg(key):
-            return body[key] if key in body else v.str_arg(request, key)
-        mac = v.mac(arg("mac") or "")
-        ip = v.ipv4(arg("ip") or client_ip(request))
-        uuid = v.uuid(arg("uuid"))
-        refused = self.registry.admit_http(mac, client_ip(request), self.clock.seconds())
-        if refused:
-            self.counters["api.agent_new_host_refused"] += 1
-            raise TooMany(refused)
-        host, writes = self.registry.agent_register(mac, ip, uuid, self.clock.seconds())
-        self.counters["api.agent_register"] += 1
-        return self.committed(writes, {"mac": mac, "state": host.state.value})
-
-    def next(self, request):
-        mac = v.mac(v.str_arg(request, "mac") or "")
-        action, writes = self.registry.agent_next(mac, self.clock.seconds())
-        if writes:
-            self.submit(writes)
-        return {"action": action}
-
-
 class HostsApi:
     """Hosts: paged list, one host with its timeline, the admin actions."""
 
-    def __init__(self, registry, clock, committed, reads, leases):
+    def __init__(self, registry, clock, committed, reads, leases, accounts):
         self.registry, self.clock, self.committed = registry, clock, committed
-        self.reads, self.leases = reads, leases
+        self.reads, self.leases, self.accounts = reads, leases, accounts
 
     def list(self, request):
         """A page of hosts (keyset paging on (first_seen, mac)), the cursor of
@@ -74,9 +40,11 @@ class HostsApi:
         random-MAC flood, and the status page polled it every 2 s."""
         state = v.state(v.str_arg(request, "state"))
         arch, q, cursor = (v.str_arg(request, k) for k in ("arch", "q", "cursor"))
+        account = self._account_filter(v.str_arg(request, "account"))
         limit = v.int_arg(request, "limit", DEFAULT_PAGE, lo=1)
         reg = self.registry
-        match = self._matcher(state, arch, q) if (state or arch or q) else None
+        match = self._matcher(state, arch, q, account) \
+            if (state or arch or q or account is not None) else None
         try:
             hosts, nxt, total = page(reg.hosts.values(), limit, cursor, match)
         except BadCursor as e:
@@ -85,18 +53,31 @@ class HostsApi:
                   "seen": len(reg.seen)}
         macs = [h.mac for h in hosts]
         leases = self.leases(macs)
+        names = self.accounts.name_of
         return self.reads.last_events(macs).addCallback(lambda last: {
-            "hosts": hosts_json(hosts, last, leases), "next": nxt, "total": total,
+            "hosts": hosts_json(hosts, last, leases, names), "next": nxt, "total": total,
             "counts": counts})
 
-    def _matcher(self, state, arch, q):
+    def _account_filter(self, ref):
+        """?account=NAME (or "-": hosts in no account) -> an account id, "" or None."""
+        if ref is None:
+            return None
+        if ref == "-":
+            return ""
+        a = self.accounts.get(ref)
+        if a is None:
+            raise NotFound(f"no account {ref!r}")
+        return a.id
+
+    def _matcher(self, state, arch, q, account=None):
         ql = q.lower() if q else None
         # q matches what the views show: the lease's address and name too.
         shown = self.leases() if q else {}
 
         def match(h):
             view = host_json(h, None, shown.get(h.mac))
-            return ((not state or h.state.value == state)
+            return ((account is None or (h.account or "") == account)
+                    and (not state or h.state.value == state)
                     and (not arch or str(h.arch) == arch or arch_name(h.arch) == arch)
                     and (not ql or ql in h.mac or ql in (view["hostname"] or "").lower()
                          or ql in (view["ip"] or "")))
@@ -109,13 +90,19 @@ class HostsApi:
         return h
 
     def _view(self, h, last_event=None) -> dict:
-        return host_json(h, last_event, self.leases([h.mac]).get(h.mac))
+        return host_json(h, last_event, self.leases([h.mac]).get(h.mac), self.accounts.name_of)
 
     def get(self, request, mac):
+        """One host: its view, timeline and latest inventory document."""
         h = self._host(v.mac(mac))
         limit = v.int_arg(request, "limit", TIMELINE)
-        return self.reads.events(None, limit, h.mac, None, True).addCallback(
-            lambda tl: dict(self._view(h, tl[-1] if tl else None), timeline=tl))
+        d = self.reads.events(None, limit, h.mac, None, True)
+
+        def with_inventory(tl):
+            return self.reads.inventory(h.mac).addCallback(lambda inv: dict(
+                self._view(h, tl[-1] if tl else None), timeline=tl,
+                inventory=inv[0] if inv else None))
+        return d.addCallback(with_inventory)
 
     def timeline(self, request, mac):
         h = self._host(v.mac(mac))
@@ -139,8 +126,9 @@ class HostsApi:
 
     def approve(self, request, mac):
         h = self._host(v.mac(mac))
-        if h.state.value not in ("discovered", "error"):
-            raise Conflict(f"host is {h.state.value}, only discovered hosts can be approved")
+        if h.state.value not in ("discovered", "error", "pending"):
+            raise Conflict(f"host is {h.state.value}, only discovered or pending hosts can be "
+                           "approved")
         host, writes = self.registry.approve(h.mac, self.clock.seconds())
         return self.committed(writes, self._view(host))
 
@@ -152,14 +140,18 @@ class HostsApi:
     def patch(self, request, mac):
         h = self._host(v.mac(mac))
         body = read_json(request)
-        unknown = set(body) - {"hostname"}
+        unknown = set(body) - {"hostname", "account"}
         if unknown:
             raise BadRequest(f"{sorted(unknown)[0]}: not a patchable field")
-        if "hostname" not in body:
+        if not body:
             raise BadRequest("nothing to change")
-        name = v.hostname(body["hostname"])
-        host, writes = self.registry.set_hostname(h.mac, name, self.clock.seconds())
-        return self.committed(writes, self._view(host))
+        writes = []
+        if "account" in body:
+            writes += self.host_agent.move(h, body["account"], self.clock.seconds())
+        if "hostname" in body:
+            name = v.hostname(body["hostname"])
+            writes += self.registry.set_hostname(h.mac, name, self.clock.seconds())[1]
+        return self.committed(writes, self._view(h))
 
     def delete(self, request, mac):
         mac = v.mac(mac)
@@ -210,10 +202,24 @@ class OverviewApi:
 # -- the table -------------------------------------------------------------------
 # (method, pattern, handler, auth); docs for each are in openapi.OPERATIONS.
 H = "/api/v1/hosts/{mac}"
+A = "/api/v1/accounts"
 ROUTES = [
     Route("POST", "/api/v1/agent/register", AgentApi.register, "agent"),
     Route("GET", "/api/v1/agent/register", AgentApi.register, "agent"),
     Route("GET", "/api/v1/agent/next", AgentApi.next, "agent"),
+    Route("POST", "/api/v1/agent/inventory", AgentApi.inventory, "agent"),
+    Route("POST", "/api/v1/agent/report", AgentApi.report, "agent"),
+    Route("GET", A, AccountsApi.list),
+    Route("POST", A, AccountsApi.create, "admin"),
+    Route("GET", A + "/{name}", AccountsApi.get),
+    Route("PATCH", A + "/{name}", AccountsApi.patch, "admin"),
+    Route("DELETE", A + "/{name}", AccountsApi.delete, "admin"),
+    Route("GET", "/api/v1/tokens", TokensApi.list, "admin"),
+    Route("POST", "/api/v1/tokens", TokensApi.create, "admin"),
+    Route("POST", "/api/v1/tokens/{token_id}/revoke", TokensApi.revoke, "admin"),
+    Route("POST", "/api/v1/tokens/rotate-key", TokensApi.rotate_key, "admin"),
+    Route("POST", H + "/actions", HostAgentApi.queue, "admin"),
+    Route("POST", H + "/reset", HostAgentApi.reset, "admin"),
     Route("GET", "/api/v1/hosts", HostsApi.list),
     Route("GET", H, HostsApi.get),
     Route("PATCH", H, HostsApi.patch, "admin"),
@@ -250,9 +256,15 @@ def bind(routes: list[Route], *handlers) -> list[Route]:
 def build_routes(app) -> list[Route]:
     """The table bound to an HttpApp's parts (site.py)."""
     reads = app.reads
+    hosts = HostsApi(app.registry, app.clock, app.committed, reads, app.leases, app.accounts)
+    hosts.host_agent = HostAgentApi(app.registry, app.accounts, app.agents, app.clock,
+                                    app.committed, hosts._view)
     return bind(ROUTES,
-                AgentApi(app.registry, app.clock, app.counters, app.committed, app.submit),
-                HostsApi(app.registry, app.clock, app.committed, reads, app.leases),
+                AgentApi(app.agents, app.clock, app.counters, app.committed, app.submit,
+                         app.leases, app.http_base),
+                hosts, hosts.host_agent,
+                AccountsApi(app.accounts, app.registry, app.clock, app.committed),
+                TokensApi(app.accounts, app.ring, app.state_dir, app.clock, app.committed),
                 OverviewApi(reads, app, app.registry),
                 EventStreams(reads.events, app.clock, app.counters, app.max_streams,
                              app.max_streams_per_source, app.streams))

@@ -36,6 +36,10 @@ class HttpApp:
     # MAC -> active Lease, for the MACs given (all when None): host views
     # fall back to the lease's address and name (views.lease_lookup).
     leases: Callable[..., dict] = lambda macs=None: {}
+    accounts: object = None              # registry.accounts.Accounts
+    agents: object = None                # registry.agent.Agents
+    ring: object = None                  # auth.enroll.KeyRing (token signing keys)
+    state_dir: str | None = None         # the enrollment key ring lives there
 
     active: dict = field(default_factory=dict)   # HTTP file transfers under way
     # Event streams (SSE) hold a connection and a poll each: capped in all and
@@ -43,6 +47,20 @@ class HttpApp:
     max_streams: int = 32
     max_streams_per_source: int = 4
     streams: Counter = field(default_factory=Counter)    # client address -> open streams
+
+    def __post_init__(self):
+        """Accounts, tokens and agents of their own when none are given (tests,
+        benches): an empty account book and a signing key held in memory."""
+        if self.accounts is None:
+            from ...registry.accounts import Accounts
+            self.accounts = Accounts()
+        if self.ring is None:
+            import os
+            from ...auth.enroll import KEY_BYTES, KeyRing
+            self.ring = KeyRing({"mem0": os.urandom(KEY_BYTES)}, "mem0")
+        if self.agents is None:
+            from ...registry.agent import Agents
+            self.agents = Agents(self.registry, self.accounts, self.ring)
 
     def active_transfers(self) -> list[dict]:
         return [{"proto": "http", "client": t["client"], "file": t["file"],
@@ -83,6 +101,11 @@ class StoreReads:
         if self.store is None:
             return defer.succeed({})
         return self.run(last_events_of, self.store.events, macs)
+
+    def inventory(self, mac: str, limit: int = 1) -> defer.Deferred:
+        if self.store is None:
+            return defer.succeed([])
+        return self.run(self.store.inventory, mac, limit)
 
     def leases(self, now: float) -> defer.Deferred:
         if self.store is None:

@@ -13,6 +13,10 @@ from .errors import ApiError, BadRequest, TooLarge
 log = logging.getLogger("netbootd.http")
 
 MAX_BODY = 64 * 1024
+# The agent's inventory (policy/inventory.MAX_BYTES): a host with hundreds of
+# disks and NICs posts more than any admin call.  Only on this path.
+BIG_BODY = 256 * 1024
+BIG_BODY_PATHS = frozenset({b"/api/v1/agent/inventory"})
 # Deeper JSON is refused before parsing: json.loads recurses per level and a
 # body of 1,000 '[' raised RecursionError (a 500 page and a traceback per
 # request).  No API body is nested more than a few levels.
@@ -30,7 +34,8 @@ class BoundedRequest(server.Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self.body_too_large:
             return
-        if self.content.tell() + len(data) > MAX_BODY:
+        limit = BIG_BODY if self.path in BIG_BODY_PATHS else MAX_BODY
+        if self.content.tell() + len(data) > limit:
             self.body_too_large = True
             return
         super().handleContentChunk(data)
@@ -51,7 +56,8 @@ def read_json(request) -> dict:
     """The request's JSON object body ({} when empty); raises TooLarge or
     BadRequest naming what is wrong."""
     if getattr(request, "body_too_large", False):
-        raise TooLarge(f"body larger than {MAX_BODY} bytes")
+        limit = BIG_BODY if request.path in BIG_BODY_PATHS else MAX_BODY
+        raise TooLarge(f"body larger than {limit} bytes")
     raw = request.content.read() if request.content is not None else b""
     if not raw:
         return {}

@@ -28,6 +28,18 @@ class Unauthorized(ApiError):
         super().__init__(reason, {b"www-authenticate": b'Bearer realm="netbootd"'})
 
 
+class Forbidden(ApiError):
+    status = 403
+
+
+class Refusal(ApiError):
+    """A refusal whose status the registry chose (registry/agent.Refused)."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason, {b"retry-after": b"1"} if status == 429 else None)
+        self.status = status
+
+
 class NotFound(ApiError):
     status = 404
 

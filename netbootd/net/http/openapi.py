@@ -49,7 +49,10 @@ _SEC = [{"bearer": []}]
 _MUT = {"401": _ERR, "400": _ERR, "404": _ERR, "413": _ERR}
 
 COMPONENTS: dict = {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                            # Authorization: Agent <secret> (docs/agent-protocol.md)
+                            "agent": {"type": "apiKey", "in": "header",
+                                      "name": "Authorization"}},
         "schemas": {
             "Error": {"type": "object", "required": ["error", "status"], "properties": {
                 "error": {"type": "string"}, "status": {"type": "integer"}}},
@@ -71,8 +74,61 @@ COMPONENTS: dict = {
                 "profile": {"type": "string", "nullable": True},
                 "profile_args": {"type": "object"},
                 "first_seen": {"type": "number"}, "last_seen": {"type": "number"},
+                "account": {"type": "string", "nullable": True},
+                "credential": {"type": "boolean"},
+                "ids": {"type": "array", "items": {"type": "array", "items": {
+                    "type": "string"}}},
+                "action": {"type": "object", "nullable": True},
+                "hw": {"type": "object", "nullable": True},
+                "inventory": {"type": "object", "nullable": True},
                 "last_event": {"allOf": [_ref("Event")], "nullable": True},
                 "timeline": _arr("Event")}},
+            "Account": {"type": "object", "required": ["id", "name", "approval"], "properties": {
+                "id": {"type": "string"}, "name": {"type": "string"},
+                "approval": {"type": "string", "enum": ["auto", "manual"]},
+                "profile": {"type": "string", "nullable": True},
+                "profile_args": {"type": "object"}, "created": {"type": "number"},
+                "hosts": {"type": "integer"}, "tokens": {"type": "integer"}}},
+            # boot: the default profile of the account's hosts (an Assign), or null.
+            "NewAccount": {"type": "object", "required": ["name"], "additionalProperties": False,
+                           "properties": {
+                "name": {"type": "string", "pattern": v.ACCOUNT_PATTERN},
+                "approval": {"type": "string", "enum": ["auto", "manual"]},
+                "boot": {"allOf": [_ref("Assign")], "nullable": True}}},
+            "AccountPatch": {"type": "object", "minProperties": 1, "additionalProperties": False,
+                             "properties": {
+                "approval": {"type": "string", "enum": ["auto", "manual"]},
+                "boot": {"allOf": [_ref("Assign")], "nullable": True}}},
+            "Token": {"type": "object", "required": ["id", "account", "state"], "properties": {
+                "id": {"type": "string"}, "account": {"type": "string", "nullable": True},
+                "label": {"type": "string", "nullable": True},
+                "created": {"type": "number"},
+                "expires": {"type": "integer", "nullable": True},
+                "max_uses": {"type": "integer", "nullable": True},
+                "uses": {"type": "integer"}, "revoked": {"type": "number", "nullable": True},
+                "state": {"type": "string"},
+                "token": {"type": "string", "description": "only when created: shown once"}}},
+            "NewToken": {"type": "object", "required": ["account"], "additionalProperties": False,
+                         "properties": {
+                "account": {"type": "string"},
+                "expires_in": {"type": "integer", "minimum": 1, "maximum": v.MAX_COUNT,
+                               "nullable": True,
+                               "description": "seconds; null or absent: until revoked"},
+                "uses": {"type": "integer", "minimum": 1, "maximum": v.MAX_COUNT,
+                         "nullable": True},
+                "label": {"type": "string", "nullable": True, "maxLength": 200,
+                          "pattern": "^[^\\x00-\\x1f]*$"}}},
+            "Action": {"oneOf": [
+                {"type": "object", "required": ["action"], "additionalProperties": False,
+                 "properties": {"action": {"type": "string",
+                                           "enum": ["wait", "poweroff", "reboot"]}}},
+                {"type": "object", "required": ["action", "disks", "confirm"],
+                 "additionalProperties": False, "properties": {
+                     "action": {"type": "string", "enum": ["wipe"]},
+                     "disks": {"type": "array", "minItems": 1, "maxItems": 64, "items": {
+                         "type": "string", "pattern": v.DISK_PATTERN}},
+                     "confirm": {"type": "string", "pattern": v.MAC_PATTERN,
+                                 "description": "the host's MAC (409 when not)"}}}]},
             "HostPage": {"type": "object", "required": ["hosts", "next", "total", "counts"],
                          "properties": {
                 "hosts": _arr("Host"), "next": {"type": "string", "nullable": True},
@@ -138,7 +194,10 @@ COMPONENTS: dict = {
 _HOST = {"200": _ok(_ref("Host")), **_MUT}
 _REGISTERED = _ok({"type": "object", "required": ["mac", "state"]})
 _AFTER = _q("after", "integer", minimum=0, maximum=2 ** 62)
+_AGENT = [{"agent": []}]
+_SERIAL = {"type": "string", "maxLength": 128, "pattern": v.TEXT_PATTERN, "nullable": True}
 H = "/api/v1/hosts/{mac}"
+A = "/api/v1/accounts"
 
 # (method, pattern) -> the operation, without its security (from the route's auth).
 OPERATIONS: dict = {
@@ -147,13 +206,35 @@ OPERATIONS: dict = {
     # A page at a time: `next` is the opaque cursor of the following page
     # (null on the last); `total` counts the hosts matching the filters.
     ("GET", "/api/v1/hosts"): {"parameters": [
-        _q("state", enum=list(v.STATES)), _q("arch"), _q("q"),
+        _q("state", enum=list(v.STATES)), _q("arch"), _q("q"), _q("account"),
         _q("limit", "integer", minimum=1, maximum=v.MAX_LIMIT),
         _q("cursor", pattern=CURSOR_PATTERN)],
-        "responses": {"200": _ok(_ref("HostPage")), "400": _ERR}},
+        "responses": {"200": _ok(_ref("HostPage")), "400": _ERR, "404": _ERR}},
     ("GET", H): {"responses": {"200": _ok(_ref("Host")), "400": _ERR, "404": _ERR}},
     ("PATCH", H): {"requestBody": {"required": True, "content": {
         "application/json": {"schema": _ref("Patch")}}}, "responses": _HOST},
+    ("POST", H + "/actions"): {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _ref("Action")}}}, "responses": {**_HOST, "409": _ERR}},
+    ("POST", H + "/reset"): {"responses": _HOST},
+    ("GET", A): {"responses": {"200": _ok(_arr("Account"))}},
+    ("POST", A): {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": _ref("NewAccount")}}}, "responses": {"200": _ok(_ref("Account")), **_MUT,
+                                                       "409": _ERR}},
+    ("GET", A + "/{name}"): {"responses": {"200": _ok(_ref("Account")), "404": _ERR}},
+    ("PATCH", A + "/{name}"): {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _ref("AccountPatch")}}},
+        "responses": {"200": _ok(_ref("Account")), **_MUT}},
+    ("DELETE", A + "/{name}"): {"responses": {
+        "200": _ok({"type": "object", "required": ["deleted"]}), **_MUT, "409": _ERR}},
+    ("GET", "/api/v1/tokens"): {"parameters": [_q("account")], "responses": {
+        "200": _ok(_arr("Token")), "401": _ERR, "404": _ERR}},
+    ("POST", "/api/v1/tokens"): {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _ref("NewToken")}}},
+        "responses": {"200": _ok(_ref("Token")), **_MUT}},
+    ("POST", "/api/v1/tokens/{token_id}/revoke"): {"responses": {
+        "200": _ok(_ref("Token")), **_MUT}},
+    ("POST", "/api/v1/tokens/rotate-key"): {"responses": {"200": _ok({
+        "type": "object", "required": ["current", "keys"]}), **_MUT, "503": _ERR}},
     ("DELETE", H): {"responses": {
         "200": _ok({"type": "object", "required": ["deleted"]}), **_MUT}},
     ("POST", H + "/assign"): {"requestBody": {"required": True, "content": {
@@ -176,17 +257,33 @@ OPERATIONS: dict = {
         "the event catalog (netbootd/events.py)")}},
     ("POST", "/api/v1/agent/register"): {
         "requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"type": "object", "required": ["mac"], "properties": {
+            "schema": {"type": "object", "required": ["mac"], "additionalProperties": False,
+                       "properties": {
                 "mac": {"type": "string", "pattern": v.MAC_PATTERN}, "ip": _IPV4,
-                "uuid": _UUID}}}}},
-        "responses": {"200": _REGISTERED, "400": _ERR, "413": _ERR, "429": _ERR}},
+                "uuid": _UUID, "token": {"type": "string", "maxLength": 512},
+                "ids": {"type": "object", "additionalProperties": False, "properties": {
+                    "macs": {"type": "array", "maxItems": 64, "items": {
+                        "type": "string", "pattern": v.MAC_PATTERN}},
+                    "uuid": {"type": "string", "pattern": v.UUID_PATTERN, "nullable": True},
+                    "serial": _SERIAL, "board_serial": _SERIAL}}}}}}},
+        "responses": {"200": _REGISTERED, "400": _ERR, "403": _ERR, "409": _ERR, "413": _ERR,
+                      "429": _ERR}},
     ("GET", "/api/v1/agent/register"): {
         "parameters": [{**_q("mac", pattern=v.MAC_PATTERN), "required": True},
                        {**_q("ip"), "schema": _IPV4}, {**_q("uuid"), "schema": _UUID}],
-        "responses": {"200": _REGISTERED, "400": _ERR, "429": _ERR}},
-    ("GET", "/api/v1/agent/next"): {
-        "parameters": [{**_q("mac", pattern=v.MAC_PATTERN), "required": True}],
-        "responses": {"200": _ok({"type": "object", "required": ["action"]}), "400": _ERR}},
+        "responses": {"200": _REGISTERED, "400": _ERR, "403": _ERR, "409": _ERR, "429": _ERR}},
+    ("GET", "/api/v1/agent/next"): {"security": _AGENT, "responses": {
+        "200": _ok({"type": "object", "required": ["action", "id", "poll"]}), "401": _ERR}},
+    ("POST", "/api/v1/agent/inventory"): {"security": _AGENT, "requestBody": {
+        "required": True, "content": {"application/json": {"schema": {
+            "type": "object", "description": "netbootd/policy/inventory.py (schema 1)"}}}},
+        "responses": {"200": _ok({"type": "object", "required": ["stored", "changed"]}),
+                      "400": _ERR, "401": _ERR, "413": _ERR}},
+    ("POST", "/api/v1/agent/report"): {"security": _AGENT, "requestBody": {
+        "required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["id", "action", "status"]}}}},
+        "responses": {"200": _ok({"type": "object", "required": ["ok"]}), "400": _ERR,
+                      "401": _ERR, "409": _ERR}},
     ("GET", "/api/v1/openapi.json"): {"responses": {"200": _ok({
         "type": "object", "required": ["openapi", "paths"]}, "this document")}},
 }
@@ -205,6 +302,10 @@ def document(routes) -> dict:
         item = paths.setdefault(r.pattern, {})
         if "{mac}" in r.pattern:
             item["parameters"] = [_MAC]
+        for name in ("name", "token_id"):
+            if "{" + name + "}" in r.pattern:
+                item["parameters"] = [{"name": name, "in": "path", "required": True,
+                                       "schema": {"type": "string", "maxLength": 128}}]
         op = dict(OPERATIONS[(r.method, r.pattern)])
         if r.auth == "admin":
             op["security"] = _SEC

@@ -55,6 +55,13 @@ IQN_PATTERN = ("^((iqn\\.[0-9]{4}-[0-9]{2}\\.[A-Za-z0-9.-]+(:[A-Za-z0-9._:-]+)?"
 IQN_MAX = 223
 
 STATES = tuple(s.value for s in HostState)
+# An account name (registry/accounts.NAME_RE).
+ACCOUNT_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+# A disk name of a wipe (registry/agent._DISK).
+DISK_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
+# One line of printable text (a serial number): policy.inventory.UNSAFE_CHARS.
+TEXT_PATTERN = "^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+MAX_COUNT = 100 * 365 * 86400     # token uses and lifetimes (seconds)
 # Profiles by the arguments they take (policy/boot.validate_args).
 PROFILES_WITH_ARGS = ("linux", "sanboot")
 PLAIN_PROFILES = tuple(p for p in PROFILES if p not in PROFILES_WITH_ARGS)

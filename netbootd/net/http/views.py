@@ -15,8 +15,16 @@ from ...model import Lease, LeaseState, arch_name, int2ip
 from ...registry.hosts import state_counts
 
 
-def host_json(h, last_event=None, lease: Lease | None = None) -> dict:
+def _same(x):
+    return x
+
+
+def host_json(h, last_event=None, lease: Lease | None = None, names=_same) -> dict:
+    """`names`: account id -> name.  The agent secret's hash never leaves."""
     d = dataclasses.asdict(h)
+    del d["secret_hash"]
+    d["credential"] = h.secret_hash is not None
+    d["account"] = names(h.account) if h.account else None
     d["state"] = h.state.value
     d["arch_name"] = arch_name(h.arch) if h.arch is not None else None
     if lease is not None:
@@ -68,8 +76,9 @@ def last_events_of(events: Callable[..., list], macs: list[str]) -> dict:
     return out
 
 
-def hosts_json(hosts: list, last: Mapping[str, dict], leases: Mapping[str, Lease]) -> list:
-    return [host_json(h, last.get(h.mac), leases.get(h.mac)) for h in hosts]
+def hosts_json(hosts: list, last: Mapping[str, dict], leases: Mapping[str, Lease],
+               names=_same) -> list:
+    return [host_json(h, last.get(h.mac), leases.get(h.mac), names) for h in hosts]
 
 
 def status_json(info, hosts, events: list) -> dict:

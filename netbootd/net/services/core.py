@@ -18,6 +18,9 @@ from twisted.internet import defer, task
 from ...config import Config
 from ...policy.leases import LeaseTable, ip2int
 from ...policy.plan import Plan, make_plan
+from ...auth.enroll import KeyRing
+from ...registry.accounts import Accounts
+from ...registry.agent import Agents
 from ...registry.hosts import Registry
 from ...store import Store
 from ...writes import TrimEvents
@@ -37,6 +40,9 @@ class Core(service.Service):
         self.reactor = reactor
         self.store = store
         self.registry: Registry | None = None
+        self.accounts: Accounts | None = None
+        self.agents: Agents | None = None
+        self.ring: KeyRing | None = None
         self.committer: GroupCommitter | None = None
         self.leases: LeaseTable | None = None     # set by the DHCP service
         self.ifaces: list[interfaces.IfAddr] = []
@@ -94,6 +100,9 @@ class Core(service.Service):
         self.registry = Registry(self.store.load_hosts(), seen_max=hc.seen_max,
                                  seen_ttl=hc.seen_ttl, new_per_source_pps=hc.new_per_source_pps,
                                  new_total_pps=hc.new_total_pps)
+        self.ring = KeyRing.load_or_create(self.cfg.state_dir)
+        self.accounts = Accounts(self.store.load_accounts(), self.store.load_tokens())
+        self.agents = Agents(self.registry, self.accounts, self.ring)
         self.started = self.reactor.seconds()
         self.committer = GroupCommitter(self.reactor, self.store.apply,
                                         self.cfg.dhcp.commit_window_ms / 1000.0,

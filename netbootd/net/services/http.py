@@ -53,7 +53,8 @@ class HttpService(service.Service):
         generated: dict[str, str] = dict(ipxe_binaries(cfg))
         discover_media(cfg, generated)
         self.app = HttpApp(
-            registry=core.registry, submit=core.committer.submit,
+            registry=core.registry, accounts=core.accounts, agents=core.agents, ring=core.ring,
+            state_dir=cfg.state_dir, submit=core.committer.submit,
             renderer=Renderer(b.templates_dir, b.discover_cmdline), clock=core.reactor,
             token=token, default_profile=b.default_profile, http_base=b.http_base,
             roots=[root], generated=generated, ip_to_mac=core.ip_to_mac, store=core.store,
