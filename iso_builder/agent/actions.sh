@@ -1,8 +1,10 @@
 # netbootd agent: the actions netbootd hands out from /api/v1/agent/next (busybox sh).
-# Sourced after lib.sh by init.  Every action reports "started" (boot:
-# "booting") and then its result to /api/v1/agent/report; wipe only touches
-# the listed disks, only when `confirm` is this host's registered MAC, and
-# says "done" only when every disk read back as zeros.
+# Sourced after lib.sh by init.  Reports to /api/v1/agent/report:
+#   wipe             "started", then "done" (every disk verified) or "failed";
+#                    only the listed disks, only when `confirm` is this host's MAC
+#   boot             "booting" once kernel and initrds are fetched and loaded
+#                    (right before kexec -e), else "failed" and a reboot
+#   poweroff/reboot  "started" (the last word: the host goes away)
 
 KEXEC_LIBS=/usr/lib/netbootd   # kexec's shared libraries (iso_builder/kexec.py packs them)
 
@@ -146,15 +148,14 @@ fetch() {  # fetch URL FILE
   timeout 600 wget -q -O "$2" "$1" 2> "$NB_RUN/wget.err"
 }
 
-# act_boot ID FLAT: report booting, fetch kernel + initrd(s), kexec; else reboot
-# so PXE picks up the assignment.
+# act_boot ID FLAT: fetch kernel + initrd(s), kexec -l, report booting, kexec -e;
+# on any failure report it and reboot so PXE picks up the assignment.
 act_boot() {
   id=$1
   kernel=$(abs_url "$(jget "$2" kernel)")
   cmdline=$(jget "$2" cmdline)
   jlist "$2" initrd > "$NB_RUN/boot.initrds"
   [ -s "$NB_RUN/boot.initrds" ] || jget "$2" initrd > "$NB_RUN/boot.initrds"
-  report "$id" boot booting
   why=""
   rm -rf /tmp/boot
   mkdir -p /tmp/boot
@@ -185,6 +186,7 @@ act_boot() {
     [ "$n" -gt 0 ] && set -- "$@" --initrd=/tmp/boot/initrd
     marker "kexec load kernel=$(oneline "$kernel") initrds=$n cmdline=$(oneline "$cmdline")"
     if LD_LIBRARY_PATH=$KEXEC_LIBS kexec "$@" > "$NB_RUN/kexec.err" 2>&1; then
+      report "$id" boot booting
       marker "kexec exec"
       sync
       LD_LIBRARY_PATH=$KEXEC_LIBS kexec -e > "$NB_RUN/kexec.err" 2>&1
@@ -208,7 +210,6 @@ act() {
   case "$1" in
     poweroff|reboot)
       report "$2" "$1" started
-      report "$2" "$1" done
       finish "$1"
       ;;
     wipe) act_wipe "$2" "$3" ;;
