@@ -111,6 +111,7 @@ class Agents:
             writes += self.accounts.use(claims.token_id)
         if h is not None and h.mac != mac:
             writes += self._merge(h, mac, now)
+        before = h.state if h is not None else HostState.DISCOVERED
         host, reg = self.registry.agent_register(h.mac if h else mac, ip, uuid, now)
         writes += reg
         joined = account if account is not None else self.accounts.by_id.get(host.account)
@@ -119,7 +120,7 @@ class Agents:
             writes.append(event(now, host.mac, "host.account", old=None, new=account.name,
                                 via="token", token=claims.token_id))
         if joined is not None:
-            self._enrolled_state(host, joined, now, writes)
+            self._enrolled_state(host, joined, before, now, writes)
         self._add_ids(host, found)
         secret = new_agent_secret(host.mac)
         host.secret_hash = secret_hash(secret)
@@ -144,14 +145,17 @@ class Agents:
             return []
         del self.registry.hosts[other]
         self.registry.unindex(other)
-        return [HostDelete(other), event(now, h.mac, "host.merged", mac=other)]
+        return [HostDelete(other), event(now, h.mac, "host.merged", nic=other)]
 
-    def _enrolled_state(self, h: Host, account, now: float, writes: list) -> None:
+    def _enrolled_state(self, h: Host, account, before: HostState, now: float,
+                        writes: list) -> None:
         """A host of an account: idle (auto approval) or pending (manual)
-        until approved; an account's default profile is its assignment."""
-        s = h.state
-        if s in (HostState.DISCOVERED, HostState.REGISTERED, HostState.ERROR, HostState.PENDING):
-            if account.approval == "manual" and s != HostState.REGISTERED:
+        until approved (an approved host is registered or idle before this
+        call); an account's default profile is its assignment."""
+        if h.state in (HostState.DISCOVERED, HostState.REGISTERED, HostState.ERROR,
+                       HostState.PENDING):
+            if account.approval == "manual" and before not in (HostState.REGISTERED,
+                                                               HostState.IDLE):
                 self.registry._set_state(h, HostState.PENDING, now, writes,
                                          f"enrolled in {account.name}: awaiting approval")
                 return

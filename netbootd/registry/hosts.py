@@ -282,7 +282,7 @@ class Registry:
         if self.get(mac) is None:
             return None, writes
         h = self._get_or_new(mac, now, writes)
-        if h.state not in (HostState.DISCOVERED, HostState.ERROR):
+        if h.state not in (HostState.DISCOVERED, HostState.ERROR, HostState.PENDING):
             return h, writes
         self._set_state(h, HostState.REGISTERED, now, writes, "approved by admin")
         writes.append(HostWrite(h))

@@ -193,20 +193,24 @@ def test_boot_scripts_for_random_macs_get_429_past_the_new_host_budget(api):
     known = "52:54:00:77:00:99"
     committer.submit(app.registry.agent_register(known, None, None, 1.0)[1])
     codes = []
+    t0 = reactor.seconds()
     for mac in _macs(40, 5000):
         code, body = yield curl(base + f"/boot/{mac}.ipxe")
         codes.append(code)
-    assert codes.count(200) == 10 and codes.count(429) == 30, codes
+    # the burst (10), plus what the bucket refilled (1/s) while curl ran
+    refill = int(reactor.seconds() - t0) + 1
+    ok = codes.count(200)
+    assert 10 <= ok <= 10 + refill and codes.count(429) == 40 - ok, codes
     assert b"too many new hosts" in body
-    assert app.counters["http.script_new_host_refused"] == 30
-    assert len(app.registry.hosts) == 11
+    assert app.counters["http.script_new_host_refused"] == 40 - ok
+    assert len(app.registry.hosts) == ok + 1
     code, body = yield curl(base + f"/boot/{known}.ipxe")
     assert code == 200 and body.startswith(b"#!ipxe")
     code, body = yield curl("--data", json.dumps({"mac": "52:54:00:77:01:01"}),
                             base + "/api/v1/agent/register")
     assert code == 429 and "too many new hosts" in body["error"]
     yield committer.drain()
-    assert len(store.load_hosts()) == 11
+    assert len(store.load_hosts()) == ok + 1
 
 
 @pytest_twisted.inlineCallbacks
