@@ -139,6 +139,9 @@ class NetworkConfig:
     # Relay agents (their giaddr) trusted to relay for this network, as Kea's
     # relay ip-addresses: a packet with any other giaddr is dropped.
     relays: tuple[str, ...] = opt((), _ipv4_list)
+    # Hosts whose agent registers from this network without a token join this
+    # account (its name: `netbootd accounts create`); none: they join none.
+    account: str | None = None
 
 
 @dataclass(frozen=True)

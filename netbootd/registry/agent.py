@@ -55,8 +55,12 @@ class Refused(Exception):
 
 class Agents:
     def __init__(self, registry: Registry, accounts: Accounts, ring: KeyRing, *,
-                 refusal_events_pps: float = 0.5):
+                 refusal_events_pps: float = 0.5,
+                 network_account: Callable[[str], str | None] = lambda ip: None):
+        """`network_account(source address)`: the account name the config
+        gives the network of that address ([[networks]] account), or None."""
         self.registry, self.accounts, self.ring = registry, accounts, ring
+        self.network_account = network_account
         # Refusals are answered always, but stored as events only this often
         # per source: a flood of bad tokens must not cost a row per request.
         self._refusal_events = Buckets(refusal_events_pps, 5.0, max_keys=4096)
@@ -114,11 +118,14 @@ class Agents:
         before = h.state if h is not None else HostState.DISCOVERED
         host, reg = self.registry.agent_register(h.mac if h else mac, ip, uuid, now)
         writes += reg
+        via = "token"
+        if account is None and host.account is None and source:
+            account, via = self.accounts.get(self.network_account(source)), "network"
         joined = account if account is not None else self.accounts.by_id.get(host.account)
         if account is not None and host.account != account.id:
             host.account = account.id
             writes.append(event(now, host.mac, "host.account", old=None, new=account.name,
-                                via="token", token=claims.token_id))
+                                via=via, token=claims.token_id if claims else None))
         if joined is not None:
             self._enrolled_state(host, joined, before, now, writes)
         self._add_ids(host, found)

@@ -102,7 +102,8 @@ class Core(service.Service):
                                  new_total_pps=hc.new_total_pps)
         self.ring = KeyRing.load_or_create(self.cfg.state_dir)
         self.accounts = Accounts(self.store.load_accounts(), self.store.load_tokens())
-        self.agents = Agents(self.registry, self.accounts, self.ring)
+        self.agents = Agents(self.registry, self.accounts, self.ring,
+                             network_account=network_accounts(self.cfg))
         self.started = self.reactor.seconds()
         self.committer = GroupCommitter(self.reactor, self.store.apply,
                                         self.cfg.dhcp.commit_window_ms / 1000.0,
@@ -134,6 +135,24 @@ class Core(service.Service):
             if h.ip == ip:
                 return h.mac
         return None
+
+
+def network_accounts(cfg: Config):
+    """source address -> the account name of its [[networks]] entry, if any."""
+    import ipaddress
+    nets = [(ipaddress.ip_network(n.subnet, strict=False), n.account)
+            for n in cfg.networks if n.account]
+    for _, name in nets:
+        log.info("agent: hosts registering from a network without a token join account %r",
+                 name)
+
+    def lookup(ip: str) -> str | None:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        return next((name for net, name in nets if addr in net), None)
+    return lookup
 
 
 def core_families(core):
