@@ -3,9 +3,12 @@
     serve      serve.py     options only; __main__ runs the daemon (the reactor is its)
     config     config.py    config check
     lab        lab.py       a VM booted against netbootd in namespaces
-    token      tokens.py    the admin token
+    token      admin.py     the admin token
+    accounts   accounts.py  create/list/show/set/delete (list/show read)
+    tokens     tokens.py    enrollment tokens: create (shown once)/list/revoke/rotate-key
     state      state.py     backup / list / restore
-    hosts      hosts.py     list/show (read) and assign/approve/retire/delete (API)
+    hosts      hosts.py     list/show (read; show: hosts_show.py) and assign/approve/
+                            retire/delete/action/wipe/reset/move (API, hosts_admin.py)
     leases     leases.py    list/show (read)
     events     events.py    list, -f (read)
     initrd     initrd.py    build the discover initrd (may fetch busybox-static)
@@ -19,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import config, events, hosts, initrd, lab, leases, serve, state, tokens
+from . import accounts, admin, config, events, hosts, initrd, lab, leases, serve, state, tokens
 from .common import effective_config
 
-GROUPS = (serve, config, lab, tokens, state, hosts, leases, events, initrd)
+GROUPS = (serve, config, lab, admin, accounts, tokens, state, hosts, leases, events, initrd)
 
 __all__ = ["build_parser", "effective_config", "run"]
 

@@ -6,11 +6,13 @@ docs/CONTRACT-api.md); changes carry the admin token read from the state dir.
 from __future__ import annotations
 
 import json
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from .. import config as config_mod
+from .common import effective_config, print_json
 
 
 class Unreachable(OSError):
@@ -70,3 +72,33 @@ class ApiClient:
             return request(self.base + path, method, body, token)
         except OSError as e:
             raise SystemExit(f"netbootd: cannot reach the daemon at {self.base}: {e}")
+
+
+def error_of(reply) -> str:
+    """The API's reason in a reply ({"error": ...}), or the reply itself."""
+    if isinstance(reply, dict) and "error" in reply:
+        return str(reply["error"])
+    return json.dumps(reply, default=str)[:200]
+
+
+def admin_call(args, method: str, path: str, body: dict | None = None,
+               what: str = "request"):
+    """A call with the admin token for a command (args: --server, --state-dir,
+    --config); the reply, or None after printing `netbootd: WHAT refused
+    (STATUS): reason` on stderr (the command then exits 1)."""
+    code, reply = ApiClient(effective_config(args), args.server).change(method, path, body)
+    if not 200 <= code < 300:
+        print(f"netbootd: {what} refused ({code}): {error_of(reply)}", file=sys.stderr)
+        return None
+    return reply
+
+
+def admin_command(args, method: str, path: str, body: dict | None, what: str,
+                  human) -> int:
+    """A whole admin command: the call, then the reply as JSON (--json) or
+    `human(reply)`; the exit status (1 when refused)."""
+    reply = admin_call(args, method, path, body, what)
+    if reply is None:
+        return 1
+    print_json(reply) if args.json else print(human(reply))
+    return 0

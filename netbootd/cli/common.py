@@ -4,12 +4,13 @@ offline (store) path print, so the two show the same table."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 
 from .. import config as config_mod
 
-HOST_COLS = ["mac", "state", "hostname", "arch_name", "ip", "profile", "last_seen"]
+HOST_COLS = ["mac", "state", "account", "hostname", "arch_name", "ip", "profile", "last_seen"]
 LEASE_COLS = ["address", "mac", "state", "hostname", "network", "ends"]
 EVENT_COLS = ["ts", "mac", "kind", "detail"]
 _TIME_COLS = ("ends", "last_seen", "ts")
@@ -49,14 +50,68 @@ def mac_arg(key: str | None, usage: str) -> str | None:
         return None
 
 
+# C0/C1 controls and line separators: a host-controlled string (hostname,
+# inventory) must not move the cursor or recolour the admin's terminal.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def cell(v) -> str:
+    """One value as a table shows it: "-" for none, yes/no, control chars replaced."""
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return _UNSAFE.sub("\ufffd", str(v))
+
+
 def table(rows: list[dict], cols: list[str]) -> str:
-    widths = [max([len(c)] + [len(str(r.get(c, "") if r.get(c) is not None else "-"))
-                              for r in rows]) for c in cols]
+    cells = [[cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths))]
-    for r in rows:
-        lines.append("  ".join(str(r.get(c) if r.get(c) is not None else "-").ljust(w)
-                               for c, w in zip(cols, widths)))
-    return "\n".join(lines)
+    for row in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def facts(pairs: list[tuple[str, object]], indent: str = "") -> str:
+    """'label   value' lines, labels aligned (a host's details, an account)."""
+    width = max((len(k) for k, _ in pairs), default=0)
+    return "\n".join(f"{indent}{k.ljust(width)}  {cell(v)}" for k, v in pairs)
+
+
+def human_bytes(n) -> str | None:
+    """1073741824 -> '1.0 GiB' (None when not a number)."""
+    if not isinstance(n, (int, float)) or isinstance(n, bool):
+        return None
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return None
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration(text: str) -> int:
+    """'30d', '12h', '90m', '45s', '2w' or '3600' (seconds) -> seconds > 0;
+    ValueError naming what is accepted."""
+    m = _DURATION.match(text or "")
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration: a positive number with an optional "
+                         "unit s, m, h, d or w (30d, 12h, 90m, 3600)")
+    return int(m.group(1)) * _UNIT[m.group(2)]
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=1, default=str))
+
+
+def fail(msg: str, status: int = 1) -> int:
+    """Print `netbootd: msg` on stderr; the exit status."""
+    print(f"netbootd: {msg}", file=sys.stderr)
+    return status
 
 
 def fmt_time(ts) -> str:
@@ -66,7 +121,7 @@ def fmt_time(ts) -> str:
 def print_rows(args, rows: list[dict], cols: list[str]) -> None:
     """One JSON list (--json) or a table of `cols`, times made readable."""
     if args.json:
-        print(json.dumps(rows, indent=1, default=str))
+        print_json(rows)
         return
     view = []
     for r in rows:

@@ -1,30 +1,43 @@
-"""`netbootd hosts list|show|assign|approve|retire|delete`.
+"""`netbootd hosts list|show|assign|approve|retire|delete|action|wipe|reset|move`.
 
 list/show read through the API (or the store, see reads.py); the changes go
-to the running daemon only: it owns the registry in memory."""
+to the running daemon only (hosts_admin.py): it owns the registry in memory.
+`show` prints the host, its account and agent, its hardware (hosts_show.py)
+and its timeline."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 
+from . import hosts_admin
 from .client import ApiClient
-from .common import HOST_COLS, EVENT_COLS, effective_config, mac_arg, print_rows
+from .common import HOST_COLS, fail, mac_arg, print_rows
+from .hosts_show import show_host
 from .reads import add_read_args, refused, run_read
-
-CHANGES = ("approve", "retire", "delete")
 
 
 def add_parser(sub) -> None:
-    r = sub.add_parser("hosts", help="hosts in the registry")
+    r = sub.add_parser("hosts", help="hosts in the registry",
+                       description="hosts list|show MAC (read); assign MAC PROFILE, "
+                                   "approve|retire|delete|reset MAC, action MAC "
+                                   "poweroff|reboot|wait, wipe MAC --disk D --yes-destroy-data, "
+                                   "move MAC --account A|--no-account (admin token)")
     r.add_argument("--kernel", help="linux: kernel URL or file under the files root")
     r.add_argument("--initrd", action="append", default=[], help="linux: initrd (repeatable)")
     r.add_argument("--cmdline", help="linux: kernel command line")
     r.add_argument("--san-uri", help="sanboot: iPXE SAN URI")
     r.add_argument("--initiator-iqn", help="sanboot: initiator IQN")
-    add_read_args(r, ("list", "show", "assign") + CHANGES, "MAC (hosts show, assign, ...)")
-    r.add_argument("profile", nargs="?", help="profile (hosts assign MAC PROFILE)")
+    add_read_args(r, ("list", "show") + hosts_admin.ACTIONS, "MAC (hosts show, assign, ...)")
+    r.add_argument("arg", nargs="?", metavar="PROFILE|ACTION",
+                   help="hosts assign MAC PROFILE; hosts action MAC poweroff|reboot|wait")
     r.add_argument("--state", help="hosts list: only hosts in this state")
+    r.add_argument("--account", help="hosts list: only this account's hosts ('-': in no "
+                                     "account); hosts move: the account to move to")
+    r.add_argument("--no-account", action="store_true", help="hosts move: out of any account")
+    r.add_argument("--disk", action="append", default=[],
+                   help="hosts wipe: a disk to wipe, as the inventory names it (repeatable)")
+    r.add_argument("--yes-destroy-data", action="store_true",
+                   help="hosts wipe: required; the listed disks' data is destroyed")
     r.add_argument("-q", "--query", help="hosts list: substring of mac/hostname/ip")
     r.add_argument("--all", action="store_true",
                    help="hosts list: every page, not only the first --limit hosts")
@@ -34,66 +47,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    if args.action == "assign":
-        return assign(args)
-    if args.action in CHANGES:
-        return change(args)
+    if args.action in hosts_admin.ACTIONS:
+        return hosts_admin.run(args)
     return run_read(args, via_api, via_store)
 
 
-# -- changes (the daemon only) --------------------------------------------------
-def assign(args) -> int:
-    cfg = effective_config(args)
-    mac = mac_arg(args.key if args.profile else None, "usage: hosts assign MAC PROFILE [options]")
-    if mac is None:
-        return 2
-    pargs: dict = {}
-    if args.kernel:
-        pargs["kernel"] = args.kernel
-    if args.initrd:
-        pargs["initrds"] = args.initrd
-    if args.cmdline is not None:
-        pargs["cmdline"] = args.cmdline
-    if args.san_uri:
-        pargs["san_uri"] = args.san_uri
-    if args.initiator_iqn:
-        pargs["initiator_iqn"] = args.initiator_iqn
-    code, reply = ApiClient(cfg, args.server).change(
-        "POST", f"/api/v1/hosts/{mac}/assign", {"profile": args.profile, "args": pargs})
-    if code != 200:
-        print(f"netbootd: assign refused ({code}): {reply.get('error')}", file=sys.stderr)
-        return 1
-    print(f"{mac}: {reply['state']} profile={reply['profile']}")
-    return 0
-
-
-def change(args) -> int:
-    mac = mac_arg(args.key, f"usage: hosts {args.action} MAC")
-    if mac is None:
-        return 2
-    method, path = ("DELETE", f"/api/v1/hosts/{mac}") if args.action == "delete" else \
-        ("POST", f"/api/v1/hosts/{mac}/{args.action}")
-    code, reply = ApiClient(effective_config(args), args.server).change(method, path)
-    if code != 200:
-        print(f"netbootd: {args.action} refused ({code}): {reply.get('error')}", file=sys.stderr)
-        return 1
-    print(f"{mac}: " + ("deleted" if args.action == "delete" else reply["state"]))
-    return 0
-
-
 # -- reads -------------------------------------------------------------------------
-def _show(args, host: dict, timeline: list) -> int:
-    """One host, then its timeline (oldest first), the same from both paths."""
-    if args.json:
-        print(json.dumps(dict(host, timeline=timeline), indent=1, default=str))
-        return 0
-    host.pop("last_event", None)
-    print_rows(args, [host], HOST_COLS)
-    print()
-    print_rows(args, timeline, EVENT_COLS)
-    return 0
-
-
 def via_api(args, api: ApiClient) -> int:
     if args.action == "show":
         mac = mac_arg(args.key, "hosts show needs a MAC")
@@ -102,7 +61,7 @@ def via_api(args, api: ApiClient) -> int:
         code, host = api.get(f"/api/v1/hosts/{mac}")
         if code != 200:
             return refused(host)
-        return _show(args, host, host.pop("timeline", []))
+        return show_host(args, host, host.pop("timeline", []), host.pop("inventory", None))
     code, rows = _pages(args, api)
     if code != 200:
         return refused(rows)
@@ -117,7 +76,8 @@ def _pages(args, api: ApiClient) -> tuple[int, list | dict]:
     cursor, rows = args.cursor, []
     while True:
         code, page = api.get("/api/v1/hosts", limit=max(1, min(args.limit, 1000)),
-                             state=args.state, q=args.query, cursor=cursor)
+                             state=args.state, q=args.query, account=args.account,
+                             cursor=cursor)
         if code != 200:
             return code, page
         rows += page["hosts"]
@@ -130,12 +90,14 @@ def _pages(args, api: ApiClient) -> tuple[int, list | dict]:
             return 200, rows
 
 
-def host_view(h) -> dict:
-    """A stored Host as the API shows it (the fields HOST_COLS picks from)."""
+def host_view(h, names: dict) -> dict:
+    """A stored Host as the API shows it (views.host_json's fields, but the
+    last event and the lease); `names`: account id -> name."""
     from ..model import arch_name
     d = dataclasses.asdict(h)
     del d["secret_hash"]                  # never shown (the API drops it too)
     d["credential"] = h.secret_hash is not None
+    d["account"] = names.get(h.account, h.account) if h.account else None
     d["state"] = h.state.value
     d["arch_name"] = arch_name(h.arch) if h.arch is not None else None
     return d
@@ -144,22 +106,28 @@ def host_view(h) -> dict:
 def _matches(args, d: dict) -> bool:
     if args.state and d["state"] != args.state:
         return False
+    if args.account is not None and (d["account"] or "-") != args.account:
+        return False
     q = (args.query or "").lower()
     return not q or any(q in (d.get(k) or "").lower() for k in ("mac", "hostname", "ip"))
 
 
 def via_store(args, store) -> int:
     hosts = sorted(store.load_hosts(), key=lambda h: (h.first_seen, h.mac))
+    names = {a.id: a.name for a in store.load_accounts()}
     if args.action == "show":
         mac = mac_arg(args.key, "hosts show needs a MAC")
         if mac is None:
             return 2
         found = [h for h in hosts if h.mac == mac]
         if not found:
-            print(f"netbootd: no host {args.key}", file=sys.stderr)
-            return 1
-        return _show(args, host_view(found[0]), store.events(None, args.limit, mac, newest=True))
-    rows = [d for d in map(host_view, hosts) if _matches(args, d)]
+            return fail(f"no host {args.key}")
+        inv = store.inventory(mac)
+        return show_host(args, host_view(found[0], names),
+                         store.events(None, args.limit, mac, newest=True), inv[0] if inv else None)
+    if args.account not in (None, "-") and args.account not in names.values():
+        return fail(f"no account {args.account!r}")
+    rows = [d for d in (host_view(h, names) for h in hosts) if _matches(args, d)]
     if not args.all:
         rows = rows[:max(1, args.limit)]
     print_rows(args, rows, HOST_COLS)

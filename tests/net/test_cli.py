@@ -39,8 +39,8 @@ def test_offline_and_api_reads_print_the_same_columns_and_rows(api):  # noqa: F8
             # the same host row, field by field (registry in memory vs the store)
             assert on[1] == off[1] and MAC in on[1], cmd
     online = yield cli("hosts", "list", "--server", base)
-    assert online.stdout.split()[:7] == ["MAC", "STATE", "HOSTNAME", "ARCH_NAME", "IP",
-                                         "PROFILE", "LAST_SEEN"]
+    assert online.stdout.split()[:8] == ["MAC", "STATE", "ACCOUNT", "HOSTNAME", "ARCH_NAME",
+                                         "IP", "PROFILE", "LAST_SEEN"]
     online = yield cli("hosts", "list", "--json", "--server", base)
     offline = yield cli("hosts", "list", "--json", "--offline", "--state-dir", state_dir)
     on, off = json.loads(online.stdout), json.loads(offline.stdout)
