@@ -40,6 +40,7 @@ MAX_IDS = 64                # identifiers kept per host
 QUEUED_ACTIONS = ("wait", "poweroff", "reboot", "wipe")
 STATUSES = ("started", "booting", "done", "failed")
 DETAIL_MAX = 16 * 1024      # bytes of a report's detail, as JSON
+BLOCK = 30.0                # seconds a source that kept being refused is answered 429
 LAST_SEEN_EVERY = 300.0     # a polling agent refreshes last_seen in the store this often
 _DISK = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
@@ -64,6 +65,10 @@ class Agents:
         # Refusals are answered always, but stored as events only this often
         # per source: a flood of bad tokens must not cost a row per request.
         self._refusal_events = Buckets(refusal_events_pps, 5.0, max_keys=4096)
+        # Refused registrations per source (guessing tokens, replaying): past
+        # the burst a source is answered 429 without a check for BLOCK seconds.
+        self._refusals = Buckets(1.0, 10.0, max_keys=4096)
+        self._blocked: dict[str, float] = {}
         self._registered_from: dict[str, str] = {}     # host MAC -> source of its secret
         self.counters: Counter = Counter()
 
@@ -71,6 +76,10 @@ class Agents:
     def _refuse_event(self, status: int, reason: str, source: str | None, mac: str | None,
                       now: float, kind: str, **detail) -> Refused:
         self.counters[f"refused.{reason}"] += 1
+        if source is not None and not self._refusals.allow(source, now):
+            if len(self._blocked) >= 4096:
+                self._blocked.pop(next(iter(self._blocked)))
+            self._blocked[source] = now + BLOCK
         writes = []
         if self._refusal_events.allow(source, now):
             writes.append(event(now, mac, kind, reason=reason, source=source, **detail))
@@ -80,6 +89,13 @@ class Agents:
                  ids: dict | None, source: str | None, now: float,
                  leased: Callable[[str], str | None] = lambda mac: None) -> tuple[dict, list]:
         """Returns (the reply, writes) or raises Refused."""
+        until = self._blocked.get(source) if source is not None else None
+        if until is not None:
+            if now < until:
+                self.counters["refused.blocked_source"] += 1
+                raise Refused(429, "too many refused registrations from this address; try "
+                                   "again later")
+            del self._blocked[source]
         account, claims = None, None
         if token is not None:
             try:

@@ -264,3 +264,16 @@ def test_the_bearer_scheme_name_is_case_insensitive(server, scheme):
                               "--data", '{"profile": "localboot"}',
                               f"{base}/api/v1/hosts/{MAC}/assign")
     assert status == 401
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_enrollment_token_or_agent_secret_in_a_path_never_reaches_the_access_log(server):
+    import io
+    app, base, *_ = server
+    log = io.StringIO()
+    SITES[base].logFile = log
+    tok, sec = "nbt1.QUJDREVG.c2lnbmF0dXJl", "nba1.525400aa0001.c2VjcmV0c2VjcmV0"
+    yield curl(f"{base}/files/{tok}/x?{sec}")
+    line = log.getvalue()
+    assert "nbt1.REDACTED" in line and "nba1.REDACTED" in line
+    assert tok not in line and sec not in line and "c2lnbmF0dXJl" not in line

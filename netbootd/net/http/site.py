@@ -30,8 +30,12 @@ _SECRET_PARAM = re.compile(
     rb"((?:^|[?&;])[^=&;#]*(?:token|auth|bearer|key|secret|passw)[^=&;#]*=)[^&;#]*", re.I)
 
 
+# An enrollment token or agent secret anywhere in a URI (auth/enroll.py formats).
+_CREDENTIAL = re.compile(rb"\b(nbt1|nba1)\.[A-Za-z0-9._~%-]+")
+
+
 def redact_uri(uri: bytes) -> bytes:
-    return _SECRET_PARAM.sub(rb"\1REDACTED", uri)
+    return _CREDENTIAL.sub(rb"\1.REDACTED", _SECRET_PARAM.sub(rb"\1REDACTED", uri))
 
 
 class _Redacted:
