@@ -88,7 +88,8 @@ class Agents:
     def register(self, mac: str, ip: str | None, uuid: str | None, token: str | None,
                  ids: dict | None, source: str | None, now: float,
                  leased: Callable[[str], str | None] = lambda mac: None) -> tuple[dict, list]:
-        """Returns (the reply, writes) or raises Refused."""
+        """Returns (the reply, writes) or raises Refused.  `leased(mac)`: the
+        address of the MAC's active lease from this daemon, if any."""
         until = self._blocked.get(source) if source is not None else None
         if until is not None:
             if now < until:
@@ -107,6 +108,13 @@ class Agents:
             if account is None:
                 raise self._refuse_event(403, why, source, mac, now, "agent.refused",
                                          token=claims.token_id)
+        lease_ip = leased(mac)
+        if lease_ip is not None and source is not None and source != lease_ip:
+            # Full mode: the MAC holds a lease from us, so its agent calls from
+            # that address; anyone else claiming the MAC (to squat on it with
+            # a token of their own) is refused.
+            raise self._refuse_event(409, "this MAC's lease is at another address", source,
+                                     mac, now, "agent.refused", lease=lease_ip)
         found = identifiers(mac, ids)
         if uuid and not any(k == "uuid" for k, _ in found):
             found += [i for i in identifiers(mac, {"uuid": uuid}) if i[0] == "uuid"]

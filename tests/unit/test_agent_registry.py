@@ -60,3 +60,13 @@ def test_queue_validates_the_action_and_wait_clears_it():
     assert a.next(h, 3.0, "http://x")[0]["action"] == "poweroff"
     a.queue(h, {"action": "wait"}, 4.0)
     assert h.action is None and a.next(h, 5.0, "http://x")[0]["action"] == "wait"
+
+
+def test_a_mac_with_a_lease_registers_only_from_its_leased_address():
+    a = agents()
+    leased = {MAC: "10.0.0.50"}.get
+    with pytest.raises(Refused) as e:
+        a.register(MAC, "10.0.0.50", None, None, None, "10.0.0.66", 1.0, leased)
+    assert e.value.status == 409 and "lease" in e.value.reason and MAC not in a.registry.hosts
+    reply, _ = a.register(MAC, None, None, None, None, "10.0.0.50", 2.0, leased)
+    assert reply["mac"] == MAC
