@@ -79,17 +79,6 @@ def facts(pairs: list[tuple[str, object]], indent: str = "") -> str:
     return "\n".join(f"{indent}{k.ljust(width)}  {cell(v)}" for k, v in pairs)
 
 
-def human_bytes(n) -> str | None:
-    """1073741824 -> '1.0 GiB' (None when not a number)."""
-    if not isinstance(n, (int, float)) or isinstance(n, bool):
-        return None
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return None
-
-
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

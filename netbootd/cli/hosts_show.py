@@ -7,8 +7,8 @@ and replaces control characters); common.cell replaces them again, so
 nothing a host sends can drive the admin's terminal."""
 from __future__ import annotations
 
-from .common import EVENT_COLS, HOST_COLS, facts, fmt_time, human_bytes, print_json, \
-    print_rows, table
+from ..web import human_bytes, hw_glance
+from .common import EVENT_COLS, HOST_COLS, facts, fmt_time, print_json, print_rows, table
 
 DISK_COLS = ["disk", "size", "model", "serial", "rotational", "transport"]
 NIC_COLS = ["nic", "mac", "driver", "link", "speed"]
@@ -37,7 +37,7 @@ def agent_facts(h: dict) -> list[tuple[str, object]]:
              else "no"),
             ("identifiers", f"mac={h['mac']}" + (", " + ids if ids else "")),
             ("pending action", action_text(h.get("action"))),
-            ("hardware", glance(h.get("hw")) or "no inventory yet")]
+            ("hardware", hw_glance(h.get("hw")) or "no inventory yet")]
 
 
 def action_text(act: dict | None) -> str:
@@ -45,25 +45,6 @@ def action_text(act: dict | None) -> str:
         return "none"
     more = " disks=" + ",".join(act["disks"]) if act.get("disks") else ""
     return f"{act.get('action')}{more} (id {act.get('id')})"
-
-
-def glance(hw: dict | None) -> str:
-    """A host's hardware in one line: '2c/4t 8.0 GiB 2 disks 1.5 TiB 2 nics uefi'."""
-    if not hw:
-        return ""
-    parts = []
-    if hw.get("cores") or hw.get("threads"):
-        parts.append(f"{hw.get('cores') or '?'}c/{hw.get('threads') or '?'}t")
-    if hw.get("memory_bytes"):
-        parts.append(human_bytes(hw["memory_bytes"]))
-    if hw.get("disks"):
-        parts.append(f"{hw['disks']} disk{'s' if hw['disks'] != 1 else ''} "
-                     f"{human_bytes(hw.get('disk_bytes') or 0)}")
-    if hw.get("nics"):
-        parts.append(f"{hw['nics']} nic{'s' if hw['nics'] != 1 else ''}")
-    if hw.get("firmware"):
-        parts.append(hw["firmware"])
-    return " ".join(parts)
 
 
 def _join(*parts) -> str | None:

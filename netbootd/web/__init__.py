@@ -63,11 +63,39 @@ def summary(detail) -> str:
 def human_bytes(n) -> str:
     if not isinstance(n, (int, float)) or isinstance(n, bool):
         return ""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return ""
+
+
+def _count(hw: dict, key: str):
+    v = hw.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def hw_glance(hw) -> str:
+    """A host's hardware in one line from its inventory summary (host.hw,
+    policy/inventory.summary): '2c/4t 8.0 GiB 2 disks 1.5 TiB 2 nics uefi'.
+    static/status.js hwGlance says the same; `hosts show` prints it too."""
+    if not isinstance(hw, dict):
+        return ""
+    parts = []
+    cores, threads = _count(hw, "cores"), _count(hw, "threads")
+    if cores or threads:
+        parts.append(f"{cores or '?'}c/{threads or '?'}t")
+    if _count(hw, "memory_bytes"):
+        parts.append(human_bytes(hw["memory_bytes"]))
+    disks, nics = _count(hw, "disks"), _count(hw, "nics")
+    if disks:
+        parts.append(f"{disks} disk{'' if disks == 1 else 's'} "
+                     f"{human_bytes(_count(hw, 'disk_bytes') or 0)}")
+    if nics:
+        parts.append(f"{nics} nic{'' if nics == 1 else 's'}")
+    if isinstance(hw.get("firmware"), str):
+        parts.append(hw["firmware"])
+    return " ".join(parts)
 
 
 def ago(ts, now) -> str:
@@ -104,6 +132,6 @@ def environment() -> jinja2.Environment:
         # failing the whole page (the JSON shapes grow over time).
         undefined=jinja2.Undefined,
         trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(summary=summary, human_bytes=human_bytes, clock=clock)
+    env.filters.update(summary=summary, human_bytes=human_bytes, clock=clock, hw=hw_glance)
     env.globals.update(is_failure=is_failure, ago=ago, percent=percent)
     return env

@@ -39,7 +39,8 @@ from netbootd.policy.leases import LeaseTable, whole_subnet
 from netbootd.policy.boot import Renderer
 from netbootd.registry.hosts import Registry
 from netbootd.store.sqlite import Store
-from netbootd.writes import HostDelete, HostWrite, event
+from netbootd.policy import inventory as inventory_policy
+from netbootd.writes import HostDelete, HostWrite, InventoryWrite, event
 
 from .webdriver import CHROMEDRIVER, CHROMIUM, OPENER, Browser, chromium_session, png_size
 
@@ -48,6 +49,20 @@ XSS = "<img src=x onerror=alert(1)>"
 XSS_VENDOR = '"><script>alert(2)</script>'
 GOOD, EVIL, IDLE = "52:54:00:5a:00:01", "52:54:00:5a:00:02", "52:54:00:5a:00:03"
 LATE = "52:54:00:5a:00:04"
+PEND, RACK = "52:54:00:5a:00:05", "52:54:00:5a:00:06"
+# An inventory whose strings are hostile (the agent's host controls all of them).
+HOSTILE_INVENTORY = {
+    "schema": 1,
+    "cpu": {"model": "Xeon " + XSS, "sockets": 2, "cores": 8, "threads": 16},
+    "memory": {"bytes": 32 * 1024 ** 3},
+    "disks": [{"name": "sda", "bytes": 480 * 1024 ** 3, "model": XSS, "serial": XSS_VENDOR,
+               "rotational": False, "transport": "sata"},
+              {"name": "sdb", "bytes": 4 * 1024 ** 4, "model": "HGST HUS726T4TAL",
+               "serial": "K4J1", "rotational": True, "transport": "sas"}],
+    "nics": [{"name": "eno1", "mac": PEND, "driver": XSS_VENDOR, "link": True, "speed": 10000}],
+    "dmi": {"system": {"vendor": XSS, "product": "PowerEdge R640", "serial": "7XJ2"}},
+    "firmware": "uefi", "secure_boot": True,
+}
 POOL = {"name": "lab", "subnet": "10.9.0.0/24", "ranges": ["10.9.0.100-10.9.0.199"],
         "router": "10.9.0.1", "dns": ["10.9.0.1"], "domain": "lab.test", "lease_time": 3600,
         "interface": "lab0", "size": 100, "used": 37}
@@ -99,6 +114,25 @@ class World:
         for dt, kind, detail in steps:
             writes.append(event(t0 + dt, mac, kind, **detail))
         self.committer.submit(writes)
+
+    def add_account(self, name: str, approval: str = "auto"):
+        a, writes = self.app.accounts.create(name, approval, None, {}, reactor.seconds())
+        self.committer.submit(writes)
+        return a
+
+    def put_in_account(self, mac: str, account) -> None:
+        h = self.registry.hosts[mac]
+        h.account = account.id
+        self.committer.submit([HostWrite(h)])
+
+    def add_inventory(self, mac: str, doc: dict) -> None:
+        """What the agent API stores for a posted inventory: the document with
+        history, its summary on the host (registry/agent.py)."""
+        clean = inventory_policy.validate(doc)
+        h = self.registry.hosts[mac]
+        h.hw = dict(inventory_policy.summary(clean), digest="test")
+        self.committer.submit([InventoryWrite(reactor.seconds(), mac, json.dumps(clean)),
+                               HostWrite(h)])
 
     def add_event(self, mac, kind, **detail) -> None:
         self.committer.submit([event(reactor.seconds(), mac, kind, **detail)])
@@ -627,6 +661,7 @@ def test_screenshot_of_the_page_with_a_failed_boot_open(world, browser, tmp_path
         assert w >= 800 and h >= 600 and len(png) > 20000
 
     def scenario():
+        on_reactor(enroll, world)
         open_page(browser, world)
         shoot("status-overview.png")             # read-only, no host selected
         browser.type("#token", TOKEN)
@@ -635,6 +670,10 @@ def test_screenshot_of_the_page_with_a_failed_boot_open(world, browser, tmp_path
         browser.wait("return document.querySelectorAll('#timeline li.step.failed').length === 1",
                      what="failed step")
         shoot("status-page.png")                 # admin, the failed boot open
+        browser.click(f'#hosts tr.host[data-mac="{PEND}"] td.mac')
+        browser.wait("return document.querySelectorAll('#inventory table.disks').length === 1",
+                     what="inventory")
+        shoot("status-inventory.png")            # a pending host's hardware
         assert console_errors(browser) == []
     yield run(scenario)
 
@@ -663,4 +702,136 @@ def test_hosts_that_took_dhcp_leases_show_the_lease_address_and_hostname(world, 
         assert rows[IDLE][1] == "-"                 # no lease, no name: still "-"
         code, body, _ = fetch(world.base + "/")
         assert b"pxe-3" in body and b"10.9.0.123" in body
+    yield run(scenario)
+
+
+def enroll(world: World) -> None:
+    """Two accounts: rack-a (manual approval) holds GOOD and a pending host
+    with a hostile inventory; rack-b holds RACK; EVIL and IDLE are in none."""
+    a = world.add_account("rack-a", "manual")
+    b = world.add_account("rack-b")
+    world.put_in_account(GOOD, a)
+    world.add_host(PEND, HostState.PENDING, "pend-01", 7, "10.9.0.15", steps=[
+        (0.0, "agent.register", {"ip": "10.9.0.15"})])
+    world.put_in_account(PEND, a)
+    world.add_inventory(PEND, HOSTILE_INVENTORY)
+    world.add_host(RACK, HostState.IDLE, "rack-b-01", 7, "10.9.0.16")
+    world.put_in_account(RACK, b)
+
+
+def page_macs(b: Browser) -> list[str]:
+    return sorted(r[0] for r in b.js(HOST_ROWS))
+
+
+def filter_hosts(b: Browser, field: str, value: str, shown: str) -> list[str]:
+    """Set a host filter (#account-filter, #host-filter) as a user would, wait
+    for the page range `shown` ('1-2 of 2'), return the MACs on the page."""
+    event = "change" if field == "account-filter" else "input"
+    b.js(f"const f = document.getElementById('{field}'); f.value = arguments[0];"
+         f"f.dispatchEvent(new Event('{event}'))", value)
+    b.wait("return document.getElementById('host-range').textContent === arguments[0]",
+           shown.replace("-", "\u2013"), what=f"{field} {value}")
+    return page_macs(b)
+
+
+def reload_at(b: Browser, url: str) -> None:
+    b.get(url)
+    b.wait("return document.getElementById('live').classList.contains('ok')", what="first poll")
+
+
+@pytest_twisted.inlineCallbacks
+def test_served_html_shows_accounts_filters_by_account_and_the_hardware(world):
+    def check():
+        on_reactor(enroll, world)
+        settle(world)
+        code, body, _ = fetch(world.base + "/")
+        html = body.decode()
+        assert code == 200 and '<td class="account">rack-a</td>' in html
+        assert '<option value="rack-b">rack-b</option>' in html
+        assert '<span class="chip state-pending">pending</span>' in html
+        assert '<td class="hw">8c/16t 32.0 GiB 2 disks 4.5 TiB 1 nic uefi</td>' in html
+        assert "<img" not in html
+        code, body, _ = fetch(world.base + "/?account=rack-a")
+        html = body.decode()
+        assert sorted(html.count(f'data-mac="{m}"') for m in (GOOD, PEND, EVIL, RACK)) == \
+            [0, 0, 1, 1] and f'data-mac="{EVIL}"' not in html
+        assert '<option value="rack-a" selected>rack-a</option>' in html
+        code, body, _ = fetch(world.base + "/?account=-")
+        assert {m for m in (GOOD, EVIL, IDLE, PEND, RACK)
+                if f'data-mac="{m}"'.encode() in body} == {EVIL, IDLE}
+        code, body, _ = fetch(world.base + "/?account=%3Cscript%3E")
+        assert code == 200 and b'class="host"' not in body and b"<script>" not in body
+        assert b"&lt;script&gt; (no such account)" in body
+    yield in_thread(check)
+
+
+@needs_browser
+@pytest_twisted.inlineCallbacks
+def test_account_column_and_filter_and_the_pending_state(world, browser):
+    def scenario():
+        on_reactor(enroll, world)
+        open_page(browser, world)
+        rows = {r[0]: r for r in browser.js(HOST_ROWS)}
+        assert {m: rows[m][3] for m in rows} == {GOOD: "rack-a", PEND: "rack-a", RACK: "rack-b",
+                                                 EVIL: "-", IDLE: "-"}
+        chip = f'#hosts tr[data-mac="{PEND}"] td.state .chip'
+        assert browser.js(f"return document.querySelector('{chip}').className") == \
+            "chip state-pending"
+        assert browser.js(f"return getComputedStyle(document.querySelector('{chip}'))"
+                          ".backgroundColor") not in ("rgba(0, 0, 0, 0)", "rgb(229, 231, 235)")
+        assert browser.js("return Array.from(document.querySelectorAll('#account-filter option'))"
+                          ".map(o => o.value)") == ["", "-", "rack-a", "rack-b"]
+        assert filter_hosts(browser, "account-filter", "rack-a", "1-2 of 2") == \
+            sorted([GOOD, PEND])
+        assert browser.js("return location.search") == "?account=rack-a"
+        assert filter_hosts(browser, "account-filter", "-", "1-2 of 2") == sorted([EVIL, IDLE])
+        # the filter in the URL holds on a fresh load; a state filter narrows it
+        reload_at(browser, world.base + "/?account=rack-b")
+        assert page_macs(browser) == [RACK]
+        assert browser.js("return document.getElementById('account-filter').value") == "rack-b"
+        reload_at(browser, world.base + "/?account=rack-a")
+        assert filter_hosts(browser, "host-filter", "pending", "1-1 of 1") == [PEND]
+        # an admin approves the pending host from its row
+        browser.type("#token", TOKEN)
+        browser.click("#token-use")
+        browser.click(f'#hosts tr[data-mac="{PEND}"] button[data-action="approve"]')
+        browser.wait(f"return !document.querySelector('#hosts tr[data-mac=\"{PEND}\"]') ||"
+                     f" document.querySelector('#hosts tr[data-mac=\"{PEND}\"] td.state')"
+                     ".textContent !== 'pending'", what="approved")
+        assert world.registry.get(PEND).state != HostState.PENDING
+        assert console_errors(browser) == []
+    yield run(scenario)
+
+
+@needs_browser
+@pytest_twisted.inlineCallbacks
+def test_hardware_at_a_glance_and_a_hostile_inventory_shown_as_text(world, browser):
+    def scenario():
+        on_reactor(enroll, world)
+        open_page(browser, world)
+        hw = browser.js(f"return document.querySelector('#hosts tr[data-mac=\"{PEND}\"] "
+                        "td.hw').textContent")
+        assert hw == "8c/16t 32.0 GiB 2 disks 4.5 TiB 1 nic uefi"
+        browser.click(f'#hosts tr.host[data-mac="{PEND}"] td.mac')
+        disks = browser.wait(
+            "const t = document.querySelectorAll('#inventory table.disks tbody tr');"
+            "return t.length === 2 && Array.from(t).map(tr => Array.from(tr.cells)"
+            ".map(td => td.textContent))", what="the inventory's disks")
+        assert disks[0] == ["sda", "480.0 GiB", XSS, XSS_VENDOR, "no", "sata"]
+        assert disks[1][:2] == ["sdb", "4.0 TiB"] and disks[1][4] == "yes"
+        nics = browser.js("return Array.from(document.querySelectorAll("
+                          "'#inventory table.nics tbody td')).map(td => td.textContent)")
+        assert nics == ["eno1", PEND, XSS_VENDOR, "yes", "10000 Mb/s"]
+        inv = browser.text("#inventory-facts")
+        assert "Xeon " + XSS + " (2 sockets, 8 cores, 16 threads)" in inv
+        assert XSS + " PowerEdge R640 serial 7XJ2" in inv and "32.0 GiB" in inv
+        assert "uefi" in inv and "secure boot\non" in inv
+        facts = browser.text("#detail-facts")
+        assert "rack-a" in facts and "pending" in facts and "serial=7XJ2" not in facts
+        assert "8c/16t 32.0 GiB" in facts
+        assert browser.js("return document.querySelectorAll('img, script:not([src])').length") == 0
+        assert browser.js("return document.scripts.length") == 1
+        time.sleep(0.5)
+        assert not browser.alert_open()
+        assert console_errors(browser) == []
     yield run(scenario)

@@ -52,7 +52,8 @@ def secure_headers(request) -> None:
 
 
 class StatusPage(resource.Resource):
-    """GET /: hosts, boot timelines, transfers, pools, recent events."""
+    """GET / (?account=NAME): hosts with their accounts and hardware, boot
+    timelines, transfers, pools, recent events."""
     isLeaf = True
 
     def __init__(self, registry, info, reads, leases):
@@ -73,17 +74,35 @@ class StatusPage(resource.Resource):
             return [], {}
         return d.addErrback(failed)
 
-    def _first_page(self) -> tuple[list, str | None, int]:
-        # Only the first page is rendered (and the script fetches one page at
-        # a time): after a MAC flood, every host made a 9.4 MB page.
-        return page(self.registry.hosts.values(), PAGE)
+    def _accounts(self):
+        # HttpApp always has one (its own when the wiring gives none); a bare
+        # StatusInfo in a test may not.
+        return getattr(self.info, "accounts", None)
 
-    def context(self, events: list, last: dict, first=None) -> dict:
-        hosts, nxt, total = first if first is not None else self._first_page()
+    def _first_page(self, account: str | None = None) -> tuple[list, str | None, int]:
+        """Only the first page is rendered (and the script fetches one page at
+        a time): after a MAC flood, every host made a 9.4 MB page.  `account`
+        (?account=NAME, "-": in none) filters it as /api/v1/hosts?account= does;
+        an unknown name matches no host."""
+        match = None
+        if account:
+            accounts = self._accounts()
+            a = accounts.get(account) if accounts is not None and account != "-" else None
+            want = "" if account == "-" else a.id if a is not None else None
+            match = lambda h: want is not None and (h.account or "") == want  # noqa: E731
+        return page(self.registry.hosts.values(), PAGE, None, match)
+
+    def context(self, events: list, last: dict, first=None, account: str | None = None
+                ) -> dict:
+        hosts, nxt, total = first if first is not None else self._first_page(account)
+        accounts = self._accounts()
+        names = accounts.name_of if accounts is not None else (lambda x: x)
         return {"status": status_json(self.info, self.registry.hosts.values(), events),
-                "hosts": hosts_json(hosts, last, self.leases([h.mac for h in hosts])),
+                "hosts": hosts_json(hosts, last, self.leases([h.mac for h in hosts]), names),
                 "total": total, "next": nxt, "seen": len(self.registry.seen),
-                "page_size": PAGE}
+                "page_size": PAGE, "account": account or "",
+                "accounts": sorted(a.name for a in accounts.by_id.values())
+                if accounts is not None else []}
 
     def render_GET(self, request):
         if request.postpath not in ([], [b""]):
@@ -92,13 +111,15 @@ class StatusPage(resource.Resource):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
 
-        first = self._first_page()
+        account = _arg(request, b"account")
+        first = self._first_page(account)
 
         def done(reads):
             if request.finished or request._disconnected:
                 return
             try:
-                body = self.template.render(**self.context(*reads, first)).encode("utf-8")
+                body = self.template.render(**self.context(*reads, first, account)
+                                            ).encode("utf-8")
             except Exception:
                 log.exception("status page: render failed")
                 request.setResponseCode(500)
@@ -108,6 +129,17 @@ class StatusPage(resource.Resource):
             request.finish()
         self._reads([h.mac for h in first[0]]).addCallback(done)
         return server.NOT_DONE_YET
+
+
+def _arg(request, name: bytes, limit: int = 128) -> str | None:
+    """A query parameter as text (None when absent, not UTF-8 or too long)."""
+    vals = (request.args or {}).get(name)
+    if not vals or len(vals[0]) > limit:
+        return None
+    try:
+        return vals[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 class Static(resource.Resource):

@@ -13,8 +13,8 @@
 (function () {
   const POLL_MS = 2000;
   const PAGE = 50;                 // hosts per page (net/http/status.py PAGE)
-  const STATES = new Set(["discovered", "registered", "idle", "assigned", "booting", "active",
-    "error", "retired"]);
+  const STATES = new Set(["discovered", "registered", "pending", "idle", "assigned", "booting",
+    "active", "error", "retired"]);
   const TOKEN_KEY = "netbootd.token";
   // A new boot starts at a DHCP offer once the previous one reached HTTP or
   // the agent, or after this much silence (seconds).
@@ -42,6 +42,8 @@
     timer: null, inflight: false, formFor: null, confirmDelete: null,
     // paging: cursors of the pages before this one, this page's, the next's
     back: [], cursor: null, next: null, total: 0, counts: null, filter: "",
+    // ?account=NAME ("-": hosts in no account), as /api/v1/hosts?account= takes it
+    account: new URLSearchParams(location.search).get("account") || "", accounts: null,
   };
   const $ = (id) => document.getElementById(id);
 
@@ -94,10 +96,22 @@
   }
   function humanBytes(n) {
     if (typeof n !== "number") return "";
-    const units = ["B", "KiB", "MiB", "GiB"];
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let i = 0;
     while (Math.abs(n) >= 1024 && i < units.length - 1) { n /= 1024; i++; }
     return i === 0 ? n.toFixed(0) + " B" : n.toFixed(1) + " " + units[i];
+  }
+  // A host's hardware in one line (netbootd/web/__init__.py hw_glance says the same).
+  function hwGlance(hw) {
+    if (!hw || typeof hw !== "object") return "";
+    const n = (k) => (typeof hw[k] === "number" ? hw[k] : null);
+    const parts = [];
+    if (n("cores") || n("threads")) parts.push((n("cores") || "?") + "c/" + (n("threads") || "?") + "t");
+    if (n("memory_bytes")) parts.push(humanBytes(n("memory_bytes")));
+    if (n("disks")) parts.push(n("disks") + (n("disks") === 1 ? " disk " : " disks ") + humanBytes(n("disk_bytes") || 0));
+    if (n("nics")) parts.push(n("nics") + (n("nics") === 1 ? " nic" : " nics"));
+    if (typeof hw.firmware === "string") parts.push(hw.firmware);
+    return parts.join(" ");
   }
   function ago(ts) {
     const now = state.status ? state.status.now : Date.now() / 1000;
@@ -196,7 +210,7 @@
     const b = (action, label, extra) => el("button", Object.assign(
       { type: "button", class: "act act-" + action, "data-action": action, "data-mac": h.mac }, extra || {}), label);
     const out = [b("assign", "assign…")];
-    if (h.state === "discovered" || h.state === "error") out.push(b("approve", "approve"));
+    if (h.state === "discovered" || h.state === "error" || h.state === "pending") out.push(b("approve", "approve"));
     if (h.state !== "retired") out.push(b("retire", "retire"));
     out.push(state.confirmDelete === h.mac ? b("delete", "confirm delete", { class: "act act-delete armed" })
       : b("delete", "delete"));
@@ -208,11 +222,12 @@
       el("td", { class: "mac" }, h.mac),
       el("td", { class: "hostname" }, h.hostname || "-"),
       el("td", { class: "state" }, el("span", { class: "chip state-" + token_(h.state) }, h.state)),
-      el("td", { class: "account" }, "-"),
+      el("td", { class: "account" }, h.account || "-"),
       el("td", { class: "arch" }, h.arch_name || "-"),
       el("td", { class: "ip" }, h.ip || "-"),
       el("td", { class: "last" + (isFailure(ev) ? " failed" : "") },
         ev ? [ev.kind, " ", el("span", { class: "age" }, ago(ev.ts))] : "-"),
+      el("td", { class: "hw" }, hwGlance(h.hw) || "-"),
       el("td", { class: "actions admin-only" }, isAdmin() ? actionButtons(h) : null));
   }
   function renderHosts() {
@@ -242,8 +257,8 @@
     });
     old.forEach((tr) => tbody.removeChild(tr));
     if (!state.hosts.length) {
-      tbody.appendChild(el("tr", { class: "empty" }, el("td", { colspan: 8 },
-        state.filter ? "no host matches" : "no hosts yet")));
+      tbody.appendChild(el("tr", { class: "empty" }, el("td", { colspan: 9 },
+        state.filter || state.account ? "no host matches" : "no hosts yet")));
     }
     $("host-total").textContent = String(state.total);
     const first = state.back.length * PAGE;
@@ -256,7 +271,8 @@
     // A state name filters on the state, anything else on mac/hostname/ip.
     const f = state.filter;
     const q = f === "" ? "" : STATES.has(f) ? "&state=" + encodeURIComponent(f) : "&q=" + encodeURIComponent(f);
-    return "/api/v1/hosts?limit=" + PAGE + q + (state.cursor ? "&cursor=" + encodeURIComponent(state.cursor) : "");
+    const a = state.account ? "&account=" + encodeURIComponent(state.account) : "";
+    return "/api/v1/hosts?limit=" + PAGE + q + a + (state.cursor ? "&cursor=" + encodeURIComponent(state.cursor) : "");
   }
   function goPage(dir) {
     if (dir > 0 && state.next) { state.back.push(state.cursor); state.cursor = state.next; }
@@ -272,6 +288,34 @@
       const f = $("host-filter").value.trim().toLowerCase();
       if (f !== state.filter) { state.filter = f; goPage(0); }
     }, 250);
+  }
+
+  // The account filter: its options from /api/v1/accounts (names are data:
+  // option text and value only); the choice is kept in the URL (?account=).
+  function renderAccounts() {
+    const sel = $("account-filter");
+    const names = (state.accounts || []).map((a) => a.name).sort();
+    if (state.account && state.account !== "-" && !names.includes(state.account)) names.push(state.account);
+    const want = JSON.stringify([names, state.account]);
+    if (sel.dataset.sig === want) return;
+    sel.dataset.sig = want;
+    replaceChildren(sel, el("option", { value: "" }, "all accounts"), el("option", { value: "-" }, "no account"),
+      names.map((n) => el("option", { value: n }, n)));
+    sel.value = state.account;
+  }
+  function setAccount(a) {
+    if (a === state.account) return false;
+    state.account = a;
+    state.back = [];
+    state.cursor = null;
+    const q = new URLSearchParams(location.search);
+    if (a) q.set("account", a); else q.delete("account");
+    const search = q.toString();
+    history.replaceState(null, "", location.pathname + (search ? "?" + search : "") + location.hash);
+    return true;
+  }
+  function applyAccount() {
+    if (setAccount($("account-filter").value)) refresh(true);
   }
 
   // -- pools, transfers, events -------------------------------------------------
@@ -376,14 +420,51 @@
     $("detail").hidden = false;
     $("detail-mac").textContent = h.mac;
     const args = h.profile_args && Object.keys(h.profile_args).length ? JSON.stringify(h.profile_args) : "";
+    const ids = (Array.isArray(h.ids) ? h.ids : []).filter((i) => Array.isArray(i) && !(i[0] === "mac" && i[1] === h.mac))
+      .map((i) => i[0] + "=" + i[1]);
+    const act = h.action && typeof h.action === "object"
+      ? h.action.action + (Array.isArray(h.action.disks) ? " disks=" + h.action.disks.join(",") : "") + " (id " + h.action.id + ")" : "none";
     replaceChildren($("detail-facts"),
-      fact("hostname", h.hostname), fact("state", h.state), fact("account", "-"),
+      fact("hostname", h.hostname), fact("state", h.state), fact("account", h.account || "none"),
+      fact("agent credential", h.credential ? "yes" : "no"),
+      fact("identifiers", ["mac=" + h.mac].concat(ids).join(", ")), fact("pending action", act),
+      fact("hardware", hwGlance(h.hw) || "no inventory yet"),
       fact("arch", h.arch_name ? h.arch_name + " (" + h.arch + ")" : null), fact("vendor class", h.vendor_class),
       fact("uuid", h.uuid), fact("interface", h.interface), fact("ip", h.ip),
       fact("profile", h.profile ? h.profile + (args ? " " + args : "") : "default"),
       fact("first seen", clock(h.first_seen)), fact("last seen", ago(h.last_seen)));
     renderDetailActions();
+    renderInventory(h.inventory);
     renderTimeline(h.timeline);
+  }
+  // The latest inventory document ({ts, doc}); every string in it is the host's.
+  function renderInventory(inv) {
+    const box = $("inventory");
+    if (inv === undefined) return;               // not fetched yet: keep what is shown
+    if (!inv || !inv.doc) { replaceChildren(box, el("h3", null, "Hardware"), el("p", { class: "empty" }, "no inventory yet")); return; }
+    const d = inv.doc, cpu = d.cpu || {}, dmi = d.dmi || {};
+    const sys = dmi.system || {}, board = dmi.board || {}, bios = dmi.bios || {};
+    const join = (...p) => p.filter((x) => x !== null && x !== undefined && x !== "").join(" ");
+    const counts = ["sockets", "cores", "threads"].filter((k) => typeof cpu[k] === "number").map((k) => cpu[k] + " " + k).join(", ");
+    const yes = (v) => (v === true ? "yes" : v === false ? "no" : "-");
+    const table = (cls, head, rows) => (rows.length ? el("table", { class: "inv " + cls },
+      el("thead", null, el("tr", null, head.map((x) => el("th", null, x)))),
+      el("tbody", null, rows.map((r) => el("tr", null, r.map((x) => el("td", null, x === null || x === undefined || x === "" ? "-" : x)))))) : null);
+    const disks = (Array.isArray(d.disks) ? d.disks : []).map((x) =>
+      [x.name, humanBytes(x.bytes), x.model, x.serial, yes(x.rotational), x.transport]);
+    const nics = (Array.isArray(d.nics) ? d.nics : []).map((x) =>
+      [x.name, x.mac, x.driver, yes(x.link), typeof x.speed === "number" ? x.speed + " Mb/s" : "-"]);
+    replaceChildren(box, el("h3", null, "Hardware ", el("small", null, "inventory of " + clock(inv.ts))),
+      el("dl", { class: "facts", id: "inventory-facts" },
+        fact("cpu", join(cpu.model, counts ? "(" + counts + ")" : "")),
+        fact("memory", d.memory ? humanBytes(d.memory.bytes) : ""),
+        fact("system", join(sys.vendor, sys.product, sys.serial ? "serial " + sys.serial : "")),
+        fact("board", join(board.vendor, board.product, board.serial ? "serial " + board.serial : "")),
+        fact("bios", join(bios.vendor, bios.version, bios.date ? "(" + bios.date + ")" : "")),
+        fact("firmware", d.firmware),
+        fact("secure boot", d.secure_boot === true ? "on" : d.secure_boot === false ? "off" : "unknown")),
+      table("disks", ["disk", "size", "model", "serial", "rotational", "transport"], disks),
+      table("nics", ["nic", "mac", "driver", "link", "speed"], nics));
   }
   function renderDetailActions() {
     const box = $("detail-actions");
@@ -428,9 +509,9 @@
     }
   }
   function select(mac) {
-    if (state.selected !== mac) { state.formFor = undefined; replaceChildren($("timeline")); }
+    if (state.selected !== mac) { state.formFor = undefined; replaceChildren($("timeline")); replaceChildren($("inventory")); }
     state.selected = mac;
-    history.replaceState(null, "", "#host=" + encodeURIComponent(mac));
+    history.replaceState(null, "", location.pathname + location.search + "#host=" + encodeURIComponent(mac));
     const h = state.byMac.get(mac);
     if (h) {
       const keep = state.detail && state.detail.mac === mac ? state.detail.timeline : null;
@@ -445,7 +526,7 @@
     state.detail = null;
     state.formFor = undefined;
     $("detail").hidden = true;
-    history.replaceState(null, "", location.pathname);
+    history.replaceState(null, "", location.pathname + location.search);
     renderHosts();
   }
 
@@ -485,9 +566,11 @@
     state.inflight = true;
     const seq = state.seq = (state.seq || 0) + 1;  // a page turn overtakes a poll in flight
     try {
-      const [s, hs] = await Promise.all([api("GET", "/api/v1/status"), api("GET", hostsPath())]);
+      const [s, hs, accs] = await Promise.all([api("GET", "/api/v1/status"), hostsPage(),
+        api("GET", "/api/v1/accounts").catch(() => state.accounts)]);
       if (seq !== state.seq) return;
       state.status = s;
+      state.accounts = Array.isArray(accs) ? accs : [];
       state.hosts = Array.isArray(hs.hosts) ? hs.hosts : [];
       state.next = hs.next || null;
       state.total = typeof hs.total === "number" ? hs.total : state.hosts.length;
@@ -497,7 +580,7 @@
         state.next = null;
       }
       index();
-      renderHeader(); renderHosts(); renderPools(); renderTransfers(); renderEvents();
+      renderHeader(); renderAccounts(); renderHosts(); renderPools(); renderTransfers(); renderEvents();
       if (state.selected) await loadDetail();
       setLive(true);
     } catch (e) {
@@ -508,6 +591,17 @@
         clearTimeout(state.timer);
         state.timer = setTimeout(poll, state.hosts.length || !state.back.length ? POLL_MS : 0);
       }
+    }
+  }
+  // A page of hosts; a filter on an account that is gone shows every host again.
+  async function hostsPage() {
+    try {
+      return await api("GET", hostsPath());
+    } catch (e) {
+      if (e.status !== 404 || !state.account) throw e;
+      showError("account " + state.account + ": " + e.message);
+      setAccount("");
+      return api("GET", hostsPath());
     }
   }
   function refresh(force) {
@@ -549,6 +643,7 @@
       applyAdmin();
     });
     $("host-filter").addEventListener("input", applyFilter);
+    $("account-filter").addEventListener("change", applyAccount);
     $("host-prev").addEventListener("click", () => goPage(-1));
     $("host-next").addEventListener("click", () => goPage(1));
     $("detail-close").addEventListener("click", closeDetail);
