@@ -126,8 +126,19 @@ api() {
       [ -n "$_b" ] && cat "$_b"
     } > "$NB_RUN/http.req"
   )
-  timeout 30 nc -w 10 "$_host" "$_port" < "$NB_RUN/http.req" > "$NB_RUN/http.resp" 2>/dev/null
-  rm -f "$NB_RUN/http.req"
+  # nc half-closes the connection when its stdin ends, and an HTTP server may
+  # take that for a client gone away (Twisted drops the request unanswered):
+  # feed it through a FIFO whose write end stays open until nc exits (the
+  # server closes the connection after its answer: HTTP/1.0, Connection: close).
+  rm -f "$NB_RUN/http.fifo"
+  mkfifo -m 0600 "$NB_RUN/http.fifo"
+  timeout 30 nc -w 10 "$_host" "$_port" < "$NB_RUN/http.fifo" > "$NB_RUN/http.resp" 2>/dev/null &
+  _nc=$!
+  exec 3> "$NB_RUN/http.fifo"
+  (cat "$NB_RUN/http.req" >&3) 2>/dev/null   # a subshell: if nc is gone, only it sees EPIPE
+  wait "$_nc"
+  exec 3>&-
+  rm -f "$NB_RUN/http.req" "$NB_RUN/http.fifo"
   _status_line=$(head -n 1 "$NB_RUN/http.resp" | tr -d '\r')
   case "$_status_line" in
     HTTP/1.[01]\ [1-5][0-9][0-9]*) ;;
