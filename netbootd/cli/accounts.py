@@ -8,11 +8,11 @@ from __future__ import annotations
 import urllib.parse
 
 from .client import admin_command, error_of
-from .common import add_state_args, fail, facts, fmt_time, print_json, print_rows
+from .common import add_command_args, fail, facts, fmt_time, print_json, print_rows
 from .reads import run_read
+from .tokens import TOKEN_COLS, token_rows
 
 ACCOUNT_COLS = ["name", "approval", "profile", "hosts", "tokens", "created"]
-TOKEN_COLS = ["id", "state", "label", "uses", "expires", "created"]
 
 
 def add_parser(sub) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 
     def cmd(name, help_, func, reads=False):
         p = asub.add_parser(name, help=help_)
-        common_args(p, reads)
+        add_command_args(p, reads)
         p.set_defaults(func=func)
         return p
 
@@ -38,15 +38,6 @@ def add_parser(sub) -> None:
                    help="drop the default profile (its hosts wait for an assignment)")
     cmd("delete", "delete an account with no hosts (its tokens go with it)",
         delete).add_argument("name")
-
-
-def common_args(p, reads: bool = False) -> None:
-    p.add_argument("--server", help="daemon URL (default http://127.0.0.1:<http_port>)")
-    add_state_args(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    if reads:
-        p.add_argument("--offline", action="store_true",
-                       help="read the state database directly instead of the daemon's API")
 
 
 def boot_args(p, defaults: bool = True) -> None:
@@ -193,7 +184,6 @@ def _print_one(args, a: dict, tokens: list | None) -> int:
               "token)")
     elif tokens:
         print()
-        from .tokens import token_rows
         print_rows(args, token_rows(tokens), TOKEN_COLS)
     return 0
 

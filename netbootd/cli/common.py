@@ -22,6 +22,17 @@ def add_state_args(p) -> None:
     p.add_argument("--config", help="TOML config file (default: embedded defaults)")
 
 
+def add_command_args(p, reads: bool = False) -> None:
+    """--server, --state-dir, --config, --json (and --offline for a read) of a
+    subcommand (accounts, tokens)."""
+    p.add_argument("--server", help="daemon URL (default http://127.0.0.1:<http_port>)")
+    add_state_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    if reads:
+        p.add_argument("--offline", action="store_true",
+                       help="read the state database directly instead of the daemon's API")
+
+
 def effective_config(args) -> config_mod.Config:
     """Config file, then command-line overrides."""
     cfg = config_mod.load(getattr(args, "config", None))

@@ -11,9 +11,10 @@ from __future__ import annotations
 import sys
 import urllib.parse
 
-from .accounts import TOKEN_COLS, common_args
 from .client import admin_call, admin_command
-from .common import duration, fail, fmt_time, print_json, print_rows
+from .common import add_command_args, duration, fail, fmt_time, print_json, print_rows
+
+TOKEN_COLS = ["id", "state", "label", "uses", "expires", "created"]
 
 ONCE = ("This is the only time the token is shown: netbootd keeps only its hash and "
         "cannot show it again.")
@@ -40,7 +41,7 @@ def add_parser(sub) -> None:
                                            "by older keys stay valid)")
     k.set_defaults(func=rotate_key)
     for p in (c, ls, r, k):
-        common_args(p)
+        add_command_args(p)
 
 
 def token_rows(tokens: list[dict]) -> list[dict]:
