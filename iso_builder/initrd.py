@@ -398,11 +398,10 @@ def build_discover_initrd(out_path, *, kernel_version: str | None = None,
 
 def find_kexec(fetch: bool = False) -> Path | None:
     """Debian's kexec (iso_builder.kexec), or None: the initrd is still useful without it."""
-    try:
-        return kexec_mod.find_kexec(cache_dir(), fetch)
-    except kexec_mod.KexecError as e:
-        print(f"initrd: no kexec in the initrd (boot actions reboot): {e}", file=sys.stderr)
-        return None
+    path, why = kexec_mod.pick(cache_dir(), fetch)
+    if why:
+        print(f"initrd: no kexec in the initrd (boot actions reboot): {why}", file=sys.stderr)
+    return path
 
 
 def _inputs(kernel_version: str, busybox: Path, modules, server_url: str | None,

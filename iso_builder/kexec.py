@@ -67,6 +67,18 @@ def find_kexec(cache: Path, fetch: bool = False) -> Path | None:
     return _fetch(cache_root(cache))
 
 
+def pick(cache: Path, fetch: bool = False) -> tuple[Path | None, str | None]:
+    """(kexec to pack, None), (None, None) when there is none, or (None, why) when
+    the one found cannot be packed (its libraries are missing, the fetch failed)."""
+    try:
+        binary = find_kexec(cache, fetch)
+        if binary is not None:
+            files_for_initrd(binary)
+        return binary, None
+    except (OSError, KexecError) as e:
+        return None, str(e)
+
+
 _LDD_LINE = re.compile(r"^\s*(\S+)(?:\s+=>\s+(\S+|not found))?\s*(?:\(0x[0-9a-f]+\))?\s*$")
 
 
