@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 
-.PHONY: run test unit e2e bench bench-dhcp bench-tftp bench-http bench-dns clean
+.PHONY: run test unit e2e bench bench-dhcp bench-tftp bench-http bench-dns bench-agent clean
 
 run:            ## install runtime deps; boot a VM against netbootd (embedded defaults) in private namespaces
 	bash scripts/run.sh
@@ -32,6 +32,10 @@ bench-http:     ## 40 MB over HTTP, 1 and 20 clients, vs nginx
 bench-dns:      ## dnsperf qps vs dnsmasq on the same 10,000-host zone
 	bash scripts/setup.sh bench
 	$(PY) bench/dns/run.py
+
+bench-agent:    ## agent API: enrollments/s, 1,000 idle agents polling, DHCP storm with/without them
+	bash scripts/setup.sh bench
+	$(PY) bench/agent/run.py
 
 e2e:            ## only the qemu boots (slow)
 	$(PYTEST) -q tests/e2e
