@@ -1,0 +1,537 @@
+"""The ``file`` volume backend: sparse files in a directory.
+
+Layout of a pool directory (0700; disk images are private):
+
+    <root>/volumes/<name>     writable volumes (0600)
+    <root>/snapshots/<name>   read-only snapshots (0400; root ignores mode bits, so the
+                              backend itself never opens them for writing)
+    <root>/.tmp/              volumes being made: <name>.<pid>.<random>
+    <root>/.lock              flock held while a finished volume takes its name
+
+A volume is born in .tmp/, fsync'ed, then given its name with link(2) (which, unlike
+rename, never replaces an existing name: two creates of one name race safely) and the
+temporary name removed.  An error or an interrupt (an exception from ``progress``,
+KeyboardInterrupt) removes the temporary file; a killed process leaves one in .tmp/, which
+the next open of the pool removes once its pid is gone.  Either way no half-made volume
+ever carries a name.
+
+Snapshots and clones are reflinks (FICLONE: the new file shares every extent with its
+source, copy-on-write) when the filesystem supports it (xfs made with reflink=1, btrfs);
+that is probed once when the pool is opened with a small file in .tmp/.  Elsewhere (ext4)
+they are sparse-aware copies: only the source's data segments (SEEK_DATA/SEEK_HOLE) are
+copied, with copy_file_range, so holes stay holes, and ``progress(done, total)`` reports
+the bytes of data copied.  ``describe()`` says which, in one line.
+
+The origin and creation time of a volume are extended attributes set before it is
+published (user.netbootd.*).
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import stat
+import threading
+import time
+from typing import Callable, Iterator, Optional
+
+from .volumes import (Capabilities, Exists, InUse, NoSpace, NotFound, PoolUsage, Progress,
+                      Thresholds, Unsupported, Volume, VolumeError, check_name, check_resize,
+                      check_size, check_space, human)
+
+FICLONE = 0x40049409               # _IOW(0x94, 9, int): linux/fs.h
+XATTR_ORIGIN = "user.netbootd.origin"
+XATTR_CREATED = "user.netbootd.created"
+CHUNK = 8 << 20                    # bytes per copy_file_range call (progress granularity)
+DIRS = {"volume": "volumes", "snapshot": "snapshots"}
+MODES = {"volume": 0o600, "snapshot": 0o400}
+NO_REFLINK = (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL, errno.EXDEV, errno.ENOSYS,
+              errno.EPERM)
+
+
+class FilePool:
+    """A ``VolumeBackend`` over one directory.  ``reflink``: None probes the filesystem,
+    False always copies, True refuses to open (``Unsupported``) where reflink fails."""
+
+    kind = "file"
+
+    def __init__(self, root: str, name: str = "default",
+                 thresholds: Thresholds = Thresholds(), reflink: Optional[bool] = None):
+        self.name = name
+        self.thresholds = thresholds
+        self.root = os.path.realpath(root)
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            for d in (*DIRS.values(), ".tmp"):
+                os.makedirs(os.path.join(self.root, d), mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise VolumeError(f"cannot use {self.root!r} as a pool directory: {e.strerror}",
+                              "root", root) from None
+        self._tmp = os.path.join(self.root, ".tmp")
+        self._lock = threading.Lock()
+        self.cleaned = self._clean_stale()
+        self.fstype = fs_type(self.root)
+        if reflink is False:
+            cow, why = False, "reflink turned off for this pool"
+        else:
+            cow, why = probe_reflink(self._tmp, self.fstype)
+            if reflink and not cow:
+                raise Unsupported(f"pool {name!r} wants reflink: {why}", "reflink", True)
+        self.capabilities = Capabilities(cow_clones=cow, thin=True, reason=why)
+
+    # ------------------------------------------------------------ interface
+
+    def describe(self) -> str:
+        how = (f"reflink clones on {self.fstype}" if self.capabilities.cow_clones
+               else f"sparse copy clones: {self.capabilities.reason}")
+        return f"file pool {self.name!r} in {self.root}: sparse files, {how}"
+
+    def create(self, name: str, size_bytes: int,
+               progress: Optional[Progress] = None) -> Volume:
+        check_name(name)
+        check_size(size_bytes)
+        self._refuse_taken(name)
+        check_space("create", name, self.usage(), self.thresholds, need=0,
+                    grow=size_bytes, pool=self.name)
+
+        def fill(fd: int) -> None:
+            os.ftruncate(fd, size_bytes)           # sparse: allocates nothing
+        vol = self._make(name, "volume", None, fill)
+        if progress:
+            progress(size_bytes, size_bytes)
+        return vol
+
+    def snapshot(self, name: str, snap_name: str,
+                 progress: Optional[Progress] = None) -> Volume:
+        return self._copy(name, snap_name, "snapshot", progress, field="snap_name")
+
+    def clone(self, source: str, new_name: str,
+              progress: Optional[Progress] = None) -> Volume:
+        return self._copy(source, new_name, "volume", progress, field="new_name")
+
+    def resize(self, name: str, size_bytes: int, force: bool = False) -> Volume:
+        kind, path = self._locate(name)
+        if kind == "snapshot":
+            raise VolumeError(f"{name!r} is a snapshot (read-only); clone it to get a "
+                              "volume that can be resized", "name", name)
+        cur = os.stat(path).st_size
+        new = check_resize(cur, size_bytes, force)
+        if new > cur:
+            check_space("resize", name, self.usage(), self.thresholds, need=0,
+                        grow=new - cur, pool=self.name)
+        try:
+            os.truncate(path, new)
+        except OSError as e:
+            raise self._os_error(e, "resize", name, new) from None
+        return self.get(name)
+
+    def delete(self, name: str) -> None:
+        kind, path = self._locate(name)
+        users = holders(path)
+        if users:
+            raise InUse(f"{name!r} is in use: {', '.join(users)}", "name", name)
+        os.unlink(path)
+        _fsync_dir(os.path.dirname(path))
+
+    def get(self, name: str) -> Volume:
+        kind, path = self._locate(name)
+        return self._volume(name, kind, path)
+
+    def list(self) -> list[Volume]:
+        out = []
+        for kind, d in DIRS.items():
+            for entry in os.scandir(os.path.join(self.root, d)):
+                try:
+                    check_name(entry.name)
+                except VolumeError:
+                    continue                   # not ours: never listed, never touched
+                if entry.is_file(follow_symlinks=False):
+                    try:
+                        out.append(self._volume(entry.name, kind, entry.path))
+                    except FileNotFoundError:
+                        continue               # deleted while we looked
+        return sorted(out, key=lambda v: v.name)
+
+    def usage(self) -> PoolUsage:
+        st = os.statvfs(self.root)
+        total = st.f_blocks * st.f_frsize
+        free = st.f_bavail * st.f_frsize
+        used = total - st.f_bfree * st.f_frsize
+        vols = self.list()
+        return PoolUsage(total=total, used=used, free=free,
+                         provisioned=sum(v.size for v in vols), volumes=len(vols))
+
+    def path(self, name: str) -> str:
+        return self._locate(name)[1]
+
+    # ------------------------------------------------------------ the work
+
+    def _copy(self, source: str, new: str, kind: str, progress: Optional[Progress],
+              field: str) -> Volume:
+        check_name(source, "source" if kind == "volume" else "name")
+        check_name(new, field)
+        _, src_path = self._locate(source, field="source" if kind == "volume" else "name")
+        self._refuse_taken(new, field)
+        src_fd = os.open(src_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            size = os.fstat(src_fd).st_size
+            cow = self.capabilities.cow_clones
+            need = 0 if cow else data_bytes(src_fd, size)
+            what = "snapshot" if kind == "snapshot" else "clone"
+            check_space(what, new, self.usage(), self.thresholds, need=need, grow=size,
+                        pool=self.name)
+
+            def fill(fd: int) -> None:
+                if cow:
+                    try:
+                        fcntl.ioctl(fd, FICLONE, src_fd)
+                        if progress:
+                            progress(size, size)
+                        return
+                    except OSError as e:
+                        if e.errno not in NO_REFLINK:
+                            raise
+                    # reflink failed after the probe said yes: copy, with the copy's space check
+                    check_space(what, new, self.usage(), self.thresholds,
+                                need=data_bytes(src_fd, size), grow=size, pool=self.name)
+                sparse_copy(src_fd, fd, size, progress)
+            return self._make(new, kind, source, fill, field=field)
+        finally:
+            os.close(src_fd)
+
+    def _make(self, name: str, kind: str, origin: Optional[str],
+              fill: Callable[[int], None], field: str = "name") -> Volume:
+        """Make a volume in .tmp/, ``fill`` it, then publish it under ``name``;
+        on any error or interrupt the temporary file is removed."""
+        tmp = os.path.join(self._tmp, f"{name}.{os.getpid()}.{secrets.token_hex(4)}")
+        final = os.path.join(self.root, DIRS[kind], name)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            try:
+                fill(fd)
+                _set_meta(fd, origin, time.time())
+                os.fchmod(fd, MODES[kind])
+                os.fsync(fd)
+            except OSError as e:
+                raise self._os_error(e, kind, name, None) from None
+            finally:
+                os.close(fd)
+            with self._claim():
+                self._refuse_taken(name, field)
+                try:
+                    os.link(tmp, final)
+                except FileExistsError:
+                    raise Exists(f"{name!r} already exists in pool {self.name!r}",
+                                 field, name) from None
+            _fsync_dir(os.path.dirname(final))
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        return self._volume(name, kind, final)
+
+    # ------------------------------------------------------------ helpers
+
+    def _locate(self, name: str, field: str = "name") -> tuple[str, str]:
+        """(kind, path) of an existing volume: a regular file inside the pool."""
+        check_name(name, field)
+        for kind, d in DIRS.items():
+            path = os.path.join(self.root, d, name)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or os.path.realpath(path) != path:
+                raise VolumeError(f"{path!r} is not a regular file inside the pool "
+                                  "(a symlink or a device put there by hand?)", field, name)
+            return kind, path
+        raise NotFound(f"no volume {name!r} in pool {self.name!r}", field, name)
+
+    def _refuse_taken(self, name: str, field: str = "name") -> None:
+        for d in DIRS.values():
+            if os.path.lexists(os.path.join(self.root, d, name)):
+                raise Exists(f"{name!r} already exists in pool {self.name!r}", field, name)
+
+    def _claim(self):
+        return _Claim(self._lock, os.path.join(self.root, ".lock"))
+
+    def _volume(self, name: str, kind: str, path: str) -> Volume:
+        st = os.stat(path, follow_symlinks=False)
+        origin, created = _get_meta(path)
+        return Volume(name=name, size=st.st_size, used=st.st_blocks * 512, origin=origin,
+                      kind=kind, created=created if created is not None else st.st_mtime)
+
+    def _os_error(self, e: OSError, op: str, name: str, size: Optional[int]) -> VolumeError:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            u = self.usage()
+            floor = self.thresholds.floor(u.total)
+            return NoSpace(f"{op} {name!r}: pool {self.name!r} ran out of space "
+                           f"({u.free} bytes free of {u.total}); nothing was kept",
+                           need=size or 0, free=u.free, floor=floor, total=u.total,
+                           field="size", value=size)
+        if e.errno == errno.EFBIG:
+            return VolumeError(f"{size} bytes ({human(size or 0)}) is larger than a file "
+                               f"on this {self.fstype} can be", "size", size)
+        return VolumeError(f"{op} {name!r} failed: {e.strerror or e}", "name", name)
+
+    def _clean_stale(self) -> int:
+        """Remove temporaries whose maker is gone (a process killed mid-copy)."""
+        n = 0
+        for entry in os.scandir(self._tmp):
+            pid = _pid_of(entry.name)
+            if pid is not None and (pid == os.getpid() or _alive(pid)):
+                continue                       # still being made (maybe by this process)
+            try:
+                os.unlink(entry.path)
+                n += 1
+            except OSError:
+                pass
+        return n
+
+
+class _Claim:
+    """The thread lock and the pool's flock, held while a name is claimed."""
+
+    def __init__(self, lock: threading.Lock, path: str):
+        self.lock, self.path, self.fd = lock, path, -1
+
+    def __enter__(self):
+        self.lock.acquire()
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            if self.fd >= 0:
+                os.close(self.fd)
+            self.lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)                      # releases the flock
+        self.lock.release()
+
+
+# ---------------------------------------------------------------- file system facts
+
+def fs_type(path: str) -> str:
+    """The filesystem type of the mount holding ``path`` (from /proc/self/mountinfo)."""
+    real = os.path.realpath(path)
+    best, kind = "", "unknown"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 5 or not right:
+                    continue
+                mnt = _unescape(fields[4])
+                inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) >= len(best):
+                    best, kind = mnt, right.split()[0]
+    except OSError:
+        pass
+    return kind
+
+
+def probe_reflink(directory: str, fstype: str = "") -> tuple[bool, str]:
+    """(True, "") if FICLONE works in ``directory``, else (False, why in a few words)."""
+    base = os.path.join(directory, f"probe-{secrets.token_hex(4)}.{os.getpid()}.")
+    a = b = -1
+    try:
+        a = os.open(base + "a", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.write(a, b"\0netbootd reflink probe" * 200)
+        os.fsync(a)
+        b = os.open(base + "b", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.ioctl(b, FICLONE, a)
+        return True, ""
+    except OSError as e:
+        name = errno.errorcode.get(e.errno or 0, str(e.errno))
+        return False, f"reflink not supported on {fstype or 'this filesystem'} ({name})"
+    finally:
+        for fd in (a, b):
+            if fd >= 0:
+                os.close(fd)
+        for p in (base + "a", base + "b"):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+def data_segments(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each data segment of a file (SEEK_DATA/SEEK_HOLE); a filesystem
+    without them reports the whole file as data."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:         # no data after pos
+                return
+            if e.errno == errno.EINVAL:        # no SEEK_DATA here: all data
+                yield pos, size
+                return
+            raise
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        if end <= start:
+            return
+        yield start, end
+        pos = end
+
+
+def data_bytes(fd: int, size: int) -> int:
+    return sum(e - s for s, e in data_segments(fd, size))
+
+
+def sparse_copy(src: int, dst: int, size: int, progress: Optional[Progress] = None,
+                chunk: int = CHUNK) -> int:
+    """Copy the data segments of ``src`` into ``dst`` at the same offsets (holes stay
+    holes), size ``dst`` to ``size``; returns the bytes copied.  ``progress(done,
+    total)`` runs before the first and after every chunk; it may raise to cancel."""
+    segments = list(data_segments(src, size))
+    total = sum(e - s for s, e in segments)
+    done = 0
+    os.ftruncate(dst, size)
+    if progress:
+        progress(0, total)
+    use_cfr = hasattr(os, "copy_file_range")
+    for start, end in segments:
+        pos = start
+        while pos < end:
+            n = min(chunk, end - pos)
+            if use_cfr:
+                try:
+                    got = os.copy_file_range(src, dst, n, pos, pos)
+                except OSError as e:
+                    if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
+                                       errno.EOPNOTSUPP):
+                        raise
+                    use_cfr = False
+                    continue
+            else:
+                buf = os.pread(src, n, pos)
+                got = os.pwrite(dst, buf, pos) if buf else 0
+            if got <= 0:                       # the source shrank under us: stop there
+                end = pos
+                break
+            pos += got
+            done += got
+            if progress:
+                progress(done, total)
+    return done
+
+
+def holders(path: str) -> list[str]:
+    """Who holds ``path`` open: processes ("tgtd (pid 812)") and loop devices."""
+    out = []
+    try:
+        st = os.stat(path)
+    except OSError:
+        return out
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        fddir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fddir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"{fddir}/{fd}") != path:
+                    continue
+                fst = os.stat(f"{fddir}/{fd}")
+            except OSError:
+                continue
+            if (fst.st_dev, fst.st_ino) == (st.st_dev, st.st_ino):
+                out.append(f"{_comm(pid)} (pid {pid})")
+                break
+    try:
+        loops = os.listdir("/sys/block")
+    except OSError:
+        loops = []
+    for dev in loops:
+        try:
+            with open(f"/sys/block/{dev}/loop/backing_file") as f:
+                if f.read().strip() == path:
+                    out.append(f"/dev/{dev}")
+        except OSError:
+            continue
+    return out
+
+
+# ---------------------------------------------------------------- small helpers
+
+def _set_meta(fd: int, origin: Optional[str], created: float) -> None:
+    try:
+        if origin:
+            os.setxattr(fd, XATTR_ORIGIN, origin.encode())
+        os.setxattr(fd, XATTR_CREATED, repr(created).encode())
+    except OSError as e:
+        if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise                              # no user xattrs: origin unknown, mtime as time
+
+
+def _get_meta(path: str) -> tuple[Optional[str], Optional[float]]:
+    def get(key):
+        try:
+            return os.getxattr(path, key, follow_symlinks=False).decode()
+        except (OSError, UnicodeDecodeError):
+            return None
+    origin = get(XATTR_ORIGIN)
+    created = get(XATTR_CREATED)
+    try:
+        when = float(created) if created is not None else None
+    except ValueError:
+        when = None
+    return origin, when
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_of(tmpname: str) -> Optional[int]:
+    parts = tmpname.rsplit(".", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "process"
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (\\040)."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
