@@ -187,7 +187,7 @@ class Run:
         log(f"  account {made['account']!r}, enrollment token {made.get('token_id')}")
         self.bench.wait_idle(self.lab)
         f0 = self.foreign()
-        r = self.agents("enroll", "--token", made["token"], "--n", str(a.agents),
+        r = self.agents("enroll", "--token", made["token"], "--n", str(a.enroll),
                         "--concurrency", str(a.concurrency), "--secrets", str(self.secrets))
         r["foreign_cpu_pct"] = self.foreign_pct(f0)
         for ph in ("register", "inventory"):
@@ -316,7 +316,8 @@ def idle_line(i: dict) -> str:
 
 def report(doc: dict) -> None:
     r = doc["results"]
-    print(f"\nagent API bench: {doc['settings']['agents']} agents, netbootd on CPU "
+    print(f"\nagent API bench: {doc['settings']['enroll']} hosts enrolled, the first "
+          f"{doc['settings']['agents']} poll; netbootd on CPU "
           f"{doc['pinning']['server']}, clients on CPU {doc['pinning']['client']}")
     if "enroll" in r:
         e = r["enroll"]
@@ -363,6 +364,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="shorter windows, coarse DHCP search")
     ap.add_argument("--parts", default="enroll,idle,dhcp")
     ap.add_argument("--agents", type=int, default=1000)
+    ap.add_argument("--enroll", type=int, help="hosts enrolled (default 3000, quick 1000); the "
+                    "first --agents of them poll")
     ap.add_argument("--concurrency", type=int, default=16, help="enroll: callers at once")
     ap.add_argument("--intervals", default="10,60",
                     help="idle: poll pauses measured, s (10: the server's hint, every pause; "
@@ -402,6 +405,7 @@ def main() -> int:
         ap.error("--intervals: comma-separated seconds")
     if not a.intervals or min(a.intervals) <= 0:
         ap.error("--intervals: at least one positive number of seconds")
+    a.enroll = max(a.enroll or (1000 if q else 3000), a.agents)
     a.dhcp_period = a.dhcp_period or (2.0 if q else 5.0)
     a.max_trials = a.max_trials or (5 if q else 10)
     a.confirm = a.confirm if a.confirm is not None else (0 if q else 1)
