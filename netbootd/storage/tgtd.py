@@ -50,6 +50,15 @@ class Backoff:
         return min(self.cap, self.first * (2 ** max(0, failures - 1)))
 
 
+def check_control(control: int) -> int:
+    """tgtd's -C takes 0-32767 (a C short); 0 is the distribution's own tgtd
+    (tgt.service), so netbootd's instance is 1-32767."""
+    if isinstance(control, bool) or not isinstance(control, int) or not 0 < control <= 32767:
+        raise TgtdError(f"tgtd control instance: {control!r} is not in 1-32767 "
+                        "(0 is the system tgtd's)")
+    return control
+
+
 def _tgtadm(tgtadm: str, control: int, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run([tgtadm, "-C", str(control), *args], capture_output=True, text=True,
                           timeout=timeout)
@@ -84,7 +93,7 @@ class TgtdSupervisor:
                  backoff: Backoff = Backoff(), start_timeout: float = 10.0,
                  stop_timeout: float = 10.0,
                  clock: Callable[[], float] = time.monotonic):
-        self.control = int(control)
+        self.control = check_control(control)
         self.portal = portal
         self.tgtd, self.tgtadm = tgtd, tgtadm
         self.wrap = list(wrap or [])
@@ -220,6 +229,12 @@ class TgtdSupervisor:
                 self._kill(proc)
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(5)
+        if proc.poll() is not None and not answers(self.tgtadm, self.control):
+            for leftover in (f"socket.{self.control}", f"socket.{self.control}.lock"):
+                try:            # tgtd leaves both behind; they are ours (our N)
+                    os.unlink(os.path.join(SOCKET_DIR, leftover))
+                except OSError:
+                    pass
         return proc.returncode
 
     def health(self) -> ExportHealth:
@@ -234,7 +249,7 @@ class ExternalTgtd:
     """A tgtd run by someone else: never started, stopped or restarted here."""
 
     def __init__(self, control: int, *, tgtadm: str = "tgtadm"):
-        self.control = int(control)
+        self.control = control
         self.tgtadm = tgtadm
 
     def start(self) -> None:
