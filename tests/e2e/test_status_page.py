@@ -799,6 +799,14 @@ def test_account_column_and_filter_and_the_pending_state(world, browser):
                      f" document.querySelector('#hosts tr[data-mac=\"{PEND}\"] td.state')"
                      ".textContent !== 'pending'", what="approved")
         assert world.registry.get(PEND).state != HostState.PENDING
+        # ... and queues a poweroff for its agent from the host's detail
+        reload_at(browser, world.base + "/")
+        browser.click(f'#hosts tr.host[data-mac="{PEND}"] td.mac')
+        browser.wait("return !!document.querySelector('#agent-actions')", what="agent actions")
+        browser.click('#agent-actions button[data-agent="poweroff"]')
+        browser.wait("return document.getElementById('detail-facts').textContent"
+                     ".includes('poweroff (id ')", what="the pending action")
+        assert world.registry.get(PEND).action["action"] == "poweroff"
         assert console_errors(browser) == []
     yield run(scenario)
 

@@ -494,7 +494,17 @@
       }
       act("assign", state.detail.mac, { profile: sel.value, args });
     });
-    replaceChildren(box, form);
+    // For the host's agent (it picks an action up at its next poll); a wipe
+    // names disks and is confirmed with the MAC: `netbootd hosts wipe` only.
+    const agentAct = (label, action, body) => {
+      const b = el("button", { type: "button", class: "act act-agent", "data-agent": label }, label);
+      b.addEventListener("click", () => act(action, key, body));
+      return b;
+    };
+    const agent = el("div", { id: "agent-actions", class: "agent-actions" }, "agent: ",
+      agentAct("poweroff", "actions", { action: "poweroff" }), agentAct("reboot", "actions", { action: "reboot" }),
+      agentAct("wait", "actions", { action: "wait" }), agentAct("forget credential", "reset"));
+    replaceChildren(box, form, agent);
   }
   async function loadDetail() {
     const mac = state.selected;
@@ -547,10 +557,11 @@
         const i = state.hosts.findIndex((x) => x.mac === h.mac);
         if (i >= 0) { state.hosts[i] = Object.assign({}, state.hosts[i], h, { last_event: state.hosts[i].last_event }); index(); renderHosts(); }
       }
-      showNotice(action + " " + mac + ": done");
+      showNotice(action === "actions" ? body.action + " " + mac + ": queued for its agent"
+        : action + " " + mac + ": done");
       if (action === "delete" && state.selected === mac) closeDetail();
     } catch (e) {
-      showError(action + " " + mac + ": " + e.message);
+      showError((action === "actions" ? body.action : action) + " " + mac + ": " + e.message);
     }
     refresh();
   }
