@@ -72,6 +72,9 @@ class FilePool:
         self._lock = threading.Lock()
         self.cleaned = self._clean_stale()
         self.fstype = fs_type(self.root)
+        # copy_file_range may itself reflink (xfs, btrfs): a pool told not to share
+        # blocks copies with pread/pwrite
+        self._share_ok = reflink is not False
         if reflink is False:
             cow, why = False, "reflink turned off for this pool"
         else:
@@ -195,7 +198,7 @@ class FilePool:
                     # reflink failed after the probe said yes: copy, with the copy's space check
                     check_space(what, new, self.usage(), self.thresholds,
                                 need=data_bytes(src_fd, size), grow=size, pool=self.name)
-                sparse_copy(src_fd, fd, size, progress)
+                sparse_copy(src_fd, fd, size, progress, in_kernel=self._share_ok)
             return self._make(new, kind, source, fill, field=field)
         finally:
             os.close(src_fd)
@@ -388,17 +391,19 @@ def data_bytes(fd: int, size: int) -> int:
 
 
 def sparse_copy(src: int, dst: int, size: int, progress: Optional[Progress] = None,
-                chunk: int = CHUNK) -> int:
+                chunk: int = CHUNK, in_kernel: bool = True) -> int:
     """Copy the data segments of ``src`` into ``dst`` at the same offsets (holes stay
     holes), size ``dst`` to ``size``; returns the bytes copied.  ``progress(done,
-    total)`` runs before the first and after every chunk; it may raise to cancel."""
+    total)`` runs before the first and after every chunk; it may raise to cancel.
+    ``in_kernel``: copy_file_range (no copy through user space; on xfs/btrfs it may
+    share blocks), else pread/pwrite."""
     segments = list(data_segments(src, size))
     total = sum(e - s for s, e in segments)
     done = 0
     os.ftruncate(dst, size)
     if progress:
         progress(0, total)
-    use_cfr = hasattr(os, "copy_file_range")
+    use_cfr = in_kernel and hasattr(os, "copy_file_range")
     for start, end in segments:
         pos = start
         while pos < end:
