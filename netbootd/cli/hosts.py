@@ -6,7 +6,6 @@ to the running daemon only (hosts_admin.py): it owns the registry in memory.
 and its timeline."""
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 from . import hosts_admin
@@ -91,15 +90,12 @@ def _pages(args, api: ApiClient) -> tuple[int, list | dict]:
 
 
 def host_view(h, names: dict) -> dict:
-    """A stored Host as the API shows it (views.host_json's fields, but the
-    last event and the lease); `names`: account id -> name."""
-    from ..model import arch_name
-    d = dataclasses.asdict(h)
-    del d["secret_hash"]                  # never shown (the API drops it too)
-    d["credential"] = h.secret_hash is not None
-    d["account"] = names.get(h.account, h.account) if h.account else None
-    d["state"] = h.state.value
-    d["arch_name"] = arch_name(h.arch) if h.arch is not None else None
+    """A stored Host as the API shows it (views.host_json: the same fields,
+    the agent secret's hash dropped), without its last event and lease;
+    `names`: account id -> name."""
+    from ..net.http.views import host_json
+    d = host_json(h, None, None, lambda i: names.get(i, i))
+    del d["last_event"]
     return d
 
 

@@ -185,6 +185,13 @@ def test_accounts_tokens_and_the_agents_hosts_from_the_command_line(api):  # noq
     assert r.returncode == 1 and "still has 1 host" in r.stderr
     r = yield nb("accounts", "show", "lab", "--json")
     assert json.loads(r.stdout)["hosts"] == 1
+    r = yield nb("accounts", "set", "web", "--profile", "sanboot", "--san-uri",
+                 "iscsi:10.0.0.1::::iqn.2026-01.lan.netboot:vol1", "--json")
+    assert json.loads(r.stdout)["profile_args"]["san_uri"].endswith(":vol1"), r.stderr
+    r = yield nb("accounts", "set", "web", "--no-profile")
+    assert r.stdout.strip() == "account web: approval auto, default profile none", r.stderr
+    r = yield nb("accounts", "set", "web", "--profile", "linux")
+    assert r.returncode == 1 and "accounts set refused (400): boot." in r.stderr
     r = yield nb("accounts", "delete", "web")
     assert r.returncode == 0 and "account web deleted" in r.stdout
     yield committer.drain()
