@@ -25,6 +25,9 @@ RUNTIME_DEBS="python3 python3-venv iproute2 ipxe ipxe-qemu qemu-system-x86 ovmf 
 # dig for DNS interop, dnsperf for bench/dns.
 TEST_DEBS="kea-admin kea-dhcp4-server tcpdump procps curl atftp cpio libarchive-tools
  chromium chromium-driver bind9-dnsutils dnsperf"
+# Volume backends: mkfs.xfs for a reflink=1 xfs in a loop mount (tests, bench/storage),
+# lvm2 for its real JSON reports (filefrag comes with e2fsprogs).
+TEST_DEBS="$TEST_DEBS xfsprogs lvm2"
 
 # Benchmarks only (make bench-*): peers measured in the same run.  atftpd
 # conflicts with tftpd-hpa; bench/tftp unpacks it from its .deb itself.
