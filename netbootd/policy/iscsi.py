@@ -66,7 +66,7 @@ class Chap:
 
 def validate_base(base: str, field: str = "iqn_base") -> str:
     """The configured base: ``iqn.yyyy-mm.reversed.domain`` (lower case, no ':')."""
-    if not isinstance(base, str) or not _BASE_RE.match(base):
+    if not isinstance(base, str) or not _BASE_RE.fullmatch(base):
         raise IscsiNameError(f"{field}: {base!r} is not of the form iqn.yyyy-mm.reversed.domain "
                              "(lower-case letters, digits, '-' and '.')")
     # room for ':vol.' + the longest volume name
@@ -82,14 +82,14 @@ def validate_iqn(name: str, field: str = "iqn") -> str:
         raise IscsiNameError(f"{field}: empty")
     if len(name.encode()) > MAX_IQN:
         raise IscsiNameError(f"{field}: {len(name.encode())} bytes (at most {MAX_IQN})")
-    if _EUI_RE.match(name) or _IQN_RE.match(name):
+    if _EUI_RE.fullmatch(name) or _IQN_RE.fullmatch(name):
         return name
     raise IscsiNameError(f"{field}: {name!r} is not an iSCSI name (iqn.yyyy-mm.domain[:id] in "
                          "lower case, or eui. + 16 upper-case hex digits)")
 
 
 def validate_volume_name(name: str, field: str = "volume") -> str:
-    if not isinstance(name, str) or not _VOLUME_RE.match(name):
+    if not isinstance(name, str) or not _VOLUME_RE.fullmatch(name):
         raise IscsiNameError(f"{field}: {name!r} is not a volume name "
                              "(1-63 of a-z 0-9 _ -, starting with a letter or digit)")
     return name
@@ -97,7 +97,7 @@ def validate_volume_name(name: str, field: str = "volume") -> str:
 
 def validate_chap_user(user: str, field: str = "chap user") -> str:
     if not isinstance(user, str) or not 0 < len(user) <= MAX_CHAP_USER \
-            or not _CHAP_USER_RE.match(user):
+            or not _CHAP_USER_RE.fullmatch(user):
         raise IscsiNameError(f"{field}: {user!r} is not a CHAP user name (1-{MAX_CHAP_USER} of "
                              "A-Z a-z 0-9 . _ : -, starting with a letter or digit)")
     return user
@@ -111,7 +111,7 @@ def validate_secret(secret: str, field: str = "chap secret") -> str:
     if not SECRET_MIN <= len(secret) <= SECRET_MAX:
         raise IscsiNameError(f"{field}: {len(secret)} characters "
                              f"(CHAP secrets are {SECRET_MIN}-{SECRET_MAX})")
-    if not _SECRET_RE.match(secret):
+    if not _SECRET_RE.fullmatch(secret):
         raise IscsiNameError(f"{field}: only A-Z a-z 0-9 and _ ~ + = . - are allowed")
     return secret
 
@@ -141,7 +141,7 @@ def volume_of_target(base: str, iqn: str) -> str | None:
     if not iqn.startswith(prefix):
         return None
     vol = iqn[len(prefix):].replace(".", "_")
-    return vol if _VOLUME_RE.match(vol) else None
+    return vol if _VOLUME_RE.fullmatch(vol) else None
 
 
 def host_iqn(base: str, mac: str) -> str:

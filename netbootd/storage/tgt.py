@@ -232,10 +232,11 @@ def _secrets_wanted(desired: list[ExportSpec]) -> dict[str, str]:
 
 
 def _reset_accounts(p: _Planner, users: list[str], managed: Callable[[str], bool],
-                    need: dict[str, str]) -> None:
+                    need: dict[str, str], want: set[str]) -> None:
     """Give existing accounts new secrets without a moment where a target that
     used them is reachable without CHAP: the ACLs of the targets using them go
-    first and come back last."""
+    first and come back last.  Desired targets (`want`) are left closed and
+    bare: _converge then binds what they should have, in its safe order."""
     affected = [t for t in p.s.targets.values()
                 if set(t.incoming + t.outgoing) & set(users)]
     for t in affected:
@@ -250,13 +251,14 @@ def _reset_accounts(p: _Planner, users: list[str], managed: Callable[[str], bool
     for user in users:
         p.delete_account(user)
         p.new_account(user, need[user])
-    for t in affected:
+    restore = [t for t in affected if t.iqn not in want]
+    for t in restore:
         acl, inc, out = saved[t.tid]
         for user in inc:
             p.bind_account(t, user, False)
         for user in out:
             p.bind_account(t, user, True)
-    for t in affected:
+    for t in restore:
         for entry in saved[t.tid][0]:
             p.bind_acl(t, entry)
 
@@ -315,7 +317,7 @@ def plan(state: TgtState, desired: list[ExportSpec], base: str, known: dict[str,
     need = _secrets_wanted(desired)
     reset = [u for u, s in need.items() if u in p.s.accounts and known.get(u) != s]
     if reset:
-        _reset_accounts(p, reset, managed, need)
+        _reset_accounts(p, reset, managed, need, set(want))
     for user, secret in need.items():
         if user not in p.s.accounts:
             p.new_account(user, secret)
