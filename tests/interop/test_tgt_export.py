@@ -246,3 +246,25 @@ def test_rebuild_removes_what_is_not_desired(site):
     assert s.chap.user not in site.be.state().accounts
     assert {x.volume for x in left} == set(site.desired)
     assert all(x.complete for x in left)
+
+
+def test_lio_backend_where_configfs_exists(tmp_path):
+    """The kernel target (needs configfs + rtslib-fb): skipped here with the reason."""
+    from netbootd.storage.exports import ExportUnsupported
+    from netbootd.storage.lio import LioBackend
+    try:
+        be = LioBackend("127.0.0.1:3260", BASE)
+    except ExportUnsupported as e:
+        pytest.skip(str(e))
+    path = str(tmp_path / "lio.img")
+    with open(path, "wb") as f:
+        f.truncate(SIZE)
+    mac = "52:54:00:00:30:01"
+    chap = Chap(host_chap_user(mac), generate_secret())
+    try:
+        e = be.export("vol_lio", path, host_iqn(BASE, mac), chap)
+        assert (e.path, e.initiators, e.chap_user) == (path, (host_iqn(BASE, mac),), chap.user)
+        assert be.rebuild([ExportSpec("vol_lio", path, host_iqn(BASE, mac), chap)])[0].path == path
+    finally:
+        be.rebuild([])
+    assert be.list() == []

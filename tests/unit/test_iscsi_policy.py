@@ -395,3 +395,36 @@ def test_control_instance_is_1_to_32767(bad):
     from netbootd.storage.tgtd import TgtdError, TgtdSupervisor
     with pytest.raises(TgtdError, match="control instance"):
         TgtdSupervisor(bad, "10.0.0.1:3260")
+
+
+# -- lio: detection and the plan ------------------------------------------
+
+def test_lio_without_configfs_is_unsupported_in_one_line(tmp_path):
+    from netbootd.storage.exports import ExportUnsupported
+    from netbootd.storage.lio import LioBackend, detect
+    with pytest.raises(ExportUnsupported, match="this kernel has no configfs/LIO") as ei:
+        detect(str(tmp_path / "nope"))
+    assert "\n" not in str(ei.value)
+    with pytest.raises(ExportUnsupported):
+        LioBackend("10.0.0.1:3260", BASE, configfs=str(tmp_path / "nope"))
+
+
+def test_lio_plan_enables_the_tpg_last_after_acl_chap_and_lun():
+    from netbootd.storage.lio import plan_export
+    s = _spec("disk_a", "52:54:00:00:00:01", mutual=True)
+    steps = plan_export(s, BASE, "10.0.0.1:3260")
+    assert [x.kind for x in steps] == ["backstore", "target", "tpg", "portal", "acl", "lun",
+                                       "mapped_lun", "enable"]
+    tpg = steps[2]
+    assert tpg.get("enable") is False and tpg.get("generate_node_acls") == "0"
+    assert tpg.get("authentication") == "1" and tpg.get("demo_mode_discovery") == "0"
+    assert steps[1].get("wwn") == "iqn.2026-12.lan.netboot:vol.disk.a"
+    assert (steps[3].get("ip"), steps[3].get("port")) == ("10.0.0.1", 3260)
+    acl = steps[4]
+    assert acl.get("initiator") == s.initiator_iqn
+    assert (acl.get("chap_userid"), acl.get("chap_password")) == (s.chap.user, s.chap.secret)
+    assert acl.get("chap_mutual_userid") == s.mutual.user
+    assert steps[5].get("lun") == 1 and steps[6].get("mapped_lun") == 1
+    nochap = plan_export(ExportSpec("v", "/p/v", s.initiator_iqn), BASE, "10.0.0.1:3260")
+    assert nochap[2].get("authentication") == "0"
+    assert "chap_userid" not in dict(nochap[4].attrs)
