@@ -28,6 +28,10 @@ TEST_DEBS="kea-admin kea-dhcp4-server tcpdump procps curl atftp cpio libarchive-
 # Volume backends: mkfs.xfs for a reflink=1 xfs in a loop mount (tests, bench/storage),
 # lvm2 for its real JSON reports (filefrag comes with e2fsprogs).
 TEST_DEBS="$TEST_DEBS xfsprogs lvm2"
+# iSCSI exports: tgt (userspace target; tests start their own tgtd -C N in a namespace,
+# and the policy-rc.d guard below keeps its package from starting one) and
+# libiscsi-bin (iscsi-ls/-inq/-readcapacity16, iscsi-test-cu as the initiator).
+TEST_DEBS="$TEST_DEBS tgt libiscsi-bin"
 
 # Benchmarks only (make bench-*): peers measured in the same run.  atftpd
 # conflicts with tftpd-hpa; bench/tftp unpacks it from its .deb itself.
