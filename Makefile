@@ -33,6 +33,11 @@ bench-dns:      ## dnsperf qps vs dnsmasq on the same 10,000-host zone
 	bash scripts/setup.sh bench
 	$(PY) bench/dns/run.py
 
+.PHONY: bench-storage
+bench-storage:  ## clone time of a 10 GiB golden volume: reflink pool (xfs) vs copy pool (ext4)
+	bash scripts/setup.sh test
+	$(PY) bench/storage/clone.py
+
 bench-agent:    ## agent API: enrollments/s, 1,000 idle agents polling, DHCP storm with/without them
 	bash scripts/setup.sh bench
 	$(PY) bench/agent/run.py
