@@ -1,39 +1,28 @@
-"""The ``file`` volume backend: sparse files in a directory.
-
-Layout of a pool directory (0700; disk images are private):
+"""The ``file`` volume backend: sparse files in a directory (docs/storage.md, Volumes).
 
     <root>/volumes/<name>     writable volumes (0600)
-    <root>/snapshots/<name>   read-only snapshots (0400; root ignores mode bits, so the
-                              backend itself never opens them for writing)
+    <root>/snapshots/<name>   read-only snapshots (0400; never opened for writing here)
     <root>/.tmp/              volumes being made: <name>.<pid>.<random>
     <root>/.lock              flock held while a finished volume takes its name
 
-A volume is born in .tmp/, fsync'ed, then given its name with link(2) (which, unlike
-rename, never replaces an existing name: two creates of one name race safely) and the
-temporary name removed.  An error or an interrupt (an exception from ``progress``,
-KeyboardInterrupt) removes the temporary file; a killed process leaves one in .tmp/, which
-the next open of the pool removes once its pid is gone.  Either way no half-made volume
-ever carries a name.
-
-Snapshots and clones are reflinks (FICLONE: the new file shares every extent with its
-source, copy-on-write) when the filesystem supports it (xfs made with reflink=1, btrfs);
-that is probed once when the pool is opened with a small file in .tmp/.  Elsewhere (ext4)
-they are sparse-aware copies: only the source's data segments (SEEK_DATA/SEEK_HOLE) are
-copied, with copy_file_range, so holes stay holes, and ``progress(done, total)`` reports
-the bytes of data copied.  ``describe()`` says which, in one line.
-
-The origin and creation time of a volume are extended attributes set before it is
-published (user.netbootd.*).
+A volume is made in .tmp/, fsync'ed, and takes its name with link(2) (never replaces a
+name: concurrent creates race safely); an error or interrupt removes the temporary file,
+a killed process's is removed by the next open of the pool.  Snapshots and clones are
+reflinks (FICLONE, copy-on-write) where a probe at open finds them (xfs reflink=1,
+btrfs), else sparse-aware copies (SEEK_DATA/SEEK_HOLE: holes stay holes) with progress.
+Origin and creation time are xattrs (user.netbootd.*) set before a volume is published.
 """
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
+import re
 import secrets
 import stat
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 from .volumes import (Capabilities, Exists, InUse, NoSpace, NotFound, PoolUsage, Progress,
@@ -259,7 +248,7 @@ class FilePool:
                 raise Exists(f"{name!r} already exists in pool {self.name!r}", field, name)
 
     def _claim(self):
-        return _Claim(self._lock, os.path.join(self.root, ".lock"))
+        return _claim(self._lock, os.path.join(self.root, ".lock"))
 
     def _volume(self, name: str, kind: str, path: str) -> Volume:
         st = os.stat(path, follow_symlinks=False)
@@ -295,27 +284,16 @@ class FilePool:
         return n
 
 
-class _Claim:
+@contextmanager
+def _claim(lock: threading.Lock, path: str) -> Iterator[None]:
     """The thread lock and the pool's flock, held while a name is claimed."""
-
-    def __init__(self, lock: threading.Lock, path: str):
-        self.lock, self.path, self.fd = lock, path, -1
-
-    def __enter__(self):
-        self.lock.acquire()
+    with lock:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        except BaseException:
-            if self.fd >= 0:
-                os.close(self.fd)
-            self.lock.release()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        os.close(self.fd)                      # releases the flock
-        self.lock.release()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)                       # releases the flock
 
 
 # ---------------------------------------------------------------- file system facts
@@ -432,34 +410,24 @@ def sparse_copy(src: int, dst: int, size: int, progress: Optional[Progress] = No
 
 def holders(path: str) -> list[str]:
     """Who holds ``path`` open: processes ("tgtd (pid 812)") and loop devices."""
-    out = []
     try:
         st = os.stat(path)
     except OSError:
-        return out
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        fddir = f"/proc/{pid}/fd"
+        return []
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            fds = os.listdir(fddir)
+            links = [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
         except OSError:
             continue
-        for fd in fds:
+        for link in links:
             try:
-                if os.readlink(f"{fddir}/{fd}") != path:
-                    continue
-                fst = os.stat(f"{fddir}/{fd}")
+                if os.readlink(link) == path and _same(os.stat(link), st):
+                    out.append(f"{_comm(pid)} (pid {pid})")
+                    break
             except OSError:
                 continue
-            if (fst.st_dev, fst.st_ino) == (st.st_dev, st.st_ino):
-                out.append(f"{_comm(pid)} (pid {pid})")
-                break
-    try:
-        loops = os.listdir("/sys/block")
-    except OSError:
-        loops = []
-    for dev in loops:
+    for dev in (os.listdir("/sys/block") if os.path.isdir("/sys/block") else []):
         try:
             with open(f"/sys/block/{dev}/loop/backing_file") as f:
                 if f.read().strip() == path:
@@ -467,6 +435,10 @@ def holders(path: str) -> list[str]:
         except OSError:
             continue
     return out
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 # ---------------------------------------------------------------- small helpers
@@ -515,7 +487,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -529,14 +501,4 @@ def _comm(pid: str) -> str:
 
 def _unescape(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as octal (\\040)."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
