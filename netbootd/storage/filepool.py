@@ -89,7 +89,7 @@ class FilePool:
 
         def fill(fd: int) -> None:
             os.ftruncate(fd, size_bytes)           # sparse: allocates nothing
-        vol = self._make(name, "volume", None, fill)
+        vol = self._make("create", name, "volume", None, fill, size_bytes, 0)
         if progress:
             progress(size_bytes, size_bytes)
         return vol
@@ -115,7 +115,7 @@ class FilePool:
         try:
             os.truncate(path, new)
         except OSError as e:
-            raise self._os_error(e, "resize", name, new) from None
+            raise self._os_error(e, "resize", name, new, 0) from None
         return self.get(name)
 
     def delete(self, name: str) -> None:
@@ -188,12 +188,13 @@ class FilePool:
                     check_space(what, new, self.usage(), self.thresholds,
                                 need=data_bytes(src_fd, size), grow=size, pool=self.name)
                 sparse_copy(src_fd, fd, size, progress, in_kernel=self._share_ok)
-            return self._make(new, kind, source, fill, field=field)
+            return self._make(what, new, kind, source, fill, size, need, field=field)
         finally:
             os.close(src_fd)
 
-    def _make(self, name: str, kind: str, origin: Optional[str],
-              fill: Callable[[int], None], field: str = "name") -> Volume:
+    def _make(self, op: str, name: str, kind: str, origin: Optional[str],
+              fill: Callable[[int], None], size: int, need: int,
+              field: str = "name") -> Volume:
         """Make a volume in .tmp/, ``fill`` it, then publish it under ``name``;
         on any error or interrupt the temporary file is removed."""
         tmp = os.path.join(self._tmp, f"{name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -207,7 +208,7 @@ class FilePool:
                 os.fchmod(fd, MODES[kind])
                 os.fsync(fd)
             except OSError as e:
-                raise self._os_error(e, kind, name, None) from None
+                raise self._os_error(e, op, name, size, need) from None
             finally:
                 os.close(fd)
             with self._claim():
@@ -256,17 +257,17 @@ class FilePool:
         return Volume(name=name, size=st.st_size, used=st.st_blocks * 512, origin=origin,
                       kind=kind, created=created if created is not None else st.st_mtime)
 
-    def _os_error(self, e: OSError, op: str, name: str, size: Optional[int]) -> VolumeError:
+    def _os_error(self, e: OSError, op: str, name: str, size: int, need: int) -> VolumeError:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             u = self.usage()
             floor = self.thresholds.floor(u.total)
             return NoSpace(f"{op} {name!r}: pool {self.name!r} ran out of space "
-                           f"({u.free} bytes free of {u.total}); nothing was kept",
-                           need=size or 0, free=u.free, floor=floor, total=u.total,
+                           f"({u.free} bytes free of {u.total}, {need} needed); nothing "
+                           "was kept", need=need, free=u.free, floor=floor, total=u.total,
                            field="size", value=size)
         if e.errno == errno.EFBIG:
-            return VolumeError(f"{size} bytes ({human(size or 0)}) is larger than a file "
-                               f"on this {self.fstype} can be", "size", size)
+            return VolumeError(f"{size} bytes ({human(size)}) is larger than a file on this "
+                               f"{self.fstype} can be", "size", size)
         return VolumeError(f"{op} {name!r} failed: {e.strerror or e}", "name", name)
 
     def _clean_stale(self) -> int:

@@ -240,6 +240,32 @@ def test_thresholds_refuse_a_clone_with_the_numbers(xfs_dir):
         shutil.rmtree(pool.root, ignore_errors=True)
 
 
+def test_running_out_of_space_mid_copy_keeps_nothing(xfs_dir):
+    """The threshold check passed, then something else filled the disk: NoSpace with the
+    numbers, no partial clone left behind."""
+    pool = FilePool(os.path.join(xfs_dir, "enospc"), "tight", reflink=False)
+    filler = os.path.join(xfs_dir, "filler")
+    try:
+        golden(pool, size=512 * MiB, chunks=((0, 160 * MiB), (256 * MiB, 160 * MiB)))
+
+        def fill_the_disk(done, total):
+            if done == 0:
+                fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+                try:
+                    os.posix_fallocate(fd, 0, pool.usage().free - 64 * MiB)
+                finally:
+                    os.close(fd)
+        with pytest.raises(NoSpace) as e:
+            pool.clone("golden", "host1", progress=fill_the_disk)
+        assert e.value.need == 320 * MiB and e.value.free < 64 * MiB
+        assert "ran out of space" in str(e.value) and "nothing was kept" in str(e.value)
+        assert [v.name for v in pool.list()] == ["golden"] and leftovers(pool) == []
+    finally:
+        if os.path.exists(filler):
+            os.unlink(filler)
+        shutil.rmtree(pool.root, ignore_errors=True)
+
+
 def test_a_percent_threshold_refuses_even_a_sparse_create(tmp_path):
     pool = FilePool(str(tmp_path / "p"), "full", Thresholds(min_free_percent=99.9))
     with pytest.raises(NoSpace) as e:
