@@ -28,6 +28,7 @@ import copy
 import re
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -36,6 +37,7 @@ from .exports import (SAN_LUN, BackendFailed, Export, ExportHealth, ExportSpec,
                       NotExported)
 
 TGTADM_TIMEOUT = 30.0
+BUSY_RETRY = 10.0          # seconds a busy target's deletion is retried
 
 
 # -- the state, parsed ------------------------------------------------------
@@ -373,13 +375,22 @@ class TgtBackend:
         return [self.tgtadm, "-C", str(self.control), "--lld", "iscsi", *args]
 
     def _tgtadm(self, step: Step) -> str:
-        try:
-            r = subprocess.run(self.argv(step.args), capture_output=True, text=True,
-                               timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            raise BackendFailed(f"tgtadm {step.shown()}: no answer in {self.timeout:g} s") from None
-        except OSError as e:
-            raise BackendFailed(f"tgtadm: {e}") from None
+        deadline = time.monotonic() + BUSY_RETRY
+        while True:
+            try:
+                r = subprocess.run(self.argv(step.args), capture_output=True, text=True,
+                                   timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                raise BackendFailed(f"tgtadm {step.shown()}: no answer in {self.timeout:g} s") \
+                    from None
+            except OSError as e:
+                raise BackendFailed(f"tgtadm: {e}") from None
+            # --force closes the target's connections, but while commands are still in
+            # flight tgtd answers "this logical unit is still active": ask again
+            if r.returncode == 0 or "still active" not in r.stderr \
+                    or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
         if r.returncode != 0:
             msg = (r.stderr.strip() or r.stdout.strip()).replace("tgtadm: ", "")
             raise BackendFailed(f"tgtadm {step.shown()}: {msg} (rc {r.returncode})")

@@ -202,6 +202,24 @@ class TgtdSupervisor:
         except subprocess.TimeoutExpired:
             pass
 
+    def _offline_and_empty(self, deadline: float) -> None:
+        """No new logins, every target deleted (a busy one again until its commands
+        drain), then the system: tgtd exits."""
+        t = min(5.0, self.stop_timeout)
+        _tgtadm(self.tgtadm, self.control, ["--op", "update", "--mode", "sys", "--name",
+                                            "State", "-v", "offline"], t)
+        while True:
+            r = _tgtadm(self.tgtadm, self.control,
+                        ["--lld", "iscsi", "--op", "show", "--mode", "target"], t)
+            tids = parse_targets(r.stdout) if r.returncode == 0 else {}
+            if not tids or self.clock() >= deadline:
+                break
+            for tid in tids:
+                _tgtadm(self.tgtadm, self.control, ["--lld", "iscsi", "--op", "delete", "--force",
+                                                    "--mode", "target", "--tid", str(tid)], t)
+            time.sleep(0.1)
+        _tgtadm(self.tgtadm, self.control, ["--op", "delete", "--mode", "system"], t)
+
     def stop(self) -> Optional[int]:
         """Offline, delete targets, delete the system, SIGKILL after the bound."""
         self._stopping.set()
@@ -210,21 +228,13 @@ class TgtdSupervisor:
         if proc is None:
             return None
         if proc.poll() is None:
-            t = min(5.0, self.stop_timeout)
+            deadline = self.clock() + self.stop_timeout
             try:
-                _tgtadm(self.tgtadm, self.control, ["--op", "update", "--mode", "sys", "--name",
-                                                    "State", "-v", "offline"], t)
-                r = _tgtadm(self.tgtadm, self.control,
-                            ["--lld", "iscsi", "--op", "show", "--mode", "target"], t)
-                for tid in parse_targets(r.stdout):
-                    _tgtadm(self.tgtadm, self.control, ["--lld", "iscsi", "--op", "delete",
-                                                        "--force", "--mode", "target",
-                                                        "--tid", str(tid)], t)
-                _tgtadm(self.tgtadm, self.control, ["--op", "delete", "--mode", "system"], t)
+                self._offline_and_empty(deadline)
             except (OSError, subprocess.TimeoutExpired):
                 pass
             try:
-                proc.wait(self.stop_timeout)
+                proc.wait(max(0.1, deadline - self.clock()))
             except subprocess.TimeoutExpired:
                 self._kill(proc)
         if self._watcher is not None and self._watcher is not threading.current_thread():

@@ -248,6 +248,82 @@ def test_rebuild_removes_what_is_not_desired(site):
     assert all(x.complete for x in left)
 
 
+def test_supervisor_refuses_a_busy_control_instance_and_external_mode_reads_it(site):
+    from netbootd.storage.tgtd import ExternalTgtd, TgtdError
+    other = TgtdSupervisor(site.be.control, f"{SRV}:3261", wrap=["ip", "netns", "exec", site.srv])
+    with pytest.raises(TgtdError, match="already in use by another tgtd"):
+        other.start()
+    ext = ExternalTgtd(site.be.control)
+    ext.start()
+    h = ext.health()
+    assert h.ok and h.targets == len(site.be.list()) and "external" in h.detail
+    ext.stop()                                    # not ours: nothing happens
+    assert site.sup.proc.poll() is None
+    free = site.be.control - 1 if site.be.control > 20000 else site.be.control + 1
+    if not answers("tgtadm", free):
+        with pytest.raises(TgtdError, match="no tgtd answers"):
+            ExternalTgtd(free).start()
+
+
+def test_stop_ends_a_tgtd_with_targets_and_sessions(site, tmp_path):
+    """tgtd ignores SIGTERM while it has targets: stop() goes offline, deletes them
+    with --force and deletes the system; no SIGKILL needed, no socket left."""
+    control = random.randrange(20000, 32768)
+    while answers("tgtadm", control) or control == site.be.control:
+        control = random.randrange(20000, 32768)
+    sup = TgtdSupervisor(control, f"{SRV}:3262", wrap=["ip", "netns", "exec", site.srv],
+                         stop_timeout=10)
+    sup.start()
+    try:
+        be = TgtBackend(control, f"{SRV}:3262", BASE)
+        path = str(tmp_path / "s.img")
+        with open(path, "wb") as f:
+            f.truncate(SIZE)
+        mac = "52:54:00:00:40:01"
+        chap = Chap(host_chap_user(mac), generate_secret())
+        e = be.export("vol_stop", path, host_iqn(BASE, mac), chap)
+        # a session held open while we stop: iscsi-test-cu's slowest subset is too quick,
+        # so keep an initiator logged in with iscsi-perf for the duration
+        held = site.lab.popen(site.cli, ["iscsi-perf", "-i", host_iqn(BASE, mac),
+                                         f"iscsi://{creds(chap)}@{SRV}:3262/{e.target_iqn}/1"])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(x.sessions for x in be.list()):
+            time.sleep(0.1)
+        assert any(x.sessions for x in be.list()), "no session came up"
+        proc = sup.proc
+        t0 = time.monotonic()
+        rc = sup.stop()
+        took = time.monotonic() - t0
+        print(f"stop with a live session: {took:.2f} s, rc {rc}")
+        assert proc.poll() is not None and rc == 0 and took < 5
+        assert not os.path.exists(f"/var/run/tgtd/socket.{control}")
+        site.lab.stop(held, signal.SIGKILL)   # iscsi-perf ignores SIGTERM
+    finally:
+        sup.stop()
+
+
+def test_unexport_closes_a_live_session(site):
+    """--force closes the connections; tgtd says "still active" until the
+    commands in flight drain, and the backend asks again."""
+    s = site.spec("vol_busy", "52:54:00:00:10:08")
+    e = site.be.export(s.volume, s.path, s.initiator_iqn, s.chap)
+    held = site.lab.popen(site.cli, ["iscsi-perf", "-i", s.initiator_iqn,
+                                     f"iscsi://{creds(s.chap)}@{PORTAL}/{e.target_iqn}/1"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+                x.sessions for x in site.be.list() if x.volume == "vol_busy"):
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        site.be.unexport("vol_busy")
+        print(f"unexport with a live session: {time.monotonic() - t0:.2f} s")
+        del site.desired["vol_busy"]
+        assert "vol_busy" not in {x.volume for x in site.be.list()}
+        assert s.chap.user not in site.be.state().accounts
+    finally:
+        site.lab.stop(held, signal.SIGKILL)   # iscsi-perf ignores SIGTERM
+
+
 def test_lio_backend_where_configfs_exists(tmp_path):
     """The kernel target (needs configfs + rtslib-fb): skipped here with the reason."""
     from netbootd.storage.exports import ExportUnsupported
