@@ -63,8 +63,11 @@ class ExportSpec:
     def __post_init__(self) -> None:
         validate_volume_name(self.volume)
         validate_iqn(self.initiator_iqn, "initiator_iqn")
-        if not isinstance(self.path, str) or not self.path.startswith("/") or "\n" in self.path:
+        if not isinstance(self.path, str) or not self.path.startswith("/"):
             raise IscsiNameError(f"path: {self.path!r} is not an absolute path")
+        # tgtadm hands tgtd "path=...,bstype=..." and tgtd splits it on commas
+        if any(c in self.path for c in ",\0\n\r"):
+            raise IscsiNameError(f"path: {self.path!r} has a comma or a control character")
         check_pair(self.chap, self.mutual)
 
 

@@ -311,6 +311,9 @@ def plan(state: TgtState, desired: list[ExportSpec], base: str, known: dict[str,
 
     p = _Planner(state)
     want = {target_iqn(base, d.volume): d for d in desired}
+    if len(want) != len(desired):
+        dup = sorted({d.volume for d in desired if sum(x.volume == d.volume for x in desired) > 1})
+        raise BackendFailed(f"volume {dup[0]!r}: listed twice in the desired exports")
     ours = {u for t in p.s.targets.values() if managed(t.iqn)
             for u in t.incoming + t.outgoing} | set(known)
     if prune:

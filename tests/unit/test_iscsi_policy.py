@@ -131,6 +131,14 @@ def test_export_spec_checks_its_fields():
         ExportSpec("v", "relative.img", host_iqn(BASE, "52:54:00:00:00:01"))
     with pytest.raises(IscsiNameError, match="initiator_iqn"):
         ExportSpec("v", "/x.img", "ALL")
+    with pytest.raises(IscsiNameError, match="comma"):
+        ExportSpec("v", "/pool/a,bstype=sg", host_iqn(BASE, "52:54:00:00:00:01"))
+
+
+def test_a_volume_listed_twice_is_refused():
+    a = _spec("a", "52:54:00:00:00:01")
+    with pytest.raises(BackendFailed, match="'a': listed twice"):
+        plan(TgtState(), [a, a], BASE, {}, prune=True)
 
 
 def test_san_uri_is_ipxe_form():
