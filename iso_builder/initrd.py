@@ -46,7 +46,8 @@ MODULES_ROOT = Path("/lib/modules")
 SYSTEM_BUSYBOX = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 BOOT_DIR = Path("/boot")
 
-DEFAULT_MODULES = ("virtio_net", "e1000", "virtio_blk", "virtio_scsi", "ahci", "sd_mod", "nvme")
+DEFAULT_MODULES = ("virtio_net", "e1000", "virtio_blk", "virtio_scsi", "ahci", "sd_mod", "nvme",
+                   "efivarfs")   # Secure Boot state (init loads it on UEFI only)
 # modules.dep lists symbol dependencies only.  A virtio NIC also needs its PCI
 # transport, which virtio_net does not import symbols from: without virtio_pci
 # the virtio device is never created and virtio_net binds to nothing.

@@ -218,13 +218,16 @@ secure_boot() {
   vars=$SYS/firmware/efi/efivars
   [ -d "$SYS/firmware/efi" ] || { printf 'null'; return; }
   if [ -d "$vars" ] && [ -z "$(ls "$vars" 2>/dev/null)" ] && [ -z "$NB_SYS" ]; then
-    mount -t efivarfs efivarfs "$vars" 2>/dev/null
+    mount -t efivarfs efivarfs "$vars" 2> "$NB_RUN/efivarfs.err" ||
+      log "efivarfs: $(oneline "$(cat "$NB_RUN/efivarfs.err")")" >&2
   fi
   [ -n "$(ls "$vars" 2>/dev/null)" ] || { printf 'null'; return; }
   f=$vars/SecureBoot-$EFI_GLOBAL
   [ -e "$f" ] || { printf 'false'; return; }
-  b=$(od -An -tu1 -j 4 -N 1 "$f" 2>/dev/null | tr -cd '0-9')
-  case "$b" in 1) printf 'true' ;; 0) printf 'false' ;; *) printf 'null' ;; esac
+  # efivarfs files cannot seek (no od -j): read attributes + data, take byte 5
+  # shellcheck disable=SC2046
+  set -- $(od -An -tu1 -N 5 "$f" 2>/dev/null)
+  case "$5" in 1) printf 'true' ;; 0) printf 'false' ;; *) printf 'null' ;; esac
 }
 
 inventory_json() {

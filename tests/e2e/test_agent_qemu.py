@@ -15,7 +15,8 @@ inventory against what qemu was given, a wipe of A+B (verified zeros, read back 
 the image files), a wipe of C (failed, never done), then `boot` of the linux profile
 by kexec (the new kernel's command line shows up on the console).  VM "intruder"
 boots at the same time with a tampered token and must print FAILED with the reason
-and power off.  Token refusals the agent cannot show (revoked, another account's) and
+and power off; then VM "uefi" (OVMF, no token) posts an inventory saying uefi and
+Secure Boot off (read from the EFI variable).  At most two VMs run at once.  Token refusals the agent cannot show (revoked, another account's) and
 "one host cannot post for another" are checked by HTTP calls to the same daemon.
 
 Run:  .venv/bin/pytest tests/e2e/test_agent_qemu.py -q   (root; ~1-3 min under TCG)
@@ -41,6 +42,9 @@ SRV = "10.81.0.1"
 BASE = f"http://{SRV}:8080"
 BOX_MACS = ("52:54:00:81:00:11", "52:54:00:81:00:12")      # virtio-net, e1000
 INTRUDER_MAC = "52:54:00:81:00:21"
+UEFI_MAC = "52:54:00:81:00:31"
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 BOX_UUID = "8a7c3f5e-1b2d-4c3e-9f10-81aa00bb0011"
 SMBIOS = {"vendor": "Acme Test", "product": "Box 9", "serial": "SER-0081",
           "board_vendor": "Acme Boards", "board": "B-81", "board_serial": "BRD-0081",
@@ -104,7 +108,7 @@ class World:
         self.srv = lab.namespace("srv")
         self.wire = lab.namespace("wire")
         srv_if, wire_if = lab.link(self.srv, f"{SRV}/24", self.wire, None)
-        self.taps = [lab.tap(self.wire) for _ in range(3)]
+        self.taps = [lab.tap(self.wire) for _ in range(4)]
         lab.bridge(self.wire, [wire_if, *self.taps])
         self.state = self.tmp / "state"
         cfg = self.tmp / "netbootd.toml"
@@ -123,8 +127,8 @@ class World:
         self.admin = (self.state / "admin.token").read_text().strip()
 
     def start_vm(self, name: str, taps_macs: list[tuple[str, str, str]], append: str,
-                 extra: list[str]) -> None:
-        cmd = ["qemu-system-x86_64", "-machine", "q35", "-m", str(MEMORY_MIB),
+                 extra: list[str], memory: int = MEMORY_MIB) -> None:
+        cmd = ["qemu-system-x86_64", "-machine", "q35", "-m", str(memory),
                "-smp", "2,sockets=2,cores=1,threads=1", "-nographic", "-no-reboot",
                "-kernel", self.guest["kernel"]["vmlinuz"], "-initrd", str(self.guest["initrd"]),
                "-append", f"console=ttyS0 quiet panic=-1 netbootd.server={BASE} "
@@ -260,8 +264,7 @@ def test_box_registers_into_its_tokens_account_and_never_prints_the_token(world)
 
 def test_inventory_matches_what_qemu_was_given(world):
     world.wait_console("box", "NETBOOTD-AGENT: inventory posted", BOOT_TIMEOUT)
-    inv = _host(world, BOX_MACS[0])["inventory"]
-    doc = inv["doc"] if "doc" in inv else inv
+    doc = _host(world, BOX_MACS[0])["inventory"]["doc"]
     assert (doc["cpu"]["sockets"], doc["cpu"]["cores"], doc["cpu"]["threads"]) == (2, 2, 2)
     # Tolerance: none for the SMBIOS memory devices (what was installed: -m 512 is one
     # 512 MiB DIMM); the fallbacks would be within 10% (MemTotal) - see inventory.sh.
@@ -338,6 +341,28 @@ def test_tampered_token_makes_the_agent_print_failed_with_the_reason_and_power_o
     assert world.tampered_token not in world.console("intruder")
     code, reply = world.api("GET", f"/api/v1/hosts/{INTRUDER_MAC}")
     assert code == 404 or reply.get("account") is None, reply
+
+
+def test_uefi_guest_reports_uefi_and_secure_boot_off(world):
+    """OVMF (no Secure Boot keys) boots the same kernel + initrd: the inventory says
+    uefi, and secure_boot false from the SecureBoot EFI variable (efivarfs is loaded
+    and mounted by the agent).  Started once the intruder is gone: two VMs at once."""
+    if not os.path.exists(OVMF_CODE):
+        pytest.skip(f"{OVMF_CODE} is missing (Debian: ovmf)")
+    world.wait_console("intruder", "NETBOOTD-AGENT: poweroff", BOOT_TIMEOUT)
+    world.vms["intruder"].wait(30)
+    vars_copy = world.tmp / "OVMF_VARS.fd"
+    shutil.copyfile(OVMF_VARS, vars_copy)
+    world.start_vm("uefi", [(world.taps[3], UEFI_MAC, "virtio-net-pci")], "", [
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"], memory=256)
+    world.wait_console("uefi", "NETBOOTD-AGENT: inventory posted", BOOT_TIMEOUT)
+    text = world.console("uefi")
+    world.lab.stop(world.vms["uefi"], timeout=5)
+    doc = _host(world, UEFI_MAC)["inventory"]["doc"]
+    assert doc["firmware"] == "uefi" and doc["secure_boot"] is False, (doc, text[-2000:])
+    assert doc["memory"]["bytes"] == 256 * MiB and doc["extra"]["memory_source"] == "smbios"
+    assert "token=no" in text and "account= " in text
 
 
 def test_revoked_and_other_accounts_tokens_and_foreign_secrets_are_refused(world):
