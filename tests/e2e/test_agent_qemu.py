@@ -56,6 +56,7 @@ MEMORY_MIB = 512
 BOOT_TIMEOUT = 240.0       # TCG: a boot takes 10-60 s here; two VMs share two cores
 ACTION_TIMEOUT = 90.0
 KEXEC_MARK = "nbtest=kexec-ok-81"
+LEASE_TIME = 30            # seconds: renewals (T1 = 15 s) happen during the run
 
 
 def _require() -> dict:
@@ -112,7 +113,9 @@ class World:
         lab.bridge(self.wire, [wire_if, *self.taps])
         self.state = self.tmp / "state"
         cfg = self.tmp / "netbootd.toml"
-        cfg.write_text('mode = "full"\n[dhcp]\nlease_time = 600\n[[networks]]\nname = "lab"\n'
+        # Short leases: the idle agent must renew them while it waits for work.
+        cfg.write_text(f'mode = "full"\n[dhcp]\nlease_time = {LEASE_TIME}\n[[networks]]\n'
+                       'name = "lab"\n'
                        'subnet = "10.81.0.0/24"\nranges = ["10.81.0.100-10.81.0.199"]\n')
         self.log = self.tmp / "netbootd.log"
         self.daemon = lab.popen(self.srv, [sys.executable, "-m", "netbootd", "serve", "--config",
@@ -329,6 +332,20 @@ def test_wipe_of_a_read_only_disk_is_reported_failed_never_done(world):
     assert (world.tmp / "vdc.img").read_bytes() == b"\x11" * (4 * MiB)
     assert not [e for e in world.events(BOX_MACS[0], ("agent.action",))
                 if e["detail"].get("id") == aid and e["detail"].get("status") == "done"]
+
+
+def test_an_idle_agent_renews_its_leases(world):
+    """The agent waits for work indefinitely, so its DHCP client stays in the
+    background and renews (a host that let its lease lapse would lose its address)."""
+    world.wait_console("box", "NETBOOTD-AGENT: inventory posted", BOOT_TIMEOUT)
+    end = time.monotonic() + 2 * LEASE_TIME
+    while time.monotonic() < end:
+        acks = world.events(BOX_MACS[0], ("dhcp.ack",))
+        if len(acks) >= 2:
+            break
+        time.sleep(1)
+    assert len(acks) >= 2, world.events(BOX_MACS[0], ("dhcp.ack", "dhcp.offer", "dhcp.request"))
+    assert len({a["detail"]["ip"] for a in acks}) == 1, acks
 
 
 def test_tampered_token_makes_the_agent_print_failed_with_the_reason_and_power_off(world):
