@@ -207,7 +207,9 @@ def test_parse_accounts():
 
 
 def test_tgtadm_argv_is_a_list_with_the_control_instance():
+    from netbootd.storage.exports import ExportBackend
     be = TgtBackend(917, "10.0.0.1:3260", BASE)
+    assert isinstance(be, ExportBackend)
     step = Step("account-new", ("--mode", "account", "--op", "new", "--user", "u",
                                 "--password", "S3cretS3cret12"))
     assert be.argv(step.args)[:5] == ["tgtadm", "-C", "917", "--lld", "iscsi"]
@@ -436,3 +438,11 @@ def test_lio_plan_enables_the_tpg_last_after_acl_chap_and_lun():
     nochap = plan_export(ExportSpec("v", "/p/v", s.initiator_iqn), BASE, "10.0.0.1:3260")
     assert nochap[2].get("authentication") == "0"
     assert "chap_userid" not in dict(nochap[4].attrs)
+
+
+def test_a_tgtd_that_exits_at_start_is_reported(tmp_path):
+    from netbootd.storage.tgtd import TgtdError, TgtdSupervisor
+    sup = TgtdSupervisor(32001, "127.0.0.1:3260", tgtd="/bin/false", start_timeout=5)
+    with pytest.raises(TgtdError, match="exited with 1 at start"):
+        sup.start()
+    assert sup.proc is None and not sup.health().ok
