@@ -42,12 +42,21 @@ class Network:
             object.__setattr__(self, "excluded", self.excluded | self.relays)
 
     def contains(self, addr: int) -> bool:
-        return int(self.subnet.network_address) <= addr <= int(self.subnet.broadcast_address)
+        lo, hi = self._span
+        return lo <= addr <= hi
+
+    @functools.cached_property
+    def _span(self) -> tuple[int, int]:
+        """(network, broadcast) address as ints: contains() runs per packet."""
+        return int(self.subnet.network_address), int(self.subnet.broadcast_address)
 
     def in_pool(self, addr: int) -> bool:
         if addr in self.excluded:
             return False
-        return any(lo <= addr <= hi for lo, hi in self.ranges)
+        for lo, hi in self.ranges:      # a loop, not any(genexpr): per packet
+            if lo <= addr <= hi:
+                return True
+        return False
 
     @functools.cached_property
     def reservation_of(self) -> dict[str, Reservation]:
