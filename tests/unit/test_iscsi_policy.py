@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from netbootd.policy import iscsi
 from netbootd.policy.iscsi import (Chap, IscsiNameError, check_pair, generate_secret,
                                    host_chap_user, host_iqn, target_iqn, validate_base,
-                                   validate_iqn, validate_secret, validate_volume_name,
+                                   validate_iqn, validate_secret,
                                    volume_of_target)
 from netbootd.storage.exports import BackendFailed, Export, ExportSpec
 from netbootd.storage.tgt import (Step, TgtBackend, TgtState, TgtTarget, parse_accounts,
