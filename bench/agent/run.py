@@ -287,13 +287,15 @@ class Run:
                 res["agents"].append(self.stop_poller(p))
             for side in ("without", "with"):
                 t = res[side][-1]
+                # the daemon's share of its core over the trial (perfdhcp's wall time)
+                t["server_cpu_pct"] = round(100 * (t["server_cpu_s"] or 0) /
+                                            (t["duration"] + self.bench.wait_s), 1)
                 log(f"    {side:7} r={rate}/s leases/s={t['leases_per_s']:.0f} "
-                    f"drop={t['drop_pct']:.2f}% netbootd {t['server_cpu_s']}s CPU "
+                    f"drop={t['drop_pct']:.2f}% netbootd {t['server_cpu_pct']}% of its core "
                     f"[other processes {t['foreign_cpu_pct']}%]")
         for side in ("without", "with"):
-            res[f"{side}_median_leases_per_s"] = statistics.median(
-                t["leases_per_s"] for t in res[side])
-            res[f"{side}_median_drop_pct"] = statistics.median(t["drop_pct"] for t in res[side])
+            for key in ("leases_per_s", "drop_pct", "server_cpu_pct"):
+                res[f"{side}_median_{key}"] = statistics.median(t[key] for t in res[side])
         m = res["without_median_leases_per_s"]
         res["ratio"] = round(res["with_median_leases_per_s"] / m, 3) if m else None
         return res
@@ -354,7 +356,9 @@ def report(doc: dict) -> None:
         if pr:
             print(f"  paired at {pr['rate']}/s: median {pr['without_median_leases_per_s']:.0f} "
                   f"without, {pr['with_median_leases_per_s']:.0f} with ({pr['ratio']}x), "
-                  f"drop% {pr['without_median_drop_pct']} / {pr['with_median_drop_pct']}")
+                  f"drop% {pr['without_median_drop_pct']} / {pr['with_median_drop_pct']}, "
+                  f"netbootd {pr['without_median_server_cpu_pct']}% / "
+                  f"{pr['with_median_server_cpu_pct']}% of its core")
     for p in doc.get("problems", []):
         print(f"! {p[:300]}")
 
