@@ -80,6 +80,8 @@ CATALOG: dict[str, Kind] = {k.name: k for k in (
     Kind("host.account", "a host joined or moved between accounts"),
     Kind("host.merged", "another NIC's MAC of this host folded into it"),
     Kind("host.credential_reset", "an admin reset the host's agent credential"),
+    Kind("host.identity_conflict", "a host reported identifiers another host owns (they "
+         "stay that host's)", failure=True, reportable=True),
     Kind("agent.inventory", "the agent posted the host's hardware inventory"),
     Kind("agent.queued", "an admin queued an action for the host's agent"),
     Kind("agent.action", "the agent was sent an action or reported on one"),

@@ -129,6 +129,10 @@ class Host:
     # its NIC MACs, SMBIOS UUID, serials.  A returning host is matched by them.
     ids: list = field(default_factory=list)
     secret_hash: str | None = None      # sha256 of its agent secret (auth/enroll.py)
+    # The address its current secret was issued to ("any" after an admin's
+    # reset: the next registration may come from anywhere).  Only accepted
+    # registrations set it: never a boot script, DHCP or a request body.
+    agent_addr: str | None = None
     action: dict | None = None          # what its agent is told next (id, action, ...)
     hw: dict | None = None              # the latest inventory's summary (policy/inventory.py)
 

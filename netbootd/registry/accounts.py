@@ -136,8 +136,8 @@ class Accounts:
             return None, "token revoked", []
         if t.expires is not None and now >= t.expires:
             return None, "token expired", []
-        if t.max_uses is not None and t.uses >= t.max_uses:
-            return None, "token used up", []
+        # "used up" is the caller's to say: uses count the hosts a token
+        # brought in, and the same host booting its medium again is no new use.
         a = self.by_id.get(t.account)
         if a is None:
             return None, "token's account is gone", []

@@ -28,7 +28,7 @@ from ..auth.enroll import (KeyRing, TokenError, new_agent_secret, secret_hash, s
                            secret_matches, verify_token)
 from ..model import Host, HostState
 from ..policy import inventory as inv
-from ..policy.identity import identifiers
+from ..policy.identity import identifiers, is_placeholder
 from ..policy.ratelimit import Buckets
 from ..writes import HostDelete, HostWrite, InventoryWrite, event
 from .accounts import Accounts
@@ -39,8 +39,21 @@ POLL_MAX = 60               # the agent's backoff cap
 MAX_IDS = 64                # identifiers kept per host
 QUEUED_ACTIONS = ("wait", "poweroff", "reboot", "wipe")
 STATUSES = ("started", "booting", "done", "failed")
+# What the agent may report for each action: a wipe is never "booting", a
+# boot never "done" (it ends when the kernel is handed over).
+ACTION_STATUSES = {"wipe": ("started", "done", "failed"), "boot": ("started", "booting",
+                                                                     "failed"),
+                   "poweroff": ("started", "failed"), "reboot": ("started", "failed"),
+                   "wait": ()}
+MAX_DISKS = 64              # disks of a host's inventory kept in memory (for wipes)
 DETAIL_MAX = 16 * 1024      # bytes of a report's detail, as JSON
 BLOCK = 30.0                # seconds a source that kept being refused is answered 429
+ANY = "any"                 # Host.agent_addr after an admin's reset
+
+
+def _enrolled(h: Host) -> bool:
+    """A host with something to steal: an account or an agent credential."""
+    return bool(h.account or h.secret_hash)
 LAST_SEEN_EVERY = 300.0     # a polling agent refreshes last_seen in the store this often
 _DISK = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
@@ -57,7 +70,8 @@ class Refused(Exception):
 class Agents:
     def __init__(self, registry: Registry, accounts: Accounts, ring: KeyRing, *,
                  refusal_events_pps: float = 0.5,
-                 network_account: Callable[[str], str | None] = lambda ip: None):
+                 network_account: Callable[[str], str | None] = lambda ip: None,
+                 refresh_keys: Callable[[], bool] = lambda: False):
         """`network_account(source address)`: the account name the config
         gives the network of that address ([[networks]] account), or None."""
         self.registry, self.accounts, self.ring = registry, accounts, ring
@@ -69,7 +83,11 @@ class Agents:
         # the burst a source is answered 429 without a check for BLOCK seconds.
         self._refusals = Buckets(1.0, 10.0, max_keys=4096)
         self._blocked: dict[str, float] = {}
-        self._registered_from: dict[str, str] = {}     # host MAC -> source of its secret
+        # Successful registrations and inventory posts per host (a host that
+        # re-registers in a loop must not grow the store or the index).
+        self._per_host = Buckets(0.1, 5.0, max_keys=65536)
+        self._inventory = Buckets(0.1, 5.0, max_keys=65536)
+        self.refresh_keys = refresh_keys
         self.counters: Counter = Counter()
 
     # -- registration ---------------------------------------------------------
@@ -82,14 +100,13 @@ class Agents:
             self._blocked[source] = now + BLOCK
         writes = []
         if self._refusal_events.allow(source, now):
-            writes.append(event(now, mac, kind, reason=reason, source=source, **detail))
+            # under no host's MAC: a flood of refusals naming a victim's MAC
+            # must not push the victim's own history out of its timeline
+            writes.append(event(now, None, kind, reason=reason, source=source, claimed=mac,
+                                **detail))
         return Refused(status, reason, writes)
 
-    def register(self, mac: str, ip: str | None, uuid: str | None, token: str | None,
-                 ids: dict | None, source: str | None, now: float,
-                 leased: Callable[[str], str | None] = lambda mac: None) -> tuple[dict, list]:
-        """Returns (the reply, writes) or raises Refused.  `leased(mac)`: the
-        address of the MAC's active lease from this daemon, if any."""
+    def _check_blocked(self, source: str | None, now: float) -> None:
         until = self._blocked.get(source) if source is not None else None
         if until is not None:
             if now < until:
@@ -97,100 +114,155 @@ class Agents:
                 raise Refused(429, "too many refused registrations from this address; try "
                                    "again later")
             del self._blocked[source]
-        account, claims = None, None
-        if token is not None:
-            try:
-                claims = verify_token(self.ring, token, now)
-            except TokenError as e:
+
+    def _token(self, token: str | None, source, mac, now):
+        """(account, claims, token row) of a token that checks (signature
+        first, then memory), or (None, None, None) without one."""
+        if token is None:
+            return None, None, None
+        try:
+            claims = verify_token(self.ring, token, now)
+        except TokenError as e:
+            if str(e) != "unknown signing key" or not self.refresh_keys():
                 raise self._refuse_event(403, str(e), source, mac, now,
                                          "agent.refused") from None
-            account, why, _ = self.accounts.redeem(claims, token, now)
-            if account is None:
-                raise self._refuse_event(403, why, source, mac, now, "agent.refused",
-                                         token=claims.token_id)
-        lease_ip = leased(mac)
-        if lease_ip is not None and source is not None and source != lease_ip:
+            try:       # a key rotated by another process: the ring was re-read
+                claims = verify_token(self.ring, token, now)
+            except TokenError as e2:
+                raise self._refuse_event(403, str(e2), source, mac, now,
+                                         "agent.refused") from None
+        account, why, _ = self.accounts.redeem(claims, token, now)
+        if account is None:
+            raise self._refuse_event(403, why, source, mac, now, "agent.refused",
+                                     token=claims.token_id)
+        return account, claims, self.accounts.tokens[claims.token_id]
+
+    def register(self, mac: str, ip: str | None, uuid: str | None, token: str | None,
+                 ids: dict | None, source: str | None, now: float,
+                 leased: Callable[[list], dict] = lambda macs: {}) -> tuple[dict, list]:
+        """Returns (the reply, writes) or raises Refused.  `leased(macs)`:
+        {mac: address} of the active leases this daemon gave those MACs."""
+        self._check_blocked(source, now)
+        if is_placeholder("mac", mac):
+            raise Refused(403, "mac: a placeholder or multicast address names no NIC")
+        account, claims, tok = self._token(token, source, mac, now)
+        own = leased([mac]).get(mac)
+        if own is not None and source is not None and source != own:
             # Full mode: the MAC holds a lease from us, so its agent calls from
-            # that address; anyone else claiming the MAC (to squat on it with
-            # a token of their own) is refused.
+            # that address; anyone else claiming the MAC is refused.
             raise self._refuse_event(409, "this MAC's lease is at another address", source,
-                                     mac, now, "agent.refused", lease=lease_ip)
+                                     mac, now, "agent.refused", lease=own)
         found = identifiers(mac, ids)
         if uuid and not any(k == "uuid" for k, _ in found):
             found += [i for i in identifiers(mac, {"uuid": uuid}) if i[0] == "uuid"]
         matches = self.registry.match(found)
-        enrolled = [h for h in matches if h.account or h.secret_hash]
+        keyed = self.registry.hosts.get(mac) or self.registry.aliased(mac)
+        if keyed is not None and keyed not in matches:
+            matches.insert(0, keyed)
+        enrolled = [h for h in matches if _enrolled(h)]
+        if len(enrolled) > 1:
+            raise self._refuse_event(409, "these identifiers match several enrolled hosts; "
+                                          "an admin decides", source, mac, now,
+                                     "host.conflict", hosts=[h.mac for h in enrolled])
         h = (enrolled or matches or [None])[0]
-        if h is not None and account is not None and h.account not in (None, account.id):
-            raise self._refuse_event(409, "host belongs to another account", source, h.mac, now,
-                               "host.conflict", account=self.accounts.name_of(h.account),
-                               token_account=account.name, token=claims.token_id)
-        if h is not None and h.secret_hash and not self._known_at(h, source, leased):
-            raise self._refuse_event(409, "host is registered at another address; an admin "
-                                          "can reset it (netbootd hosts reset MAC)", source,
-                                     h.mac, now, "agent.refused")
+        if h is not None and _enrolled(h):
+            if account is not None and h.account not in (None, account.id):
+                raise self._refuse_event(
+                    409, "host belongs to another account", source, mac, now, "host.conflict",
+                    host=h.mac, account=self.accounts.name_of(h.account),
+                    token_account=account.name, token=claims.token_id)
+            same_account = account is not None and h.account == account.id
+            if not same_account and not self._known_at(h, source, leased):
+                raise self._refuse_event(
+                    409, "host is enrolled: it re-registers from its own address or with its "
+                         "account's token (or an admin resets it)", source, mac, now,
+                    "agent.refused", host=h.mac)
+        if h is not None and not self._per_host.allow(h.mac, now):
+            self.counters["refused.host_rate"] += 1
+            raise Refused(429, "this host registers too often; try again later")
         if h is None:
             refused = self.registry.admit_http(mac, source, now)
             if refused:
                 self.counters["refused.new_host_rate"] += 1
                 raise Refused(429, refused)
+        joining = account is not None and (h is None or h.account != account.id)
+        if joining and tok.max_uses is not None and tok.uses >= tok.max_uses:
+            # uses count the hosts a token brought in: the same host booting
+            # its medium again is not a new use
+            raise self._refuse_event(403, "token used up", source, mac, now, "agent.refused",
+                                     token=claims.token_id)
         writes: list = []
-        if claims is not None:
+        if joining:
             writes += self.accounts.use(claims.token_id)
         if h is not None and h.mac != mac:
             writes += self._merge(h, mac, now)
-        before = h.state if h is not None else HostState.DISCOVERED
         host, reg = self.registry.agent_register(h.mac if h else mac, ip, uuid, now)
         writes += reg
         via = "token"
         if account is None and host.account is None and source:
             account, via = self.accounts.get(self.network_account(source)), "network"
-        joined = account if account is not None else self.accounts.by_id.get(host.account)
-        if account is not None and host.account != account.id:
-            host.account = account.id
-            writes.append(event(now, host.mac, "host.account", old=None, new=account.name,
+            joining = account is not None
+        if joining:
+            writes.append(event(now, host.mac, "host.account",
+                                old=self.accounts.name_of(host.account), new=account.name,
                                 via=via, token=claims.token_id if claims else None))
-        if joined is not None:
-            self._enrolled_state(host, joined, before, now, writes)
-        self._add_ids(host, found)
+            host.account = account.id
+        member = self.accounts.by_id.get(host.account)
+        if member is not None:
+            self._enrolled_state(host, member, joining, now, writes)
+        refused = self.registry.claim(host, found, MAX_IDS)
+        if refused:
+            writes.append(event(now, host.mac, "host.identity_conflict", ids=refused[:8]))
         secret = new_agent_secret(host.mac)
         host.secret_hash = secret_hash(secret)
-        if source:
-            self._registered_from[host.mac] = source
+        host.agent_addr = source
         writes.append(HostWrite(host))
         return {"mac": host.mac, "state": host.state.value,
                 "account": self.accounts.name_of(host.account), "secret": secret,
                 "poll": {"interval": POLL, "max": POLL_MAX}}, writes
 
-    def _known_at(self, h: Host, source: str | None, leased) -> bool:
+    @staticmethod
+    def _known_at(h: Host, source: str | None, leased) -> bool:
+        """Is `source` an address the host is known at: the one its secret was
+        issued to, or an active lease of one of its MACs (never an address
+        an unauthenticated request reported)?"""
+        if h.agent_addr == ANY:
+            return True
         if source is None:
             return False
+        if source == h.agent_addr:
+            return True
         macs = [h.mac] + [v for k, v in h.ids if k == "mac"]
-        return source in {h.ip, self._registered_from.get(h.mac)} | {leased(m) for m in macs}
+        return source in set(leased(macs).values())
 
     def _merge(self, h: Host, other: str, now: float) -> list:
         """`other` (the NIC this call came from) is another MAC of host h: a
-        bare host DHCP made of it (no account, no credential) folds into h."""
+        host DHCP made of it that holds nothing (no account, credential,
+        profile, name or action) folds into h; anything more stays, for an
+        admin to decide."""
         bare = self.registry.hosts.get(other)
-        if bare is None or bare.account or bare.secret_hash:
+        if bare is None or _enrolled(bare) or bare.profile or bare.hostname or bare.action \
+                or bare.state not in (HostState.DISCOVERED, HostState.REGISTERED,
+                                      HostState.IDLE):
             return []
         del self.registry.hosts[other]
-        self.registry.unindex(other)
+        self.registry.unindex(bare)
         return [HostDelete(other), event(now, h.mac, "host.merged", nic=other)]
 
-    def _enrolled_state(self, h: Host, account, before: HostState, now: float,
+    def _enrolled_state(self, h: Host, account, joining: bool, now: float,
                         writes: list) -> None:
-        """A host of an account: idle (auto approval) or pending (manual)
-        until approved (an approved host is registered or idle before this
-        call); an account's default profile is its assignment."""
-        if h.state in (HostState.DISCOVERED, HostState.REGISTERED, HostState.ERROR,
-                       HostState.PENDING):
-            if account.approval == "manual" and before not in (HostState.REGISTERED,
-                                                               HostState.IDLE):
-                self.registry._set_state(h, HostState.PENDING, now, writes,
-                                         f"enrolled in {account.name}: awaiting approval")
-                return
-            self.registry._set_state(h, HostState.IDLE, now, writes, f"enrolled in "
+        """A host that joins a manual-approval account now is pending until an
+        admin approves it, whatever it was; one that joins an automatic one,
+        or an approved member, is idle; an account's default profile is its
+        assignment."""
+        if joining and account.approval == "manual" and h.state != HostState.RETIRED:
+            h.action = None
+            self.registry._set_state(h, HostState.PENDING, now, writes,
+                                     f"joined {account.name}: awaiting approval")
+            return
+        if h.state in (HostState.DISCOVERED, HostState.REGISTERED, HostState.ERROR) or (
+                h.state == HostState.PENDING and account.approval == "auto"):
+            self.registry._set_state(h, HostState.IDLE, now, writes, f"member of "
                                      f"{account.name}")
         if h.state == HostState.IDLE and account.profile and h.profile is None:
             h.profile, h.profile_args = account.profile, dict(account.profile_args)
@@ -199,13 +271,16 @@ class Agents:
             writes.append(event(now, h.mac, "host.assign", profile=h.profile,
                                 args=h.profile_args, via="account"))
 
-    def _add_ids(self, h: Host, found) -> None:
-        have = [tuple(i) for i in h.ids]
-        for i in found:
-            if tuple(i) not in have:
-                have.append(tuple(i))
-        h.ids = [list(i) for i in have[-MAX_IDS:]]
-        self.registry.index(h)
+    def approved(self, h: Host, now: float) -> list:
+        """An admin approved a pending member: idle at once, with its account's
+        default profile (what an automatic account gives at registration)."""
+        writes: list = []
+        account = self.accounts.by_id.get(h.account)
+        if account is not None and h.state == HostState.REGISTERED:
+            self.registry._set_state(h, HostState.IDLE, now, writes, "approved by admin")
+            self._enrolled_state(h, account, False, now, writes)
+            writes.append(HostWrite(h))
+        return writes
 
     # -- authenticated calls ----------------------------------------------------
     def authenticate(self, secret: str | None) -> Host:
@@ -221,6 +296,12 @@ class Agents:
         return h
 
     def inventory(self, h: Host, doc, now: float) -> tuple[dict, list]:
+        """Validated, stored with history when it changed, summarized in memory
+        (with its disks, which a wipe is checked against).  Its identifiers
+        are not indexed: a host claims identifiers by registering."""
+        if not self._inventory.allow(h.mac, now):
+            self.counters["refused.inventory_rate"] += 1
+            raise Refused(429, "this host posts its inventory too often; try again later")
         try:
             clean = inv.validate(doc)
         except inv.InventoryError as e:
@@ -230,11 +311,13 @@ class Agents:
         changed = h.hw is None or h.hw.get("digest") != digest
         writes: list = []
         if changed:
-            h.hw = dict(inv.summary(clean), digest=digest)
-            self._add_ids(h, identifiers(h.mac, None, clean))
+            h.hw = dict(inv.summary(clean), digest=digest, disk_list=[
+                {"name": d.get("name"), "bytes": d.get("bytes"), "serial": d.get("serial")}
+                for d in clean.get("disks", [])[:MAX_DISKS]])
             writes += [InventoryWrite(now, h.mac, text), HostWrite(h)]
         writes.append(event(now, h.mac, "agent.inventory", changed=changed,
-                            **{k: v for k, v in (h.hw or {}).items() if k != "digest"}))
+                            **{k: v for k, v in (h.hw or {}).items()
+                               if k not in ("digest", "disk_list")}))
         return {"stored": True, "changed": changed}, writes
 
     def next(self, h: Host, now: float, files_base: str) -> tuple[dict, list]:
@@ -288,7 +371,11 @@ class Agents:
         current = h.action or {}
         if aid is None or aid != current.get("id") or action != current.get("action"):
             raise Refused(409, "no such action pending for this host")
-        if action == "wipe" and status == "done" and not _all_verified(detail):
+        if status not in ACTION_STATUSES[action]:
+            raise Refused(400, f"status: {status} is not a status of {action} (one of "
+                               f"{', '.join(ACTION_STATUSES[action])})")
+        if action == "wipe" and status == "done" and not _all_verified(detail,
+                                                                       current["disks"]):
             status = "failed"       # never recorded as done unless every disk verified
             detail = dict(detail, server="not every disk verified")
         writes: list = []
@@ -332,15 +419,30 @@ class Agents:
             if body["confirm"].lower() != h.mac:
                 raise Refused(409, f"confirm: must be the host's MAC ({h.mac}): a wipe "
                                    "destroys the data on those disks")
-            new.update(disks=list(dict.fromkeys(disks)), confirm=h.mac)
+            known = {d["name"]: d for d in (h.hw or {}).get("disk_list", [])}
+            if not known:
+                raise Refused(409, "no inventory of this host's disks yet: a wipe names "
+                                   "disks the agent reported")
+            missing = [d for d in disks if d not in known]
+            if missing:
+                raise Refused(409, f"disks: {missing[0]} is not in the host's inventory "
+                                   f"({', '.join(sorted(known))})")
+            disks = list(dict.fromkeys(disks))
+            # The agent checks size and serial before wiping: a disk name can
+            # move between boots (USB media reorder sdX).
+            new.update(disks=disks, confirm=h.mac, expect=[known[d] for d in disks])
         elif "disks" in body or "confirm" in body:
             raise Refused(400, f"disks/confirm: only for wipe, not {action}")
         h.action = None if action == "wait" else new
         return [HostWrite(h), event(now, h.mac, "agent.queued", **new)]
 
 
-def _all_verified(detail: dict) -> bool:
+def _all_verified(detail: dict, wanted: list) -> bool:
+    """Every disk asked for, and only those, reported verified."""
     disks = detail.get("disks")
+    if not isinstance(disks, list) or sorted(
+            str(d.get("name")) if isinstance(d, dict) else "" for d in disks) != sorted(wanted):
+        return False
     return bool(disks) and isinstance(disks, list) and all(
         isinstance(d, dict) and d.get("verified") is True and d.get("result") == "ok"
         for d in disks)

@@ -70,12 +70,38 @@ class Registry:
         return self.hosts.get(key) if key is not None and key != mac else None
 
     def index(self, h: Host) -> None:
+        """Index a host's identifiers; one already owned by another host stays
+        that host's (the first owner keeps it: nobody takes over a host by
+        reporting its UUID or MACs)."""
         for kind, value in h.ids:
-            self.ids[(kind, value)] = h.mac
+            self.ids.setdefault((kind, value), h.mac)
 
-    def unindex(self, mac: str) -> None:
-        for k in [k for k, m in self.ids.items() if m == mac]:
-            del self.ids[k]
+    def claim(self, h: Host, found, keep: int) -> list:
+        """Add identifiers to a host: those no other host owns; at most `keep`
+        kept (the newest), trimmed ones leave the index.  Returns the
+        identifiers refused because another host owns them."""
+        have = [tuple(i) for i in h.ids]
+        refused = []
+        for ident in map(tuple, found):
+            owner = self.ids.get(ident)
+            if owner is None and ident[0] == "mac" and ident[1] in self.hosts:
+                owner = ident[1]            # a host's own MAC is that host's
+            if owner is not None and owner != h.mac and owner in self.hosts:
+                refused.append(list(ident))
+            elif ident not in have:
+                have.append(ident)
+        for ident in have[:-keep]:
+            if self.ids.get(ident) == h.mac:
+                del self.ids[ident]
+        h.ids = [list(i) for i in have[-keep:]]
+        for ident in have[-keep:]:
+            self.ids[ident] = h.mac
+        return refused
+
+    def unindex(self, h: Host) -> None:
+        for ident in map(tuple, h.ids):
+            if self.ids.get(ident) == h.mac:
+                del self.ids[ident]
 
     def match(self, found: list[tuple[str, str]]) -> list[Host]:
         """Hosts that reported any of these identifiers, strongest first
@@ -313,9 +339,10 @@ class Registry:
         if self.seen.pop(mac, None) is not None:
             self._pending.pop(mac, None)
             return [HostDelete(mac)]         # never stored: nothing else to undo
-        if self.hosts.pop(mac, None) is None:
+        h = self.hosts.pop(mac, None)
+        if h is None:
             return []
-        self.unindex(mac)
+        self.unindex(h)
         return [HostDelete(mac), event(now, mac, "host.deleted")]
 
 

@@ -95,14 +95,15 @@ _LEASE_SQL = ("INSERT INTO leases(address, network, client_key, mac, hostname, s
               "hostname=excluded.hostname, state=excluded.state, starts=excluded.starts, "
               "ends=excluded.ends")
 _HOST_COLS = ("mac, state, arch, vendor_class, uuid, hostname, interface, first_seen, last_seen, "
-              "ip, profile, profile_args, account, ids, secret_hash, action, hw")
-_HOST_SQL = (f"INSERT INTO hosts({_HOST_COLS}) VALUES ({','.join('?' * 17)}) "
+              "ip, profile, profile_args, account, ids, secret_hash, agent_addr, action, hw")
+_HOST_SQL = (f"INSERT INTO hosts({_HOST_COLS}) VALUES ({','.join('?' * 18)}) "
              "ON CONFLICT(mac) DO UPDATE SET "
              "state=excluded.state, arch=excluded.arch, vendor_class=excluded.vendor_class, "
              "uuid=excluded.uuid, hostname=excluded.hostname, interface=excluded.interface, "
              "last_seen=excluded.last_seen, ip=excluded.ip, profile=excluded.profile, "
              "profile_args=excluded.profile_args, account=excluded.account, ids=excluded.ids, "
-             "secret_hash=excluded.secret_hash, action=excluded.action, hw=excluded.hw")
+             "secret_hash=excluded.secret_hash, agent_addr=excluded.agent_addr, action=excluded.action, "
+             "hw=excluded.hw")
 _ACCOUNT_SQL = ("INSERT OR REPLACE INTO accounts(id, name, approval, profile, profile_args, created) "
                 "VALUES (?,?,?,?,?,?)")
 _TOKEN_SQL = ("INSERT OR REPLACE INTO tokens(id, account, hash, label, created, expires, max_uses, "
@@ -430,7 +431,7 @@ def _json_obj(text, kind, default):
 def _host_row(h: Host) -> tuple:
     return (h.mac, h.state.value, h.arch, h.vendor_class, h.uuid, h.hostname, h.interface,
             h.first_seen, h.last_seen, h.ip, h.profile, json.dumps(h.profile_args, sort_keys=True),
-            h.account, json.dumps(h.ids), h.secret_hash,
+            h.account, json.dumps(h.ids), h.secret_hash, h.agent_addr,
             None if h.action is None else json.dumps(h.action, sort_keys=True),
             None if h.hw is None else json.dumps(h.hw, sort_keys=True))
 
@@ -439,8 +440,8 @@ def _host_of(row) -> Host:
     return Host(str(row[0]), HostState(row[1]), None if row[2] is None else int(row[2]),
                 row[3], row[4], row[5], row[6], float(row[7]), float(row[8]), row[9], row[10],
                 _json_obj(row[11], dict, {}), row[12], _json_obj(row[13], list, []), row[14],
-                _json_obj(row[15], dict, None) if row[15] else None,
-                _json_obj(row[16], dict, None) if row[16] else None)
+                row[15], _json_obj(row[16], dict, None) if row[16] else None,
+                _json_obj(row[17], dict, None) if row[17] else None)
 
 
 def _account_sql(w: AccountWrite) -> list:

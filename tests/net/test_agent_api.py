@@ -139,7 +139,7 @@ def test_a_host_acts_only_for_itself_and_a_replay_from_elsewhere_cannot_steal_it
     assert app.registry.hosts[M2].hw["threads"] == 4 and app.registry.hosts[M1].hw is None
     # the same registration replayed from another address on the segment
     code, body = yield post(base, "/api/v1/agent/register", body1, "--interface", "127.0.0.2")
-    assert code == 409 and "another address" in body["error"]
+    assert code == 409 and "enrolled" in body["error"]
     code, _ = yield curl(*agent(s1), base + "/api/v1/agent/next")
     assert code == 200, "the host's own secret still works"
     # from its own address the host re-registers (a reboot) and the old secret dies
@@ -189,12 +189,8 @@ def test_manual_approval_then_default_profile_then_boot_action(api):
     code, body = yield curl(*agent(r["secret"]), base + "/api/v1/agent/next")
     assert body["action"] == "wait"
     code, host = yield curl(*auth("-X", "POST", base + f"/api/v1/hosts/{M1}/approve"))
-    assert code == 200 and host["state"] == "registered"
-    code, body = yield curl(*agent(r["secret"]), base + "/api/v1/agent/next")
-    assert body["action"] == "wait" and app.registry.hosts[M1].state.value == "idle"
-    # registering again (a reboot) applies the account's default profile
-    code, r = yield post(base, "/api/v1/agent/register", {"mac": M1})
-    assert code == 200 and r["state"] == "assigned"
+    # approved: the account's default profile at once
+    assert code == 200 and host["state"] == "assigned" and host["profile"] == "linux"
     code, body = yield curl(*agent(r["secret"]), base + "/api/v1/agent/next")
     assert body["action"] == "boot" and body["kernel"].endswith("/files/debian/vmlinuz")
     assert body["initrd"] == ["http://10.0.0.1/i.img"] and body["cmdline"] == "console=ttyS0"
@@ -217,14 +213,34 @@ def test_wipe_needs_confirmation_and_is_done_only_when_verified(api):
     code, body = yield admin_post(base, path, {"action": "wipe", "disks": ["vdb", "../x"],
                                                "confirm": M1})
     assert code == 400 and body["error"].startswith("disks:")
+    code, body = yield admin_post(base, path, {"action": "wipe", "disks": ["vdb"],
+                                               "confirm": M1})
+    assert code == 409 and "no inventory" in body["error"]
+    code, _ = yield post(base, "/api/v1/agent/inventory", {"schema": 1, "disks": [
+        {"name": "vda", "bytes": 1 << 30, "serial": "D1"},
+        {"name": "vdb", "bytes": 2 << 20, "serial": "D2"}]}, *me)
+    code, body = yield admin_post(base, path, {"action": "wipe", "disks": ["vdc"],
+                                               "confirm": M1})
+    assert code == 409 and "not in the host's inventory" in body["error"]
     code, host = yield admin_post(base, path, {"action": "wipe", "disks": ["vdb"],
                                                "confirm": M1})
     assert code == 200 and host["action"]["action"] == "wipe"
+    assert host["action"]["expect"] == [{"name": "vdb", "bytes": 2 << 20, "serial": "D2"}]
     code, nxt = yield curl(*me, base + "/api/v1/agent/next")
     assert nxt["action"] == "wipe" and nxt["disks"] == ["vdb"] and nxt["confirm"] == M1
     code, body = yield post(base, "/api/v1/agent/report",
                             {"id": nxt["id"] + 1, "action": "wipe", "status": "done"}, *me)
     assert code == 409, "a report for an action that is not pending"
+    code, body = yield post(base, "/api/v1/agent/report",
+                            {"id": nxt["id"], "action": "wipe", "status": "booting"}, *me)
+    assert code == 400, "a wipe is never 'booting'"
+    code, body = yield post(base, "/api/v1/agent/report", {
+        "id": nxt["id"], "action": "wipe", "status": "done",
+        "detail": {"disks": []}}, *me)
+    assert body["status"] == "failed", "done without the disk asked for is not done"
+    code, host = yield admin_post(base, path, {"action": "wipe", "disks": ["vdb"],
+                                               "confirm": M1})
+    code, nxt = yield curl(*me, base + "/api/v1/agent/next")
     code, body = yield post(base, "/api/v1/agent/report", {
         "id": nxt["id"], "action": "wipe", "status": "done",
         "detail": {"disks": [{"name": "vdb", "method": "zero", "bytes": 2097152,
@@ -233,7 +249,8 @@ def test_wipe_needs_confirmation_and_is_done_only_when_verified(api):
     assert app.registry.hosts[M1].action is None
     events = yield stored_events(store, committer)
     failed = [e for e in events if e["kind"] == "agent.action_failed"]
-    assert failed and failed[0]["detail"]["detail"]["server"] == "not every disk verified"
+    assert len(failed) == 2 and all(f["detail"]["detail"]["server"] == "not every disk verified"
+                                    for f in failed)
 
 
 @pytest_twisted.inlineCallbacks

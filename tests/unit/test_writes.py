@@ -191,7 +191,8 @@ def test_hooks_default_to_the_reportable_kinds_and_failures_are_flagged():
     assert config.HooksConfig().kinds == events.REPORTABLE_KINDS
     assert events.FAILURE_KINDS == {"tftp.failed", "tftp.aborted", "tftp.refused", "dhcp.nak",
                                     "boot.unsupported", "pool.exhausted", "agent.refused",
-                                    "host.conflict", "agent.action_failed"}
+                                    "host.conflict", "agent.action_failed",
+                                    "host.identity_conflict"}
     served = events.catalog_json()
     assert [k["kind"] for k in served] == list(events.CATALOG)
     assert all(set(k) == {"kind", "doc", "failure", "reportable", "shown"} for k in served)

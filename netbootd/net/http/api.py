@@ -130,6 +130,7 @@ class HostsApi:
             raise Conflict(f"host is {h.state.value}, only discovered or pending hosts can be "
                            "approved")
         host, writes = self.registry.approve(h.mac, self.clock.seconds())
+        writes += self.host_agent.agents.approved(host, self.clock.seconds())
         return self.committed(writes, self._view(host))
 
     def retire(self, request, mac):
@@ -145,11 +146,13 @@ class HostsApi:
             raise BadRequest(f"{sorted(unknown)[0]}: not a patchable field")
         if not body:
             raise BadRequest("nothing to change")
+        # everything is checked before anything changes (a 400 changes nothing)
+        name = v.hostname(body["hostname"]) if "hostname" in body else None
+        target = self.host_agent.account_of(body["account"]) if "account" in body else None
         writes = []
         if "account" in body:
-            writes += self.host_agent.move(h, body["account"], self.clock.seconds())
+            writes += self.host_agent.move(h, target, self.clock.seconds())
         if "hostname" in body:
-            name = v.hostname(body["hostname"])
             writes += self.registry.set_hostname(h.mac, name, self.clock.seconds())[1]
         return self.committed(writes, self._view(h))
 
@@ -205,7 +208,6 @@ H = "/api/v1/hosts/{mac}"
 A = "/api/v1/accounts"
 ROUTES = [
     Route("POST", "/api/v1/agent/register", AgentApi.register, "agent"),
-    Route("GET", "/api/v1/agent/register", AgentApi.register, "agent"),
     Route("GET", "/api/v1/agent/next", AgentApi.next, "agent"),
     Route("POST", "/api/v1/agent/inventory", AgentApi.inventory, "agent"),
     Route("POST", "/api/v1/agent/report", AgentApi.report, "agent"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ...policy.boot import ProfileError, validate_args
 from ...registry.accounts import AccountError
-from ...registry.agent import Refused
+from ...registry.agent import ANY, Refused
 from ...writes import HostWrite, event
 from . import validate as v
 from .common import read_json
@@ -174,18 +174,25 @@ class HostAgentApi:
         anywhere, gets a new one (after a move to another network)."""
         h = self._host(mac)
         h.secret_hash = None
+        h.agent_addr = ANY
         now = self.clock.seconds()
         return self.committed([HostWrite(h), event(now, h.mac, "host.credential_reset")],
                               self.view(h))
 
-    def move(self, h, ref: str | None, now: float) -> list:
-        """PATCH {"account": name|null}: an admin moves a host (also out of a
-        conflict)."""
-        a = None
-        if ref is not None:
-            a = self.accounts.get(ref) if isinstance(ref, str) else None
-            if a is None:
-                raise NotFound(f"no account {ref!r}")
+    def account_of(self, ref):
+        """PATCH's "account": a name (or id), or null for none."""
+        if ref is None:
+            return None
+        if not isinstance(ref, str):
+            raise BadRequest("account: a name or null")
+        a = self.accounts.get(ref)
+        if a is None:
+            raise NotFound(f"no account {ref!r}")
+        return a
+
+    def move(self, h, a, now: float) -> list:
+        """An admin moves a host to account `a` (None: no account), also out of
+        a conflict."""
         new = a.id if a else None
         if new == h.account:
             return []

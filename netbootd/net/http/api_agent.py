@@ -71,13 +71,14 @@ class AgentApi:
         self.counters[f"api.agent_refused_{e.status}"] += 1
         return Refusal(e.status, e.reason)
 
-    def _leased(self, mac: str) -> str | None:
+    def _leased(self, macs: list) -> dict:
+        """{mac: address} of the active leases this daemon gave those MACs."""
         from ...model import int2ip
-        lease = self.leases([mac]).get(mac)
-        return int2ip(lease.address) if lease is not None else None
+        return {m: int2ip(lease.address) for m, lease in self.leases(macs).items()}
 
     def register(self, request):
-        """POST (JSON) or GET (query: mac, ip, uuid - older agents) ."""
+        """POST {mac, ip, uuid, token, ids}.  (A GET form once existed for older
+        agents; a state change behind a GET is one a web page can trigger.)"""
         body = read_json(request)
         unknown = sorted(set(body) - {"mac", "ip", "uuid", "token", "ids"})
         if unknown:
@@ -87,11 +88,9 @@ class AgentApi:
         if bad:
             raise BadRequest(f"{bad[0]}: must be a string")
 
-        def arg(key):
-            return body[key] if key in body else v.str_arg(request, key)
-        mac = v.mac(arg("mac") or "")
-        ip = v.ipv4(arg("ip") or client_ip(request))
-        uuid = v.uuid(arg("uuid"))
+        mac = v.mac(body.get("mac") or "")
+        ip = v.ipv4(body.get("ip") or client_ip(request))
+        uuid = v.uuid(body.get("uuid"))
         token = body.get("token")
         if token is not None and len(token) > TOKEN_MAX:
             raise BadRequest(f"token: longer than {TOKEN_MAX} characters")

@@ -188,7 +188,10 @@ COMPONENTS: dict = {
             "Patch": {"type": "object", "minProperties": 1, "additionalProperties": False,
                       "properties": {"hostname": {"type": "string", "nullable": True,
                                                   "maxLength": v.HOSTNAME_MAX,
-                                                  "pattern": HOSTNAME_PATTERN}}},
+                                                  "pattern": HOSTNAME_PATTERN},
+                                     "account": {"type": "string", "nullable": True,
+                                                 "description": "move the host to this "
+                                                 "account (a name), or out of any"}}},
         }}
 
 _HOST = {"200": _ok(_ref("Host")), **_MUT}
@@ -268,10 +271,6 @@ OPERATIONS: dict = {
                     "serial": _SERIAL, "board_serial": _SERIAL}}}}}}},
         "responses": {"200": _REGISTERED, "400": _ERR, "403": _ERR, "409": _ERR, "413": _ERR,
                       "429": _ERR}},
-    ("GET", "/api/v1/agent/register"): {
-        "parameters": [{**_q("mac", pattern=v.MAC_PATTERN), "required": True},
-                       {**_q("ip"), "schema": _IPV4}, {**_q("uuid"), "schema": _UUID}],
-        "responses": {"200": _REGISTERED, "400": _ERR, "403": _ERR, "409": _ERR, "429": _ERR}},
     ("GET", "/api/v1/agent/next"): {"security": _AGENT, "responses": {
         "200": _ok({"type": "object", "required": ["action", "id", "poll"]}), "401": _ERR}},
     ("POST", "/api/v1/agent/inventory"): {"security": _AGENT, "requestBody": {

@@ -22,7 +22,7 @@ def _same(x):
 def host_json(h, last_event=None, lease: Lease | None = None, names=_same) -> dict:
     """`names`: account id -> name.  The agent secret's hash never leaves."""
     d = dataclasses.asdict(h)
-    del d["secret_hash"]
+    del d["secret_hash"], d["agent_addr"]      # credential and its binding stay inside
     d["credential"] = h.secret_hash is not None
     d["account"] = names(h.account) if h.account else None
     d["state"] = h.state.value

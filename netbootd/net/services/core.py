@@ -103,7 +103,8 @@ class Core(service.Service):
         self.ring = KeyRing.load_or_create(self.cfg.state_dir)
         self.accounts = Accounts(self.store.load_accounts(), self.store.load_tokens())
         self.agents = Agents(self.registry, self.accounts, self.ring,
-                             network_account=network_accounts(self.cfg))
+                             network_account=network_accounts(self.cfg),
+                             refresh_keys=lambda: self.ring.refresh(self.cfg.state_dir))
         self.started = self.reactor.seconds()
         self.committer = GroupCommitter(self.reactor, self.store.apply,
                                         self.cfg.dhcp.commit_window_ms / 1000.0,

@@ -31,5 +31,6 @@
     ALTER TABLE hosts ADD COLUMN account TEXT;
     ALTER TABLE hosts ADD COLUMN ids TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE hosts ADD COLUMN secret_hash TEXT;
+    ALTER TABLE hosts ADD COLUMN agent_addr TEXT;
     ALTER TABLE hosts ADD COLUMN action TEXT;
     ALTER TABLE hosts ADD COLUMN hw TEXT;
