@@ -57,11 +57,12 @@ number() {
   esac
 }
 
-# rd FILE: its first line, printable ASCII, trimmed; empty when unreadable.
+# rd FILE: its first line, printable ASCII, trimmed, at most 256 characters
+# (netbootd's limit for inventory strings); empty when unreadable.
 rd() {
   _v=""
   [ -r "$1" ] && read -r _v < "$1" 2>/dev/null
-  printf '%s' "$_v" | tr -cd '\040-\176' | sed -e 's/^ *//' -e 's/ *$//'
+  printf '%s' "$_v" | tr -cd '\040-\176' | sed -e 's/^ *//' -e 's/ *$//' | cut -c 1-256
 }
 
 # A random integer 0..65535 (jitter), from the kernel's CSPRNG.
