@@ -19,7 +19,7 @@ Pure: model and stdlib only (policy builds these).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .model import Account, Host, Lease, Token
 
@@ -92,12 +92,39 @@ class InventoryWrite:
     name = "inventory"
 
 
+@dataclass(frozen=True, slots=True)
+class ExportWrite:
+    """Insert or replace one export (issue 13): volume ``volume`` of pool ``pool``
+    exported to host ``mac`` only (its initiator IQN), with that host's CHAP.
+    The secrets are secrets at rest: they live in the 0600 database and the host's
+    own boot script, never in a repr, a log line, an event or a view."""
+    volume: str
+    pool: str
+    mac: str
+    initiator_iqn: str
+    target_iqn: str
+    chap_user: str | None
+    chap_secret: str | None = field(default=None, repr=False)
+    mutual_user: str | None = None
+    mutual_secret: str | None = field(default=None, repr=False)
+    created: float = 0.0
+    name = "export"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportDelete:
+    """Delete the export of a volume (it was unexported)."""
+    volume: str
+    name = "export_delete"
+
+
 WRITE_TYPES = (HostWrite, HostDelete, LeaseWrite, EventWrite, TrimEvents, AccountWrite,
-               AccountDelete, TokenWrite, InventoryWrite)
+               AccountDelete, TokenWrite, InventoryWrite, ExportWrite, ExportDelete)
 Write = (HostWrite | HostDelete | LeaseWrite | EventWrite | TrimEvents | AccountWrite
-         | AccountDelete | TokenWrite | InventoryWrite)
+         | AccountDelete | TokenWrite | InventoryWrite | ExportWrite | ExportDelete)
 # Writes only the store cares about (no observer follows them).
-ADMIN_WRITES = (AccountWrite, AccountDelete, TokenWrite, InventoryWrite)
+ADMIN_WRITES = (AccountWrite, AccountDelete, TokenWrite, InventoryWrite, ExportWrite,
+                ExportDelete)
 
 # One encoder for every event: json.dumps() with options builds a new one per call.
 _EVENT_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str).encode
@@ -129,6 +156,6 @@ def write_mac(w) -> str | None:
         return w.host.mac
     if t is LeaseWrite:
         return w.lease.mac
-    if t is EventWrite or t is HostDelete or t is InventoryWrite:
+    if t is EventWrite or t is HostDelete or t is InventoryWrite or t is ExportWrite:
         return w.mac
     return None

@@ -60,6 +60,10 @@ class Store(Protocol):
     def inventory(self, mac: str, limit: int = 1) -> list[dict]:
         """A host's inventory documents, newest first: [{"ts", "doc"}]."""
 
+    def load_exports(self) -> list:
+        """Every iSCSI export (writes.ExportWrite values, secrets included: the
+        storage service rebuilds the target from them), by volume."""
+
     # -- reads (API, CLI, lab) ------------------------------------------------
     def events(self, after: int | None, limit: int, mac: str | None = None,
                kind: str | None = None, newest: bool = False) -> list[dict]:

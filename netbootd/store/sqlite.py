@@ -16,8 +16,8 @@ from importlib import resources
 
 from ..model import Account, Host, HostState, Lease, LeaseState, Token, int2ip, ip2int
 from ..writes import (
-    AccountDelete, AccountWrite, EventWrite, HostDelete, HostWrite, InventoryWrite, LeaseWrite,
-    TokenWrite, TrimEvents,
+    AccountDelete, AccountWrite, EventWrite, ExportDelete, ExportWrite, HostDelete, HostWrite,
+    InventoryWrite, LeaseWrite, TokenWrite, TrimEvents,
 )
 from .interface import BadWrite, StoreError
 
@@ -349,6 +349,17 @@ class SqliteStore:
                 log.warning("store: skipping unreadable inventory of %s", mac)
         return out
 
+    def load_exports(self) -> list[ExportWrite]:
+        """Every export (the desired state the export backend is rebuilt to), as
+        the ExportWrite values that stored them, by volume."""
+        out = []
+        for r in self.query(f"SELECT {_EXPORT_COLS} FROM exports ORDER BY volume"):
+            try:
+                out.append(ExportWrite(*(r[k] for k in _EXPORT_COLS.split(", "))))
+            except (ValueError, TypeError) as e:
+                log.warning("store: skipping unreadable export row of %r: %s", r["volume"], e)
+        return out
+
     def _hosts(self, tail: str, args: tuple = ()) -> list[Host]:
         out = []
         for row in self.conn().execute(
@@ -462,12 +473,24 @@ def _inventory_sql(w: InventoryWrite) -> list:
              "WHERE mac = ? ORDER BY id DESC LIMIT ?)", (w.mac, w.mac, INVENTORY_PER_HOST))]
 
 
+_EXPORT_COLS = ("volume, pool, mac, initiator_iqn, target_iqn, chap_user, chap_secret, "
+                "mutual_user, mutual_secret, created")
+
+
+def _export_sql(w: ExportWrite) -> list:
+    return [(f"INSERT OR REPLACE INTO exports({_EXPORT_COLS}) VALUES ({','.join('?' * 10)})",
+             (w.volume, w.pool, w.mac, w.initiator_iqn, w.target_iqn, w.chap_user,
+              w.chap_secret, w.mutual_user, w.mutual_secret, w.created))]
+
+
 _ADMIN_SQL = {
     AccountWrite: _account_sql,
     AccountDelete: lambda w: [("DELETE FROM tokens WHERE account = ?", (w.id,)),
                               ("DELETE FROM accounts WHERE id = ?", (w.id,))],
     TokenWrite: _token_sql,
     InventoryWrite: _inventory_sql,
+    ExportWrite: _export_sql,
+    ExportDelete: lambda w: [("DELETE FROM exports WHERE volume = ?", (w.volume,))],
 }
 
 

@@ -10,8 +10,9 @@ import pytest
 from netbootd.model import Account, Host, HostState, Lease, LeaseState, Token
 from netbootd.store import BadWrite, DatabaseError, Store, open_readonly, open_store
 from netbootd.store.sqlite import INVENTORY_PER_HOST
-from netbootd.writes import (WRITE_TYPES, AccountDelete, AccountWrite, EventWrite, HostDelete,
-                             HostWrite, InventoryWrite, LeaseWrite, TokenWrite, TrimEvents, event)
+from netbootd.writes import (WRITE_TYPES, AccountDelete, AccountWrite, EventWrite, ExportDelete,
+                             ExportWrite, HostDelete, HostWrite, InventoryWrite, LeaseWrite,
+                             TokenWrite, TrimEvents, event)
 
 MAC = "52:54:00:00:00:01"
 OTHER = "52:54:00:00:00:02"
@@ -88,7 +89,7 @@ def kinds(events: list[dict]) -> list[str]:
 # The write types this suite stores and loads back; a new type in writes.py
 # needs its round trip here before this test passes.
 COVERED = (HostWrite, HostDelete, LeaseWrite, EventWrite, TrimEvents, AccountWrite,
-           AccountDelete, TokenWrite, InventoryWrite)
+           AccountDelete, TokenWrite, InventoryWrite, ExportWrite, ExportDelete)
 
 
 def test_accounts_and_tokens_round_trip_and_delete_together(backend):
@@ -125,6 +126,23 @@ def test_inventory_history_is_newest_first_and_bounded(store):
                        "doc": {"schema": 1, "n": INVENTORY_PER_HOST + 4}}
     assert store.inventory(OTHER) == [{"ts": 1.0, "doc": {"schema": 1}}]
     assert store.inventory("52:54:00:00:00:99") == []
+
+
+def test_exports_round_trip_with_their_secrets_replace_by_volume_and_delete(backend):
+    s = backend.open()
+    base = "iqn.2026-01.lan.netboot"
+    a = ExportWrite("web01", "default", MAC, f"{base}:host.525400770010", f"{base}:vol.web01",
+                    "host-525400770010", "AAAAbbbbCCCCdddd", "target-1", "mutualSecret12",
+                    5.0)
+    b = ExportWrite("db_1", "fast", OTHER, f"{base}:host.525400770011", f"{base}:vol.db.1",
+                    None, None, None, None, 6.0)
+    s.apply([a, b])
+    assert s.load_exports() == [b, a]                      # by volume
+    moved = ExportWrite(**{**{k: getattr(a, k) for k in a.__slots__}, "mac": OTHER})
+    s.apply([moved, ExportDelete("db_1")])
+    assert s.load_exports() == [moved]
+    s.close()
+    assert backend.open_existing().load_exports() == [moved]      # survives reopening
 
 
 def test_the_contract_covers_every_write_type():

@@ -19,8 +19,8 @@ from netbootd.net.metrics import Metrics
 from netbootd.policy.zone import Zone
 from netbootd.store.sqlite import BadWrite, Store
 from netbootd.writes import (
-    WRITE_TYPES, AccountDelete, AccountWrite, EventWrite, HostDelete, HostWrite, InventoryWrite,
-    LeaseWrite, TokenWrite, TrimEvents, event,
+    WRITE_TYPES, AccountDelete, AccountWrite, EventWrite, ExportDelete, ExportWrite, HostDelete,
+    HostWrite, InventoryWrite, LeaseWrite, TokenWrite, TrimEvents, event,
 )
 
 MAC = "52:54:00:77:00:10"
@@ -38,6 +38,10 @@ SAMPLES = {
     AccountDelete: AccountDelete("acc-1"),
     TokenWrite: TokenWrite(Token("tok-1", "acc-1", "ab" * 32, "bag", 1.0, None, 3, 1, None)),
     InventoryWrite: InventoryWrite(2.0, MAC, '{"schema": 1}'),
+    ExportWrite: ExportWrite("web01", "default", MAC, "iqn.2026-01.lan.netboot:host.525400770010",
+                             "iqn.2026-01.lan.netboot:vol.web01", "host-525400770010",
+                             "s3cretS3cret-_AB", created=3.0),
+    ExportDelete: ExportDelete("web01"),
 }
 
 
@@ -69,6 +73,13 @@ def test_the_store_handles_every_write_type(tmp_path, wtype):
         assert s.load_tokens() == [SAMPLES[TokenWrite].token]
     elif wtype is InventoryWrite:
         assert s.inventory(MAC) == [{"ts": 2.0, "doc": {"schema": 1}}]
+    elif wtype is ExportWrite:
+        assert s.load_exports() == [SAMPLES[ExportWrite]]
+        assert "s3cret" not in repr(SAMPLES[ExportWrite])      # a secret never in a log line
+    elif wtype is ExportDelete:
+        s.apply([SAMPLES[ExportWrite]])
+        s.apply([SAMPLES[ExportDelete]])
+        assert s.load_exports() == []
     elif wtype is AccountDelete:
         s.apply([SAMPLES[AccountWrite], SAMPLES[TokenWrite]])
         s.apply([SAMPLES[AccountDelete]])
