@@ -112,6 +112,10 @@ class BootSpec:
     args: dict = field(default_factory=dict)
     hostname: str | None = None
     uuid: str | None = None
+    # sanboot: the host's own CHAP ({username, password, reverse_username,
+    # reverse_password}), looked up when its script is rendered; never in
+    # args (those are shown in views and events), never in a repr.
+    chap: dict | None = field(default=None, repr=False, compare=False)
 
 
 def boot_spec(host: Host | None, mac: str, http_base: str, default_profile: str) -> BootSpec:
@@ -153,6 +157,11 @@ def template_context(spec: BootSpec, discover_cmdline: str = "") -> dict:
     elif spec.profile == "sanboot":
         ctx["san_uri"] = IpxeSafe(spec.args["san_uri"])
         ctx["initiator_iqn"] = IpxeSafe(spec.args.get("initiator_iqn", ""))
+        chap = spec.chap or {}
+        for key in ("username", "password", "reverse_username", "reverse_password"):
+            # CHAP names and secrets are policy/iscsi-validated (A-Z a-z 0-9 _ ~ + = . -
+            # and : for names): ipxe_escape leaves them as they are
+            ctx[key] = chap.get(key) or ""
     return ctx
 
 

@@ -77,7 +77,11 @@ def test_the_document_lists_every_mutating_admin_route():
         ("/api/v1/hosts/{mac}/reset", "post"), ("/api/v1/accounts", "post"),
         ("/api/v1/accounts/{name}", "patch"), ("/api/v1/accounts/{name}", "delete"),
         ("/api/v1/tokens", "post"), ("/api/v1/tokens/{token_id}/revoke", "post"),
-        ("/api/v1/tokens/rotate-key", "post")}
+        ("/api/v1/tokens/rotate-key", "post"), ("/api/v1/volumes", "post"),
+        ("/api/v1/volumes/{name}", "delete"), ("/api/v1/volumes/{name}/resize", "post"),
+        ("/api/v1/volumes/{name}/snapshot", "post"), ("/api/v1/volumes/{name}/clone", "post"),
+        ("/api/v1/exports/{name}", "delete"), ("/api/v1/hosts/{mac}/sanboot", "post"),
+        ("/api/v1/deploy", "post")}
     assert all(SPEC["paths"][p][m].get("security") for p, m in MUTATING)
 
 

@@ -16,6 +16,7 @@ from ...registry.hosts import BadCursor, page, state_counts
 from . import validate as v
 from .api_accounts import AccountsApi, HostAgentApi, TokensApi
 from .api_agent import AgentApi
+from .api_storage import StorageApi
 from .common import read_json
 from .errors import BadRequest, Conflict, NotFound
 from .openapi import document
@@ -206,6 +207,7 @@ class OverviewApi:
 # (method, pattern, handler, auth); docs for each are in openapi.OPERATIONS.
 H = "/api/v1/hosts/{mac}"
 A = "/api/v1/accounts"
+V = "/api/v1/volumes"
 ROUTES = [
     Route("POST", "/api/v1/agent/register", AgentApi.register, "agent"),
     Route("GET", "/api/v1/agent/next", AgentApi.next, "agent"),
@@ -238,6 +240,18 @@ ROUTES = [
     Route("GET", "/api/v1/transfers", OverviewApi.transfers),
     Route("GET", "/api/v1/status", OverviewApi.status),
     Route("GET", "/api/v1/openapi.json", OverviewApi.openapi),
+    Route("GET", V, StorageApi.list),
+    Route("POST", V, StorageApi.create, "admin"),
+    Route("GET", V + "/{name}", StorageApi.get),
+    Route("DELETE", V + "/{name}", StorageApi.delete, "admin"),
+    Route("POST", V + "/{name}/resize", StorageApi.resize, "admin"),
+    Route("POST", V + "/{name}/snapshot", StorageApi.snapshot, "admin"),
+    Route("POST", V + "/{name}/clone", StorageApi.clone, "admin"),
+    Route("GET", "/api/v1/exports", StorageApi.exports),
+    Route("DELETE", "/api/v1/exports/{name}", StorageApi.unexport, "admin"),
+    Route("POST", H + "/sanboot", StorageApi.sanboot, "admin"),
+    Route("POST", "/api/v1/deploy", StorageApi.deploy, "admin"),
+    Route("GET", "/api/v1/jobs/{job}", StorageApi.job),
 ]
 SPEC: dict = document(ROUTES)
 EVENT_KINDS = catalog_json()          # the status page fetches it (events.py)
@@ -269,4 +283,6 @@ def build_routes(app) -> list[Route]:
                 TokensApi(app.accounts, app.ring, app.state_dir, app.clock, app.committed),
                 OverviewApi(reads, app, app.registry),
                 EventStreams(reads.events, app.clock, app.counters, app.max_streams,
-                             app.max_streams_per_source, app.streams))
+                             app.max_streams_per_source, app.streams),
+                # set by net/services/storage.py once [storage] is opened (None: off)
+                StorageApi(lambda: getattr(app, "storage", None), app.clock))

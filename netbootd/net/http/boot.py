@@ -1,6 +1,7 @@
 """GET/HEAD /boot/{mac}.ipxe: the host's boot script (policy/boot.py)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from twisted.web import resource, server
@@ -55,6 +56,10 @@ class BootScript(resource.Resource):
             return f"#!ipxe\necho netbootd: {refused}\n".encode()
         host = app.registry.get(mac)
         spec = boot_spec(host, mac, app.http_base or local_base(request), app.default_profile)
+        storage = getattr(app, "storage", None)     # net/services/storage.py, when [storage]
+        if spec.profile == "sanboot" and storage is not None:
+            # this host's own CHAP secret, in this host's script only
+            spec = dataclasses.replace(spec, chap=storage.chap_for(mac))
         try:
             body = app.renderer.render(spec).encode("utf-8")
         except (ProfileError, Exception) as e:     # a broken template must not kill a boot

@@ -192,6 +192,42 @@ COMPONENTS: dict = {
                                      "account": {"type": "string", "nullable": True,
                                                  "description": "move the host to this "
                                                  "account (a name), or out of any"}}},
+            # -- storage (issue 13): net/http/api_storage.py ----------------------
+            "Volume": {"type": "object", "required": ["name", "pool", "size", "kind"],
+                       "properties": {
+                "name": {"type": "string"}, "pool": {"type": "string"},
+                "size": {"type": "integer"}, "used": {"type": "integer", "nullable": True},
+                "origin": {"type": "string", "nullable": True},
+                "kind": {"type": "string", "enum": ["volume", "snapshot"]},
+                "created": {"type": "number", "nullable": True},
+                "exported_to": {"type": "string", "nullable": True},
+                "in_use": {"type": "array", "items": {"type": "string"}}}},
+            "VolumePool": {"type": "object", "required": ["name", "total", "used", "free"],
+                           "properties": {
+                "name": {"type": "string"}, "backend": {"type": "string", "nullable": True},
+                "describe": {"type": "string", "nullable": True},
+                "cow_clones": {"type": "boolean"}, "total": {"type": "integer"},
+                "used": {"type": "integer"}, "free": {"type": "integer"},
+                "provisioned": {"type": "integer"}, "volumes": {"type": "integer"},
+                "error": {"type": "string", "nullable": True}}},
+            "Export": {"type": "object", "required": ["volume", "host", "target_iqn", "chap"],
+                       "properties": {
+                "volume": {"type": "string"}, "pool": {"type": "string"},
+                "host": {"type": "string"}, "initiator_iqn": {"type": "string"},
+                "target_iqn": {"type": "string"}, "san_uri": {"type": "string"},
+                "chap": {"type": "boolean", "description": "the secret is never shown"},
+                "mutual_chap": {"type": "boolean"}, "created": {"type": "number"},
+                "cloned_from": {"type": "string"}}},
+            "Job": {"type": "object", "required": ["id", "op", "state", "done", "total"],
+                    "properties": {
+                "id": {"type": "string"}, "op": {"type": "string"},
+                "target": {"type": "string"},
+                "state": {"type": "string", "enum": ["running", "done", "failed"]},
+                "done": {"type": "integer", "minimum": 0},
+                "total": {"type": "integer", "minimum": 0},
+                "result": {"type": "object", "nullable": True},
+                "error": {"allOf": [_ref("Error")], "nullable": True},
+                "started": {"type": "number"}, "ended": {"type": "number", "nullable": True}}},
         }}
 
 _HOST = {"200": _ok(_ref("Host")), **_MUT}
@@ -201,6 +237,21 @@ _AGENT = [{"agent": []}]
 _SERIAL = {"type": "string", "maxLength": 128, "pattern": v.TEXT_PATTERN, "nullable": True}
 H = "/api/v1/hosts/{mac}"
 A = "/api/v1/accounts"
+V = "/api/v1/volumes"
+# policy/volumes.check_name and check_size (the lvm2-reserved pieces are 400s too)
+_VOLNAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}
+_SIZE = {"type": "integer", "minimum": 1 << 20, "maximum": 1 << 44, "multipleOf": 512,
+         "description": "bytes: whole 512-byte sectors, 1 MiB to 16 TiB"}
+_STORAGE_MUT = {"200": _ok(_ref("Job"), "the job: done (with its result) or running"),
+                **_MUT, "409": _ERR, "502": _ERR, "503": _ERR}
+
+
+def _body(schema: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_NAMED = _body({"type": "object", "required": ["name"], "additionalProperties": False,
+                "properties": {"name": _VOLNAME}})
 
 # (method, pattern) -> the operation, without its security (from the route's auth).
 OPERATIONS: dict = {
@@ -285,6 +336,44 @@ OPERATIONS: dict = {
                       "401": _ERR, "409": _ERR}},
     ("GET", "/api/v1/openapi.json"): {"responses": {"200": _ok({
         "type": "object", "required": ["openapi", "paths"]}, "this document")}},
+    # -- storage: mutating calls answer with their job (done, or running: poll
+    # /api/v1/jobs/{job}); refusals in the first second with their status.
+    ("GET", V): {"responses": {"200": _ok({"type": "object", "required": ["pools", "volumes"],
+                                           "properties": {"pools": _arr("VolumePool"),
+                                                          "volumes": _arr("Volume")}}),
+                               "503": _ERR}},
+    ("POST", V): {"requestBody": _body({"type": "object", "required": ["name", "size"],
+                                        "additionalProperties": False, "properties": {
+                                            "pool": {"type": "string", "nullable": True},
+                                            "name": _VOLNAME, "size": _SIZE}}),
+                  "responses": _STORAGE_MUT},
+    ("GET", V + "/{name}"): {"responses": {"200": _ok(_ref("Volume")), "400": _ERR,
+                                           "404": _ERR, "503": _ERR}},
+    ("DELETE", V + "/{name}"): {"responses": _STORAGE_MUT},
+    ("POST", V + "/{name}/resize"): {"requestBody": _body({
+        "type": "object", "required": ["size"], "additionalProperties": False,
+        "properties": {"size": _SIZE, "force": {"type": "boolean",
+                                                "description": "allow a shrink"}}}),
+        "responses": _STORAGE_MUT},
+    ("POST", V + "/{name}/snapshot"): {"requestBody": _NAMED, "responses": _STORAGE_MUT},
+    ("POST", V + "/{name}/clone"): {"requestBody": _NAMED, "responses": _STORAGE_MUT},
+    ("GET", "/api/v1/exports"): {"responses": {"200": _ok({
+        "type": "object", "required": ["available", "exports"], "properties": {
+            "available": {"type": "boolean"},
+            "problem": {"type": "string", "nullable": True},
+            "portal": {"type": "string", "nullable": True},
+            "exports": _arr("Export")}}), "503": _ERR}},
+    ("DELETE", "/api/v1/exports/{name}"): {"responses": _STORAGE_MUT},
+    ("POST", H + "/sanboot"): {"requestBody": _body({
+        "type": "object", "required": ["volume"], "additionalProperties": False,
+        "properties": {"volume": _VOLNAME}}), "responses": _STORAGE_MUT},
+    ("POST", "/api/v1/deploy"): {"requestBody": _body({
+        "type": "object", "required": ["mac", "from"], "additionalProperties": False,
+        "properties": {"mac": {"type": "string", "pattern": v.MAC_PATTERN},
+                       "from": _VOLNAME, "name": {**_VOLNAME, "nullable": True}}}),
+        "responses": _STORAGE_MUT},
+    ("GET", "/api/v1/jobs/{job}"): {"responses": {"200": _ok(_ref("Job")), "404": _ERR,
+                                                  "503": _ERR}},
 }
 
 
@@ -301,7 +390,7 @@ def document(routes) -> dict:
         item = paths.setdefault(r.pattern, {})
         if "{mac}" in r.pattern:
             item["parameters"] = [_MAC]
-        for name in ("name", "token_id"):
+        for name in ("name", "token_id", "job"):
             if "{" + name + "}" in r.pattern:
                 item["parameters"] = [{"name": name, "in": "path", "required": True,
                                        "schema": {"type": "string", "maxLength": 128}}]

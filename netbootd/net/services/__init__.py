@@ -21,6 +21,7 @@ from .dns import DnsService
 from .gc import GcService
 from .http import HttpService
 from .ready import Ready
+from .storage import StorageService
 from .tftp import TftpService
 
 
@@ -33,6 +34,7 @@ def makeService(cfg: Config, reactor) -> service.MultiService:
     http = HttpService(core)
     http.setServiceParent(top)
     TftpService(core).setServiceParent(top)
+    StorageService(core, http).setServiceParent(top)    # off without [storage] pools
     hooks = Hooks(reactor, cfg.hooks)
     if hooks.enabled:
         hooks.setServiceParent(top)
@@ -48,4 +50,4 @@ def makeService(cfg: Config, reactor) -> service.MultiService:
 
 
 __all__ = ["Core", "DhcpService", "DnsService", "GcService", "HttpService", "Ready",
-           "TftpService", "makeService"]
+           "StorageService", "TftpService", "makeService"]
