@@ -38,6 +38,9 @@ zero() {
 # wipe_disk NAME: wipes one disk, appends its JSON result to $NB_RUN/wipe.disks,
 # returns 0 when it verified.
 wipe_disk() {
+  # wipe_disk NAME [EXPECT_BYTES EXPECT_SERIAL]: the server sends the size and
+  # serial the inventory reported; a disk name can move between boots (USB
+  # media reorder sdX), so a disk that is not the one the admin saw is refused.
   name=$1
   method="" wbytes=0 verified=false err="" note=""
   dev=/dev/$name
@@ -52,6 +55,12 @@ wipe_disk() {
   if [ -z "$err" ]; then
     size=$(( $(number "$(rd "$b/size")" 0) * 512 ))
     [ "$size" -gt 0 ] || err="disk has no medium (size 0)"
+  fi
+  if [ -z "$err" ] && [ -n "$2" ] && [ "$2" != "$size" ]; then
+    err="size $size is not the $2 bytes of the inventory: not the disk the admin chose"
+  fi
+  if [ -z "$err" ] && [ -n "$3" ] && [ "$3" != "$(disk_serial "$b")" ]; then
+    err="serial is not the inventory's: not the disk the admin chose"
   fi
   if [ -z "$err" ]; then
     # Regions we promise: the first and the last MiB (signatures, MBR/GPT and
@@ -127,8 +136,16 @@ act_wipe() {
     return
   fi
   all=1
+  i=0
   while read -r d; do
-    wipe_disk "$d" || all=0
+    want_name=$(jget "$2" "expect.$i.name")
+    want_bytes="" want_serial=""
+    if [ "$want_name" = "$d" ]; then
+      want_bytes=$(jget "$2" "expect.$i.bytes")
+      want_serial=$(jget "$2" "expect.$i.serial")
+    fi
+    wipe_disk "$d" "$want_bytes" "$want_serial" || all=0
+    i=$((i + 1))
   done < "$NB_RUN/wipe.list"
   if [ $all = 1 ]; then st=done; else st=failed; fi
   report "$id" wipe "$st" "{\"disks\":[$(cat "$NB_RUN/wipe.disks")]}"
@@ -184,7 +201,8 @@ act_boot() {
   if [ -z "$why" ]; then
     set -- --load /tmp/boot/kernel "--command-line=$cmdline"
     [ "$n" -gt 0 ] && set -- "$@" --initrd=/tmp/boot/initrd
-    marker "kexec load kernel=$(oneline "$kernel") initrds=$n cmdline=$(oneline "$cmdline")"
+    # the command line is not printed: a profile's cmdline may carry credentials
+    marker "kexec load kernel=$(oneline "$kernel") initrds=$n cmdline_bytes=${#cmdline}"
     if LD_LIBRARY_PATH=$KEXEC_LIBS kexec "$@" > "$NB_RUN/kexec.err" 2>&1; then
       report "$id" boot booting
       marker "kexec exec"

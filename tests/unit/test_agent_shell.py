@@ -367,3 +367,17 @@ def test_wipe_of_a_read_only_or_missing_disk_fails_and_writes_nothing(bbpath, tm
     for bad in ("nosuchdisk", "../sda", "vda;reboot"):
         ok, rep, _ = wipe(bbpath, tmp_path, f"'{bad}'")
         assert not ok and rep["error"] in ("no such disk", "not a disk name"), rep
+
+
+def test_wipe_refuses_a_disk_whose_size_or_serial_is_not_the_inventorys(bbpath, tmp_path,
+                                                                         loopdev):
+    """The server sends the size and serial the inventory reported with each disk:
+    a name that now points at another disk (USB media reorder sdX) is not wiped."""
+    name, img = loopdev(2)
+    ok, rep, out = wipe(bbpath, tmp_path, f"{name} {3 * MiB} ''")
+    assert not ok and "not the disk the admin chose" in rep["error"], out
+    ok, rep, out = wipe(bbpath, tmp_path, f"{name} {2 * MiB} SOMEOTHERSERIAL")
+    assert not ok and rep["error"].startswith("serial is not"), out
+    assert img.read_bytes() == b"\xa5" * (2 * MiB), "nothing written"
+    ok, rep, out = wipe(bbpath, tmp_path, f"{name} {2 * MiB} ''")
+    assert ok and rep["verified"], out

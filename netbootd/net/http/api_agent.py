@@ -83,7 +83,8 @@ class AgentApi:
         unknown = sorted(set(body) - {"mac", "ip", "uuid", "token", "ids"})
         if unknown:
             raise BadRequest(f"{unknown[0]}: not a field of a registration")
-        bad = [k for k in ("mac", "ip", "uuid", "token") if k in body
+        # null is "not known" (a guest without an SMBIOS UUID), as absent
+        bad = [k for k in ("mac", "ip", "uuid", "token") if body.get(k) is not None
                and not isinstance(body[k], str)]
         if bad:
             raise BadRequest(f"{bad[0]}: must be a string")

@@ -313,8 +313,9 @@ OPERATIONS: dict = {
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": {"type": "object", "required": ["mac"], "additionalProperties": False,
                        "properties": {
-                "mac": {"type": "string", "pattern": v.MAC_PATTERN}, "ip": _IPV4,
-                "uuid": _UUID, "token": {"type": "string", "maxLength": 512},
+                "mac": {"type": "string", "pattern": v.MAC_PATTERN},
+                "ip": {**_IPV4, "nullable": True}, "uuid": {**_UUID, "nullable": True},
+                "token": {"type": "string", "maxLength": 512, "nullable": True},
                 "ids": {"type": "object", "additionalProperties": False, "properties": {
                     "macs": {"type": "array", "maxItems": 64, "items": {
                         "type": "string", "pattern": v.MAC_PATTERN}},
@@ -394,6 +395,9 @@ def document(routes) -> dict:
             if "{" + name + "}" in r.pattern:
                 item["parameters"] = [{"name": name, "in": "path", "required": True,
                                        "schema": {"type": "string", "maxLength": 128}}]
+        if r.pattern.startswith((V + "/{name}", "/api/v1/exports/{name}")):
+            item["parameters"] = [{"name": "name", "in": "path", "required": True,
+                                   "schema": _VOLNAME}]
         op = dict(OPERATIONS[(r.method, r.pattern)])
         if r.auth == "admin":
             op["security"] = _SEC
