@@ -32,6 +32,9 @@ TEST_DEBS="$TEST_DEBS xfsprogs lvm2"
 # and the policy-rc.d guard below keeps its package from starting one) and
 # libiscsi-bin (iscsi-ls/-inq/-readcapacity16, iscsi-test-cu as the initiator).
 TEST_DEBS="$TEST_DEBS tgt libiscsi-bin"
+# Sanboot e2e: a hybrid BIOS/UEFI disk image built in the test (GRUB images,
+# GPT on a file with sgdisk, a FAT ESP with mkfs.fat + mtools, no loop mounts).
+TEST_DEBS="$TEST_DEBS grub-pc-bin grub-efi-amd64-bin mtools dosfstools gdisk"
 
 # Benchmarks only (make bench-*): peers measured in the same run.  atftpd
 # conflicts with tftpd-hpa; bench/tftp unpacks it from its .deb itself.
