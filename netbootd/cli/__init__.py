@@ -12,6 +12,8 @@
     leases     leases.py    list/show (read)
     events     events.py    list, -f (read)
     initrd     initrd.py    build the discover initrd (may fetch busybox-static)
+    volume     volumes.py   create/resize/snapshot/clone/delete/list/show/sanboot/unexport/
+    deploy                  exports (storage jobs, followed with a progress bar); deploy
 
 Commands that call the daemon use client.ApiClient; the read commands fall
 back to the store's read methods (reads.py) and print the same columns.
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 
-from . import accounts, admin, config, events, hosts, initrd, lab, leases, serve, state, tokens
+from . import (accounts, admin, config, events, hosts, initrd, lab, leases, serve, state, tokens,
+               volumes)
 from .common import effective_config
 
-GROUPS = (serve, config, lab, admin, accounts, tokens, state, hosts, leases, events, initrd)
+GROUPS = (serve, config, lab, admin, accounts, tokens, state, hosts, leases, events, initrd,
+          volumes)
 
 __all__ = ["build_parser", "effective_config", "run"]
 

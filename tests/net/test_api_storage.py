@@ -307,6 +307,8 @@ def test_sanboot_exports_to_that_host_only_with_chap_from_its_own_script(tgt_api
     seen.append(repr(list(st.metric_families())))
     seen.append(repr(store.load_exports()))
     code, page = yield curl(base + "/")
+    assert code == 200 and 'id="volumes-section" class="card">' in page
+    assert '<td>web01</td><td>52:54:00:13:00:0a</td>' in page      # the export and its host
     seen.append(str(page))
     for s in secrets.values():
         assert not any(s in text for text in seen)

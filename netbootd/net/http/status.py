@@ -92,15 +92,31 @@ class StatusPage(resource.Resource):
             match = lambda h: want is not None and (h.account or "") == want  # noqa: E731
         return page(self.registry.hosts.values(), PAGE, None, match)
 
-    def context(self, events: list, last: dict, first=None, account: str | None = None
-                ) -> dict:
+    def _storage(self) -> defer.Deferred:
+        """Pools, volumes and exports (net/services/storage.py), read off the
+        reactor thread; None when storage is off, starting or unreadable."""
+        st = getattr(self.info, "storage", None)
+        if st is None or not st.ready:
+            return defer.succeed(None)
+
+        def shown(listing):
+            return dict(listing, exports=[st.export_view(r) for r in st.exports.values()],
+                        problem=st.export_problem)
+
+        def failed(f):
+            log.error("status page: cannot list volumes: %s", f.getErrorMessage())
+            return None
+        return st.listing().addCallbacks(shown, failed)
+
+    def context(self, events: list, last: dict, first=None, account: str | None = None,
+                storage: dict | None = None) -> dict:
         hosts, nxt, total = first if first is not None else self._first_page(account)
         accounts = self._accounts()
         names = accounts.name_of if accounts is not None else (lambda x: x)
         return {"status": status_json(self.info, self.registry.hosts.values(), events),
                 "hosts": hosts_json(hosts, last, self.leases([h.mac for h in hosts]), names),
                 "total": total, "next": nxt, "seen": len(self.registry.seen),
-                "page_size": PAGE, "account": account or "",
+                "page_size": PAGE, "account": account or "", "storage": storage,
                 "accounts": sorted(a.name for a in accounts.by_id.values())
                 if accounts is not None else []}
 
@@ -118,8 +134,8 @@ class StatusPage(resource.Resource):
             if request.finished or request._disconnected:
                 return
             try:
-                body = self.template.render(**self.context(*reads, first, account)
-                                            ).encode("utf-8")
+                body = self.template.render(**self.context(*reads[0], first, account,
+                                                           reads[1])).encode("utf-8")
             except Exception:
                 log.exception("status page: render failed")
                 request.setResponseCode(500)
@@ -127,7 +143,8 @@ class StatusPage(resource.Resource):
                 body = b"status page failed; see the daemon log\n"
             request.write(body)
             request.finish()
-        self._reads([h.mac for h in first[0]]).addCallback(done)
+        defer.gatherResults([self._reads([h.mac for h in first[0]]), self._storage()]
+                            ).addCallback(done)
         return server.NOT_DONE_YET
 
 

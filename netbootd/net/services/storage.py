@@ -47,13 +47,15 @@ class Refused(Exception):
         self.status, self.reason = status, reason
 
 
-def refusal(e: BaseException) -> Refused:
-    """The status and reason of a backend error (VolumeError, ExportError...)."""
+def refusal(e: BaseException, in_job: bool = False) -> Refused:
+    """The status and reason of a backend error (VolumeError, ExportError...).  In a
+    job the request's names and sizes were already checked, so an "invalid" from
+    the backend is about the volume's state (a snapshot is read-only...): 409."""
     from ...storage.exports import BackendFailed, ExportUnsupported, NotExported
     if isinstance(e, Refused):
         return e
     if isinstance(e, VolumeError):
-        if e.field == "size" and "shrinking" in e.reason:
+        if in_job and e.code == "invalid" or e.field == "size" and "shrinking" in e.reason:
             return Refused(409, str(e))         # the volume's state, not the request
         status = {"not_found": 404, "exists": 409, "in_use": 409, "no_space": 409}.get(e.code, 400)
         return Refused(status, str(e))
@@ -212,7 +214,7 @@ class Storage:
             job.done = job.total = job.total or job.done
 
         def failed(f):
-            job.state, job.error = "failed", refusal(f.value)
+            job.state, job.error = "failed", refusal(f.value, in_job=True)
 
         def ended(_):
             job.ended = self.clock.seconds()

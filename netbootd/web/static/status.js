@@ -332,6 +332,38 @@
     replaceChildren($("pools").tBodies[0],
       rows.length ? rows : el("tr", { class: "empty" }, el("td", { colspan: 5 }, "no networks served")));
   }
+  // -- volumes (issue 13): pools, volumes, exports; hidden when storage is off ----------
+  function renderVolumes() {
+    const v = state.volumes, x = state.exports;
+    $("volumes-section").hidden = !v;
+    if (!v) return;
+    const pools = (v.pools || []).map((p) => {
+      const total = p.total || 1;
+      return el("tr", { class: "vpool", "data-name": p.name },
+        el("td", null, p.name), el("td", null, p.error || p.backend || "-"),
+        el("td", { class: "num" }, humanBytes(p.used) + "/" + humanBytes(p.total) + " ",
+          el("span", { class: "pct" }, p.total ? Math.round(100 * p.used / p.total) + "%" : "-")),
+        el("td", { class: "bar-col" }, el("meter", { class: "pool-bar", min: 0, max: total,
+          value: p.used || 0, low: total * 0.7, high: total * 0.9, optimum: 0 },
+          p.used + "/" + p.total)),
+        el("td", { class: "num" }, humanBytes(p.provisioned)));
+    });
+    replaceChildren($("volume-pools").tBodies[0], ...pools);
+    const vols = (v.volumes || []).map((o) => el("tr", { class: "volume", "data-name": o.name },
+      el("td", null, o.name), el("td", null, o.pool), el("td", null, o.kind),
+      el("td", { class: "num" }, humanBytes(o.size)), el("td", { class: "num" }, humanBytes(o.used)),
+      el("td", null, o.origin || "-"), el("td", null, o.exported_to || "-")));
+    replaceChildren($("volumes").tBodies[0],
+      vols.length ? vols : el("tr", { class: "empty" }, el("td", { colspan: 7 }, "no volumes")));
+    const problem = x && !x.available ? x.problem : "";
+    $("exports-problem").hidden = !problem;
+    $("exports-problem").textContent = problem || "";
+    const exps = ((x && x.exports) || []).map((e) => el("tr", { class: "export", "data-volume": e.volume },
+      el("td", null, e.volume), el("td", null, e.host), el("td", null, e.target_iqn),
+      el("td", null, e.chap ? "yes" : "no")));
+    replaceChildren($("exports").tBodies[0],
+      exps.length ? exps : el("tr", { class: "empty" }, el("td", { colspan: 4 }, "no exports")));
+  }
   function renderTransfers() {
     const rows = (state.status.transfers || []).map((t) =>
       el("tr", { class: "transfer" },
@@ -577,11 +609,15 @@
     state.inflight = true;
     const seq = state.seq = (state.seq || 0) + 1;  // a page turn overtakes a poll in flight
     try {
-      const [s, hs, accs] = await Promise.all([api("GET", "/api/v1/status"), hostsPage(),
-        api("GET", "/api/v1/accounts").catch(() => state.accounts)]);
+      const [s, hs, accs, vols, exps] = await Promise.all([api("GET", "/api/v1/status"),
+        hostsPage(), api("GET", "/api/v1/accounts").catch(() => state.accounts),
+        api("GET", "/api/v1/volumes").catch(() => null),     // 503: storage off
+        api("GET", "/api/v1/exports").catch(() => null)]);
       if (seq !== state.seq) return;
       state.status = s;
       state.accounts = Array.isArray(accs) ? accs : [];
+      state.volumes = vols;
+      state.exports = exps;
       state.hosts = Array.isArray(hs.hosts) ? hs.hosts : [];
       state.next = hs.next || null;
       state.total = typeof hs.total === "number" ? hs.total : state.hosts.length;
@@ -591,7 +627,7 @@
         state.next = null;
       }
       index();
-      renderHeader(); renderAccounts(); renderHosts(); renderPools(); renderTransfers(); renderEvents();
+      renderHeader(); renderAccounts(); renderHosts(); renderPools(); renderVolumes(); renderTransfers(); renderEvents();
       if (state.selected) await loadDetail();
       setLive(true);
     } catch (e) {
