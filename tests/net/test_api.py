@@ -38,6 +38,9 @@ def api(tmp_path):
                   clock=reactor, token=TOKEN, store=store, mode="full", pools=lambda: pools,
                   state_dir=str(tmp_path / "state"),
                   ring=KeyRing.load_or_create(str(tmp_path / "state")))
+    # [storage]: a real file pool, exports off (tests/net/test_api_storage.py has tgt)
+    from .test_api_storage import storage_for
+    app.storage = storage_for(tmp_path, app.registry, committer.submit, exports=False)
     port = reactor.listenTCP(0, build_site(app), interface="127.0.0.1")
     yield app, f"http://127.0.0.1:{port.getHost().port}", store, committer
     port.stopListening()
