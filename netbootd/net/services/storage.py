@@ -531,7 +531,8 @@ class StorageService(service.Service):
             st.pools[p.name] = pool
             st.usage[p.name] = pool.usage()
             log.info("storage: pool %r: %s", p.name, pool.describe())
-        st.exporter, st.export_problem = None, self._exporter(cfg.iscsi)
+        st.exporter = None
+        st.export_problem = self._exporter(cfg.iscsi)     # sets st.exporter
         if st.export_problem:
             log.error("storage: no exports: %s", st.export_problem)
         else:

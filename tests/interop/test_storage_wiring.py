@@ -1,0 +1,106 @@
+"""Storage wired into a real daemon (issue 13 item 3): `netbootd serve` in a
+namespace with [storage] (a file pool, tgt exports through netbootd's own tgtd),
+volumes made and exported with the CLI, and libiscsi's tools in the client
+namespace logging in with the IQN and CHAP secret taken from that host's boot
+script (GET /boot/<mac>.ipxe).  Another IQN sees nothing; a SIGKILLed tgtd is
+restarted and its exports rebuilt from the database; SIGTERM stops tgtd."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from netbootd.storage.tgtd import answers
+
+from .harness import build_pair, netbootd_bin, require_bin, wait_for, write_config
+
+A, B = "52:54:00:13:01:0a", "52:54:00:13:01:0b"
+SRV = "http://10.77.0.1:8080"
+
+
+def boot_values(lab, ns, mac):
+    r = lab.ns_exec(ns, "curl", "-sS", f"{SRV}/boot/{mac.replace(':', '-')}.ipxe", check=False,
+                    timeout=30)
+    return r.stdout, dict(re.findall(r"^set (\S+) (\S+)$", r.stdout, re.M))
+
+
+@pytest.mark.interop
+def test_a_volume_made_and_sanboot_assigned_with_the_cli_is_reachable_by_that_host_only(
+        lab, netbootd_factory, tmp_path):
+    require_bin("tgtd", "tgtadm", "iscsi-ls", "iscsi-readcapacity16", "curl")
+    control = random.randrange(20000, 32768)
+    while answers("tgtadm", control):
+        control = random.randrange(20000, 32768)
+    lan = build_pair(lab, "10.77.0.1/24", "10.77.0.2/24")
+    srv, cli, srv_if = lan.ns["srv"], lan.ns["cli"], lan.ifs["srv"]
+    cfg = write_config(tmp_path / "netbootd.toml", f"""
+[[storage.pools]]
+name = "default"
+root = "{tmp_path / 'pool'}"
+min_free_percent = 1
+
+[storage.iscsi]
+iqn_base = "iqn.2026-01.lan.netboot"
+tgtd_control = {control}
+""")
+    nb = netbootd_factory(srv, ["--mode", "full", "--interface", srv_if, "--config", str(cfg)])
+    nb.start()
+    wait_for(lambda: "storage: 1 pools" in nb.log_path.read_text(), 20, what="storage ready")
+    assert "tgt on 10.77.0.1:3260" in nb.log_path.read_text(), nb.log_tail()
+
+    def run(*a):
+        return lab.ns_exec(srv, netbootd_bin(), *a, "--server", SRV, "--state-dir",
+                           str(nb.state_dir), "--config", str(cfg), check=False, timeout=60)
+    r = run("volume", "create", "web01", "--size", "32M")
+    assert r.returncode == 0 and "volume web01 (volume) in pool default: 32 MiB" in r.stdout, \
+        r.stdout + r.stderr
+    r = run("volume", "create", "bad/name", "--size", "32M")
+    assert r.returncode == 1 and "contains a slash" in r.stderr
+    r = run("volume", "sanboot", "web01", "--host", A)
+    assert r.returncode == 0 and f"exported to host {A} only" in r.stdout, r.stdout + r.stderr
+    r = run("volume", "list", "--json")
+    listing = json.loads(r.stdout)
+    assert [(v["name"], v["exported_to"]) for v in listing["volumes"]] == [("web01", A)]
+    r = run("volume", "delete", "web01")
+    assert r.returncode == 1 and "409" in r.stderr and A in r.stderr
+
+    script, vals = boot_values(lab, cli, A)
+    target = re.search(r"^sanboot iscsi:10\.77\.0\.1::::?1:(\S+) ", script, re.M)
+    assert target and vals["initiator-iqn"].endswith(":host.52540013010a"), script
+    tiqn = target.group(1)
+    url = f"iscsi://{vals['username']}%{vals['password']}@10.77.0.1"
+
+    def ls(iqn, creds_url):
+        return lab.ns_exec(cli, "iscsi-ls", "-i", iqn, creds_url, check=False, timeout=30)
+
+    def readcap(iqn, creds_url):
+        return lab.ns_exec(cli, "iscsi-readcapacity16", "-i", iqn, f"{creds_url}/{tiqn}/1",
+                           check=False, timeout=30)
+    r = ls(vals["initiator-iqn"], url)
+    assert tiqn in r.stdout, r.stdout + r.stderr
+    r = readcap(vals["initiator-iqn"], url)
+    assert r.returncode == 0 and str(32 << 20) in r.stdout, r.stdout + r.stderr
+    other = "iqn.2026-01.lan.netboot:host.52540013010b"
+    assert tiqn not in ls(other, url).stdout
+    assert readcap(other, url).returncode != 0
+    assert readcap(vals["initiator-iqn"], "iscsi://10.77.0.1").returncode != 0     # no CHAP
+    # B's script has no CHAP of A's
+    _, bvals = boot_values(lab, cli, B)
+    assert vals["password"] not in json.dumps(bvals)
+
+    # tgtd SIGKILLed: restarted by netbootd, the export rebuilt from the database
+    pid = int(subprocess.run(["pgrep", "-f", f"tgtd -f -C {control} "], capture_output=True,
+                             text=True).stdout.split()[0])
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    wait_for(lambda: readcap(vals["initiator-iqn"], url).returncode == 0, 20,
+             interval=0.5, what="the export back after a tgtd restart")
+
+    assert nb.stop() == 0
+    assert not answers("tgtadm", control), "tgtd still runs after netbootd stopped"
