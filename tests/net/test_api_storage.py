@@ -22,7 +22,7 @@ from netbootd.net.commit import GroupCommitter
 from netbootd.net.http import api_storage
 from netbootd.net.http.app import HttpApp
 from netbootd.net.http.site import build_site
-from netbootd.net.services.storage import Storage
+from netbootd.net.storage import Storage
 from netbootd.policy.boot import Renderer
 from netbootd.registry.hosts import Registry
 from netbootd.storage import open_pool

@@ -1,6 +1,6 @@
 """/api/v1/volumes, /exports, /deploy, /jobs and hosts/{mac}/sanboot (issue 13).
 
-The logic is net/services/storage.py's (``Storage``); this module only speaks
+The logic is net/storage.py's (``Storage``); this module only speaks
 HTTP.  A mutating call starts a job and answers once it has ended or after
 ``WAIT`` seconds, whichever comes first: with the job's view (``state`` "done"
 and its ``result``, or "running": poll GET /api/v1/jobs/{job}), or with the
@@ -47,7 +47,7 @@ def _size(body: dict) -> int:
 
 class StorageApi:
     def __init__(self, storage, clock, wait: float | None = None):
-        self.storage = storage          # () -> services.storage.Storage, or None
+        self.storage = storage          # () -> net/storage.Storage, or None
         self.clock, self.wait = clock, WAIT if wait is None else wait
 
     def _st(self):
@@ -60,7 +60,7 @@ class StorageApi:
 
     def _job(self, start):
         """Start a job (a refusal known at once is answered at once) and wait for it."""
-        from ..services.storage import refusal
+        from ..storage import refusal
         try:
             job = start()
         except ApiError:
@@ -88,7 +88,7 @@ class StorageApi:
         return self._st().listing()
 
     def get(self, request, name):
-        from ..services.storage import refusal
+        from ..storage import refusal
         st = self._st()
 
         def failed(f):

@@ -93,7 +93,7 @@ class StatusPage(resource.Resource):
         return page(self.registry.hosts.values(), PAGE, None, match)
 
     def _storage(self) -> defer.Deferred:
-        """Pools, volumes and exports (net/services/storage.py), read off the
+        """Pools, volumes and exports (net/storage.py), read off the
         reactor thread; None when storage is off, starting or unreadable."""
         st = getattr(self.info, "storage", None)
         if st is None or not st.ready:

@@ -1,0 +1,482 @@
+"""Storage at run time (issue 13): what the API, the boot scripts, the status page
+and /metrics use - volume operations as jobs (every backend call off the reactor,
+``deferToThread``), exports kept in memory as the store's rows (the store is their
+journal, as for hosts), the usage of each pool.  net/services/storage.py opens
+the pools and the export backend and hands this object over.
+
+Rules that hold across the backends (docs/storage.md, Wiring):
+* a volume name is unique across pools (its target IQN is made from it alone);
+* a volume that is exported or that a host boots from is not deleted, resized or
+  unexported (409 naming the host); a snapshot is read-only and never exported;
+* a host's CHAP secret lives in the 0600 database and in that host's own boot
+  script only: views, events, logs and metrics say ``chap: true``;
+* a multi-step operation (deploy: clone, export, assign) undoes what it did when
+  a later step fails: nothing half-done.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import OrderedDict
+from typing import Callable, Optional
+
+from prometheus_client.core import GaugeMetricFamily
+from twisted.internet import defer, threads
+
+from ..policy import iscsi
+from ..policy.volumes import Exists, NotFound, VolumeError, check_name
+from ..writes import ExportDelete, ExportWrite
+
+log = logging.getLogger("netbootd")
+
+JOBS_KEPT = 200                # finished jobs kept for GET /api/v1/jobs/{id}
+
+
+class Refused(Exception):
+    """A storage request refused with an HTTP status and a reason (the API maps it)."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def refusal(e: BaseException, in_job: bool = False) -> Refused:
+    """The status and reason of a backend error (VolumeError, ExportError...).  In a
+    job the request's names and sizes were already checked, so an "invalid" from
+    the backend is about the volume's state (a snapshot is read-only...): 409."""
+    from ..storage.exports import BackendFailed, ExportUnsupported, NotExported
+    if isinstance(e, Refused):
+        return e
+    if isinstance(e, VolumeError):
+        if in_job and e.code == "invalid" or e.field == "size" and "shrinking" in e.reason:
+            return Refused(409, str(e))         # the volume's state, not the request
+        status = {"not_found": 404, "exists": 409, "in_use": 409, "no_space": 409}.get(e.code, 400)
+        return Refused(status, str(e))
+    if isinstance(e, NotExported):
+        return Refused(404, str(e))
+    if isinstance(e, iscsi.IscsiNameError):
+        return Refused(400, str(e))
+    if isinstance(e, ExportUnsupported):
+        return Refused(409, f"exports are not available: {e}")
+    if isinstance(e, BackendFailed):
+        return Refused(502, str(e))
+    log.error("storage: unexpected error: %r", e)
+    return Refused(500, "internal error (see the daemon log)")
+
+
+class Job:
+    """One storage operation; ``done``/``total`` in bytes while a copy runs."""
+
+    def __init__(self, op: str, target: str, now: float):
+        self.id = secrets.token_hex(6)
+        self.op, self.target, self.started = op, target, now
+        self.state = "running"
+        self.done = self.total = 0
+        self.result: Optional[dict] = None
+        self.error: Optional[Refused] = None
+        self.ended: Optional[float] = None
+        self.finished = defer.Deferred()
+
+    def progress(self, done: int, total: int) -> None:      # called from a worker thread
+        self.done, self.total = done, total
+
+    def view(self) -> dict:
+        return {"id": self.id, "op": self.op, "target": self.target, "state": self.state,
+                "done": self.done, "total": self.total, "result": self.result,
+                "error": None if self.error is None else
+                {"error": self.error.reason, "status": self.error.status},
+                "started": self.started, "ended": self.ended}
+
+
+class Storage:
+    """The pools, the export backend and the exports, for the reactor thread."""
+
+    def __init__(self, cfg, registry, submit: Callable, clock, portal: Optional[str],
+                 run=threads.deferToThread):
+        self.cfg, self.registry, self.submit, self.clock = cfg, registry, submit, clock
+        self.base = cfg.iscsi.iqn_base
+        self.port = cfg.iscsi.port
+        self.portal = portal
+        self.run = run
+        self.ready = False
+        self.pools: dict = {}                       # name -> VolumeBackend (opened)
+        self.pool_errors: dict[str, str] = {}       # name -> why it could not open
+        self.exporter = None                        # an ExportBackend, or None
+        self.export_problem: Optional[str] = "exports are starting"
+        self.exports: dict[str, ExportWrite] = {}   # volume -> its stored export
+        self._rows: tuple = ()                      # the same, for threads (replaced whole)
+        self.usage: dict = {}                       # pool -> PoolUsage (cached)
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.lock = defer.DeferredLock()            # one mutating operation at a time
+
+    # -- exports in memory (reactor) ------------------------------------------
+    def load(self, rows: list[ExportWrite]) -> None:
+        self.exports = {r.volume: r for r in rows}
+        self._rows = tuple(self.exports.values())
+
+    def _stored(self, w) -> None:
+        if isinstance(w, ExportWrite):
+            self.exports[w.volume] = w
+        else:
+            self.exports.pop(w.volume, None)
+        self._rows = tuple(self.exports.values())
+
+    def commit(self, writes: list) -> defer.Deferred:
+        d = defer.Deferred()
+        self.submit(writes, lambda: d.callback(None))
+        return d
+
+    def specs(self) -> list:
+        """The desired exports (blocking: asks the pools for each volume's path)."""
+        from ..storage.exports import ExportSpec
+        out = []
+        for r in self._rows:
+            pool = self.pools.get(r.pool)
+            try:
+                path = pool.path(r.volume) if pool is not None else None
+            except VolumeError as e:
+                path, why = None, str(e)
+            else:
+                why = f"pool {r.pool!r} is not open"
+            if path is None:
+                log.error("storage: export of %r to %s not rebuilt: %s", r.volume, r.mac, why)
+                continue
+            out.append(ExportSpec(r.volume, path, r.initiator_iqn, _chap(r.chap_user,
+                                  r.chap_secret), _chap(r.mutual_user, r.mutual_secret)))
+        return out
+
+    def rebuild(self) -> None:
+        """Blocking: the backend made equal to the stored exports (start, tgtd restart)."""
+        if self.exporter is None:
+            return
+        if hasattr(self.exporter, "forget_secrets"):
+            self.exporter.forget_secrets()
+        done = self.exporter.rebuild(self.specs())
+        log.info("storage: %d exports rebuilt", len(done))
+
+    def chap_for(self, mac: str) -> Optional[dict]:
+        """The CHAP values of a host's boot script (its own exports only)."""
+        for r in self._rows:
+            if r.mac == mac and r.chap_user:
+                return {"username": r.chap_user, "password": r.chap_secret,
+                        "reverse_username": r.mutual_user, "reverse_password": r.mutual_secret}
+        return None
+
+    def users(self, volume: str) -> list[str]:
+        """Why a volume is in use: its export's host, hosts booting from it."""
+        why = []
+        e = self.exports.get(volume)
+        if e is not None:
+            why.append(f"exported to host {e.mac}")
+        tiqn = iscsi.target_iqn(self.base, volume)
+        for h in self.registry.hosts.values():
+            uri = (h.profile_args or {}).get("san_uri", "") if h.profile == "sanboot" else ""
+            if uri.endswith(":" + tiqn):
+                why.append(f"host {h.mac} boots from it (profile sanboot)")
+        return why
+
+    def refuse_in_use(self, volume: str, what: str) -> None:
+        why = self.users(volume)
+        if why:
+            raise Refused(409, f"volume {volume!r} is in use ({'; '.join(why)}): not {what}")
+
+    def export_view(self, r: ExportWrite) -> dict:
+        tiqn = r.target_iqn
+        return {"volume": r.volume, "pool": r.pool, "host": r.mac,
+                "initiator_iqn": r.initiator_iqn, "target_iqn": tiqn,
+                "san_uri": self.san_uri(tiqn), "chap": r.chap_user is not None,
+                "mutual_chap": r.mutual_user is not None, "created": r.created}
+
+    def san_uri(self, target_iqn: str) -> str:
+        port = "" if self.port == 3260 else str(self.port)
+        return f"iscsi:{self.portal or ''}::{port}:1:{target_iqn}"
+
+    # -- jobs ------------------------------------------------------------------
+    def start(self, op: str, target: str, work: Callable[[Job], defer.Deferred]) -> Job:
+        """Run ``work(job)`` under the lock; its result (a dict) or refusal ends the job."""
+        job = Job(op, target, self.clock.seconds())
+        self.jobs[job.id] = job
+        while len(self.jobs) > JOBS_KEPT:
+            old = next(iter(self.jobs.values()))
+            if old.state == "running":
+                break
+            self.jobs.popitem(last=False)
+
+        def ok(result):
+            job.state, job.result = "done", result
+            job.done = job.total = job.total or job.done
+
+        def failed(f):
+            job.state, job.error = "failed", refusal(f.value, in_job=True)
+
+        def ended(_):
+            job.ended = self.clock.seconds()
+            self.refresh_usage()
+            job.finished.callback(job)
+        d = self.lock.run(lambda: defer.maybeDeferred(work, job))
+        d.addCallbacks(ok, failed).addBoth(ended)
+        return job
+
+    # -- operations (each a job; refusals known at once are raised here) ---------
+    def _pool(self, name: Optional[str]):
+        if name is None:
+            if len(self.cfg.pools) == 1:
+                name = self.cfg.pools[0].name
+            else:
+                raise Refused(400, "pool: required (pools: "
+                              f"{', '.join(p.name for p in self.cfg.pools)})")
+        if name in self.pool_errors:
+            raise Refused(409, f"pool {name!r} is not available: {self.pool_errors[name]}")
+        if name not in self.pools:
+            raise Refused(404, f"no pool {name!r}")
+        return self.pools[name]
+
+    def _refuse_taken(self, name: str, field: str = "name") -> None:
+        """Blocking: a volume name is unique across pools (its target IQN)."""
+        for pool in self.pools.values():
+            try:
+                pool.get(name)
+            except NotFound:
+                continue
+            raise Exists(f"volume {name!r} already exists (pool {pool.name!r})", field, name)
+
+    def _need_exports(self) -> None:
+        if self.exporter is None:
+            raise Refused(409, f"exports are not available: {self.export_problem}")
+
+    def _volume_job(self, op: str, name: str, call: Callable, new: Optional[str] = None,
+                    field: str = "name") -> Job:
+        """``call(pool, job)`` on the pool holding ``name`` (blocking, in a thread); a
+        ``new`` name must be free in every pool first."""
+        def blocking(job):
+            if new is not None:
+                self._refuse_taken(new, field)
+            pool, _ = self._find(name)
+            return pool, call(pool, job)
+
+        def work(job):
+            return self.run(blocking, job).addCallback(
+                lambda r: self.annotate(dict(r[1].as_dict(), pool=r[0].name)))
+        return self.start(op, name, work)
+
+    def create(self, pool: Optional[str], name: str, size: int) -> Job:
+        p = self._pool(pool)
+        check_name(name)
+
+        def work(job):
+            def blocking():
+                self._refuse_taken(name)
+                return p.create(name, size, job.progress)
+            return self.run(blocking).addCallback(
+                lambda v: self.annotate(dict(v.as_dict(), pool=p.name)))
+        return self.start("create", name, work)
+
+    def resize(self, name: str, size: int, force: bool) -> Job:
+        check_name(name)
+        self.refuse_in_use(name, "resized")
+        return self._volume_job("resize", name, lambda pool, job: pool.resize(name, size, force))
+
+    def snapshot(self, name: str, snap: str) -> Job:
+        check_name(name)
+        check_name(snap, "name")
+        return self._volume_job("snapshot", name,
+                                lambda pool, job: pool.snapshot(name, snap, job.progress), snap)
+
+    def clone(self, name: str, new: str) -> Job:
+        check_name(name)
+        check_name(new, "name")
+        return self._volume_job("clone", name,
+                                lambda pool, job: pool.clone(name, new, job.progress), new)
+
+    def delete(self, name: str) -> Job:
+        check_name(name)
+        self.refuse_in_use(name, "deleted")
+
+        def work(job):
+            self.refuse_in_use(name, "deleted")         # again, under the lock
+
+            def blocking():
+                pool, _ = self._find(name)
+                pool.delete(name)
+            return self.run(blocking).addCallback(lambda _: {"deleted": name})
+        return self.start("delete", name, work)
+
+    def unexport(self, name: str) -> Job:
+        check_name(name)
+        if name not in self.exports:
+            raise Refused(404, f"volume {name!r} is not exported")
+        booting = [w for w in self.users(name) if w.startswith("host ") and "boots" in w]
+        if booting:
+            raise Refused(409, f"volume {name!r}: {booting[0]}: assign that host another "
+                          "profile first")
+
+        @defer.inlineCallbacks
+        def work(job):
+            from ..storage.exports import NotExported
+            if self.exporter is not None:
+                try:
+                    yield self.run(self.exporter.unexport, name)
+                except NotExported:
+                    pass
+            yield self.commit([ExportDelete(name)])
+            self._stored(ExportDelete(name))
+            return {"unexported": name}
+        return self.start("unexport", name, work)
+
+    def sanboot(self, mac: str, volume: str) -> Job:
+        check_name(volume, "volume")
+        self._need_exports()
+        self._refuse_other_host(mac, volume)
+        return self.start("sanboot", volume, lambda job: self._export_and_assign(mac, volume))
+
+    def deploy(self, mac: str, source: str, name: Optional[str]) -> Job:
+        check_name(source, "from")
+        name = name or f"{source[:50]}-{mac.replace(':', '')}"
+        check_name(name, "name")
+        self._need_exports()
+        self._refuse_other_host(mac, name)
+
+        @defer.inlineCallbacks
+        def work(job):
+            def blocking():
+                self._refuse_taken(name)
+                pool, _ = self._find(source)
+                return pool.clone(source, name, job.progress)
+            yield self.run(blocking)
+            try:
+                result = yield self._export_and_assign(mac, name)
+            except BaseException:
+                yield self.run(self._undo_clone, name)
+                raise
+            return dict(result, cloned_from=source)
+        return self.start("deploy", name, work)
+
+    def _undo_clone(self, name: str) -> None:
+        try:
+            pool, _ = self._find(name)
+            pool.delete(name)
+        except VolumeError as e:
+            log.error("storage: deploy failed and its clone %r could not be removed: %s", name, e)
+
+    def _refuse_other_host(self, mac: str, volume: str) -> None:
+        e = self.exports.get(volume)
+        if e is not None and e.mac != mac:
+            raise Refused(409, f"volume {volume!r} is exported to host {e.mac}: unexport it "
+                          "first (a volume is exported to one host)")
+
+    def _credentials(self, mac: str):
+        """The host's CHAP (one user per host, shared by its exports), or a new one."""
+        if not self.cfg.iscsi.chap:
+            return None, None
+        known = next((r for r in self._rows if r.mac == mac and r.chap_user), None)
+        if known is not None:
+            return _chap(known.chap_user, known.chap_secret), \
+                _chap(known.mutual_user, known.mutual_secret)
+        return iscsi.Chap(iscsi.host_chap_user(mac), iscsi.generate_secret()), None
+
+    @defer.inlineCallbacks
+    def _export_and_assign(self, mac: str, volume: str):
+        """Export ``volume`` to ``mac`` only, store it, assign the host sanboot; an
+        export that cannot be stored is taken down again."""
+        from ..policy.boot import validate_args
+        pool, vol = yield self.find(volume)
+        if vol.kind == "snapshot":
+            raise Refused(409, f"volume {volume!r} is a read-only snapshot: clone it to boot "
+                          "from it")
+        self._refuse_other_host(mac, volume)
+        iqn = iscsi.host_iqn(self.base, mac)
+        chap, mutual = self._credentials(mac)
+        path = yield self.run(pool.path, volume)
+        exported = yield self.run(self.exporter.export, volume, path, iqn, chap, mutual)
+        now = self.clock.seconds()
+        row = ExportWrite(volume, pool.name, mac, iqn, exported.target_iqn,
+                          chap.user if chap else None, chap.secret if chap else None,
+                          mutual.user if mutual else None, mutual.secret if mutual else None,
+                          now)
+        try:
+            args = validate_args("sanboot", {"san_uri": self.san_uri(exported.target_iqn),
+                                             "initiator_iqn": iqn})
+            self._stored(row)           # the boot script finds it from now on
+            host, writes = self.registry.assign(mac, "sanboot", args, now)
+            yield self.commit([row, *writes])
+        except BaseException:
+            self._stored(ExportDelete(volume))
+            yield self.run(self.exporter.unexport, volume)
+            raise
+        return self.export_view(row)
+
+    # -- reads -----------------------------------------------------------------
+    def _find(self, name: str):
+        """Blocking: (pool, Volume) holding ``name``, else NotFound."""
+        for pool in self.pools.values():
+            try:
+                return pool, pool.get(name)
+            except NotFound:
+                continue
+        raise NotFound(f"no volume {name!r} in any pool", "name", name)
+
+    def find(self, name: str) -> defer.Deferred:
+        return self.run(self._find, name)
+
+    def _listing(self) -> dict:
+        pools, vols = [], []
+        for name, pool in self.pools.items():
+            u = pool.usage()
+            self.usage[name] = u
+            pools.append({"name": name, "backend": pool.kind, "describe": pool.describe(),
+                          "cow_clones": pool.capabilities.cow_clones, **u.as_dict(),
+                          "error": None})
+            vols += [dict(v.as_dict(), pool=name) for v in pool.list()]
+        pools += [{"name": n, "backend": None, "describe": None, "cow_clones": False,
+                   "total": 0, "used": 0, "free": 0, "provisioned": 0, "volumes": 0,
+                   "error": why} for n, why in self.pool_errors.items()]
+        return {"pools": pools, "volumes": sorted(vols, key=lambda v: v["name"])}
+
+    def listing(self) -> defer.Deferred:
+        """{"pools": [usage...], "volumes": [...]}, each volume with its export."""
+        return self.run(self._listing).addCallback(self._annotate)
+
+    def _annotate(self, listing: dict) -> dict:
+        for v in listing["volumes"]:
+            self.annotate(v)
+        return listing
+
+    def annotate(self, v: dict) -> dict:
+        e = self.exports.get(v["name"])
+        v["exported_to"] = e.mac if e is not None else None
+        v["in_use"] = self.users(v["name"])
+        return v
+
+    def refresh_usage(self) -> None:
+        def read():
+            return {n: p.usage() for n, p in list(self.pools.items())}
+
+        def keep(u):
+            self.usage.update(u)
+
+        self.run(read).addCallbacks(keep, lambda f: log.warning(
+            "storage: usage read failed: %s", f.getErrorMessage()))
+
+    def metric_families(self):
+        fam = GaugeMetricFamily("netbootd_storage_pool_bytes", "Volume pool space in bytes "
+                                "(total, used, free, provisioned: the sum of virtual sizes)",
+                                labels=["pool", "kind"])
+        vols = GaugeMetricFamily("netbootd_storage_volumes", "Volumes and snapshots per pool",
+                                 labels=["pool"])
+        for name, u in sorted(self.usage.items()):
+            for kind in ("total", "used", "free", "provisioned"):
+                fam.add_metric([name, kind], getattr(u, kind))
+            vols.add_metric([name], u.volumes)
+        running = sum(1 for j in self.jobs.values() if j.state == "running")
+        return [fam, vols,
+                GaugeMetricFamily("netbootd_storage_exports", "iSCSI exports (volume to host)",
+                                  value=len(self.exports)),
+                GaugeMetricFamily("netbootd_storage_exports_available", "1 when the export "
+                                  "backend serves, 0 when it cannot",
+                                  value=0 if self.exporter is None else 1),
+                GaugeMetricFamily("netbootd_storage_jobs_running", "Storage jobs under way",
+                                  value=running)]
+
+
+def _chap(user, secret):
+    return iscsi.Chap(user, secret) if user and secret else None
