@@ -90,9 +90,28 @@ tgtd_control = {control}
     assert tiqn not in ls(other, url).stdout
     assert readcap(other, url).returncode != 0
     assert readcap(vals["initiator-iqn"], "iscsi://10.77.0.1").returncode != 0     # no CHAP
-    # B's script has no CHAP of A's
+    # B (nothing exported to it yet) gets no CHAP of A's
     _, bvals = boot_values(lab, cli, B)
-    assert vals["password"] not in json.dumps(bvals)
+    assert "password" not in bvals
+
+    # deploy: clone + export + assign in one step; B gets its own target and secret
+    r = run("volume", "snapshot", "web01", "golden")
+    assert r.returncode == 0 and "(snapshot)" in r.stdout, r.stderr
+    r = run("volume", "sanboot", "golden", "--host", B)
+    assert r.returncode == 1 and "read-only snapshot" in r.stderr
+    r = run("deploy", B, "--from", "golden", "--name", "web02")
+    assert r.returncode == 0 and "cloned golden -> web02" in r.stdout, r.stdout + r.stderr
+    r = run("volume", "exports", "--json")
+    rows = json.loads(r.stdout)["exports"]
+    assert sorted((e["volume"], e["host"], e["chap"]) for e in rows) == \
+        [("web01", A, True), ("web02", B, True)]
+    assert vals["password"] not in r.stdout
+    _, bvals = boot_values(lab, cli, B)
+    assert bvals["password"] != vals["password"]
+    r = lab.ns_exec(cli, "curl", "-sS", f"{SRV}/metrics", check=False, timeout=30)
+    assert 'netbootd_storage_exports 2.0' in r.stdout
+    assert 'netbootd_storage_pool_bytes{kind="provisioned",pool="default"}' in r.stdout
+    assert vals["password"] not in r.stdout and bvals["password"] not in r.stdout
 
     # tgtd SIGKILLed: restarted by netbootd, the export rebuilt from the database
     pid = int(subprocess.run(["pgrep", "-f", f"tgtd -f -C {control} "], capture_output=True,
