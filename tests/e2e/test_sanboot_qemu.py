@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -30,10 +31,8 @@ import pytest
 
 from netbootd.lab import netns as labnet
 from netbootd.lab.vm import OVMF_CODE, OVMF_VARS
-from netbootd.policy.iscsi import Chap, host_iqn
-from netbootd.storage import open_pool
-from netbootd.storage.tgt import TgtBackend
-from netbootd.storage.tgtd import TgtdSupervisor, answers
+from netbootd.policy.iscsi import host_chap_user, host_iqn
+from netbootd.storage.tgtd import answers
 
 from ..interop.harness import Netbootd, write_config
 from . import diskimage
@@ -122,51 +121,59 @@ class Console:
 
 
 class Site:
-    """netbootd + tgtd in the server namespace, a bridge with taps for the VMs,
-    a file pool holding the golden volume."""
+    """netbootd (with [storage]: a file pool and its own tgtd) in the server
+    namespace, a bridge with taps for the VMs."""
 
     def __init__(self, tmp: Path):
         self.tmp = tmp
         self.lab = labnet.Lab()
-        self.sup: TgtdSupervisor | None = None
         self.vms: list[subprocess.Popen] = []
         self.admin = ""
+        self.pool_root = tmp / "pool"
 
-    def start(self, golden: diskimage.DiskImage) -> None:
+    def start(self, templates_dir: str | None = None) -> None:
         lab = self.lab
         self.srv = lab.namespace("srv")
         self.wire = lab.namespace("wire")
         srv_if, wire_if = lab.link(self.srv, f"{SRV}/24", self.wire, None)
         self.taps = [lab.tap(self.wire) for _ in range(2)]
         lab.bridge(self.wire, [wire_if, *self.taps])
-        # tgtd first: its control socket is global, so a number nobody uses
-        control = random.randrange(20000, 32768)
-        while answers("tgtadm", control):
-            control = random.randrange(20000, 32768)
-        self.tgt = TgtBackend(control, PORTAL, IQN_BASE)
-        self.sup = TgtdSupervisor(control, PORTAL, wrap=["ip", "netns", "exec", self.srv],
-                                  log_path=str(self.tmp / "tgtd.log"))
-        self.sup.start()
-        self.pool = open_pool("file", "sanboot", root=str(self.tmp / "pool"))
-        self.pool.create("golden", os.path.getsize(golden.path))
-        with open(golden.path, "rb") as src, open(self.pool.path("golden"), "r+b") as dst:
-            shutil.copyfileobj(src, dst)
-        state = self.tmp / "state"
-        cfg = write_config(self.tmp / "netbootd.toml",
-                           'mode = "full"\n[dhcp]\nlease_time = 600\n[[networks]]\nname = "lab"\n'
-                           'subnet = "10.84.0.0/24"\nranges = ["10.84.0.100-10.84.0.199"]\n')
-        self.daemon = Netbootd(lab, self.srv, state, ["--config", str(cfg), "--interface", srv_if],
+        # netbootd starts tgtd itself; its control socket is global: a number nobody uses
+        self.control = random.randrange(20000, 32768)
+        while answers("tgtadm", self.control):
+            self.control = random.randrange(20000, 32768)
+        boot = f'[boot]\ntemplates_dir = "{templates_dir}"\n' if templates_dir else ""
+        cfg = write_config(self.tmp / "netbootd.toml", f"""mode = "full"
+{boot}[dhcp]
+lease_time = 600
+[[networks]]
+name = "lab"
+subnet = "10.84.0.0/24"
+ranges = ["10.84.0.100-10.84.0.199"]
+[[storage.pools]]
+name = "default"
+root = "{self.pool_root}"
+[storage.iscsi]
+iqn_base = "{IQN_BASE}"
+tgtd_control = {self.control}
+""")
+        self.daemon = Netbootd(lab, self.srv, self.tmp / "state",
+                               ["--config", str(cfg), "--interface", srv_if],
                                self.tmp / "netbootd.log").start()
-        self.admin = (state / "admin.token").read_text().strip()
+        self.admin = (self.tmp / "state" / "admin.token").read_text().strip()
+        end = time.monotonic() + 30
+        while f"tgt on {PORTAL}" not in self.daemon.log_path.read_text():
+            assert time.monotonic() < end, "storage not ready:\n" + self.daemon.log_tail()
+            time.sleep(0.2)
 
     def close(self) -> None:
         for p in self.vms:
             self.lab.stop(p, timeout=5)
         try:
-            if self.sup is not None:
-                self.sup.stop()
+            self.daemon.stop()          # stops its tgtd (offline, delete targets, exit)
         finally:
             self.lab.close()
+        assert not answers("tgtadm", self.control), "tgtd still runs after netbootd stopped"
 
     # -- helpers -------------------------------------------------------------------
     def api(self, method: str, path: str, body=None) -> tuple[int, object]:
@@ -182,17 +189,38 @@ class Site:
         except ValueError:
             return int(code or 0), text or r.stderr
 
-    def sanboot(self, volume: str, mac: str, chap: Chap | None = None) -> str:
-        """Export `volume` to `mac`'s IQN only and give the host the sanboot profile."""
-        iqn = host_iqn(IQN_BASE, mac)
-        if any(e.volume == volume for e in self.tgt.list()):
-            self.tgt.unexport(volume)        # a re-export to another host: unexport first
-        e = self.tgt.export(volume, self.pool.path(volume), iqn, chap)
-        code, reply = self.api("POST", f"/api/v1/hosts/{mac}/assign",
-                               {"profile": "sanboot",
-                                "args": {"san_uri": e.san_uri(), "initiator_iqn": iqn}})
-        assert code == 200, (code, reply)
-        return e.san_uri()
+    def job(self, method: str, path: str, body, timeout: float = 60) -> dict:
+        """A storage call (a job): its result once done."""
+        code, reply = self.api(method, path, body)
+        end = time.monotonic() + timeout
+        while code < 300 and isinstance(reply, dict) and reply.get("state") == "running":
+            assert time.monotonic() < end, f"{path}: job still running: {reply}"
+            time.sleep(0.3)
+            code, reply = self.api("GET", f"/api/v1/jobs/{reply['id']}")
+        assert code < 300 and reply.get("state") == "done", (path, code, reply)
+        return reply["result"]
+
+    def volume_path(self, name: str) -> str:
+        return str(self.pool_root / "volumes" / name)
+
+    def import_golden(self, image: diskimage.DiskImage) -> None:
+        """A volume holding the image (written into the pool's file: no import API)."""
+        self.job("POST", "/api/v1/volumes",
+                 {"pool": "default", "name": "golden", "size": os.path.getsize(image.path)})
+        with open(image.path, "rb") as src, open(self.volume_path("golden"), "r+b") as dst:
+            shutil.copyfileobj(src, dst)
+
+    def sanboot(self, volume: str, mac: str) -> None:
+        """Export `volume` to `mac` only (CHAP) and give it the sanboot profile."""
+        code, reply = self.api("GET", "/api/v1/exports")
+        for e in [e for e in reply["exports"] if e["volume"] == volume]:
+            # moving a volume to another host: the old host boots something else,
+            # then unexport (docs/storage.md "Limits")
+            code, reply = self.api("POST", f"/api/v1/hosts/{e['host']}/assign",
+                                   {"profile": "localboot"})
+            assert code == 200, (code, reply)
+            self.job("DELETE", f"/api/v1/exports/{volume}", None)
+        self.job("POST", f"/api/v1/hosts/{mac}/sanboot", {"volume": volume})
 
     def boot_script(self, mac: str) -> str:
         r = self.lab.ns_exec(self.srv, "curl", "-sf", f"{BASE_URL}/boot/{mac.replace(':', '-')}.ipxe",
@@ -216,7 +244,8 @@ class Site:
 def site(tmp_path_factory, image):
     s = Site(tmp_path_factory.mktemp("sanboot"))
     try:
-        s.start(image)
+        s.start()
+        s.import_golden(image)
         yield s
     finally:
         s.close()
@@ -247,34 +276,45 @@ def check_booted(con: Console, marker: str, volume_text: str) -> float:
     return took
 
 
+def assert_chap_script(script: str, mac: str) -> None:
+    """The host's own script names its IQN and its CHAP user and secret."""
+    vals = dict(re.findall(r"^set (\S+) (\S+)$", script, re.M))
+    assert vals.get("initiator-iqn") == host_iqn(IQN_BASE, mac), script
+    assert vals.get("username") == host_chap_user(mac), script
+    assert 12 <= len(vals.get("password", "")) <= 16, script
+    assert re.search(rf"^sanboot .*iscsi:{re.escape(SRV)}::", script, re.M), script
+
+
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_golden_sanboots(site, image, firmware):
     mac, tap = (BIOS_MAC, site.taps[0]) if firmware == "bios" else (UEFI_MAC, site.taps[1])
-    uri = site.sanboot("golden", mac)
-    script = site.boot_script(mac)
-    assert f"sanboot {uri}" in script and host_iqn(IQN_BASE, mac) in script, script
+    site.sanboot("golden", mac)
+    assert_chap_script(site.boot_script(mac), mac)
     con = site.power_on(f"san-{firmware}", firmware, tap, mac)
     try:
         marker = image.bios_marker if firmware == "bios" else image.efi_marker
         TIMES[f"sanboot {firmware}"] = check_booted(con, marker, image.volume_text)
     finally:
         site.power_off(con)
-    assert diskimage.sha256_file(site.pool.path("golden")) == image.sha256
+    assert diskimage.sha256_file(site.volume_path("golden")) == image.sha256
     TIMES[f"local {firmware}"] = local_boot(firmware, image, site.tmp)
 
 
 def test_clone_boots_and_leaves_the_golden_alone(site, image):
-    site.pool.clone("golden", "clone1")
+    """deploy = clone + export + assign; a write into the clone shows in its boot."""
+    result = site.job("POST", "/api/v1/deploy", {"mac": CLONE_MAC, "from": "golden",
+                                                "name": "clone1"})
+    assert result.get("cloned_from") == "golden", result
     text = f"{image.marker}-VOLUME clone1 written {time.time():.0f}\n"
-    diskimage.write_volume_text(site.pool.path("clone1"), text)     # a write into the clone
-    assert diskimage.sha256_file(site.pool.path("golden")) == image.sha256
-    assert diskimage.read_volume_text(site.pool.path("golden")) == image.volume_text
-    site.sanboot("clone1", CLONE_MAC)
+    diskimage.write_volume_text(site.volume_path("clone1"), text)     # a write into the clone
+    assert diskimage.sha256_file(site.volume_path("golden")) == image.sha256
+    assert diskimage.read_volume_text(site.volume_path("golden")) == image.volume_text
+    assert_chap_script(site.boot_script(CLONE_MAC), CLONE_MAC)
     con = site.power_on("san-clone", "bios", site.taps[0], CLONE_MAC)
     try:
         TIMES["sanboot bios clone"] = check_booted(con, image.bios_marker, text)
         assert image.volume_text.strip() not in con.text()
     finally:
         site.power_off(con)
-    assert diskimage.sha256_file(site.pool.path("golden")) == image.sha256
-    assert diskimage.sha256_file(site.pool.path("clone1")) != image.sha256
+    assert diskimage.sha256_file(site.volume_path("golden")) == image.sha256
+    assert diskimage.sha256_file(site.volume_path("clone1")) != image.sha256
