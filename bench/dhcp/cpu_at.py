@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
 import shutil
 import sys
 import tempfile
@@ -36,19 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # common.py
 import common  # noqa: E402
 import run  # noqa: E402
 from common import BUSY_WARN, RESULTS, BenchError, log  # noqa: E402
-
-
-class NetbootdFrom(run.Netbootd):
-    """netbootd imported from another source tree (PYTHONPATH first)."""
-
-    def __init__(self, args, label: str, src: str):
-        super().__init__(args)
-        self.name = f"netbootd-{label}"
-        self.label = f"netbootd ({label}: {src})"
-        self.src = src
-
-    def env(self, state):
-        return dict(os.environ, PYTHONPATH=self.src)
 
 
 def _run_args(a) -> argparse.Namespace:
@@ -187,11 +173,10 @@ def main() -> int:
         if n not in ("netbootd", "kea"):
             ap.error(f"unknown server {n}")
         servers.append(run.SERVERS[n](ra))
-    for spec in a.netbootd_src:
-        label, _, src = spec.partition("=")
-        if not src or not (Path(src) / "netbootd").is_dir():
-            ap.error(f"--netbootd-src {spec}: want LABEL=DIR with DIR/netbootd")
-        servers.append(NetbootdFrom(ra, label, str(Path(src).resolve())))
+    try:
+        servers += run.netbootd_sources(a.netbootd_src, ra)
+    except ValueError as e:
+        ap.error(str(e))
     started = _dt.datetime.now().astimezone()
     sides: list[Side] = []
     try:

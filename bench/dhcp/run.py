@@ -239,6 +239,32 @@ class NetbootdNoLimit(Netbootd):
                 "--state-dir", str(state)]
 
 
+class NetbootdFrom(Netbootd):
+    """netbootd imported from another source tree (first on PYTHONPATH), e.g.
+    the previous commit from `git archive HEAD netbootd | tar -x -C DIR`:
+    old and new code in the same run (--netbootd-src LABEL=DIR)."""
+
+    def __init__(self, args, label: str, src: str):
+        super().__init__(args)
+        self.name = f"netbootd-{label}"
+        self.label = f"netbootd ({label})"
+        self.src = src
+
+    def env(self, state):
+        return dict(os.environ, PYTHONPATH=self.src)
+
+
+def netbootd_sources(specs: list[str], args) -> list[NetbootdFrom]:
+    """--netbootd-src LABEL=DIR values as servers; ValueError names a bad one."""
+    out = []
+    for spec in specs:
+        label, _, src = spec.partition("=")
+        if not label or not src or not (Path(src) / "netbootd").is_dir():
+            raise ValueError(f"--netbootd-src {spec}: want LABEL=DIR with DIR/netbootd")
+        out.append(NetbootdFrom(args, label, str(Path(src).resolve())))
+    return out
+
+
 class Kea(Server):
     name = "kea"
     label = "Kea (memfile persist, 1 thread)"
@@ -934,10 +960,17 @@ def main() -> int:
     ap.add_argument("--shape", choices=("default", "wide"), default="default",
                     help="wide: the second harness of issue 10 (10,000 returning clients, "
                          "< 1%% failed, 5 s trials, no pinning, perfdhcp's own threads)")
+    ap.add_argument("--netbootd-src", action="append", default=[], metavar="LABEL=DIR",
+                    help="also run netbootd imported from DIR (e.g. an older commit's tree), "
+                         "repeatable")
     ap.add_argument("--workdir", default="/var/tmp", help="where server state goes (real disk)")
     ap.add_argument("--keep-state", action="store_true")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
+    try:
+        extra_servers = netbootd_sources(args.netbootd_src, args)
+    except ValueError as e:
+        ap.error(str(e))
     if args.shape == "wide":
         args.returning_clients, args.drop_limit = 10_000, 1.0
         args.no_pin, args.perfdhcp_threads = True, "multi"
@@ -984,12 +1017,14 @@ def main() -> int:
     t0 = time.monotonic()
     started = _dt.datetime.now().astimezone()
     results = []
-    for n in names:
+    makers = [(n, SERVERS[n]) for n in names] + [
+        (x.name, lambda a, x=x: x) for x in extra_servers]
+    for n, make in makers:
         try:
-            results.append(bench.run_server(SERVERS[n]))
+            results.append(bench.run_server(make))
         except BenchError as e:
             log(f"!! {n}: {e}")
-            results.append({"server": n, "label": SERVERS[n].label, "error": str(e), "scenarios": {}})
+            results.append({"server": n, "label": n, "error": str(e), "scenarios": {}})
     elapsed = time.monotonic() - t0
     print_report(results, args)
     print("bg cpu% = most CPU (% of all cores) used by other processes during any counted trial; "

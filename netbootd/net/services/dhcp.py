@@ -85,6 +85,9 @@ class DhcpService(service.Service):
         super().stopService()
         for p in self.ports:
             p.close()
+            # Replies still waiting for a commit (drained when the core stops,
+            # after this) are not sent on a closed socket.
+            p.handler.transport = None
         self.ports = []
         if self.prober is not None:
             self.prober.close()
