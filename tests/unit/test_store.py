@@ -215,7 +215,8 @@ def _schema(path) -> tuple:
 def test_the_schema_version_is_the_number_of_migration_files():
     from netbootd.store.sqlite import MIGRATIONS
     names = [p.name for p in _migration_files()]
-    assert names == ["0001_initial.sql", "0002_host_profiles.sql", "0003_accounts.sql"]
+    assert names == ["0001_initial.sql", "0002_host_profiles.sql", "0003_accounts.sql",
+                     "0004_storage.sql"]
     assert SCHEMA_VERSION == len(names) == len(MIGRATIONS)
 
 
