@@ -162,17 +162,27 @@ class Storage:
                         "reverse_username": r.mutual_user, "reverse_password": r.mutual_secret}
         return None
 
-    def users(self, volume: str) -> list[str]:
+    def booting(self) -> dict[str, list[str]]:
+        """target IQN -> the MACs of hosts assigned to sanboot from it (one pass
+        over the hosts, for a whole listing)."""
+        out: dict[str, list[str]] = {}
+        for h in self.registry.hosts.values():
+            if h.profile == "sanboot":
+                # iscsi:<server>:<protocol>:<port>:<lun>:<target> (ipxe.org/sanuri)
+                parts = (h.profile_args or {}).get("san_uri", "").split(":", 5)
+                if len(parts) == 6 and parts[0] == "iscsi":
+                    out.setdefault(parts[5], []).append(h.mac)
+        return out
+
+    def users(self, volume: str, booting: Optional[dict] = None) -> list[str]:
         """Why a volume is in use: its export's host, hosts booting from it."""
         why = []
         e = self.exports.get(volume)
         if e is not None:
             why.append(f"exported to host {e.mac}")
-        tiqn = iscsi.target_iqn(self.base, volume)
-        for h in self.registry.hosts.values():
-            uri = (h.profile_args or {}).get("san_uri", "") if h.profile == "sanboot" else ""
-            if uri.endswith(":" + tiqn):
-                why.append(f"host {h.mac} boots from it (profile sanboot)")
+        booting = self.booting() if booting is None else booting
+        for mac in booting.get(iscsi.target_iqn(self.base, volume), ()):
+            why.append(f"host {mac} boots from it (profile sanboot)")
         return why
 
     def refuse_in_use(self, volume: str, what: str) -> None:
@@ -437,14 +447,15 @@ class Storage:
         return self.run(self._listing).addCallback(self._annotate)
 
     def _annotate(self, listing: dict) -> dict:
+        booting = self.booting()
         for v in listing["volumes"]:
-            self.annotate(v)
+            self.annotate(v, booting)
         return listing
 
-    def annotate(self, v: dict) -> dict:
+    def annotate(self, v: dict, booting: Optional[dict] = None) -> dict:
         e = self.exports.get(v["name"])
         v["exported_to"] = e.mac if e is not None else None
-        v["in_use"] = self.users(v["name"])
+        v["in_use"] = self.users(v["name"], booting)
         return v
 
     def refresh_usage(self) -> None:

@@ -123,3 +123,52 @@ tgtd_control = {control}
 
     assert nb.stop() == 0
     assert not answers("tgtadm", control), "tgtd still runs after netbootd stopped"
+    # a new netbootd rebuilds the exports from the database at start (same secrets)
+    nb.start()
+    wait_for(lambda: nb.log_path.read_text().count("storage: 1 pools") == 2, 20,
+             what="storage ready again")
+    assert readcap(vals["initiator-iqn"], url).returncode == 0
+    assert readcap(other, url).returncode != 0
+    assert nb.stop() == 0
+
+
+@pytest.mark.interop
+def test_lio_without_configfs_serves_volumes_without_exports(lab, netbootd_factory, tmp_path):
+    """This kernel has no configfs: one log line, volumes still served, sanboot a 409."""
+    if os.path.isdir("/sys/kernel/config/target"):
+        pytest.skip("this kernel has LIO (configfs): the refusal path cannot be seen here")
+    lan = build_pair(lab, "10.77.0.1/24", "10.77.0.2/24")
+    srv, srv_if = lan.ns["srv"], lan.ifs["srv"]
+    cfg = write_config(tmp_path / "netbootd.toml", f"""
+[[storage.pools]]
+name = "default"
+root = "{tmp_path / 'pool'}"
+
+[[storage.pools]]
+name = "thin"
+backend = "lvm"
+vg = "nbtestvg"
+thin_pool = "pool"
+
+[storage.iscsi]
+backend = "lio"
+""")
+    nb = netbootd_factory(srv, ["--mode", "full", "--interface", srv_if, "--config", str(cfg)])
+    nb.start()
+    wait_for(lambda: "storage: 1 pools" in nb.log_path.read_text(), 20, what="storage ready")
+    log = nb.log_path.read_text()
+    assert "storage: no exports: this kernel has no configfs/LIO" in log, nb.log_tail()
+    assert "storage: pool 'thin' cannot open:" in log
+
+    def run(*a):
+        return lab.ns_exec(srv, netbootd_bin(), *a, "--server", SRV, "--state-dir",
+                           str(nb.state_dir), "--config", str(cfg), check=False, timeout=60)
+    r = run("volume", "create", "web01", "--size", "8M", "--pool", "default")
+    assert r.returncode == 0, r.stderr
+    r = run("volume", "sanboot", "web01", "--host", A)
+    assert r.returncode == 1 and "exports are not available: this kernel has no configfs" \
+        in r.stderr, r.stderr
+    r = run("volume", "list", "--json")
+    pools = {p["name"]: p for p in json.loads(r.stdout)["pools"]}
+    assert pools["default"]["error"] is None and pools["thin"]["error"]
+    assert nb.stop() == 0
