@@ -133,8 +133,11 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def build(path: str, marker: str, volume_text: str | None = None) -> DiskImage:
-    """Build the hybrid image at `path` (replaced if present)."""
+def build(path: str, marker: str, volume_text: str | None = None,
+          efi_path: str = "EFI/BOOT/BOOTX64.EFI") -> DiskImage:
+    """Build the hybrid image at `path` (replaced if present).  `efi_path`: where
+    the ESP holds GRUB (an installed OS's layout, e.g. EFI/debian/grubx64.efi,
+    has nothing at the removable-media default path)."""
     why = missing_tools()
     if why:
         raise RuntimeError(why)
@@ -165,9 +168,10 @@ def build(path: str, marker: str, volume_text: str | None = None) -> DiskImage:
         with open(esp, "wb") as f:
             f.truncate(esp_bytes)
         _run("mkfs.fat", "-F", "16", "-s", "1", "-n", "NBSANBOOT", "-i", "4E425341", esp)
-        for d in ("::/EFI", "::/EFI/BOOT"):
-            _run("mmd", "-i", esp, d)
-        _run("mcopy", "-i", esp, efi, "::/EFI/BOOT/BOOTX64.EFI")
+        parts = efi_path.strip("/").split("/")
+        for i in range(1, len(parts)):
+            _run("mmd", "-i", esp, "::/" + "/".join(parts[:i]))
+        _run("mcopy", "-i", esp, efi, "::/" + "/".join(parts))
         txt = os.path.join(tmp, VOLUME_FILE)
         with open(txt, "w") as f:
             f.write(volume_text)
