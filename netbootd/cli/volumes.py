@@ -58,6 +58,8 @@ def add_parser(sub) -> None:
     cmd("unexport", "take a volume's export down (no host may boot from it)",
         unexport).add_argument("name")
     cmd("exports", "every export: volume, host, target (never a secret)", exports)
+    cmd("rotate-chap", "a new CHAP secret for a host's exports (in its next boot script)",
+        rotate_chap).add_argument("mac")
 
     d = sub.add_parser("deploy", help="clone a golden volume for a host, export it to that "
                                       "host and assign it sanboot, in one step")
@@ -176,6 +178,13 @@ def unexport(args) -> int:
     return _done(args, follow(args, "DELETE", "/api/v1/exports/" +
                               urllib.parse.quote(args.name, safe=""), None, "volume unexport"),
                  lambda r: f"volume {r['unexported']} no longer exported")
+
+
+def rotate_chap(args) -> int:
+    return _done(args, follow(args, "POST", f"/api/v1/hosts/{args.mac}/chap", None,
+                              "volume rotate-chap"),
+                 lambda r: f"host {r['host']}: new CHAP secret for {', '.join(r['exports'])} "
+                           "(sent in its next boot script)")
 
 
 def deploy(args) -> int:

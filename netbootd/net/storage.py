@@ -145,11 +145,12 @@ class Storage:
                                   r.chap_secret), _chap(r.mutual_user, r.mutual_secret)))
         return out
 
-    def rebuild(self) -> None:
-        """Blocking: the backend made equal to the stored exports (start, tgtd restart)."""
+    def rebuild(self, forget: bool = True) -> None:
+        """Blocking: the backend made equal to the stored exports (start, tgtd restart:
+        ``forget`` the secrets it set, its accounts are gone or unknown)."""
         if self.exporter is None:
             return
-        if hasattr(self.exporter, "forget_secrets"):
+        if forget and hasattr(self.exporter, "forget_secrets"):
             self.exporter.forget_secrets()
         done = self.exporter.rebuild(self.specs())
         log.info("storage: %d exports rebuilt", len(done))
@@ -332,6 +333,32 @@ class Storage:
             self._stored(ExportDelete(name))
             return {"unexported": name}
         return self.start("unexport", name, work)
+
+    def rotate_chap(self, mac: str) -> Job:
+        """A new CHAP secret for a host's exports (its next boot script carries it;
+        sessions already logged in stay up: CHAP is checked at login)."""
+        self._need_exports()
+        if not any(r.mac == mac and r.chap_user for r in self.exports.values()):
+            raise Refused(404, f"host {mac} has no export with CHAP")
+
+        @defer.inlineCallbacks
+        def work(job):
+            old = [r for r in self._rows if r.mac == mac and r.chap_user]
+            secret = iscsi.generate_secret()
+            new = [ExportWrite(**{**{k: getattr(r, k) for k in r.__slots__},
+                                  "chap_secret": secret}) for r in old]
+            for r in new:
+                self._stored(r)
+            try:
+                yield self.run(self.rebuild, False)
+                yield self.commit(new)
+            except BaseException:
+                for r in old:
+                    self._stored(r)
+                yield self.run(self.rebuild, False).addErrback(lambda f: None)
+                raise
+            return {"host": mac, "exports": [r.volume for r in new], "chap": True}
+        return self.start("rotate-chap", mac, work)
 
     def sanboot(self, mac: str, volume: str) -> Job:
         check_name(volume, "volume")

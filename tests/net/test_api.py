@@ -84,6 +84,7 @@ def test_the_document_lists_every_mutating_admin_route():
         ("/api/v1/volumes/{name}", "delete"), ("/api/v1/volumes/{name}/resize", "post"),
         ("/api/v1/volumes/{name}/snapshot", "post"), ("/api/v1/volumes/{name}/clone", "post"),
         ("/api/v1/exports/{name}", "delete"), ("/api/v1/hosts/{mac}/sanboot", "post"),
+        ("/api/v1/hosts/{mac}/chap", "post"),
         ("/api/v1/deploy", "post")}
     assert all(SPEC["paths"][p][m].get("security") for p, m in MUTATING)
 

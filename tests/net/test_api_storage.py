@@ -298,6 +298,22 @@ def test_sanboot_exports_to_that_host_only_with_chap_from_its_own_script(tgt_api
                               (sa["initiator-iqn"], None, None)):
         r = yield threads.deferToThread(readcap, st, iqn, user, secret, res["target_iqn"])
         assert r.returncode != 0, (iqn, user)
+    # a new secret: A's next script has it, the old one is refused, B's is unchanged
+    code, job = yield done(base, f"/api/v1/hosts/{A}/chap")
+    assert code == 200 and job["result"] == {"host": A, "exports": ["web01"], "chap": True}
+    code, text = yield curl(f"{base}/boot/{A.replace(':', '-')}.ipxe")
+    new = script_values(text)["password"]
+    assert new != sa["password"] and store.load_exports()[0].chap_secret == new
+    r = yield threads.deferToThread(readcap, st, sa["initiator-iqn"], sa["username"],
+                                    sa["password"], res["target_iqn"])
+    assert r.returncode != 0
+    r = yield threads.deferToThread(readcap, st, sa["initiator-iqn"], sa["username"], new,
+                                    res["target_iqn"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert store.load_exports()[1].chap_secret == secrets[B]
+    code, err = yield post(base, "/api/v1/hosts/52:54:00:13:00:0c/chap")
+    assert code == 404 and "no export" in err["error"]
+    secrets[A + "-old"], secrets[A] = secrets[A], new
     # no secret in any view, event or metric
     seen = []
     for path in ("/api/v1/volumes", "/api/v1/exports", f"/api/v1/hosts/{A}",

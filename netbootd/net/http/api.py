@@ -250,6 +250,7 @@ ROUTES = [
     Route("GET", "/api/v1/exports", StorageApi.exports),
     Route("DELETE", "/api/v1/exports/{name}", StorageApi.unexport, "admin"),
     Route("POST", H + "/sanboot", StorageApi.sanboot, "admin"),
+    Route("POST", H + "/chap", StorageApi.rotate_chap, "admin"),
     Route("POST", "/api/v1/deploy", StorageApi.deploy, "admin"),
     Route("GET", "/api/v1/jobs/{job}", StorageApi.job),
 ]

@@ -154,6 +154,11 @@ class StorageApi:
         st = self._st()
         return self._job(lambda: st.sanboot(mac, _text(body, "volume")))
 
+    def rotate_chap(self, request, mac):
+        mac = v.mac(mac)
+        st = self._st()
+        return self._job(lambda: st.rotate_chap(mac))
+
     def deploy(self, request):
         body = read_json(request)
         _fields(body, {"mac", "from", "name"}, {"mac", "from"}, "a deployment")

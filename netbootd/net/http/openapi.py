@@ -368,6 +368,8 @@ OPERATIONS: dict = {
     ("POST", H + "/sanboot"): {"requestBody": _body({
         "type": "object", "required": ["volume"], "additionalProperties": False,
         "properties": {"volume": _VOLNAME}}), "responses": _STORAGE_MUT},
+    ("POST", H + "/chap"): {"responses": _STORAGE_MUT,
+                            "description": "a new CHAP secret for the host's exports"},
     ("POST", "/api/v1/deploy"): {"requestBody": _body({
         "type": "object", "required": ["mac", "from"], "additionalProperties": False,
         "properties": {"mac": {"type": "string", "pattern": v.MAC_PATTERN},
