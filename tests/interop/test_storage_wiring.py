@@ -62,7 +62,9 @@ tgtd_control = {control}
         r.stdout + r.stderr
     r = run("volume", "create", "bad/name", "--size", "32M")
     assert r.returncode == 1 and "contains a slash" in r.stderr
+    t0 = time.monotonic()
     r = run("volume", "sanboot", "web01", "--host", A)
+    print(f"\nvolume sanboot (CLI, export + assign): {time.monotonic() - t0:.2f} s")
     assert r.returncode == 0 and f"exported to host {A} only" in r.stdout, r.stdout + r.stderr
     r = run("volume", "list", "--json")
     listing = json.loads(r.stdout)
@@ -99,7 +101,9 @@ tgtd_control = {control}
     assert r.returncode == 0 and "(snapshot)" in r.stdout, r.stderr
     r = run("volume", "sanboot", "golden", "--host", B)
     assert r.returncode == 1 and "read-only snapshot" in r.stderr
+    t0 = time.monotonic()
     r = run("deploy", B, "--from", "golden", "--name", "web02")
+    print(f"deploy (CLI, 32 MiB copy clone + export + assign): {time.monotonic() - t0:.2f} s")
     assert r.returncode == 0 and "cloned golden -> web02" in r.stdout, r.stdout + r.stderr
     r = run("volume", "exports", "--json")
     rows = json.loads(r.stdout)["exports"]
@@ -116,10 +120,12 @@ tgtd_control = {control}
     # tgtd SIGKILLed: restarted by netbootd, the export rebuilt from the database
     pid = int(subprocess.run(["pgrep", "-f", f"tgtd -f -C {control} "], capture_output=True,
                              text=True).stdout.split()[0])
+    t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.3)
     wait_for(lambda: readcap(vals["initiator-iqn"], url).returncode == 0, 20,
-             interval=0.5, what="the export back after a tgtd restart")
+             interval=0.1, what="the export back after a tgtd restart")
+    print(f"tgtd SIGKILLed -> LUN readable again: {time.monotonic() - t0:.2f} s")
 
     assert nb.stop() == 0
     assert not answers("tgtadm", control), "tgtd still runs after netbootd stopped"
