@@ -203,11 +203,11 @@ tgtd_control = {self.control}
     def volume_path(self, name: str) -> str:
         return str(self.pool_root / "volumes" / name)
 
-    def import_golden(self, image: diskimage.DiskImage) -> None:
+    def import_image(self, image: diskimage.DiskImage, name: str = "golden") -> None:
         """A volume holding the image (written into the pool's file: no import API)."""
         self.job("POST", "/api/v1/volumes",
-                 {"pool": "default", "name": "golden", "size": os.path.getsize(image.path)})
-        with open(image.path, "rb") as src, open(self.volume_path("golden"), "r+b") as dst:
+                 {"pool": "default", "name": name, "size": os.path.getsize(image.path)})
+        with open(image.path, "rb") as src, open(self.volume_path(name), "r+b") as dst:
             shutil.copyfileobj(src, dst)
 
     def sanboot(self, volume: str, mac: str) -> None:
@@ -245,7 +245,7 @@ def site(tmp_path_factory, image):
     s = Site(tmp_path_factory.mktemp("sanboot"))
     try:
         s.start()
-        s.import_golden(image)
+        s.import_image(image)
         yield s
     finally:
         s.close()
@@ -318,3 +318,28 @@ def test_clone_boots_and_leaves_the_golden_alone(site, image):
         site.power_off(con)
     assert diskimage.sha256_file(site.volume_path("golden")) == image.sha256
     assert diskimage.sha256_file(site.volume_path("clone1")) != image.sha256
+
+
+def test_uefi_loader_off_the_default_path_fails_visibly_and_retries(site, tmp_path_factory):
+    """An installed OS's ESP has its loader under \\EFI\\<os>\\, often nothing at
+    \\EFI\\BOOT\\BOOTX64.EFI: Debian 12's ipxe.efi then finds no loader (0x7f22208e,
+    "No such file") and the script says so and retries every 10 s - the "UEFI sanboot
+    hangs" case.  BIOS is unaffected (the MBR code boots).  The fix is sanboot's
+    --filename with backslashes (docs/storage.md "Sanboot"; the template renders it when
+    the context has efi_filename)."""
+    img = diskimage.build(str(tmp_path_factory.mktemp("sanimg2") / "installed.img"),
+                          f"NBSAN{random.randrange(16**8):08X}", efi_path="EFI/debian/grubx64.efi")
+    site.import_image(img, "installed")
+    site.sanboot("installed", UEFI_MAC)
+    con = site.power_on("san-uefi-installed", "uefi", site.taps[1], UEFI_MAC)
+    try:
+        con.wait("Boot from SAN device 0x80 failed: Error 0x7f22208e")
+        con.wait("netbootd: sanboot failed, retrying in 10 s")
+        first = con.text().count("Registered SAN device 0x80")
+        end = time.monotonic() + 60
+        while con.text().count("Registered SAN device 0x80") <= first:
+            assert time.monotonic() < end, "no retry:\n" + con.text()[-2000:]
+            time.sleep(0.5)
+        assert img.efi_marker not in con.text()
+    finally:
+        site.power_off(con)
