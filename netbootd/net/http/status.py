@@ -117,6 +117,8 @@ class StatusPage(resource.Resource):
                 "hosts": hosts_json(hosts, last, self.leases([h.mac for h in hosts]), names),
                 "total": total, "next": nxt, "seen": len(self.registry.seen),
                 "page_size": PAGE, "account": account or "", "storage": storage,
+                # [storage] configured: the script polls /api/v1/volumes (else a 503)
+                "storage_on": getattr(self.info, "storage", None) is not None,
                 "accounts": sorted(a.name for a in accounts.by_id.values())
                 if accounts is not None else []}
 

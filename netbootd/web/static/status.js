@@ -333,6 +333,8 @@
       rows.length ? rows : el("tr", { class: "empty" }, el("td", { colspan: 5 }, "no networks served")));
   }
   // -- volumes (issue 13): pools, volumes, exports; hidden when storage is off ----------
+  // Without [storage] the volume routes answer 503: not asked (the page says which).
+  function storageOn() { return $("volumes-section").dataset.storage === "on"; }
   function renderVolumes() {
     const v = state.volumes, x = state.exports;
     $("volumes-section").hidden = !v;
@@ -611,8 +613,8 @@
     try {
       const [s, hs, accs, vols, exps] = await Promise.all([api("GET", "/api/v1/status"),
         hostsPage(), api("GET", "/api/v1/accounts").catch(() => state.accounts),
-        api("GET", "/api/v1/volumes").catch(() => null),     // 503: storage off
-        api("GET", "/api/v1/exports").catch(() => null)]);
+        storageOn() ? api("GET", "/api/v1/volumes").catch(() => null) : null,
+        storageOn() ? api("GET", "/api/v1/exports").catch(() => null) : null]);
       if (seq !== state.seq) return;
       state.status = s;
       state.accounts = Array.isArray(accs) ? accs : [];
