@@ -135,7 +135,18 @@ tgtd_control = {control}
              what="storage ready again")
     assert readcap(vals["initiator-iqn"], url).returncode == 0
     assert readcap(other, url).returncode != 0
+    # netbootd SIGKILLed: its tgtd lives on (serving the hosts); the next netbootd
+    # takes it over (stops it, starts its own) and rebuilds
+    nb.kill9()
+    assert answers("tgtadm", control)
+    assert readcap(vals["initiator-iqn"], url).returncode == 0
+    nb.start()
+    wait_for(lambda: nb.log_path.read_text().count("storage: 1 pools") == 3, 20,
+             what="storage ready after a SIGKILL")
+    assert "was left by a netbootd that is gone" in nb.log_path.read_text()
+    assert readcap(vals["initiator-iqn"], url).returncode == 0
     assert nb.stop() == 0
+    assert not answers("tgtadm", control)
 
 
 @pytest.mark.interop

@@ -7,6 +7,10 @@ a tgtd restart, stops tgtd at shutdown, and hands the run-time object
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import time
 from typing import Optional
 
 from twisted.application import service
@@ -90,6 +94,7 @@ class StorageService(service.Service):
             from ...storage.tgtd import ExternalTgtd, TgtdSupervisor
             if ic.tgtd == "managed":
                 sup = TgtdSupervisor(ic.tgtd_control, portal, on_restart=st.rebuild)
+                take_over_orphan(sup)
             else:
                 sup = ExternalTgtd(ic.tgtd_control)
             sup.start()
@@ -117,6 +122,51 @@ class StorageService(service.Service):
             return threads.deferToThread(sup.stop).addErrback(
                 lambda f: log.error("storage: tgtd stop failed: %s", f.getErrorMessage()))
         return None
+
+
+def orphan_tgtd(control: int, proc: str = "/proc") -> Optional[int]:
+    """The pid of a ``tgtd -f -C <control>`` whose netbootd is gone (its parent is
+    no netbootd: it was reparented after a SIGKILL or a crash), else None."""
+    for pid in filter(str.isdigit, os.listdir(proc)):
+        try:
+            with open(f"{proc}/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            if not argv or os.path.basename(argv[0]) != b"tgtd" \
+                    or b"-C" not in argv or argv[argv.index(b"-C") + 1:][:1] != [b"%d" % control]:
+                continue
+            with open(f"{proc}/{pid}/stat", "rb") as f:
+                ppid = f.read().rsplit(b")", 1)[1].split()[1].decode()
+            with open(f"{proc}/{ppid}/cmdline", "rb") as f:
+                parent = f.read()
+        except (OSError, IndexError):
+            continue
+        if b"netbootd" not in parent:
+            return int(pid)
+    return None
+
+
+def take_over_orphan(sup, wait: float = 10.0) -> None:
+    """A tgtd on our control number left by a netbootd that died (SIGKILL, crash) is
+    ours: stopped (offline, targets deleted, system deleted; SIGKILL after ``wait``)
+    so the supervisor starts and watches its own; the exports are rebuilt next.
+    A tgtd whose netbootd still runs is left alone (start then refuses)."""
+    from ...storage.tgtd import answers
+    pid = orphan_tgtd(sup.control)
+    if pid is None or not answers(sup.tgtadm, sup.control):
+        return
+    log.warning("storage: tgtd -C %d (pid %d) was left by a netbootd that is gone: "
+                "stopping it to start a supervised one (logged-in hosts reconnect)",
+                sup.control, pid)
+    deadline = time.monotonic() + wait
+    try:
+        sup._offline_and_empty(deadline)
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("storage: tgtd -C %d did not stop cleanly: %s", sup.control, e)
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if os.path.exists(f"/proc/{pid}"):
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
 
 
 def portal_of(cfg, core) -> Optional[str]:
