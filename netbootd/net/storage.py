@@ -20,7 +20,6 @@ import secrets
 from collections import OrderedDict
 from typing import Callable, Optional
 
-from prometheus_client.core import GaugeMetricFamily
 from twisted.internet import defer, threads
 
 from ..policy import iscsi
@@ -256,9 +255,13 @@ class Storage:
             raise Refused(409, f"exports are not available: {self.export_problem}")
 
     def _volume_job(self, op: str, name: str, call: Callable, new: Optional[str] = None,
-                    field: str = "name") -> Job:
+                    field: str = "name", guard: Optional[Callable] = None) -> Job:
         """``call(pool, job)`` on the pool holding ``name`` (blocking, in a thread); a
-        ``new`` name must be free in every pool first."""
+        ``new`` name must be free in every pool first; ``guard()`` runs again under the
+        lock (a job queued behind a sanboot sees its export)."""
+        if guard is not None:
+            guard()
+
         def blocking(job):
             if new is not None:
                 self._refuse_taken(new, field)
@@ -266,6 +269,8 @@ class Storage:
             return pool, call(pool, job)
 
         def work(job):
+            if guard is not None:
+                guard()
             return self.run(blocking, job).addCallback(
                 lambda r: self.annotate(dict(r[1].as_dict(), pool=r[0].name)))
         return self.start(op, name, work)
@@ -284,8 +289,8 @@ class Storage:
 
     def resize(self, name: str, size: int, force: bool) -> Job:
         check_name(name)
-        self.refuse_in_use(name, "resized")
-        return self._volume_job("resize", name, lambda pool, job: pool.resize(name, size, force))
+        return self._volume_job("resize", name, lambda pool, job: pool.resize(name, size, force),
+                                guard=lambda: self.refuse_in_use(name, "resized"))
 
     def snapshot(self, name: str, snap: str) -> Job:
         check_name(name)
@@ -494,26 +499,6 @@ class Storage:
 
         self.run(read).addCallbacks(keep, lambda f: log.warning(
             "storage: usage read failed: %s", f.getErrorMessage()))
-
-    def metric_families(self):
-        fam = GaugeMetricFamily("netbootd_storage_pool_bytes", "Volume pool space in bytes "
-                                "(total, used, free, provisioned: the sum of virtual sizes)",
-                                labels=["pool", "kind"])
-        vols = GaugeMetricFamily("netbootd_storage_volumes", "Volumes and snapshots per pool",
-                                 labels=["pool"])
-        for name, u in sorted(self.usage.items()):
-            for kind in ("total", "used", "free", "provisioned"):
-                fam.add_metric([name, kind], getattr(u, kind))
-            vols.add_metric([name], u.volumes)
-        running = sum(1 for j in self.jobs.values() if j.state == "running")
-        return [fam, vols,
-                GaugeMetricFamily("netbootd_storage_exports", "iSCSI exports (volume to host)",
-                                  value=len(self.exports)),
-                GaugeMetricFamily("netbootd_storage_exports_available", "1 when the export "
-                                  "backend serves, 0 when it cannot",
-                                  value=0 if self.exporter is None else 1),
-                GaugeMetricFamily("netbootd_storage_jobs_running", "Storage jobs under way",
-                                  value=running)]
 
 
 def _chap(user, secret):

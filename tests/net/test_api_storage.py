@@ -22,6 +22,7 @@ from netbootd.net.commit import GroupCommitter
 from netbootd.net.http import api_storage
 from netbootd.net.http.app import HttpApp
 from netbootd.net.http.site import build_site
+from netbootd.net.services.storage import metric_families
 from netbootd.net.storage import Storage
 from netbootd.policy.boot import Renderer
 from netbootd.registry.hosts import Registry
@@ -320,10 +321,10 @@ def test_sanboot_exports_to_that_host_only_with_chap_from_its_own_script(tgt_api
                  f"/api/v1/jobs/{job['id']}", "/api/v1/events?limit=500", "/api/v1/status"):
         code, body = yield curl(base + path)
         seen.append(json.dumps(body))
-    seen.append(repr(list(st.metric_families())))
+    seen.append(repr(list(metric_families(st))))
     seen.append(repr(store.load_exports()))
     code, page = yield curl(base + "/")
-    assert code == 200 and 'id="volumes-section" class="card">' in page
+    assert code == 200 and 'id="volumes-section" class="card" data-storage="on">' in page
     assert '<td>web01</td><td>52:54:00:13:00:0a</td>' in page      # the export and its host
     seen.append(str(page))
     for s in secrets.values():

@@ -13,6 +13,7 @@ import subprocess
 import time
 from typing import Optional
 
+from prometheus_client.core import GaugeMetricFamily
 from twisted.application import service
 from twisted.internet import task, threads
 
@@ -45,7 +46,7 @@ class StorageService(service.Service):
                                     portal_of(cfg, core))
         if self.http is not None and self.http.app is not None:
             self.http.app.storage = st
-        core.expose(metrics=st.metric_families)
+        core.expose(metrics=lambda: metric_families(st))
         st.load(core.store.load_exports())
         threads.deferToThread(self._open).addCallbacks(
             self._opened, lambda f: log.error("storage: start failed: %s", f.getErrorMessage()))
@@ -124,6 +125,28 @@ class StorageService(service.Service):
         return None
 
 
+def metric_families(st):
+    """Pool space and volumes (from the cached usage), exports, running jobs."""
+    fam = GaugeMetricFamily("netbootd_storage_pool_bytes", "Volume pool space in bytes "
+                            "(total, used, free, provisioned: the sum of virtual sizes)",
+                            labels=["pool", "kind"])
+    vols = GaugeMetricFamily("netbootd_storage_volumes", "Volumes and snapshots per pool",
+                             labels=["pool"])
+    for name, u in sorted(st.usage.items()):
+        for kind in ("total", "used", "free", "provisioned"):
+            fam.add_metric([name, kind], getattr(u, kind))
+        vols.add_metric([name], u.volumes)
+    running = sum(1 for j in st.jobs.values() if j.state == "running")
+    return [fam, vols,
+            GaugeMetricFamily("netbootd_storage_exports", "iSCSI exports (volume to host)",
+                              value=len(st.exports)),
+            GaugeMetricFamily("netbootd_storage_exports_available", "1 when the export "
+                              "backend serves, 0 when it cannot",
+                              value=0 if st.exporter is None else 1),
+            GaugeMetricFamily("netbootd_storage_jobs_running", "Storage jobs under way",
+                              value=running)]
+
+
 def orphan_tgtd(control: int, proc: str = "/proc") -> Optional[int]:
     """The pid of a ``tgtd -f -C <control>`` whose netbootd is gone (its parent is
     no netbootd: it was reparented after a SIGKILL or a crash), else None."""
@@ -178,4 +201,4 @@ def portal_of(cfg, core) -> Optional[str]:
     return (served or [i.ip for i in core.ifaces] or [None])[0]
 
 
-__all__ = ["StorageService", "portal_of"]
+__all__ = ["StorageService", "metric_families", "portal_of"]
