@@ -14,6 +14,7 @@
     initrd     initrd.py    build the discover initrd (may fetch busybox-static)
     volume     volumes.py   create/resize/snapshot/clone/delete/list/show/sanboot/unexport/
     deploy                  exports (storage jobs, followed with a progress bar); deploy
+    media      media.py     build an account's boot image (iso_builder/media.py)
 
 Commands that call the daemon use client.ApiClient; the read commands fall
 back to the store's read methods (reads.py) and print the same columns.
@@ -24,12 +25,12 @@ from __future__ import annotations
 
 import argparse
 
-from . import (accounts, admin, config, events, hosts, initrd, lab, leases, serve, state, tokens,
-               volumes)
+from . import (accounts, admin, config, events, hosts, initrd, lab, leases, media, serve, state,
+               tokens, volumes)
 from .common import effective_config
 
 GROUPS = (serve, config, lab, admin, accounts, tokens, state, hosts, leases, events, initrd,
-          volumes)
+          volumes, media)
 
 __all__ = ["build_parser", "effective_config", "run"]
 

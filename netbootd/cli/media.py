@@ -1,0 +1,151 @@
+"""`netbootd media build`: an account's boot medium for field techs (issue 12;
+iso_builder/media.py builds it).
+
+    netbootd media build --account A --server-url http://IP:8080 -o acme.img
+    netbootd media build --account A --server-url ... --token-file tok.txt -o acme.img
+
+The image carries an enrollment token's *text*, which the daemon shows only
+once (when the token is created): without --token-file, build creates a fresh
+token for the account through the admin API (label "media full ...") and bakes
+it in; a build that fails after that revokes it again.  --server-url is the
+address the machines will reach netbootd at (the CLI's --server is usually
+127.0.0.1, which is the machine itself).  A progress bar on a terminal, quiet
+otherwise; the image is written to a temp file and renamed."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.parse
+
+from .client import ApiClient, Unreachable, admin_call, error_of
+from .common import add_command_args, effective_config, fail, print_json
+
+
+def add_parser(sub) -> None:
+    m = sub.add_parser("media", help="boot media (USB/CD image) that enroll machines into an "
+                                     "account")
+    msub = m.add_subparsers(dest="media_cmd", required=True)
+    b = msub.add_parser("build", help="build an account's boot image (BIOS + UEFI, Secure "
+                                      "Boot)")
+    b.add_argument("--account", required=True, help="the account hosts booting it join")
+    b.add_argument("--flavour", choices=("full",), default="full",
+                   help="full: kernel + agent on the medium (default)")
+    b.add_argument("--server-url", help="URL the machines reach netbootd at "
+                                        "(default: --server when given)")
+    b.add_argument("--token-file", help="a file holding the enrollment token's text ('-': "
+                                        "stdin); default: create a new token for the account")
+    b.add_argument("--label", help="label of the token created (default 'media full DATE')")
+    b.add_argument("--expires", help="the created token is valid for this long (30d, 12h)")
+    b.add_argument("--cmdline", default="", help="extra kernel command-line words")
+    b.add_argument("-o", "--output", required=True, help="the image file to write")
+    add_command_args(b)
+    b.set_defaults(func=build)
+
+
+class _Bar:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, on: bool):
+        self.on = on
+
+    def __call__(self, step: str, n: int, total: int) -> None:
+        if self.on:
+            w = 30
+            done = w * (n - 1) // total
+            sys.stderr.write(f"\r[{'#' * done}{'.' * (w - done)}] {n}/{total} {step:<24}")
+            sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.on:
+            sys.stderr.write("\r" + " " * 72 + "\r")
+            sys.stderr.flush()
+
+
+def _read_token(path: str) -> str | None:
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="ascii").read()
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"netbootd: --token-file {path}: {e}", file=sys.stderr)
+        return None
+    words = text.split()
+    if len(words) != 1 or not words[0].startswith("nbt1."):
+        print(f"netbootd: --token-file {path}: not one enrollment token (nbt1....)",
+              file=sys.stderr)
+        return None
+    return words[0]
+
+
+def build(args) -> int:
+    from iso_builder import initrd as initrd_mod
+    from iso_builder import media
+    server_url = args.server_url or args.server
+    if not server_url:
+        return fail("media build: --server-url is required: the URL the machines reach "
+                    "netbootd at (e.g. http://192.0.2.10:8080)", 2)
+    out = os.path.abspath(args.output)
+    parent = os.path.dirname(out)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        return fail(f"media build: -o {args.output}: directory {parent} is missing or not "
+                    "writable")
+    try:   # every Debian input before a token is made
+        media.check_inputs(initrd_mod.default_kernel_version())
+        media.medium_config(server_url=server_url, token="nbt1.x", account=args.account,
+                            extra_cmdline=args.cmdline)
+    except (media.MediaError, initrd_mod.InitrdError) as e:
+        return fail(f"media build: {e}")
+    api = ApiClient(effective_config(args), args.server)
+    try:
+        code, reply = api.get("/api/v1/accounts/" + urllib.parse.quote(args.account, safe=""))
+    except Unreachable as e:
+        return fail(f"media build: cannot reach the daemon at {api.base}: {e}")
+    if code == 404:
+        return fail(f"media build: unknown account {args.account!r}")
+    if code != 200:
+        return fail(f"media build: account {args.account!r}: ({code}) {error_of(reply)}")
+
+    created = None
+    if args.token_file:
+        token = _read_token(args.token_file)
+        if token is None:
+            return 1
+    else:
+        body = {"account": args.account,
+                "label": args.label or f"media {args.flavour} {time.strftime('%Y-%m-%d')}"}
+        if args.expires:
+            from .common import duration
+            try:
+                body["expires_in"] = duration(args.expires)
+            except ValueError as e:
+                return fail(f"--expires: {e}", 2)
+        created = admin_call(args, "POST", "/api/v1/tokens", body, "tokens create")
+        if created is None:
+            return 1
+        token = created["token"]
+
+    bar = _Bar(sys.stderr.isatty() and not args.json)
+    try:
+        info = media.build_full_image(out, server_url=server_url, token=token,
+                                      account=args.account, extra_cmdline=args.cmdline,
+                                      progress=bar)
+    except (media.MediaError, OSError) as e:
+        bar.end()
+        if created is not None:
+            admin_call(args, "POST", f"/api/v1/tokens/{created['id']}/revoke", None,
+                       "tokens revoke")
+        return fail(f"media build: {e}" + (f" (token {created['id']} revoked)"
+                                           if created else ""))
+    bar.end()
+    info["token_id"] = created["id"] if created else None
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"{info['path']}: {info['size']} bytes, sha256 {info['sha256'][:16]}..., account "
+          f"{args.account}, server {server_url}" +
+          (f", token {created['id']} (new)" if created else "") +
+          f", {info['seconds']:.1f}s" + (" (cached parts)" if info["parts_reused"] else ""))
+    print("Write it to a USB stick with dd (it is also a CD image). It boots BIOS and UEFI "
+          "with Secure Boot; anyone holding it can enroll machines into the account until "
+          "the token is revoked" + (f": netbootd tokens revoke {created['id']}" if created
+                                    else "."), file=sys.stderr)
+    return 0
