@@ -1,0 +1,293 @@
+"""End to end: an account's boot medium (issue 12, `full` flavour) under qemu (TCG).
+
+Topology (addresses only inside namespaces this module creates, 10.82.0.x):
+
+    [srv ns]  netbootd serve --mode full (DHCP, HTTP API), 10.82.0.1/24 on a veth
+        |  veth
+    [wire ns] bridge (STP off) -- taps -- qemu VMs booting the image (no PXE ROM)
+
+The image is built once for the module by the real CLI (`netbootd media build`,
+run in the server's namespace: it creates the token through the admin API), with
+`console=ttyS0,115200` as the extra command line so the agent's lines reach the
+serial console.  Each VM must show up in netbootd as idle in account "acme" with
+its inventory (firmware bios/uefi; secure_boot true under Secure Boot):
+
+    SeaBIOS, the image as a CD            OVMF, the image as a USB stick (xhci)
+    OVMF Secure Boot enforced + MS keys, the image as a virtio disk
+    SeaBIOS, a medium whose token was revoked: the agent prints FAILED ... status=403
+
+Two VMs at a time at most.  Power-on to enrolled is printed per firmware path
+(pytest -s shows it; also written to <tmp>/timings.json).
+
+Run:  .venv/bin/pytest tests/e2e/test_media_qemu.py -q   (root; ~2-4 min under TCG)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from iso_builder import initrd as initrd_mod
+from iso_builder import media
+from netbootd.lab import netns as labnet
+
+pytestmark = pytest.mark.e2e
+
+SRV = "10.82.0.1"
+BASE = f"http://{SRV}:8080"
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+OVMF_SB_CODE = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+OVMF_SB_VARS = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+MACS = {"bios-cd": "52:54:00:82:00:11", "uefi-usb": "52:54:00:82:00:21",
+        "uefi-sb": "52:54:00:82:00:31", "revoked": "52:54:00:82:00:41"}
+BOOT_TIMEOUT = 300.0
+SERIAL = "console=ttyS0,115200"
+
+_CALL = """
+import sys, urllib.error, urllib.request
+method, url, auth, body = sys.argv[1:5]
+headers = {"Content-Type": "application/json"} if body else {}
+if auth:
+    headers["Authorization"] = auth
+req = urllib.request.Request(url, data=body.encode() or None, method=method, headers=headers)
+try:
+    r = urllib.request.urlopen(req, timeout=20)
+except urllib.error.HTTPError as e:
+    r = e
+print(r.status)
+print(r.read().decode())
+"""
+
+
+def _require() -> None:
+    why = labnet.available()
+    if why:
+        pytest.skip(f"network namespaces unavailable: {why}")
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 is not installed (Debian: qemu-system-x86)")
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("/dev/net/tun is missing")
+    try:
+        media.check_inputs(initrd_mod.default_kernel_version())
+        initrd_mod.find_busybox()
+    except (media.MediaError, initrd_mod.InitrdError) as e:
+        pytest.skip(f"cannot build boot media here: {e}")
+
+
+class World:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.lab = labnet.Lab()
+        self.vms: dict[str, subprocess.Popen] = {}
+        self.started: dict[str, float] = {}
+        self.timings: dict[str, float] = {}
+
+    def start_daemon(self) -> None:
+        lab = self.lab
+        self.srv = lab.namespace("srv")
+        self.wire = lab.namespace("wire")
+        srv_if, wire_if = lab.link(self.srv, f"{SRV}/24", self.wire, None)
+        self.taps = [lab.tap(self.wire) for _ in range(len(MACS))]
+        lab.bridge(self.wire, [wire_if, *self.taps])
+        self.state = self.tmp / "state"
+        self.cfg = self.tmp / "netbootd.toml"
+        self.cfg.write_text('mode = "full"\n[[networks]]\nname = "lab"\n'
+                            'subnet = "10.82.0.0/24"\nranges = ["10.82.0.100-10.82.0.199"]\n')
+        self.log = self.tmp / "netbootd.log"
+        self.daemon = lab.popen(self.srv, [sys.executable, "-m", "netbootd", "serve", "--config",
+                                           str(self.cfg), "--interface", srv_if, "--state-dir",
+                                           str(self.state)],
+                                stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        end = time.monotonic() + 90
+        while b"netbootd ready" not in self.log.read_bytes():
+            assert self.daemon.poll() is None, "netbootd exited:\n" + self.log.read_text()[-3000:]
+            assert time.monotonic() < end, "netbootd not ready:\n" + self.log.read_text()[-3000:]
+            time.sleep(0.2)
+        self.admin = (self.state / "admin.token").read_text().strip()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """`netbootd ARGS` in the server's namespace, against this daemon."""
+        return self.lab.ns_exec(self.srv, sys.executable, "-m", "netbootd", *args,
+                                "--server", BASE, "--state-dir", str(self.state),
+                                "--config", str(self.cfg), check=False, timeout=300)
+
+    def api(self, method: str, path: str, body=None):
+        r = self.lab.ns_exec(self.srv, sys.executable, "-c", _CALL, method, BASE + path,
+                             f"Bearer {self.admin}", "" if body is None else json.dumps(body),
+                             check=False, timeout=30)
+        code, _, text = r.stdout.partition("\n")
+        try:
+            return int(code), (json.loads(text) if text.strip() else None)
+        except ValueError:
+            return int(code or 0), text or r.stderr
+
+    def ok(self, method: str, path: str, body=None):
+        code, reply = self.api(method, path, body)
+        assert 200 <= code < 300, f"{method} {path} -> {code} {reply}"
+        return reply
+
+    def start_vm(self, name: str, firmware: list[str], medium: list[str],
+                 machine: str = "q35") -> None:
+        tap = self.taps[list(MACS).index(name)]
+        cmd = ["qemu-system-x86_64", "-machine", machine, "-m", "512", "-smp", "1",
+               "-nographic", "-no-reboot", *firmware, *medium,
+               "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
+               "-device", f"virtio-net-pci,netdev=n0,mac={MACS[name]},romfile="]
+        self.started[name] = time.monotonic()
+        self.vms[name] = self.lab.popen(self.wire, cmd, stdin=subprocess.DEVNULL,
+                                        stdout=open(self.tmp / f"{name}.console", "wb"),
+                                        stderr=subprocess.STDOUT)
+
+    def console(self, name: str) -> str:
+        return (self.tmp / f"{name}.console").read_text(errors="replace")
+
+    def tail(self, name: str) -> str:
+        return "\n".join(self.console(name).splitlines()[-30:])
+
+    def wait_enrolled(self, name: str) -> dict:
+        """The host's record once it is idle in acme with an inventory; times it."""
+        mac = MACS[name]
+        end = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            code, h = self.api("GET", f"/api/v1/hosts/{mac}")
+            if code == 200 and h.get("state") == "idle" and (h.get("inventory") or {}).get("doc"):
+                self.timings[name] = round(time.monotonic() - self.started[name], 1)
+                (self.tmp / "timings.json").write_text(json.dumps(self.timings, indent=1))
+                print(f"\n{name}: power-on to enrolled {self.timings[name]} s")
+                return h
+            vm = self.vms[name]
+            if vm.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"{name}: not enrolled (qemu rc {vm.poll()}, host "
+                                     f"{code} {h}); console tail:\n{self.tail(name)}")
+            time.sleep(1)
+
+    def wait_console(self, name: str, needle: str, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while needle not in self.console(name):
+            vm = self.vms[name]
+            if vm.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"{name}: no {needle!r} (qemu rc {vm.poll()}); console "
+                                     f"tail:\n{self.tail(name)}")
+            time.sleep(0.5)
+
+    def stop_vm(self, name: str) -> None:
+        self.lab.stop(self.vms[name], timeout=5)
+
+    def close(self) -> None:
+        for p in self.vms.values():
+            self.lab.stop(p, timeout=5)
+        self.lab.close()
+
+
+def _ovmf(tmp: Path, name: str, secure: bool) -> list[str]:
+    code, vars_src = (OVMF_SB_CODE, OVMF_SB_VARS) if secure else (OVMF_CODE, OVMF_VARS)
+    if not (os.path.exists(code) and os.path.exists(vars_src)):
+        pytest.skip(f"{code} / {vars_src} missing (Debian: ovmf)")
+    vars_copy = tmp / f"{name}.vars.fd"
+    shutil.copyfile(vars_src, vars_copy)
+    fw = ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+          "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
+    if secure:
+        fw += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+    return fw
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    _require()
+    tmp = tmp_path_factory.mktemp("media")
+    w = World(tmp)
+    try:
+        w.start_daemon()
+        w.ok("POST", "/api/v1/accounts", {"name": "acme", "approval": "auto"})
+        t0 = time.monotonic()
+        r = w.cli("media", "build", "--account", "acme", "--cmdline", SERIAL,
+                  "-o", str(tmp / "acme.img"), "--json")
+        assert r.returncode == 0, r.stderr
+        w.build = json.loads(r.stdout)
+        w.build_seconds = time.monotonic() - t0
+        # a second medium whose token is revoked before it boots
+        revoked = w.ok("POST", "/api/v1/tokens", {"account": "acme", "label": "revoked"})
+        (tmp / "revoked.tok").write_text(revoked["token"] + "\n")
+        r = w.cli("media", "build", "--account", "acme", "--cmdline", SERIAL,
+                  "--token-file", str(tmp / "revoked.tok"), "-o", str(tmp / "revoked.img"))
+        assert r.returncode == 0, r.stderr
+        w.ok("POST", f"/api/v1/tokens/{revoked['id']}/revoke")
+        yield w
+    finally:
+        w.close()
+        if os.environ.get("NETBOOTD_LAB_KEEP") != "1":
+            for f in tmp.glob("*.img"):
+                f.unlink()
+
+
+def _cdrom(img: Path) -> list[str]:
+    return ["-drive", f"file={img},media=cdrom,if=none,id=cd,readonly=on",
+            "-device", "ide-cd,drive=cd,bootindex=0"]
+
+
+def _usb(img: Path) -> list[str]:
+    return ["-device", "qemu-xhci", "-drive", f"file={img},format=raw,if=none,id=stick,"
+            "snapshot=on", "-device", "usb-storage,drive=stick,bootindex=0"]
+
+
+def _virtio(img: Path) -> list[str]:
+    return ["-drive", f"file={img},format=raw,if=none,id=d0,snapshot=on",
+            "-device", "virtio-blk-pci,drive=d0,bootindex=0"]
+
+
+def test_the_cli_built_one_image_with_a_new_token_of_the_account(world):
+    b = world.build
+    assert b["flavour"] == "full" and b["account"] == "acme" and b["server_url"] == BASE
+    assert b["token_id"].startswith("tok-")
+    toks = world.ok("GET", "/api/v1/tokens?account=acme")
+    assert b["token_id"] in {t["id"] for t in toks}
+    print(f"\nimage {b['size']} bytes, build {world.build_seconds:.1f} s "
+          f"(image {b['seconds']} s, parts reused: {b['parts_reused']})")
+
+
+def test_seabios_cd_and_ovmf_usb_stick_enroll_into_the_account(world):
+    img = world.tmp / "acme.img"
+    world.start_vm("bios-cd", [], _cdrom(img))
+    world.start_vm("uefi-usb", _ovmf(world.tmp, "uefi-usb", False), _usb(img))
+    for name, fw in (("bios-cd", "bios"), ("uefi-usb", "uefi")):
+        h = world.wait_enrolled(name)
+        assert h["account"] == "acme", h
+        doc = h["inventory"]["doc"]
+        assert doc["firmware"] == fw, (name, doc)
+        if fw == "uefi":
+            assert doc["secure_boot"] is False, doc
+        text = world.console(name)
+        assert "NETBOOTD-AGENT: registered" in text and "account=acme token=yes" in text
+        assert world.build["token_id"] not in text
+    for name in ("bios-cd", "uefi-usb"):
+        world.stop_vm(name)
+
+
+def test_ovmf_secure_boot_enforced_boots_the_signed_chain_and_reports_it(world):
+    img = world.tmp / "acme.img"
+    world.start_vm("uefi-sb", _ovmf(world.tmp, "uefi-sb", True), _virtio(img),
+                   machine="q35,smm=on")
+    h = world.wait_enrolled("uefi-sb")
+    world.stop_vm("uefi-sb")
+    doc = h["inventory"]["doc"]
+    assert h["account"] == "acme" and doc["firmware"] == "uefi", h
+    assert doc["secure_boot"] is True, doc
+
+
+def test_a_medium_with_a_revoked_token_is_refused(world):
+    world.start_vm("revoked", [], _cdrom(world.tmp / "revoked.img"))
+    world.wait_console("revoked", "NETBOOTD-AGENT: FAILED register", BOOT_TIMEOUT)
+    line = [ln for ln in world.console("revoked").splitlines()
+            if "NETBOOTD-AGENT: FAILED register" in ln][0]
+    assert "token=yes status=403" in line and "revoked" in line, line
+    world.stop_vm("revoked")
+    code, h = world.api("GET", f"/api/v1/hosts/{MACS['revoked']}")
+    assert code == 404 or (h.get("account") is None and h.get("state") != "idle"), h
