@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
     r.add_argument("--cmdline", help="linux: kernel command line")
     r.add_argument("--san-uri", help="sanboot: iPXE SAN URI")
     r.add_argument("--initiator-iqn", help="sanboot: initiator IQN")
+    r.add_argument("--volume", help="sanboot: a volume of netbootd's storage, exported to "
+                                    "this host only (its IQN and CHAP)")
     add_read_args(r, ("list", "show") + hosts_admin.ACTIONS, "MAC (hosts show, assign, ...)")
     r.add_argument("arg", nargs="?", metavar="PROFILE|ACTION",
                    help="hosts assign MAC PROFILE; hosts action MAC poweroff|reboot|wait")

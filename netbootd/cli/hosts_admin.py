@@ -1,6 +1,7 @@
 """The `hosts` changes: the running daemon only, with the admin token.
 
     assign MAC PROFILE [--kernel ...]     POST /hosts/{mac}/assign
+    assign MAC sanboot --volume NAME      POST /hosts/{mac}/sanboot (export + assign)
     approve|retire MAC                    POST /hosts/{mac}/approve|retire (approve: a
                                           discovered, error or pending host)
     delete MAC                            DELETE /hosts/{mac}
@@ -31,6 +32,12 @@ def run(args) -> int:
     mac = mac_arg(args.key, "usage: " + USAGE.get(args.action, f"hosts {args.action} MAC"))
     if mac is None:
         return 2
+    if args.action == "assign" and args.arg == "sanboot" and getattr(args, "volume", None):
+        # a volume of netbootd's own storage: exported to this host (its IQN and
+        # CHAP) and assigned in one step, as `netbootd volume sanboot`
+        from . import volumes
+        args.host, args.name = mac, args.volume
+        return volumes.sanboot(args)
     try:
         method, path, body, done = _request(args, mac)
     except ValueError as e:

@@ -101,6 +101,8 @@ tgtd_control = {control}
     assert r.returncode == 0 and "(snapshot)" in r.stdout, r.stderr
     r = run("volume", "sanboot", "golden", "--host", B)
     assert r.returncode == 1 and "read-only snapshot" in r.stderr
+    r = run("hosts", "assign", B, "sanboot", "--volume", "golden")    # the same, as hosts
+    assert r.returncode == 1 and "read-only snapshot" in r.stderr
     t0 = time.monotonic()
     r = run("deploy", B, "--from", "golden", "--name", "web02")
     print(f"deploy (CLI, 32 MiB copy clone + export + assign): {time.monotonic() - t0:.2f} s")

@@ -286,4 +286,4 @@ def build_routes(app) -> list[Route]:
                 EventStreams(reads.events, app.clock, app.counters, app.max_streams,
                              app.max_streams_per_source, app.streams),
                 # set by net/services/storage.py once [storage] is opened (None: off)
-                StorageApi(lambda: getattr(app, "storage", None), app.clock))
+                StorageApi(lambda: app.storage, app.clock))

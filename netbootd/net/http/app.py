@@ -40,6 +40,7 @@ class HttpApp:
     agents: object = None                # registry.agent.Agents
     ring: object = None                  # auth.enroll.KeyRing (token signing keys)
     state_dir: str | None = None         # the enrollment key ring lives there
+    storage: object = None               # net/storage.Storage when [storage] is configured
 
     active: dict = field(default_factory=dict)   # HTTP file transfers under way
     # Event streams (SSE) hold a connection and a poll each: capped in all and

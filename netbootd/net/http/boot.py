@@ -56,7 +56,7 @@ class BootScript(resource.Resource):
             return f"#!ipxe\necho netbootd: {refused}\n".encode()
         host = app.registry.get(mac)
         spec = boot_spec(host, mac, app.http_base or local_base(request), app.default_profile)
-        storage = getattr(app, "storage", None)     # net/storage.py, when [storage]
+        storage = app.storage     # net/storage.py, when [storage]
         if spec.profile == "sanboot" and storage is not None:
             # this host's own CHAP secret, in this host's script only
             spec = dataclasses.replace(spec, chap=storage.chap_for(mac))

@@ -95,7 +95,7 @@ class StatusPage(resource.Resource):
     def _storage(self) -> defer.Deferred:
         """Pools, volumes and exports (net/storage.py), read off the
         reactor thread; None when storage is off, starting or unreadable."""
-        st = getattr(self.info, "storage", None)
+        st = self.info.storage
         if st is None or not st.ready:
             return defer.succeed(None)
 
@@ -118,7 +118,7 @@ class StatusPage(resource.Resource):
                 "total": total, "next": nxt, "seen": len(self.registry.seen),
                 "page_size": PAGE, "account": account or "", "storage": storage,
                 # [storage] configured: the script polls /api/v1/volumes (else a 503)
-                "storage_on": getattr(self.info, "storage", None) is not None,
+                "storage_on": self.info.storage is not None,
                 "accounts": sorted(a.name for a in accounts.by_id.values())
                 if accounts is not None else []}
 
