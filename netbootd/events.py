@@ -87,6 +87,15 @@ CATALOG: dict[str, Kind] = {k.name: k for k in (
     Kind("agent.action", "the agent was sent an action or reported on one"),
     Kind("agent.action_failed", "an action the agent reported as failed (a wipe that did "
          "not verify)", failure=True, reportable=True),
+    # Storage (net/storage.py): a host's timeline says which volume it boots
+    Kind("storage.exported", "a volume was exported to this host and assigned as its "
+         "sanboot disk (its IQN; CHAP on or off, never the secret)"),
+    Kind("storage.unexported", "the host's volume export was removed"),
+    Kind("storage.chap_rotated", "the host's CHAP secret was replaced"),
+    Kind("storage.volume", "a volume was created, resized, snapshotted, cloned or deleted",
+         shown=False),
+    Kind("storage.failed", "a storage operation failed (its reason)", failure=True,
+         reportable=True, shown=False),
     # The store (net/commit.py)
     Kind("store.write_dropped", "a write the store could not hold was dropped", shown=False),
 )}

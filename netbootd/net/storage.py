@@ -24,7 +24,7 @@ from twisted.internet import defer, threads
 
 from ..policy import iscsi
 from ..policy.volumes import Exists, NotFound, VolumeError, check_name
-from ..writes import ExportDelete, ExportWrite
+from ..writes import ExportDelete, ExportWrite, event
 
 log = logging.getLogger("netbootd")
 
@@ -37,6 +37,10 @@ class Refused(Exception):
     def __init__(self, status: int, reason: str):
         super().__init__(reason)
         self.status, self.reason = status, reason
+
+
+# Operations on volumes alone (no host): a daemon event when they succeed.
+VOLUME_OPS = frozenset({"create", "resize", "snapshot", "clone", "delete"})
 
 
 def refusal(e: BaseException, in_job: bool = False) -> Refused:
@@ -215,9 +219,15 @@ class Storage:
         def ok(result):
             job.state, job.result = "done", result
             job.done = job.total = job.total or job.done
+            if op in VOLUME_OPS:
+                self.submit([event(self.clock.seconds(), None, "storage.volume", op=op,
+                                   volume=target)])
 
         def failed(f):
             job.state, job.error = "failed", refusal(f.value, in_job=True)
+            self.submit([event(self.clock.seconds(), None, "storage.failed", op=op,
+                               volume=target, status=job.error.status,
+                               reason=job.error.reason)])
 
         def ended(_):
             job.ended = self.clock.seconds()
@@ -334,7 +344,10 @@ class Storage:
                     yield self.run(self.exporter.unexport, name)
                 except NotExported:
                     pass
-            yield self.commit([ExportDelete(name)])
+            host = self.exports[name].mac if name in self.exports else None
+            yield self.commit([ExportDelete(name),
+                               event(self.clock.seconds(), host, "storage.unexported",
+                                     volume=name)])
             self._stored(ExportDelete(name))
             return {"unexported": name}
         return self.start("unexport", name, work)
@@ -356,7 +369,9 @@ class Storage:
                 self._stored(r)
             try:
                 yield self.run(self.rebuild, False)
-                yield self.commit(new)
+                yield self.commit(new + [event(self.clock.seconds(), mac,
+                                               "storage.chap_rotated",
+                                               volumes=[r.volume for r in new])])
             except BaseException:
                 for r in old:
                     self._stored(r)
@@ -386,7 +401,7 @@ class Storage:
                 return pool.clone(source, name, job.progress)
             yield self.run(blocking)
             try:
-                result = yield self._export_and_assign(mac, name)
+                result = yield self._export_and_assign(mac, name, source)
             except BaseException:
                 yield self.run(self._undo_clone, name)
                 raise
@@ -417,7 +432,7 @@ class Storage:
         return iscsi.Chap(iscsi.host_chap_user(mac), iscsi.generate_secret()), None
 
     @defer.inlineCallbacks
-    def _export_and_assign(self, mac: str, volume: str):
+    def _export_and_assign(self, mac: str, volume: str, cloned_from: Optional[str] = None):
         """Export ``volume`` to ``mac`` only, store it, assign the host sanboot; an
         export that cannot be stored is taken down again."""
         from ..policy.boot import validate_args
@@ -440,7 +455,11 @@ class Storage:
                                              "initiator_iqn": iqn})
             self._stored(row)           # the boot script finds it from now on
             host, writes = self.registry.assign(mac, "sanboot", args, now)
-            yield self.commit([row, *writes])
+            # the host's timeline says which volume it boots (never the secret)
+            yield self.commit([row, *writes, event(now, mac, "storage.exported", volume=volume,
+                                                   target=exported.target_iqn,
+                                                   chap=chap is not None,
+                                                   cloned_from=cloned_from)])
         except BaseException:
             self._stored(ExportDelete(volume))
             yield self.run(self.exporter.unexport, volume)

@@ -380,3 +380,26 @@ def test_a_deploy_whose_export_fails_leaves_nothing(tgt_api):
     assert code == 502 and "refused here" in err["error"]
     assert [v.name for v in app.storage.pools["default"].list()] == ["golden"]
     assert app.registry.get(A) is None and store.load_exports() == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hosts_timeline_says_which_volume_it_boots_and_failures_are_events(tgt_api):
+    app, base, store, committer = tgt_api[:4]
+    code, job = yield done(base, "/api/v1/volumes", {"name": "tl", "size": 4 * MIB})
+    assert code == 200
+    code, job = yield done(base, f"/api/v1/hosts/{A}/sanboot", {"volume": "tl"})
+    assert code == 200
+    code, job = yield done(base, "/api/v1/deploy", {"mac": B, "from": "nosuchgolden"})
+    assert code == 404 or job.get("state") == "failed", job
+    yield committer.drain()
+    events = store.events(None, 1000)
+    mine = [e for e in events if e["mac"] == A and e["kind"] == "storage.exported"]
+    assert mine and mine[0]["detail"]["volume"] == "tl" and mine[0]["detail"]["chap"] is True
+    assert any(e["kind"] == "storage.volume" and e["detail"] == {"op": "create", "volume": "tl"}
+               for e in events)
+    failed = [e for e in events if e["kind"] == "storage.failed"]
+    assert failed and failed[0]["detail"]["op"] == "deploy" and \
+        "nosuchgolden" in failed[0]["detail"]["reason"], "a failed job is an event"
+    text = json.dumps(events)
+    secret = app.storage.chap_for(A)
+    assert secret is None or all(v not in text for v in secret.values() if v and len(v) >= 12)

@@ -297,5 +297,6 @@ def test_hook_config_defaults_and_a_valid_file():
     assert set(cfg.hooks.kinds) == {"host.discovered", "tftp.failed", "http.file",
                                     "boot.unsupported", "dhcp.nak", "pool.exhausted",
                                     "agent.refused", "host.conflict", "agent.action_failed",
-                                    "token.revoked", "host.identity_conflict"}
+                                    "token.revoked", "host.identity_conflict",
+                                    "storage.failed"}
     assert cfg.metrics.enabled is True

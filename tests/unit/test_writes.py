@@ -203,7 +203,7 @@ def test_hooks_default_to_the_reportable_kinds_and_failures_are_flagged():
     assert events.FAILURE_KINDS == {"tftp.failed", "tftp.aborted", "tftp.refused", "dhcp.nak",
                                     "boot.unsupported", "pool.exhausted", "agent.refused",
                                     "host.conflict", "agent.action_failed",
-                                    "host.identity_conflict"}
+                                    "host.identity_conflict", "storage.failed"}
     served = events.catalog_json()
     assert [k["kind"] for k in served] == list(events.CATALOG)
     assert all(set(k) == {"kind", "doc", "failure", "reportable", "shown"} for k in served)
