@@ -19,6 +19,9 @@ want=${1:-run}
 # and packs /sbin/kexec with its libraries into the agent's initrd.
 RUNTIME_DEBS="python3 python3-venv iproute2 ipxe ipxe-qemu qemu-system-x86 ovmf linux-image-amd64
  busybox-static dnsmasq-base"
+# Boot media (`netbootd media build`, iso_builder/media.py): xorriso, GRUB for BIOS,
+# Debian's signed shim + GRUB (Secure Boot), mtools/dosfstools for the ESP.
+RUNTIME_DEBS="$RUNTIME_DEBS xorriso grub-pc-bin grub-efi-amd64-signed shim-signed mtools dosfstools"
 # Tests: real peers (perfdhcp/Kea, dnsmasq, udhcpc from busybox-static, curl,
 # atftp, tcpdump) and tools to check our archives (cpio, bsdtar).
 # chromium + chromium-driver: the status page is tested in a real browser;
