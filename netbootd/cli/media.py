@@ -41,6 +41,17 @@ def add_parser(sub) -> None:
     b.add_argument("-o", "--output", required=True, help="the image file to write")
     add_command_args(b)
     b.set_defaults(func=build)
+    ls = msub.add_parser("list", help="media tokens (made by media build) and their state")
+    ls.add_argument("--account", help="only this account's")
+    add_command_args(ls)
+    ls.set_defaults(func=list_)
+    w = msub.add_parser("write", help="write an image to a USB stick, then verify it")
+    w.add_argument("image", help="the image file (media build -o)")
+    w.add_argument("--device", required=True, help="the whole disk, e.g. /dev/sdb")
+    w.add_argument("--force", action="store_true", help="write a disk that is not removable")
+    w.add_argument("--yes", action="store_true", help="no confirmation question")
+    w.add_argument("--json", action="store_true", help="machine-readable output")
+    w.set_defaults(func=write)
 
 
 class _Bar:
@@ -54,6 +65,13 @@ class _Bar:
             w = 30
             done = w * (n - 1) // total
             sys.stderr.write(f"\r[{'#' * done}{'.' * (w - done)}] {n}/{total} {step:<24}")
+            sys.stderr.flush()
+
+    def bytes(self, done: int, total: int) -> None:
+        if self.on:
+            w = 30
+            k = w * done // max(total, 1)
+            sys.stderr.write(f"\r[{'#' * k}{'.' * (w - k)}] {done >> 20}/{total >> 20} MiB ")
             sys.stderr.flush()
 
     def end(self) -> None:
@@ -111,7 +129,8 @@ def build(args) -> int:
             return 1
     else:
         body = {"account": args.account,
-                "label": args.label or f"media {args.flavour} {time.strftime('%Y-%m-%d')}"}
+                "label": args.label or f"media {args.flavour} {time.strftime('%Y-%m-%d')} "
+                         f"{os.path.basename(out)}"[:120]}
         if args.expires:
             from .common import duration
             try:
@@ -148,4 +167,52 @@ def build(args) -> int:
           "with Secure Boot; anyone holding it can enroll machines into the account until "
           "the token is revoked" + (f": netbootd tokens revoke {created['id']}" if created
                                     else "."), file=sys.stderr)
+    return 0
+
+
+def list_(args) -> int:
+    """Tokens whose label says media build made them: which sticks can still enroll."""
+    from .tokens import TOKEN_COLS, token_rows
+    query = urllib.parse.urlencode({"account": args.account} if args.account else {})
+    rows = admin_call(args, "GET", "/api/v1/tokens" + ("?" + query if query else ""), None,
+                      "media list")
+    if rows is None:
+        return 1
+    rows = sorted((t for t in rows if str(t.get("label") or "").startswith("media ")),
+                  key=lambda t: (t.get("created") or 0, t["id"]))
+    if args.json:
+        print_json(rows)
+        return 0
+    from .common import print_rows
+    print_rows(args, token_rows(rows), ["id", "account"] + TOKEN_COLS[1:])
+    return 0
+
+
+def write(args) -> int:
+    from iso_builder import mediawrite
+    try:
+        size = os.path.getsize(args.image)
+        dev = mediawrite.check_device(args.device, size, force=args.force)
+    except (OSError, mediawrite.MediaWriteError) as e:
+        return fail(f"media write: {e}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            return fail("media write: not a terminal: --yes to write without asking", 2)
+        answer = input(f"Erase {dev['device']} ({dev['model'] or dev['name']}, "
+                       f"{dev['bytes'] >> 20} MiB) and write {args.image}? Type the device "
+                       "name to confirm: ")
+        if answer.strip() not in (dev["device"], dev["name"]):
+            return fail("media write: not confirmed, nothing written")
+    bar = _Bar(sys.stderr.isatty() and not args.json)
+    try:
+        info = mediawrite.write_image(args.image, dev["device"], progress=bar.bytes)
+    except (OSError, mediawrite.MediaWriteError) as e:
+        bar.end()
+        return fail(f"media write: {e}")
+    bar.end()
+    if args.json:
+        print_json(dict(dev, **info))
+    else:
+        print(f"{info['device']}: wrote {info['bytes']} bytes, read back sha256 "
+              f"{info['sha256'][:16]}... verified")
     return 0

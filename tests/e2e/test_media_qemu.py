@@ -249,6 +249,10 @@ def test_the_cli_built_one_image_with_a_new_token_of_the_account(world):
     assert b["token_id"].startswith("tok-")
     toks = world.ok("GET", "/api/v1/tokens?account=acme")
     assert b["token_id"] in {t["id"] for t in toks}
+    r = world.cli("media", "list", "--account", "acme", "--json")
+    assert r.returncode == 0, r.stderr
+    listed = {t["id"]: t for t in json.loads(r.stdout)}
+    assert b["token_id"] in listed and listed[b["token_id"]]["label"].endswith(" acme.img")
     print(f"\nimage {b['size']} bytes, build {world.build_seconds:.1f} s "
           f"(image {b['seconds']} s, parts reused: {b['parts_reused']})")
 
