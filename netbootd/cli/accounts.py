@@ -66,6 +66,8 @@ def profile_args(args) -> dict:
         out["san_uri"] = args.san_uri
     if args.initiator_iqn:
         out["initiator_iqn"] = args.initiator_iqn
+    if getattr(args, "efi_filename", None):
+        out["efi_filename"] = args.efi_filename
     return out
 
 

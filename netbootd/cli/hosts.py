@@ -28,6 +28,8 @@ def add_parser(sub) -> None:
     r.add_argument("--initiator-iqn", help="sanboot: initiator IQN")
     r.add_argument("--volume", help="sanboot: a volume of netbootd's storage, exported to "
                                     "this host only (its IQN and CHAP)")
+    r.add_argument("--efi-filename", help="sanboot: the UEFI loader on the volume when it is "
+                                          "not \\EFI\\BOOT\\BOOTX64.EFI (backslashes)")
     add_read_args(r, ("list", "show") + hosts_admin.ACTIONS, "MAC (hosts show, assign, ...)")
     r.add_argument("arg", nargs="?", metavar="PROFILE|ACTION",
                    help="hosts assign MAC PROFILE; hosts action MAC poweroff|reboot|wait")

@@ -22,6 +22,10 @@ EXPORT_COLS = ["volume", "pool", "host", "target_iqn", "chap", "created"]
 POLL = 0.2
 
 
+EFI_HELP = ("UEFI: the loader on the volume when it is not \\EFI\\BOOT\\BOOTX64.EFI, e.g. "
+            "'\\EFI\\debian\\shimx64.efi' (an installed OS; backslashes)")
+
+
 def add_parser(sub) -> None:
     v = sub.add_parser("volume", help="storage volumes (pools in [[storage.pools]]) and "
                                       "their iSCSI exports")
@@ -55,6 +59,7 @@ def add_parser(sub) -> None:
             sanboot)
     b.add_argument("name")
     b.add_argument("--host", required=True, help="the host's MAC")
+    b.add_argument("--efi-filename", help=EFI_HELP)
     cmd("unexport", "take a volume's export down (no host may boot from it)",
         unexport).add_argument("name")
     cmd("exports", "every export: volume, host, target (never a secret)", exports)
@@ -67,6 +72,7 @@ def add_parser(sub) -> None:
     d.add_argument("mac")
     d.add_argument("--from", dest="source", required=True, help="the golden volume")
     d.add_argument("--name", help="the new volume (default GOLDEN-<mac hex>)")
+    d.add_argument("--efi-filename", help=EFI_HELP)
     d.set_defaults(func=deploy)
 
 
@@ -169,9 +175,15 @@ def _export_line(e: dict) -> str:
             f"host assigned sanboot {e['san_uri']}")
 
 
+def _efi(args) -> dict:
+    efi = getattr(args, "efi_filename", None)
+    return {"efi_filename": efi} if efi else {}
+
+
 def sanboot(args) -> int:
     return _done(args, follow(args, "POST", f"/api/v1/hosts/{args.host}/sanboot",
-                              {"volume": args.name}, "volume sanboot"), _export_line)
+                              {"volume": args.name, **_efi(args)}, "volume sanboot"),
+                 _export_line)
 
 
 def unexport(args) -> int:
@@ -188,7 +200,7 @@ def rotate_chap(args) -> int:
 
 
 def deploy(args) -> int:
-    body = {"mac": args.mac, "from": args.source, "name": args.name}
+    body = {"mac": args.mac, "from": args.source, "name": args.name, **_efi(args)}
     return _done(args, follow(args, "POST", "/api/v1/deploy", body, "deploy"),
                  lambda r: f"cloned {r['cloned_from']} -> {r['volume']}; " + _export_line(r))
 

@@ -380,13 +380,15 @@ class Storage:
             return {"host": mac, "exports": [r.volume for r in new], "chap": True}
         return self.start("rotate-chap", mac, work)
 
-    def sanboot(self, mac: str, volume: str) -> Job:
+    def sanboot(self, mac: str, volume: str, efi_filename: Optional[str] = None) -> Job:
         check_name(volume, "volume")
         self._need_exports()
         self._refuse_other_host(mac, volume)
-        return self.start("sanboot", volume, lambda job: self._export_and_assign(mac, volume))
+        return self.start("sanboot", volume,
+                          lambda job: self._export_and_assign(mac, volume, None, efi_filename))
 
-    def deploy(self, mac: str, source: str, name: Optional[str]) -> Job:
+    def deploy(self, mac: str, source: str, name: Optional[str],
+               efi_filename: Optional[str] = None) -> Job:
         check_name(source, "from")
         name = name or f"{source[:50]}-{mac.replace(':', '')}"
         check_name(name, "name")
@@ -401,7 +403,7 @@ class Storage:
                 return pool.clone(source, name, job.progress)
             yield self.run(blocking)
             try:
-                result = yield self._export_and_assign(mac, name, source)
+                result = yield self._export_and_assign(mac, name, source, efi_filename)
             except BaseException:
                 yield self.run(self._undo_clone, name)
                 raise
@@ -432,7 +434,8 @@ class Storage:
         return iscsi.Chap(iscsi.host_chap_user(mac), iscsi.generate_secret()), None
 
     @defer.inlineCallbacks
-    def _export_and_assign(self, mac: str, volume: str, cloned_from: Optional[str] = None):
+    def _export_and_assign(self, mac: str, volume: str, cloned_from: Optional[str] = None,
+                           efi_filename: Optional[str] = None):
         """Export ``volume`` to ``mac`` only, store it, assign the host sanboot; an
         export that cannot be stored is taken down again."""
         from ..policy.boot import validate_args
@@ -452,7 +455,9 @@ class Storage:
                           now)
         try:
             args = validate_args("sanboot", {"san_uri": self.san_uri(exported.target_iqn),
-                                             "initiator_iqn": iqn})
+                                             "initiator_iqn": iqn,
+                                             **({"efi_filename": efi_filename}
+                                                if efi_filename else {})})
             self._stored(row)           # the boot script finds it from now on
             host, writes = self.registry.assign(mac, "sanboot", args, now)
             # the host's timeline says which volume it boots (never the secret)

@@ -27,6 +27,10 @@ _URL_RE = re.compile(r"^(https?|tftp)://[A-Za-z0-9._~:/?=,+@%&-]+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9._+-][A-Za-z0-9._+/-]{0,254}$")
 # SAN URIs iPXE understands (ipxe.org/sanuri): iscsi:, aoe:, http(s):, fcp:, ib_srp:
 _SAN_RE = re.compile(r"^(iscsi|aoe|http|https|fcp|ib_srp):[A-Za-z0-9._~:/?=,+@%-]+$")
+# A UEFI loader path on a SAN volume, iPXE's `sanboot --filename` (backslashes:
+# forward slashes fail with 0x7f22208e, docs/storage.md "Sanboot").
+EFI_FILENAME_PATTERN = r"^(\\[A-Za-z0-9_.+-]{1,64}){1,8}$"
+_EFI_RE = re.compile(EFI_FILENAME_PATTERN)
 _IQN_RE = re.compile(r"^(iqn\.\d{4}-\d{2}\.[A-Za-z0-9.-]+(:[A-Za-z0-9._:-]+)?|eui\.[0-9A-Fa-f]{16})$")
 
 
@@ -74,7 +78,7 @@ def validate_args(profile: str, args: dict) -> dict:
     if not isinstance(args, dict):
         raise ProfileError("args: must be an object")
     allowed = {"linux": {"kernel", "initrds", "cmdline"},
-               "sanboot": {"san_uri", "initiator_iqn"}}.get(profile, set())
+               "sanboot": {"san_uri", "initiator_iqn", "efi_filename"}}.get(profile, set())
     for k in args:
         if k not in allowed:
             raise ProfileError(f"{k}: not an argument of profile {profile!r}"
@@ -100,6 +104,12 @@ def validate_args(profile: str, args: dict) -> dict:
             if not _IQN_RE.match(iqn):
                 raise ProfileError(f"initiator_iqn: {iqn!r} is not an iqn./eui. name")
             out["initiator_iqn"] = iqn
+        if args.get("efi_filename", "") != "":
+            efi = args["efi_filename"]
+            if not isinstance(efi, str) or not _EFI_RE.match(efi):
+                raise ProfileError(f"efi_filename: {efi!r} is not a UEFI path like "
+                                   "\\EFI\\debian\\shimx64.efi (backslashes)")
+            out["efi_filename"] = efi
     return out
 
 
@@ -157,6 +167,9 @@ def template_context(spec: BootSpec, discover_cmdline: str = "") -> dict:
     elif spec.profile == "sanboot":
         ctx["san_uri"] = IpxeSafe(spec.args["san_uri"])
         ctx["initiator_iqn"] = IpxeSafe(spec.args.get("initiator_iqn", ""))
+        # validated above: backslash-separated names of [A-Za-z0-9_.+-] (ipxe_escape
+        # would turn the backslashes into %5C, which iPXE does not undo here)
+        ctx["efi_filename"] = IpxeSafe(spec.args.get("efi_filename", ""))
         chap = spec.chap or {}
         for key in ("username", "password", "reverse_username", "reverse_password"):
             # CHAP names and secrets are policy/iscsi-validated (A-Z a-z 0-9 _ ~ + = . -

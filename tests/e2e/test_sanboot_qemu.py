@@ -210,7 +210,7 @@ tgtd_control = {self.control}
         with open(image.path, "rb") as src, open(self.volume_path(name), "r+b") as dst:
             shutil.copyfileobj(src, dst)
 
-    def sanboot(self, volume: str, mac: str) -> None:
+    def sanboot(self, volume: str, mac: str, efi_filename: str | None = None) -> None:
         """Export `volume` to `mac` only (CHAP) and give it the sanboot profile."""
         code, reply = self.api("GET", "/api/v1/exports")
         for e in [e for e in reply["exports"] if e["volume"] == volume]:
@@ -220,7 +220,8 @@ tgtd_control = {self.control}
                                    {"profile": "localboot"})
             assert code == 200, (code, reply)
             self.job("DELETE", f"/api/v1/exports/{volume}", None)
-        self.job("POST", f"/api/v1/hosts/{mac}/sanboot", {"volume": volume})
+        self.job("POST", f"/api/v1/hosts/{mac}/sanboot",
+                 {"volume": volume, **({"efi_filename": efi_filename} if efi_filename else {})})
 
     def boot_script(self, mac: str) -> str:
         r = self.lab.ns_exec(self.srv, "curl", "-sf", f"{BASE_URL}/boot/{mac.replace(':', '-')}.ipxe",
@@ -320,7 +321,7 @@ def test_clone_boots_and_leaves_the_golden_alone(site, image):
     assert diskimage.sha256_file(site.volume_path("clone1")) != image.sha256
 
 
-def test_uefi_loader_off_the_default_path_fails_visibly_and_retries(site, tmp_path_factory):
+def test_uefi_loader_off_the_default_path_needs_efi_filename(site, tmp_path_factory):
     """An installed OS's ESP has its loader under \\EFI\\<os>\\, often nothing at
     \\EFI\\BOOT\\BOOTX64.EFI: Debian 12's ipxe.efi then finds no loader (0x7f22208e,
     "No such file") and the script says so and retries every 10 s - the "UEFI sanboot
@@ -341,5 +342,13 @@ def test_uefi_loader_off_the_default_path_fails_visibly_and_retries(site, tmp_pa
             assert time.monotonic() < end, "no retry:\n" + con.text()[-2000:]
             time.sleep(0.5)
         assert img.efi_marker not in con.text()
+    finally:
+        site.power_off(con)
+    # the fix: the volume's loader named (sanboot --filename, backslashes)
+    site.sanboot("installed", UEFI_MAC, efi_filename="\\EFI\\debian\\grubx64.efi")
+    assert "--filename \\EFI\\debian\\grubx64.efi " in site.boot_script(UEFI_MAC)
+    con = site.power_on("san-uefi-installed2", "uefi", site.taps[1], UEFI_MAC)
+    try:
+        con.wait(img.efi_marker)
     finally:
         site.power_off(con)

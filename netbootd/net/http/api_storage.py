@@ -45,6 +45,20 @@ def _size(body: dict) -> int:
     return check_size(size)
 
 
+def _efi(body: dict) -> str | None:
+    """The optional UEFI loader path of a sanboot (policy/boot.py checks it)."""
+    from ...policy.boot import ProfileError, validate_args
+    efi = body.get("efi_filename")
+    if efi is None:
+        return None
+    try:
+        validate_args("sanboot", {"san_uri": "iscsi:0.0.0.0:::1:iqn.2000-01.x:y",
+                                  "efi_filename": efi})
+    except ProfileError as e:
+        raise BadRequest(str(e)) from None
+    return efi
+
+
 class StorageApi:
     def __init__(self, storage, clock, wait: float | None = None):
         self.storage = storage          # () -> net/storage.Storage, or None
@@ -150,9 +164,10 @@ class StorageApi:
     def sanboot(self, request, mac):
         mac = v.mac(mac)
         body = read_json(request)
-        _fields(body, {"volume"}, {"volume"}, "a sanboot assignment")
+        _fields(body, {"volume", "efi_filename"}, {"volume"}, "a sanboot assignment")
+        efi = _efi(body)
         st = self._st()
-        return self._job(lambda: st.sanboot(mac, _text(body, "volume")))
+        return self._job(lambda: st.sanboot(mac, _text(body, "volume"), efi))
 
     def rotate_chap(self, request, mac):
         mac = v.mac(mac)
@@ -161,7 +176,9 @@ class StorageApi:
 
     def deploy(self, request):
         body = read_json(request)
-        _fields(body, {"mac", "from", "name"}, {"mac", "from"}, "a deployment")
+        _fields(body, {"mac", "from", "name", "efi_filename"}, {"mac", "from"}, "a deployment")
         mac = v.mac(_text(body, "mac"))
+        efi = _efi(body)
         st = self._st()
-        return self._job(lambda: st.deploy(mac, _text(body, "from"), _text(body, "name", True)))
+        return self._job(lambda: st.deploy(mac, _text(body, "from"), _text(body, "name", True),
+                                           efi))

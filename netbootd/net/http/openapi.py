@@ -9,6 +9,9 @@ come from validate.py, the handlers' own checks.  tests/net/test_api.py
 walks the document; schemathesis checks every route against it."""
 from __future__ import annotations
 
+from iso_builder.media import URL_PATTERN as media_url_pattern
+
+from ...policy.boot import EFI_FILENAME_PATTERN
 from ...registry.hosts import CURSOR_PATTERN
 from . import validate as v
 
@@ -21,6 +24,9 @@ _UUID = {"type": "string", "pattern": v.UUID_PATTERN}
 _LOCATION = {"anyOf": [
     {"type": "string", "pattern": v.LOCATION_URL_PATTERN, "maxLength": v.LOCATION_URL_MAX},
     {"type": "string", "pattern": v.LOCATION_NAME_PATTERN, "maxLength": v.LOCATION_NAME_MAX}]}
+# sanboot --filename: the UEFI loader on the volume (policy/boot.py)
+_EFI = {"type": "string", "pattern": EFI_FILENAME_PATTERN,
+        "description": "UEFI loader path on the volume, e.g. \\EFI\\debian\\shimx64.efi"}
 _ERR = {"description": "error", "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/Error"}}}}
 
@@ -184,7 +190,8 @@ COMPONENTS: dict = {
                                   "san_uri": {"type": "string", "pattern": v.SAN_URI_PATTERN,
                                               "maxLength": v.SAN_URI_MAX},
                                   "initiator_iqn": {"type": "string", "pattern": v.IQN_PATTERN,
-                                                    "maxLength": v.IQN_MAX}}}}}]},
+                                                    "maxLength": v.IQN_MAX},
+                                  "efi_filename": _EFI}}}}]},
             "Patch": {"type": "object", "minProperties": 1, "additionalProperties": False,
                       "properties": {"hostname": {"type": "string", "nullable": True,
                                                   "maxLength": v.HOSTNAME_MAX,
@@ -275,6 +282,14 @@ OPERATIONS: dict = {
         "schema": _ref("NewAccount")}}}, "responses": {"200": _ok(_ref("Account")), **_MUT,
                                                        "409": _ERR}},
     ("GET", A + "/{name}"): {"responses": {"200": _ok(_ref("Account")), "404": _ERR}},
+    ("GET", A + "/{name}/media"): {
+        "parameters": [_q("flavour", enum=["full"]),
+                       _q("server_url", pattern=media_url_pattern)],
+        "responses": {"200": {"description": "the boot image (isohybrid; Range, ETag)",
+                              "content": {"application/octet-stream": {"schema": {
+                                  "type": "string", "format": "binary"}}}},
+                      "304": {"description": "not modified (If-None-Match)"},
+                      "400": _ERR, "401": _ERR, "404": _ERR, "503": _ERR}},
     ("PATCH", A + "/{name}"): {"requestBody": {"required": True, "content": {
         "application/json": {"schema": _ref("AccountPatch")}}},
         "responses": {"200": _ok(_ref("Account")), **_MUT}},
@@ -367,13 +382,15 @@ OPERATIONS: dict = {
     ("DELETE", "/api/v1/exports/{name}"): {"responses": _STORAGE_MUT},
     ("POST", H + "/sanboot"): {"requestBody": _body({
         "type": "object", "required": ["volume"], "additionalProperties": False,
-        "properties": {"volume": _VOLNAME}}), "responses": _STORAGE_MUT},
+        "properties": {"volume": _VOLNAME, "efi_filename": _EFI}}),
+        "responses": _STORAGE_MUT},
     ("POST", H + "/chap"): {"responses": _STORAGE_MUT,
                             "description": "a new CHAP secret for the host's exports"},
     ("POST", "/api/v1/deploy"): {"requestBody": _body({
         "type": "object", "required": ["mac", "from"], "additionalProperties": False,
         "properties": {"mac": {"type": "string", "pattern": v.MAC_PATTERN},
-                       "from": _VOLNAME, "name": {**_VOLNAME, "nullable": True}}}),
+                       "from": _VOLNAME, "name": {**_VOLNAME, "nullable": True},
+                       "efi_filename": _EFI}}),
         "responses": _STORAGE_MUT},
     ("GET", "/api/v1/jobs/{job}"): {"responses": {"200": _ok(_ref("Job")), "404": _ERR,
                                                   "503": _ERR}},
