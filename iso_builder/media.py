@@ -89,7 +89,8 @@ menuentry "reboot" {
 
 # Values go into GRUB double quotes and onto the kernel command line: no quotes,
 # no $, no backslash, no whitespace (the extra command line may have spaces).
-_URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!&'()*+,;=%-]+$")
+URL_PATTERN = r"^https?://[A-Za-z0-9._~:/?#\[\]@!&'()*+,;=%-]{1,200}$"
+_URL_RE = re.compile(URL_PATTERN)
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{1,512}$")
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9._@-]{0,64}$")
 _CMDLINE_RE = re.compile(r"^[A-Za-z0-9._~:/,=+@ -]{0,256}$")

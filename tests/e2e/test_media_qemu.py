@@ -295,3 +295,48 @@ def test_a_medium_with_a_revoked_token_is_refused(world):
     world.stop_vm("revoked")
     code, h = world.api("GET", f"/api/v1/hosts/{MACS['revoked']}")
     assert code == 404 or (h.get("account") is None and h.get("state") != "idle"), h
+
+
+_GET = """
+import hashlib, json, sys, urllib.error, urllib.request
+url, auth = sys.argv[1:3]
+out = []
+for extra in ({}, {"Range": "bytes=1000-1999"}, "etag", {}):
+    h = {"Authorization": auth}
+    if extra == "etag":
+        h["If-None-Match"] = out[0]["etag"]
+    elif extra:
+        h.update(extra)
+    try:
+        r = urllib.request.urlopen(urllib.request.Request(url, headers=h), timeout=120)
+    except urllib.error.HTTPError as e:
+        r = e
+    body = r.read()
+    out.append({"status": r.status, "etag": r.headers.get("etag"), "len": len(body),
+                "clen": r.headers.get("content-length"), "sha": hashlib.sha256(body).hexdigest(),
+                "head": body[:2000].hex() if r.status == 206 else None,
+                "disp": r.headers.get("content-disposition")})
+print(json.dumps(out))
+"""
+
+
+def test_the_api_streams_the_image_with_etag_and_range(world):
+    """GET /api/v1/accounts/acme/media: the account's media token (made once, reused),
+    the same bytes every time (ETag = sha256), Range and If-None-Match work."""
+    r = world.lab.ns_exec(world.srv, sys.executable, "-c", _GET,
+                          BASE + "/api/v1/accounts/acme/media?flavour=full",
+                          f"Bearer {world.admin}", timeout=300)
+    full, part, cached, again = json.loads(r.stdout)
+    assert full["status"] == 200 and full["etag"] == f'"{full["sha"]}"', full
+    assert int(full["clen"]) == full["len"] > 10 << 20
+    assert 'filename="acme-full.img"' in full["disp"]
+    assert part["status"] == 206 and part["len"] == 1000
+    assert cached["status"] == 304
+    assert again["status"] == 200 and again["sha"] == full["sha"], "not reproducible"
+    toks = [t for t in world.ok("GET", "/api/v1/tokens?account=acme")
+            if t.get("label") == "media api"]
+    assert len(toks) == 1, toks
+    code, reply = world.api("GET", "/api/v1/accounts/nobody/media")
+    assert code == 404, reply
+    code, reply = world.api("GET", "/api/v1/accounts/acme/media?flavour=net")
+    assert code == 400 and "flavour" in reply["error"], reply

@@ -16,6 +16,7 @@ from ...registry.hosts import BadCursor, page, state_counts
 from . import validate as v
 from .api_accounts import AccountsApi, HostAgentApi, TokensApi
 from .api_agent import AgentApi
+from .api_media import MediaApi
 from .api_storage import StorageApi
 from .common import read_json
 from .errors import BadRequest, Conflict, NotFound
@@ -218,6 +219,7 @@ ROUTES = [
     Route("GET", A + "/{name}", AccountsApi.get),
     Route("PATCH", A + "/{name}", AccountsApi.patch, "admin"),
     Route("DELETE", A + "/{name}", AccountsApi.delete, "admin"),
+    Route("GET", A + "/{name}/media", MediaApi.get, "admin"),
     Route("GET", "/api/v1/tokens", TokensApi.list, "admin"),
     Route("POST", "/api/v1/tokens", TokensApi.create, "admin"),
     Route("POST", "/api/v1/tokens/{token_id}/revoke", TokensApi.revoke, "admin"),
@@ -282,6 +284,8 @@ def build_routes(app) -> list[Route]:
                 hosts, hosts.host_agent,
                 AccountsApi(app.accounts, app.registry, app.clock, app.committed),
                 TokensApi(app.accounts, app.ring, app.state_dir, app.clock, app.committed),
+                MediaApi(app.accounts, app.ring, app.state_dir, app.clock, app.committed,
+                         app.http_base),
                 OverviewApi(reads, app, app.registry),
                 EventStreams(reads.events, app.clock, app.counters, app.max_streams,
                              app.max_streams_per_source, app.streams),
