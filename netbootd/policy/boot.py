@@ -104,7 +104,7 @@ def validate_args(profile: str, args: dict) -> dict:
             if not _IQN_RE.match(iqn):
                 raise ProfileError(f"initiator_iqn: {iqn!r} is not an iqn./eui. name")
             out["initiator_iqn"] = iqn
-        if args.get("efi_filename", "") != "":
+        if "efi_filename" in args:
             efi = args["efi_filename"]
             if not isinstance(efi, str) or not _EFI_RE.match(efi):
                 raise ProfileError(f"efi_filename: {efi!r} is not a UEFI path like "
