@@ -14,7 +14,8 @@ its inventory (firmware bios/uefi; secure_boot true under Secure Boot):
 
     SeaBIOS, the image as a CD            OVMF, the image as a USB stick (xhci)
     OVMF Secure Boot enforced + MS keys, the image as a virtio disk
-    SeaBIOS, a medium whose token was revoked: the agent prints FAILED ... status=403
+    SeaBIOS, media whose token was revoked or edited to claim another account: the agent
+    prints FAILED ... status=403 and the host is enrolled nowhere
 
 Two VMs at a time at most.  Power-on to enrolled is printed per firmware path
 (pytest -s shows it; also written to <tmp>/timings.json).
@@ -23,6 +24,7 @@ Run:  .venv/bin/pytest tests/e2e/test_media_qemu.py -q   (root; ~2-4 min under T
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -46,7 +48,8 @@ OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 OVMF_SB_CODE = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
 OVMF_SB_VARS = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 MACS = {"bios-cd": "52:54:00:82:00:11", "uefi-usb": "52:54:00:82:00:21",
-        "uefi-sb": "52:54:00:82:00:31", "revoked": "52:54:00:82:00:41"}
+        "uefi-sb": "52:54:00:82:00:31", "revoked": "52:54:00:82:00:41",
+        "forged": "52:54:00:82:00:51"}
 BOOT_TIMEOUT = 300.0
 SERIAL = "console=ttyS0,115200"
 
@@ -220,6 +223,18 @@ def world(tmp_path_factory):
                   "--token-file", str(tmp / "revoked.tok"), "-o", str(tmp / "revoked.img"))
         assert r.returncode == 0, r.stderr
         w.ok("POST", f"/api/v1/tokens/{revoked['id']}/revoke")
+        # a medium whose token was edited to name another account (signature unchanged)
+        other = w.ok("POST", "/api/v1/accounts", {"name": "other", "approval": "auto"})
+        good = w.ok("POST", "/api/v1/tokens", {"account": "acme", "label": "forged"})["token"]
+        _, p64, sig = good.split(".")
+        acme_id = w.ok("GET", "/api/v1/accounts/acme")["id"]
+        payload = base64.urlsafe_b64decode(p64 + "=" * (-len(p64) % 4)).decode()
+        assert acme_id in payload
+        forged = base64.urlsafe_b64encode(payload.replace(acme_id, other["id"]).encode())
+        (tmp / "forged.tok").write_text(f"nbt1.{forged.decode().rstrip('=')}.{sig}\n")
+        r = w.cli("media", "build", "--account", "other", "--cmdline", SERIAL,
+                  "--token-file", str(tmp / "forged.tok"), "-o", str(tmp / "forged.img"))
+        assert r.returncode == 0, r.stderr
         yield w
     finally:
         w.close()
@@ -286,16 +301,19 @@ def test_ovmf_secure_boot_enforced_boots_the_signed_chain_and_reports_it(world):
     assert doc["secure_boot"] is True, doc
 
 
-def test_a_medium_with_a_revoked_token_is_refused(world):
+def test_media_with_a_revoked_or_an_edited_token_are_refused(world):
+    """Revoked: 403 'revoked'.  Edited to claim account "other": the signature no
+    longer matches, 403; neither host is enrolled anywhere."""
     world.start_vm("revoked", [], _cdrom(world.tmp / "revoked.img"))
-    world.wait_console("revoked", "NETBOOTD-AGENT: FAILED register", BOOT_TIMEOUT)
-    line = [ln for ln in world.console("revoked").splitlines()
-            if "NETBOOTD-AGENT: FAILED register" in ln][0]
-    assert "token=yes status=403" in line and "revoked" in line, line
-    world.stop_vm("revoked")
-    code, h = world.api("GET", f"/api/v1/hosts/{MACS['revoked']}")
-    assert code == 404 or (h.get("account") is None and h.get("state") != "idle"), h
-
+    world.start_vm("forged", [], _cdrom(world.tmp / "forged.img"))
+    for name, reason in (("revoked", "revoked"), ("forged", "")):
+        world.wait_console(name, "NETBOOTD-AGENT: FAILED register", BOOT_TIMEOUT)
+        line = [ln for ln in world.console(name).splitlines()
+                if "NETBOOTD-AGENT: FAILED register" in ln][0]
+        assert "token=yes status=403" in line and reason in line, line
+        world.stop_vm(name)
+        code, h = world.api("GET", f"/api/v1/hosts/{MACS[name]}")
+        assert code == 404 or (h.get("account") is None and h.get("state") != "idle"), h
 
 _GET = """
 import hashlib, json, sys, urllib.error, urllib.request
