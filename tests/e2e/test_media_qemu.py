@@ -13,6 +13,7 @@ serial console.  Each VM must show up in netbootd as idle in account "acme" with
 its inventory (firmware bios/uefi; secure_boot true under Secure Boot):
 
     SeaBIOS, the image as a CD            OVMF, the image as a USB stick (xhci)
+    SeaBIOS, the image as a USB stick     OVMF, the image as a CD
     OVMF Secure Boot enforced + MS keys, the image as a virtio disk
     SeaBIOS, media whose token was revoked or edited to claim another account: the agent
     prints FAILED ... status=403 and the host is enrolled nowhere
@@ -49,7 +50,8 @@ OVMF_SB_CODE = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
 OVMF_SB_VARS = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 MACS = {"bios-cd": "52:54:00:82:00:11", "uefi-usb": "52:54:00:82:00:21",
         "uefi-sb": "52:54:00:82:00:31", "revoked": "52:54:00:82:00:41",
-        "forged": "52:54:00:82:00:51"}
+        "forged": "52:54:00:82:00:51", "bios-usb": "52:54:00:82:00:61",
+        "uefi-cd": "52:54:00:82:00:71"}
 BOOT_TIMEOUT = 300.0
 SERIAL = "console=ttyS0,115200"
 
@@ -287,6 +289,16 @@ def test_seabios_cd_and_ovmf_usb_stick_enroll_into_the_account(world):
         assert "NETBOOTD-AGENT: registered" in text and "account=acme token=yes" in text
         assert world.build["token_id"] not in text
     for name in ("bios-cd", "uefi-usb"):
+        world.stop_vm(name)
+
+
+def test_seabios_usb_stick_and_ovmf_cd_enroll_too(world):
+    img = world.tmp / "acme.img"
+    world.start_vm("bios-usb", [], _usb(img))
+    world.start_vm("uefi-cd", _ovmf(world.tmp, "uefi-cd", False), _cdrom(img))
+    for name, fw in (("bios-usb", "bios"), ("uefi-cd", "uefi")):
+        h = world.wait_enrolled(name)
+        assert h["account"] == "acme" and h["inventory"]["doc"]["firmware"] == fw, h
         world.stop_vm(name)
 
 
