@@ -19,10 +19,12 @@ Parts (--parts):
           Rate, the daemon's CPU per registration / per inventory post,
           the client's CPU share.
   idle    the daemon's CPU with nothing to do (--idle-seconds), then with
-          the enrolled hosts polling GET /api/v1/agent/next for
-          --poll-seconds, each pausing [interval/2, interval] (the agent's
-          equal jitter, --interval 10, the server's hint) between polls, a new
-          connection per poll as the agent's nc does.  Goal: < 5% of one core.
+          the first --agents enrolled hosts polling GET /api/v1/agent/next
+          for --poll-seconds, each pausing [interval/2, interval] (the
+          agent's equal jitter) between polls, a new connection per poll as
+          the agent's nc does; once per --intervals (10: the server's hint;
+          60: the cap the agent backs off to while told `wait`).  Goal: 1,000
+          agents at the first interval < 5% of one core.
   dhcp    bench/dhcp's returning scenario on this daemon (1,000 perfdhcp
           clients warmed up, highest rate with < 2.5% failed exchanges,
           --dhcp-period s trials): searched without agents, then with the
