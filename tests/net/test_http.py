@@ -283,3 +283,21 @@ def test_an_enrollment_token_or_agent_secret_in_a_path_never_reaches_the_access_
     line = log.getvalue()
     assert "nbt1.REDACTED" in line and "nba1.REDACTED" in line
     assert tok not in line and sec not in line and "c2lnbmF0dXJl" not in line
+
+
+@pytest_twisted.inlineCallbacks
+def test_answered_agent_polls_are_counted_not_logged_and_refusals_are_logged(server):
+    import io
+    app, base, *_ = server
+    log = io.StringIO()
+    SITES[base].logFile = log
+    status, body, _ = yield curl("--data", json.dumps({"mac": MAC}), f"{base}/api/v1/agent/register")
+    secret = json.loads(body)["secret"]
+    for _ in range(3):
+        status, _, _ = yield curl("-H", f"Authorization: Agent {secret}", f"{base}/api/v1/agent/next")
+        assert status == 200
+    status, _, _ = yield curl(f"{base}/api/v1/agent/next")
+    assert status == 401
+    lines = [l for l in log.getvalue().splitlines() if "/api/v1/agent/next" in l]
+    assert len(lines) == 1 and '" 401 ' in lines[0], lines
+    assert app.counters["api.agent_next"] == 3

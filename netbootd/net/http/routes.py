@@ -81,9 +81,16 @@ class Router(resource.Resource):
             if (r.method, r.segments) in seen:
                 raise ValueError(f"route {r.method} {r.pattern} is listed twice")
             seen.add((r.method, r.segments))
+        # Routes without parameters by (method, path): the agents' polls and the
+        # status page's reads skip the scan of the table.
+        self._static = {(r.method, r.segments): r for r in self.routes
+                        if not any(s.startswith("{") for s in r.segments)}
 
     def resolve(self, method: str, path: list[str]) -> tuple[Route, dict]:
         """The route and its path parameters, or NotFound / MethodNotAllowed."""
+        hit = self._static.get(("GET" if method == "HEAD" else method, tuple(path)))
+        if hit is not None:
+            return hit, {}
         matched = [(r, p) for r in self.routes
                    for p in [_match(r.segments, path)] if p is not None]
         if not matched:
