@@ -48,19 +48,25 @@ def private_state_dir(state_dir: str) -> None:
 def private_file(path: str, create: bool = True) -> None:
     """`path` 0600: created empty so (whatever the umask), or tightened with a
     warning.  SQLite gives the -wal/-shm/-journal files it creates the mode of
-    the database file, so a 0600 database keeps them 0600 too."""
-    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    the database file, so a 0600 database keeps them 0600 too.
+
+    An existing file is never opened here, only chmod'ed: closing any fd of a
+    file drops every POSIX lock this process holds on it, SQLite's lock on
+    -shm included; another process reading the database then truncated -shm
+    and the daemon died of SIGBUS on its mapping (test_durability)."""
     try:
-        fd = os.open(path, flags, 0o600)
+        mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
-        return
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        if mode & 0o077:
-            os.fchmod(fd, 0o600)
-            log.warning("%s was mode %04o: tightened to 0600", path, mode)
-    finally:
-        os.close(fd)
+        if not create:
+            return
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            return
+        except FileExistsError:              # made meanwhile: check it as it is
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        os.chmod(path, 0o600)
+        log.warning("%s was mode %04o: tightened to 0600", path, mode)
 
 
 def load_migrations() -> list[str]:
@@ -157,9 +163,9 @@ class SqliteStore:
         self._local = threading.local()
         private_state_dir(state_dir)
         private_file(self.path)          # 0600 before SQLite opens it (never the umask's)
-        self.migrate()
         for suffix in ("-wal", "-shm"):  # an older netbootd's, made with the umask's mode
             private_file(self.path + suffix, create=False)
+        self.migrate()
 
     @staticmethod
     def exists(state_dir: str) -> bool:
