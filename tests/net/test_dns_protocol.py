@@ -357,7 +357,8 @@ def test_port_zero_retries_when_the_udp_port_is_taken_over_tcp():
                        served_subnets=["127.0.0.1/32"], socket_factory=factory)
     try:
         ep, tcp = server.listen(0, "127.0.0.1")
-        assert picks[0] == taken and len(picks) == 2
+        # the next free UDP port may be a busy TCP port too on a loaded machine
+        assert picks[0] == taken and len(picks) >= 2
         assert ep.socket.getsockname()[1] == tcp.getHost().port != taken
         assert ep.socket.fileno() >= 0
     finally:
