@@ -31,10 +31,13 @@ TEST_DEBS="kea-admin kea-dhcp4-server tcpdump procps curl atftp cpio libarchive-
 # Volume backends: mkfs.xfs for a reflink=1 xfs in a loop mount (tests, bench/storage),
 # lvm2 for its real JSON reports (filefrag comes with e2fsprogs).
 TEST_DEBS="$TEST_DEBS xfsprogs lvm2"
-# iSCSI exports: tgt (userspace target; tests start their own tgtd -C N in a namespace,
-# and the policy-rc.d guard below keeps its package from starting one) and
-# libiscsi-bin (iscsi-ls/-inq/-readcapacity16, iscsi-test-cu as the initiator).
-TEST_DEBS="$TEST_DEBS tgt libiscsi-bin"
+# iSCSI exports: tgt (userspace target) is runtime - netbootd's storage service starts
+# and supervises its own tgtd (-C N); the policy-rc.d guard below keeps the package
+# from starting one now, and a freshly installed tgt.service is disabled below so no
+# system tgtd holds port 3260 after a reboot.  libiscsi-bin (iscsi-ls/-inq/
+# -readcapacity16, iscsi-test-cu) is the tests' initiator.
+RUNTIME_DEBS="$RUNTIME_DEBS tgt"
+TEST_DEBS="$TEST_DEBS libiscsi-bin"
 # Sanboot e2e: a hybrid BIOS/UEFI disk image built in the test (GRUB images,
 # GPT on a file with sgdisk, a FAT ESP with mkfs.fat + mtools, no loop mounts).
 TEST_DEBS="$TEST_DEBS grub-pc-bin grub-efi-amd64-bin mtools dosfstools gdisk"
@@ -65,6 +68,9 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${need[@]}"
+  if [[ " ${need[*]} " == *" tgt "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable tgt >/dev/null 2>&1 || true
+  fi
 fi
 
 PY=${PYTHON:-/usr/bin/python3}
