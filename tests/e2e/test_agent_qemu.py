@@ -36,6 +36,8 @@ import pytest
 from iso_builder import initrd as initrd_mod
 from netbootd.lab import netns as labnet
 
+from .nsapi import ns_call
+
 pytestmark = pytest.mark.e2e
 
 SRV = "10.81.0.1"
@@ -76,22 +78,6 @@ def _require() -> dict:
         pytest.skip(f"no static busybox for the initrd: {e}")
     return {"kernel": kernels[-1], "busybox": busybox}
 
-
-# One HTTP call from inside the server's namespace: prints the status, then the body.
-_CALL = """
-import sys, urllib.error, urllib.request
-method, url, auth, body = sys.argv[1:5]
-headers = {"Content-Type": "application/json"} if body else {}
-if auth:
-    headers["Authorization"] = auth
-req = urllib.request.Request(url, data=body.encode() or None, method=method, headers=headers)
-try:
-    r = urllib.request.urlopen(req, timeout=20)
-except urllib.error.HTTPError as e:
-    r = e
-print(r.status)
-print(r.read().decode())
-"""
 
 
 class World:
@@ -153,14 +139,7 @@ class World:
         """(status, JSON reply) of a call to netbootd, from inside its namespace."""
         if auth == "admin":
             auth = f"Bearer {self.admin}"
-        r = self.lab.ns_exec(self.srv, sys.executable, "-c", _CALL, method, BASE + path,
-                             auth or "", "" if body is None else json.dumps(body),
-                             check=False, timeout=30)
-        code, _, text = r.stdout.partition("\n")
-        try:
-            return int(code), (json.loads(text) if text.strip() else None)
-        except ValueError:
-            return int(code or 0), text or r.stderr
+        return ns_call(self.lab, self.srv, method, BASE + path, auth, body)
 
     def ok(self, method: str, path: str, body=None):
         code, reply = self.api(method, path, body)

@@ -40,6 +40,8 @@ from iso_builder import initrd as initrd_mod
 from iso_builder import media
 from netbootd.lab import netns as labnet
 
+from .nsapi import ns_call
+
 pytestmark = pytest.mark.e2e
 
 SRV = "10.82.0.1"
@@ -55,20 +57,6 @@ MACS = {"bios-cd": "52:54:00:82:00:11", "uefi-usb": "52:54:00:82:00:21",
 BOOT_TIMEOUT = 300.0
 SERIAL = "console=ttyS0,115200"
 
-_CALL = """
-import sys, urllib.error, urllib.request
-method, url, auth, body = sys.argv[1:5]
-headers = {"Content-Type": "application/json"} if body else {}
-if auth:
-    headers["Authorization"] = auth
-req = urllib.request.Request(url, data=body.encode() or None, method=method, headers=headers)
-try:
-    r = urllib.request.urlopen(req, timeout=20)
-except urllib.error.HTTPError as e:
-    r = e
-print(r.status)
-print(r.read().decode())
-"""
 
 
 def _require() -> None:
@@ -124,14 +112,7 @@ class World:
                                 "--config", str(self.cfg), check=False, timeout=300)
 
     def api(self, method: str, path: str, body=None):
-        r = self.lab.ns_exec(self.srv, sys.executable, "-c", _CALL, method, BASE + path,
-                             f"Bearer {self.admin}", "" if body is None else json.dumps(body),
-                             check=False, timeout=30)
-        code, _, text = r.stdout.partition("\n")
-        try:
-            return int(code), (json.loads(text) if text.strip() else None)
-        except ValueError:
-            return int(code or 0), text or r.stderr
+        return ns_call(self.lab, self.srv, method, BASE + path, f"Bearer {self.admin}", body)
 
     def ok(self, method: str, path: str, body=None):
         code, reply = self.api(method, path, body)
