@@ -1,4 +1,5 @@
-"""GET /api/v1/accounts/{name}/media?flavour=full[&server_url=URL] (admin): an
+"""GET /api/v1/accounts/{name}/media?flavour=full|net[&server_url=URL][&ip=CIDR&gateway=IP
+&dns=IP][&pin=sha256//B64] (admin): an
 account's boot image (iso_builder/media.py), streamed with Content-Length,
 Range/HEAD (twisted's static.File) and an ETag from the content's SHA-256.
 
@@ -17,12 +18,13 @@ from __future__ import annotations
 import os
 
 from twisted.internet import defer, threads
-from twisted.web import server, static
+from twisted.web import server
 
 from ...auth.enroll import token_hash
 from .common import error, local_base
 from .errors import ApiError, BadRequest, NotFound, Unavailable
 from .routes import Streaming
+from .sendfile import SendfileFile
 from . import validate as v
 
 MEDIA_LABEL = "media api"
@@ -60,8 +62,11 @@ class MediaApi:
         server_url = v.str_arg(request, "server_url")
         if server_url is None:
             server_url = local_base(request, self.http_base)
+        settings = {"server_url": server_url, "account": a.name}
+        for field in ("ip", "gateway", "dns", "pin"):
+            settings[field] = v.str_arg(request, field)
         try:
-            media.medium_config(server_url=server_url, token="nbt1.x", account=a.name)
+            media.preflight(flavour, token="nbt1.x", **settings)
         except media.MediaError as e:
             raise BadRequest(str(e)) from None
         if self.state_dir is None:
@@ -71,8 +76,7 @@ class MediaApi:
 
         def build(_):
             os.makedirs(os.path.dirname(out), mode=0o700, exist_ok=True)
-            return media.build_full_image(out, server_url=server_url, token=text,
-                                          account=a.name)
+            return media.build_image(out, flavour=flavour, token=text, **settings)
         d = self.committed(writes, None)
         d.addCallback(lambda _: self.lock.run(threads.deferToThread, build, None))
         d.addCallbacks(self._send, self._failed, callbackArgs=(request, a.name, flavour),
@@ -90,7 +94,7 @@ class MediaApi:
             request.setResponseCode(304)
             request.finish()
             return
-        f = static.File(info["path"], defaultType="application/octet-stream")
+        f = SendfileFile(info["path"], defaultType="application/octet-stream")
         f.isLeaf = True
         body = f.render(request)
         if body is not server.NOT_DONE_YET:

@@ -2,34 +2,51 @@
 
 Names are checked by policy/paths.py; the realpath of what they resolve to
 must stay inside its root (symlinks leading out are refused).  Range, HEAD
-and Content-Length come from twisted.web.static.File.  Each finished
-transfer becomes a step in the host's boot timeline.
+and Content-Length come from twisted.web.static.File; the body goes out by
+sendfile(2) from the checked descriptor on plain TCP (sendfile.py), by
+static.File's copying producers otherwise.  The ETag names the file's inode,
+mtime and size (If-None-Match -> 304).  Each finished transfer becomes a step
+in the host's boot timeline.
 """
 from __future__ import annotations
 
 import os
 
-from twisted.web import resource, static
+from twisted.web import resource
 
 from ...policy.paths import PathRefused, resolve
 from ...writes import event
 from ..fileroots import open_in_root
 from .app import HttpApp
 from .common import client_ip, error
+from .sendfile import SendfileFile, file_etag, not_modified
 
 
-class _Opened(static.File):
-    """static.File (Range, HEAD, Content-Length) that reads from the
-    descriptor opened and checked by open_in_root, not from a fresh open of
-    the path, so a symlink swapped in after the check changes nothing."""
+class _Opened(SendfileFile):
+    """static.File (Range, HEAD, Content-Length) that stats and reads the
+    descriptor opened and checked by open_in_root, not a fresh open of the
+    path, so a symlink swapped in after the check changes nothing."""
 
-    def __init__(self, path: str, fd: int):
-        super().__init__(path, defaultType="application/octet-stream")
+    def __init__(self, path: str, fd: int, counters=None):
         self._fd = fd
+        super().__init__(path, defaultType="application/octet-stream")
         self.isLeaf = True
+        self.counters = counters
+
+    def restat(self, reraise=True):
+        self._statinfo = os.fstat(self._fd)
 
     def openForReading(self):
         return os.fdopen(self._fd, "rb")
+
+    def render_GET(self, request):
+        self.restat()
+        if not_modified(request, file_etag(self._statinfo)):
+            os.close(self._fd)
+            return b""
+        return super().render_GET(request)
+
+    render_HEAD = render_GET
 
 
 def open_file(app: HttpApp, name: str) -> tuple[str, int]:
@@ -82,7 +99,7 @@ class FileLeaf(resource.Resource):
             code = 403 if e.reason in ("outside_root", "not_regular", "open_failed") else 400
             self._log(request, name, 0, code)
             return error(request, code, f"refused: {e.reason}")
-        f = _Opened(*opened)
+        f = _Opened(*opened, counters=app.counters)
         app.counters["http.file"] += 1
         key = id(request)
         app.active[key] = {"client": client_ip(request), "file": name, "request": request,

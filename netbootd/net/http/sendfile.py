@@ -1,0 +1,214 @@
+"""Static file bodies by sendfile(2): from the opened, checked descriptor
+straight to the socket, with no copy through Python.
+
+`SendfileFile` is twisted.web.static.File (HEAD, Range, Content-Length,
+Last-Modified, 416) whose whole-file and single-Range GETs on a plain TCP
+transport are sent by `SendfileProducer`; everything else (TLS transports,
+multipart ranges, anything not a `tcp.Connection`) keeps static.File's own
+producers, which copy 64 KiB at a time through the transport's buffer.
+
+How the producer rides the reactor (non-blocking socket, no thread):
+* the status line and headers go into the transport's write buffer as usual
+  (``request.write(b"")``);
+* the producer puts its own ``doWrite`` on the transport *instance* (as
+  ``tcp.Connection.abortConnection`` does) and asks for write events.  On
+  each event it first lets the transport's own ``doWrite`` flush whatever is
+  buffered (the headers), then calls ``os.sendfile`` until the socket is full
+  (EAGAIN) or ``BUDGET`` bytes went out in this turn, so one fast client
+  cannot starve the others; epoll (level-triggered) calls again while the
+  socket stays writable;
+* at the end it takes its ``doWrite`` off and finishes the request
+  (keep-alive, pipelining and the connection deadlines of limits.py go on as
+  with any response).  A send error (client gone: EPIPE, ECONNRESET) is
+  returned to the reactor, which closes the connection; ``loseConnection`` or
+  ``abortConnection`` mid-transfer, or a file that shrank under us (the
+  promised Content-Length cannot be kept: the connection is closed), end it
+  the same way.  The file is closed in every case (``notifyFinish``).
+
+``request.sentLength`` advances with every call, so the status page's
+transfers under way show progress as before.
+"""
+from __future__ import annotations
+
+import errno
+import os
+
+from twisted.internet import error, tcp
+from twisted.internet.interfaces import ISSLTransport
+from twisted.web import http, static
+
+# Bytes sent to one connection per write event before the reactor moves on.
+BUDGET = 4 << 20
+
+
+def sendfile_transport(request):
+    """The request's TCP transport when sendfile(2) can write to it, else None
+    (TLS, a wrapped transport, a connection already being torn down)."""
+    channel = getattr(request, "channel", None)
+    t = getattr(channel, "transport", None)
+    if not isinstance(t, tcp.Connection) or ISSLTransport.providedBy(t) \
+            or getattr(t, "TLS", False) or "doWrite" in vars(t):
+        return None
+    if t.disconnecting or t.disconnected or getattr(t, "_aborting", False):
+        return None
+    return t
+
+
+def _pending(t) -> int:
+    return len(t.dataBuffer) - t.offset + t._tempDataLen
+
+
+class SendfileProducer:
+    """Sends bytes [offset, offset + size) of an open file to the request's
+    TCP socket with os.sendfile (see the module docstring)."""
+
+    def __init__(self, request, file_obj, offset: int, size: int, transport, counters=None):
+        self.request = request
+        self.file = file_obj
+        self.fd = file_obj.fileno()
+        self.pos = offset
+        self.left = size
+        self.transport = transport
+        self.counters = counters
+        self.hooked = False
+
+    def start(self) -> None:
+        req = self.request
+        req.notifyFinish().addBoth(self._closed)
+        if self.counters is not None:
+            self.counters["http.file_sendfile"] += 1
+        if self.left <= 0:                   # a 416 or an empty file: headers only
+            self._finish()
+            return
+        req.write(b"")                       # status line + headers, into the buffer
+        if req._disconnected:
+            return
+        t = self.transport
+        t.doWrite = self._do_write           # our handler for this transport's write events
+        self.hooked = True
+        t.startWriting()
+
+    # IProducer, for anyone who asks (the channel never gets us registered).
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self._unhook()
+        self._close_file()
+
+    def _do_write(self):
+        t = self.transport
+        if _pending(t):
+            why = type(t).doWrite(t)         # flush the headers (or anything buffered)
+            if why is not None or _pending(t):
+                return why
+        if t.disconnecting:                  # loseConnection() mid-transfer: let it close
+            self._unhook()
+            return type(t).doWrite(t)
+        sent = 0
+        sock = t.fileno()
+        while self.left > 0 and sent < BUDGET:
+            try:
+                n = os.sendfile(sock, self.fd, self.pos, min(self.left, BUDGET - sent))
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError as e:
+                self._unhook()
+                if e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                    return error.ConnectionLost(f"sendfile: {e.strerror}")
+                return error.ConnectionLost(f"sendfile failed: {e}")
+            if n == 0:                       # the file shrank: Content-Length cannot be kept
+                self._unhook()
+                if self.counters is not None:
+                    self.counters["http.file_truncated"] += 1
+                return error.ConnectionLost("file shorter than its Content-Length")
+            self.pos += n
+            self.left -= n
+            sent += n
+        if sent:
+            self.request.sentLength += sent
+        if self.left > 0:
+            t.startWriting()                 # more when the socket has room again
+            return None
+        self._unhook()
+        if not _pending(t):
+            t.stopWriting()
+        self._finish()
+        return None
+
+    def _finish(self) -> None:
+        req = self.request
+        if req is not None and not req.finished and not req._disconnected:
+            req.finish()
+        self._close_file()
+
+    def _unhook(self) -> None:
+        if self.hooked:
+            self.hooked = False
+            t = self.transport
+            if vars(t).get("doWrite") == self._do_write:   # abortConnection puts its own
+                del t.doWrite
+
+    def _closed(self, result):
+        """The request finished or its connection was lost."""
+        self._unhook()
+        self._close_file()
+        self.request = None
+        return result
+
+    def _close_file(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class SendfileFile(static.File):
+    """static.File that sends whole-file and single-Range bodies with
+    sendfile(2) where the transport allows (module docstring); ``counters``
+    (a Counter, optional) gets http.file_sendfile / http.file_copy per body."""
+
+    counters = None
+
+    def makeProducer(self, request, fileForReading):
+        producer = super().makeProducer(request, fileForReading)
+        kind = type(producer)
+        if kind not in (static.NoRangeStaticProducer, static.SingleRangeStaticProducer):
+            return self._copied(producer)
+        t = sendfile_transport(request)
+        if t is None:
+            return self._copied(producer)
+        if kind is static.SingleRangeStaticProducer:
+            offset, size = producer.offset, producer.size
+        else:
+            offset, size = 0, self.getsize()
+        return SendfileProducer(request, fileForReading, offset, size, t, self.counters)
+
+    def _copied(self, producer):
+        if self.counters is not None:
+            self.counters["http.file_copy"] += 1
+        return producer
+
+
+def not_modified(request, etag: bytes) -> bool:
+    """Set `etag` on the response; True when the request's If-None-Match
+    names it or is "*" (the response is then a bodiless 304)."""
+    request.setHeader(b"etag", etag)
+    raw = request.getHeader(b"if-none-match")
+    if not raw:
+        return False
+    tags = {t.strip().removeprefix(b"W/") for t in raw.split(b",")}
+    if etag in tags or b"*" in tags:
+        request.setResponseCode(http.NOT_MODIFIED)
+        return True
+    return False
+
+
+def file_etag(st: os.stat_result) -> bytes:
+    """A strong validator from the file's identity, size and mtime (nginx
+    uses mtime-size; the inode covers a file replaced within one second)."""
+    return f'"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"'.encode()
