@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from .config_fields import (  # noqa: F401 - ConfigError and opt are this module's API too
     ConfigError, _positive, _port, _share, _ipv4, _ipv4_list, _subnet, _mac, _range_list, _one_of, opt,
+    _abs_path,
 )
 from .config_storage import (  # noqa: F401
     IscsiConfig, StorageConfig, StoragePoolConfig, check_storage,
@@ -234,6 +235,11 @@ class HttpConfig:
     idle_timeout: float = opt(30.0, _seconds(0, 3600))     # keep-alive: next request due
     max_streams: int = opt(32, lambda v: None if 1 <= v <= 10000 else "must be 1..10000")
     max_streams_per_source: int = opt(4, lambda v: None if 1 <= v <= 10000 else "must be 1..10000")
+    # HTTPS: the same site on tls_port when both are set (net/services/http.py; the key
+    # file must be 0600; `netbootd tls selfsigned` makes a pair, `netbootd tls pin` its pin).
+    tls_cert: str | None = opt(None, _abs_path)
+    tls_key: str | None = opt(None, _abs_path)
+    tls_port: int = opt(8443, _port)
 
 
 @dataclass(frozen=True)
@@ -405,4 +411,10 @@ def _cross_check(cfg: Config, locate) -> None:
                 raise ConfigError(locate(f"{where}.reservations[{j}].mac"),
                                   f"duplicate reservation for {mac}")
             seen.add(mac)
+    if (cfg.http.tls_cert is None) != (cfg.http.tls_key is None):
+        missing = "tls_key" if cfg.http.tls_key is None else "tls_cert"
+        raise ConfigError(locate(f"http.{missing}"), "is required with "
+                          f"http.{'tls_cert' if missing == 'tls_key' else 'tls_key'} (HTTPS)")
+    if cfg.http.tls_cert is not None and cfg.http.tls_port == cfg.boot.http_port:
+        raise ConfigError(locate("http.tls_port"), f"{cfg.http.tls_port} is boot.http_port")
     check_storage(cfg.storage, locate)

@@ -66,6 +66,11 @@ def _range_list(v):
             return f"range {r!r} ends before it starts"
 
 
+def _abs_path(v):
+    if not v.startswith("/") or "\0" in v or "\n" in v:
+        return f"{v!r} must be an absolute path"
+
+
 def _one_of(*choices):
     def check(v):
         if v not in choices:

@@ -15,6 +15,7 @@
     volume     volumes.py   create/resize/snapshot/clone/delete/list/show/sanboot/unexport/
     deploy                  exports (storage jobs, followed with a progress bar); deploy
     media      media.py     build an account's boot image (iso_builder/media.py)
+    tls        tls.py       the HTTPS certificate: selfsigned, pin
 
 Commands that call the daemon use client.ApiClient; the read commands fall
 back to the store's read methods (reads.py) and print the same columns.
@@ -27,10 +28,11 @@ import argparse
 
 from . import (accounts, admin, config, events, hosts, initrd, lab, leases, media, serve, state,
                tokens, volumes)
+from . import tls as tls_cli
 from .common import effective_config
 
 GROUPS = (serve, config, lab, admin, accounts, tokens, state, hosts, leases, events, initrd,
-          volumes, media)
+          volumes, media, tls_cli)
 
 __all__ = ["build_parser", "effective_config", "run"]
 

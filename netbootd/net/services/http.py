@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import os
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.application import service
+from twisted.internet import defer, ssl
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from ... import __version__
-from ...auth import admin_token
+from ...auth import admin_token, tls
 from ...policy.boot import Renderer
 from ...runtime.fdlimit import http_connection_cap, soft_limit
 from ..bootfiles import discover_media, files_root, ipxe_binaries
@@ -40,6 +44,8 @@ class HttpService(service.Service):
         self.app = None
         self.metrics = None       # net/metrics.Metrics when [metrics] is enabled
         self.limits = None
+        self.tls_port = None
+        self.listeners: list[tuple[str, str, int]] = []
 
     def startService(self) -> None:
         from ..http.app import HttpApp
@@ -62,26 +68,67 @@ class HttpService(service.Service):
             transfers=core.transfers, max_streams=cfg.http.max_streams,
             max_streams_per_source=cfg.http.max_streams_per_source,
             leases=lease_lookup(lambda: core.leases, core.reactor))
+        h = cfg.http
+        # Checked before any port opens: a key others can read is refused (TlsError).
+        facts = tls.check_pair(h.tls_cert, h.tls_key) if h.tls_cert is not None else None
         self.limits = limits = http_limits(cfg.http, core.reactor, self.app.counters)
         self.port = core.reactor.listenTCP(b.http_port,
                                            build_site(self.app, self.metrics, limits),
                                            interface=b.http_listen)
         log.info("http: listening on %s:%d (files: %s; at most %d connections, %d per source)",
                  b.http_listen, self.port.getHost().port, root, limits.total, limits.per_source)
+        self.listeners = [("http", b.http_listen, self.port.getHost().port)]
+        if h.tls_cert is not None:
+            # The same site (one set of caps for both ports) behind TLS.
+            self.tls_port = listen_tls(core.reactor, h.tls_port, self.port.factory,
+                                       h.tls_cert, h.tls_key, b.http_listen)
+            self.listeners.append(("https", b.http_listen, self.tls_port.getHost().port))
+            log.info("https: listening on %s:%d (certificate %s, %s, until %s; pin %s)",
+                     b.http_listen, self.tls_port.getHost().port, h.tls_cert, facts["subject"],
+                     facts["not_after"], facts["pin"])
         app = self.app
+        listeners = self.listeners
         core.expose(transfers=app.active_transfers,
-                    metrics=lambda: metric_families(app.counters, limits, app.active))
+                    metrics=lambda: metric_families(app.counters, limits, app.active, listeners))
         super().startService()
 
     def stopService(self):
         super().stopService()
-        if self.port is not None:
-            return self.port.stopListening()
+        ds = [p.stopListening() for p in (self.tls_port, self.port) if p is not None]
+        return defer.gatherResults([d for d in ds if d is not None]) if ds else None
 
 
-def metric_families(counters, limits, active):
-    """Requests by type, connections closed by a bound, connections open and
-    file transfers under way."""
+class _TlsFactory(TLSMemoryBIOFactory):
+    """TLS around the site; a connection the site refuses at accept (its caps:
+    buildProtocol -> None) is closed at once, as on the plain port."""
+
+    def buildProtocol(self, addr):
+        inner = self.wrappedFactory.buildProtocol(addr)
+        return None if inner is None else self.protocol(self, inner)
+
+
+def listen_tls(reactor, port: int, site, cert_path: str, key_path: str, interface: str):
+    """`site` over TLS (TLS 1.2+, the certificate and key as PEM files) on `port`.
+    The transport a request sees is a TLSMemoryBIOProtocol, not a tcp.Server:
+    file sending that needs the socket (sendfile) must take the ordinary path."""
+    with open(cert_path, "rb") as f:
+        cert = f.read()
+    with open(key_path, "rb") as f:
+        key = f.read()
+    # cryptography objects (pyOpenSSL deprecates passing its own X509/PKey)
+    opts = ssl.CertificateOptions(privateKey=load_pem_private_key(key, None),
+                                  certificate=x509.load_pem_x509_certificate(cert),
+                                  raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+    return reactor.listenTCP(port, _TlsFactory(opts, False, site), interface=interface)
+
+
+def metric_families(counters, limits, active, listeners=()):
+    """Requests by type, connections closed by a bound, connections open,
+    file transfers under way and the listeners (http, https)."""
+    listening = GaugeMetricFamily("netbootd_http_listener", "HTTP listeners (1 each) by "
+                                  "scheme, address and port", labels=["scheme", "address", "port"])
+    for scheme, address, port in listeners:
+        listening.add_metric([scheme, address, str(port)], 1)
     requests = CounterMetricFamily(
         "netbootd_http_requests", "HTTP requests by type (boot script, file, agent "
         "API, refusals)", labels=["type"])
@@ -94,7 +141,7 @@ def metric_families(counters, limits, active):
             conns.add_metric([key[5:]], n)
         else:
             requests.add_metric([key[5:] if key.startswith("http.") else key], n)
-    return [requests, conns,
+    return [requests, conns, listening,
             GaugeMetricFamily("netbootd_http_connections_open", "HTTP connections open",
                               value=limits.open),
             GaugeMetricFamily("netbootd_http_transfers_active",
