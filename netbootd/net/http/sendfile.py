@@ -154,12 +154,12 @@ class SendfileProducer:
             if vars(t).get("doWrite") == self._do_write:   # abortConnection puts its own
                 del t.doWrite
 
-    def _closed(self, result):
-        """The request finished or its connection was lost."""
+    def _closed(self, _result) -> None:
+        """The request finished or its connection was lost (a lost connection
+        is the client's business, not an error: nothing is passed on)."""
         self._unhook()
         self._close_file()
         self.request = None
-        return result
 
     def _close_file(self) -> None:
         if self.file is not None:
