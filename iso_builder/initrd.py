@@ -5,6 +5,8 @@ Contents (a gzip'ed cpio newc archive the kernel unpacks as its initramfs):
     /init, /etc/udhcpc.script        from iso_builder/agent/ (package data)
     /lib/netbootd/*.sh, json.awk     the agent's helpers, sourced by /init
     /usr/sbin/kexec + its libraries  optional (iso_builder/kexec.py): `boot` actions kexec
+    /usr/bin/curl + its libraries    optional, boot media only (iso_builder/tlsclient.py):
+                                     HTTPS with a pinned public key
     /bin/busybox + applet symlinks   a *static* busybox (Debian's busybox-static)
     /lib/modules/<kver>/...ko        NIC and disk drivers (DEFAULT_MODULES) + deps, decompressed
     /etc/netbootd/modules            those module paths in load order (init insmods them)
@@ -36,6 +38,7 @@ from pathlib import Path
 
 from . import debs
 from . import kexec as kexec_mod
+from . import tlsclient
 from .cpio import Archive, gzip_bytes
 
 # The agent's sources (init, udhcpc.script) are package data of iso_builder,
@@ -58,7 +61,8 @@ COMPANIONS = {"virtio_net": ("virtio_pci",), "virtio_blk": ("virtio_pci",),
 SOURCES = (("init", "init", 0o755), ("udhcpc.script", "etc/udhcpc.script", 0o755),
            ("lib.sh", "lib/netbootd/lib.sh", 0o644), ("json.awk", "lib/netbootd/json.awk", 0o644),
            ("inventory.sh", "lib/netbootd/inventory.sh", 0o644),
-           ("actions.sh", "lib/netbootd/actions.sh", 0o644))
+           ("actions.sh", "lib/netbootd/actions.sh", 0o644),
+           ("capture.sh", "lib/netbootd/capture.sh", 0o644))
 
 
 class InitrdError(RuntimeError):
@@ -293,9 +297,12 @@ _URL_RE = re.compile(r"^https?://[^\s\"'\\`$]+$")
 def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES,
                   server_url: str | None = None, source_dir: Path = INITRD_SRC,
                   modules_root: Path = MODULES_ROOT,
-                  kexec: Path | None = None) -> tuple[Archive, dict]:
+                  kexec: Path | None = None,
+                  tls_client: Path | None = None) -> tuple[Archive, dict]:
     """The initrd as an Archive, plus facts about it (no file written).
-    kexec: Debian's kexec binary, packed with its libraries (None: no kexec)."""
+    kexec: Debian's kexec binary, packed with its libraries (None: no kexec).
+    tls_client: Debian's curl, packed the same way (None: the agent has no
+    verifying TLS client and refuses https:// without netbootd.insecure=1)."""
     kdir = modules_root / kernel_version
     dep_file = kdir / "modules.dep"
     if not dep_file.is_file():
@@ -338,6 +345,15 @@ def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES
                 a.add_file(path, data, mode)   # parents are added implicitly
         except (OSError, kexec_mod.KexecError) as e:
             raise InitrdError(f"kexec: {e}") from None
+    tls_bytes = 0
+    if tls_client is not None:
+        try:
+            for path, data, mode in tlsclient.files_for_initrd(tls_client):
+                if path not in a:          # a library kexec brought already (libc)
+                    a.add_file(path, data, mode)
+                    tls_bytes += len(data)
+        except (OSError, tlsclient.TlsClientError) as e:
+            raise InitrdError(f"TLS client: {e}") from None
 
     loaded = []
     for rel in order:
@@ -360,6 +376,8 @@ def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES
         "entries": len(a),
         "server_url": server_url,
         "kexec": str(kexec) if kexec is not None else None,
+        "tls_client": str(tls_client) if tls_client is not None else None,
+        "tls_client_bytes": tls_bytes,
     }
     return a, info
 
@@ -405,8 +423,17 @@ def find_kexec(fetch: bool = False) -> Path | None:
     return path
 
 
+def find_tls_client(fetch: bool = False) -> Path | None:
+    """Debian's curl (iso_builder.tlsclient) for boot media, or None."""
+    path, why = tlsclient.pick(cache_dir(), fetch)
+    if why:
+        print(f"initrd: no TLS client (https:// needs netbootd.insecure=1): {why}",
+              file=sys.stderr)
+    return path
+
+
 def _inputs(kernel_version: str, busybox: Path, modules, server_url: str | None,
-            kexec: Path | None) -> dict:
+            kexec: Path | None, tls_client: Path | None = None) -> dict:
     """Everything the (deterministic) image depends on, cheaply: file
     identities for the big inputs, content hashes for our small sources."""
     def ident(p: Path) -> list:
@@ -417,6 +444,7 @@ def _inputs(kernel_version: str, busybox: Path, modules, server_url: str | None,
         "modules_dep": ident(MODULES_ROOT / kernel_version / "modules.dep"),
         "busybox": ident(busybox),
         "kexec": ident(kexec) if kexec is not None else None,
+        **({"tls_client": ident(tls_client)} if tls_client is not None else {}),
         "sources": {src: hashlib.sha256((INITRD_SRC / src).read_bytes()).hexdigest()
                     for src, _, _ in SOURCES},
         "modules": list(modules),

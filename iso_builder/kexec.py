@@ -50,21 +50,26 @@ def _lib_dirs(root: Path) -> list[str]:
     return dirs
 
 
-def find_kexec(cache: Path, fetch: bool = False) -> Path | None:
-    """The kexec binary to pack, or None (an initrd without kexec: boot falls back to reboot)."""
-    env = os.environ.get("NETBOOTD_KEXEC")
+def find_binary(env_var: str, candidates, fetch) -> Path | None:
+    """$env_var (a path, or "none"), else the first candidate that is a file,
+    else fetch() when it is not None, else None."""
+    env = os.environ.get(env_var)
     if env:
         if env == "none":
             return None
         if not Path(env).is_file():
-            raise KexecError(f"NETBOOTD_KEXEC={env} is not a file")
+            raise KexecError(f"{env_var}={env} is not a file")
         return Path(env)
-    for cand in (*SYSTEM_KEXEC, cache_root(cache) / "sbin" / "kexec"):
+    for cand in candidates:
         if cand.is_file():
             return cand
-    if not fetch:
-        return None
-    return _fetch(cache_root(cache))
+    return fetch() if fetch is not None else None
+
+
+def find_kexec(cache: Path, fetch: bool = False) -> Path | None:
+    """The kexec binary to pack, or None (an initrd without kexec: boot falls back to reboot)."""
+    return find_binary("NETBOOTD_KEXEC", (*SYSTEM_KEXEC, cache_root(cache) / "sbin" / "kexec"),
+                       (lambda: _fetch(cache_root(cache))) if fetch else None)
 
 
 def pick(cache: Path, fetch: bool = False) -> tuple[Path | None, str | None]:
@@ -88,7 +93,9 @@ def closure(binary: Path) -> tuple[Path | None, dict[str, Path], list[str]]:
     if shutil.which("ldd") is None:
         raise KexecError("no ldd (Debian: libc-bin) to find kexec's libraries")
     env = dict(os.environ)
-    root = binary.parent.parent
+    root = binary.parent.parent            # <root>/sbin/kexec
+    if root.name == "usr":                  # <root>/usr/bin/curl
+        root = root.parent
     extra = _lib_dirs(root) if root != Path("/") else []
     if extra:
         env["LD_LIBRARY_PATH"] = ":".join(extra)
@@ -110,12 +117,13 @@ def closure(binary: Path) -> tuple[Path | None, dict[str, Path], list[str]]:
     return interp, libs, missing
 
 
-def files_for_initrd(binary: Path) -> list[tuple[str, bytes, int]]:
-    """(path in the archive, bytes, mode) for kexec, its interpreter and its libraries."""
+def files_for_initrd(binary: Path, bin_path: str = BIN_PATH) -> list[tuple[str, bytes, int]]:
+    """(path in the archive, bytes, mode) for kexec (or another binary packed the
+    same way, iso_builder/tlsclient.py), its interpreter and its libraries."""
     interp, libs, missing = closure(binary)
     if missing:
         raise KexecError(f"{binary} needs libraries that are not available: {', '.join(missing)}")
-    out = [(BIN_PATH, binary.read_bytes(), 0o755)]
+    out = [(bin_path, binary.read_bytes(), 0o755)]
     if interp is not None:
         out.append((str(interp).lstrip("/"), interp.resolve().read_bytes(), 0o755))
     for soname, path in sorted(libs.items()):
@@ -147,35 +155,40 @@ def _depends(deb: Path) -> list[str]:
 
 
 def _fetch(dest: Path) -> Path:
-    """apt-get download kexec-tools and, while ldd still misses a library, the
-    not-installed packages it depends on; unpack them all under `dest`."""
+    return fetch_binary("kexec-tools", "sbin/kexec", dest)
+
+
+def fetch_binary(package: str, rel: str, dest: Path, max_packages: int = MAX_PACKAGES) -> Path:
+    """apt-get download `package` and, while ldd still misses a library of its
+    binary `rel`, the not-installed packages it depends on; unpack them all under
+    `dest`.  Returns dest/rel."""
     try:
         debs.require_tools("apt-get", "dpkg", "dpkg-deb", "dpkg-query",
-                           what="kexec-tools (no kexec installed)")
+                           what=f"{package} (none installed)")
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
             root = Path(tmp) / "root"
-            seen: set[str] = {"kexec-tools", "debconf", "debconf-2.0"}
+            seen: set[str] = {package, "debconf", "debconf-2.0"}
             unpacked: set[Path] = set()
-            want = ["kexec-tools"]
+            want = [package]
             while want:
-                if len(seen) > MAX_PACKAGES:
-                    raise KexecError(f"kexec-tools needs more than {MAX_PACKAGES} packages")
+                if len(seen) > max_packages:
+                    raise KexecError(f"{package} needs more than {max_packages} packages")
                 for deb in debs.download(want, Path(tmp)):
                     if deb not in unpacked:
                         debs.unpack(deb, root)
                         unpacked.add(deb)
-                if not (root / "sbin" / "kexec").is_file():
-                    raise KexecError("the kexec-tools package has no sbin/kexec")
-                _, _, missing = closure(root / "sbin" / "kexec")
+                if not (root / rel).is_file():
+                    raise KexecError(f"the {package} package has no {rel}")
+                _, _, missing = closure(root / rel)
                 if not missing:
                     break
                 want = [d for deb in sorted(unpacked) for d in _depends(deb) if d not in seen]
                 seen.update(want)
                 want = [d for d in dict.fromkeys(want) if not _installed(d)]
                 if not want:
-                    raise KexecError(f"kexec still misses {', '.join(missing)} and no "
+                    raise KexecError(f"{rel} still misses {', '.join(missing)} and no "
                                      "package is left to fetch")
-            return debs.publish(root, dest, "sbin/kexec")
+            return debs.publish(root, dest, rel)
     except debs.DebError as e:
         raise KexecError(str(e)) from None

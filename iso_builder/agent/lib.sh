@@ -4,12 +4,19 @@
 # into JSON, cut to one printable line before it goes to the console.
 #
 # Overridable for tests on a build machine: NB_SYS (/sys), NB_PROC (/proc),
-# NB_LIB (where json.awk is), NB_RUN (private scratch dir, mode 0700).
+# NB_LIB (where json.awk is), NB_RUN (private scratch dir, mode 0700), NB_LIBS
+# (the packed binaries' shared libraries), NB_RESOLV (/etc/resolv.conf).
 
 SYS=${NB_SYS:-/sys}
 PROC=${NB_PROC:-/proc}
 NB_LIB=${NB_LIB:-/lib/netbootd}
 NB_RUN=${NB_RUN:-/run/netbootd}
+NB_LIBS=${NB_LIBS:-/usr/lib/netbootd}
+NB_RESOLV=${NB_RESOLV:-/etc/resolv.conf}
+# HTTPS (init sets them from netbootd.pin= / netbootd.insecure=1): every https
+# call checks the server's public key against tls_pin before it sends anything.
+tls_pin=""
+tls_insecure=0
 MiB=1048576
 
 log() { echo "netbootd-init: $*"; }
@@ -71,6 +78,148 @@ rand16() {
   echo "${_r:-0}"
 }
 
+# --- values from the medium (data: checked, never eval'ed) ---------------------------
+# ipv4 X: X is a dotted quad of 0..255 (no leading zeros, which some tools read as octal).
+ipv4() {
+  case "$1" in
+    *[!0-9.]*|.*|*.|*..*) return 1 ;;
+  esac
+  _o=0
+  _rest=$1.
+  while [ -n "$_rest" ]; do
+    _p=${_rest%%.*}
+    _rest=${_rest#*.}
+    _o=$((_o + 1))
+    case "$_p" in
+      [0-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-5]) ;;
+      *) return 1 ;;
+    esac
+  done
+  [ "$_o" = 4 ]
+}
+
+# ip2int A.B.C.D -> the address as one integer (callers checked it with ipv4).
+ip2int() {
+  _a=${1%%.*} _r=${1#*.}
+  _b=${_r%%.*} _r=${_r#*.}
+  _c=${_r%%.*} _d=${_r#*.}
+  echo $(( (_a << 24) + (_b << 16) + (_c << 8) + _d ))
+}
+
+# cidr X: X is A.B.C.D/N with N in 1..32.
+cidr() {
+  case "$1" in */*) ;; *) return 1 ;; esac
+  ipv4 "${1%/*}" || return 1
+  case "${1#*/}" in
+    [1-9]|[12][0-9]|3[0-2]) return 0 ;;
+  esac
+  return 1
+}
+
+# ifname X: a Linux interface name (1..15 of A-Z a-z 0-9 _ . -, not . or ..).
+ifname() {
+  case "$1" in
+    ''|.|..|*[!A-Za-z0-9_.-]*) return 1 ;;
+  esac
+  [ ${#1} -le 15 ]
+}
+
+# pins X: one or more curl public-key pins "sha256//<44 base64>" joined by ';'.
+pins() {
+  case "$1" in ''|*[!A-Za-z0-9+/=\;]*) return 1 ;; esac
+  _rest=$1\;
+  while [ -n "$_rest" ]; do
+    _p=${_rest%%;*}
+    _rest=${_rest#*;}
+    case "$_p" in sha256//*) ;; *) return 1 ;; esac
+    _b=${_p#sha256//}
+    [ ${#_b} = 44 ] || return 1
+    case "$_b" in *=) ;; *) return 1 ;; esac
+  done
+}
+
+# static_check IP GW DNS IFACE: empty when the values make a usable static
+# setup, else what is wrong (one line).  GW must be inside IP's subnet.
+static_check() {
+  cidr "$1" || { echo "netbootd.ip=$(oneline "$1") is not A.B.C.D/PREFIX"; return; }
+  if [ -n "$2" ]; then
+    ipv4 "$2" || { echo "netbootd.gw=$(oneline "$2") is not an IPv4 address"; return; }
+    _bits=${1#*/}
+    _mask=$(( (0xffffffff << (32 - _bits)) & 0xffffffff ))
+    if [ $(( $(ip2int "${1%/*}") & _mask )) != $(( $(ip2int "$2") & _mask )) ]; then
+      echo "netbootd.gw=$2 is outside $1"; return
+    fi
+  fi
+  _set=$(printf '%s' "$3" | tr ',' ' ')
+  set -f
+  for _n in $_set; do
+    ipv4 "$_n" || { set +f; echo "netbootd.dns=$(oneline "$3") is not a list of IPv4 addresses"; return; }
+  done
+  set +f
+  if [ -n "$4" ] && ! ifname "$4"; then
+    echo "netbootd.iface=$(oneline "$4") is not an interface name"
+  fi
+}
+
+# static_net IP GW DNS IFACE NICS...: configure one NIC without DHCP: IFACE if
+# given (it must be one of NICS), else the first NIC with carrier (waiting up to
+# 5 s for one), else the first.  Sets $leased to that NIC and writes its facts
+# where udhcpc.script would ($NB_RUN/lease/NIC/ip).  Returns 1 (with a marker)
+# when the NIC or the address cannot be set up.
+static_net() {
+  _ip=$1 _gw=$2 _dns=$3 _if=$4
+  shift 4
+  leased=""
+  if [ -n "$_if" ]; then
+    for _n in "$@"; do [ "$_n" = "$_if" ] && leased=$_n; done
+    if [ -z "$leased" ]; then
+      marker "FAILED static IP: netbootd.iface=$_if is not a NIC here (NICs: $*)"
+      return 1
+    fi
+  else
+    for _n in "$@"; do ip link set dev "$_n" up 2>/dev/null; done
+    _i=0
+    while [ -z "$leased" ] && [ $_i -lt 50 ]; do
+      for _n in "$@"; do
+        _c=""
+        read -r _c < "$SYS/class/net/$_n/carrier" 2>/dev/null
+        if [ "$_c" = 1 ]; then leased=$_n; break; fi
+      done
+      [ -n "$leased" ] || usleep 100000
+      _i=$((_i + 1))
+    done
+    [ -n "$leased" ] || leased=$1
+  fi
+  if [ -z "$leased" ]; then
+    marker "FAILED static IP: no NIC"
+    return 1
+  fi
+  log "static $_ip on $leased${_gw:+ via $_gw}"
+  ip link set dev "$leased" up
+  ip -4 addr flush dev "$leased" 2>/dev/null
+  if ! ip addr add "$_ip" dev "$leased" 2> "$NB_RUN/ip.err"; then
+    marker "FAILED static IP $_ip on $leased: $(oneline "$(cat "$NB_RUN/ip.err")")"
+    return 1
+  fi
+  if [ -n "$_gw" ] && ! ip route replace default via "$_gw" dev "$leased" 2> "$NB_RUN/ip.err"; then
+    marker "FAILED static IP: default route via $_gw: $(oneline "$(cat "$NB_RUN/ip.err")")"
+    return 1
+  fi
+  if [ -n "$_dns" ]; then
+    set -f
+    for _n in $(printf '%s' "$_dns" | tr ',' ' '); do printf 'nameserver %s\n' "$_n"; done \
+      > "$NB_RESOLV"
+    set +f
+  fi
+  mkdir -p "$NB_RUN/lease/$leased"
+  printf '%s\n' "${_ip%/*}" > "$NB_RUN/lease/$leased/ip"
+  printf '%s\n' "${_ip#*/}" > "$NB_RUN/lease/$leased/mask"
+  printf '%s\n' "$_gw" > "$NB_RUN/lease/$leased/router"
+  printf '%s\n' "$_dns" > "$NB_RUN/lease/$leased/dns"
+  printf 'static\n' > "$NB_RUN/lease/$leased/lease"
+  return 0
+}
+
 # --- JSON replies -----------------------------------------------------------------
 # jflat IN OUT: flatten a JSON document into "path<TAB>value" lines (json.awk).
 jflat() {
@@ -102,7 +251,7 @@ api() {
   : > "$NB_RUN/http.body"
   case "$server" in
     http://*) ;;
-    https://*) _api_wget "$@"; return ;;
+    https://*) _api_https "$@"; return ;;
     *) http_error="unsupported server URL"; return ;;
   esac
   _hp=${server#http://}
@@ -156,7 +305,92 @@ api() {
   esac
 }
 
-# https: busybox wget (its ssl_client); a refusal's body is lost, only the status line.
+# tls_mode: how https goes: "pin" (curl checks tls_pin), "insecure" (no check:
+# netbootd.insecure=1 and no pin), or "refuse" (https without a pin, or a pin
+# without curl in this initrd: nothing may be sent).
+tls_mode() {
+  if [ -n "$tls_pin" ]; then
+    if command -v curl > /dev/null; then echo pin; else echo refuse; fi
+  elif [ "$tls_insecure" = 1 ]; then
+    echo insecure
+  else
+    echo refuse
+  fi
+}
+
+# https: curl with the pin (-k: the pin is the trust, not a CA; curl compares
+# it in the handshake, before the request leaves).  A mismatch (curl exit 90)
+# is printed as "FAILED tls pin mismatch" and sets http_error "tls pin mismatch".
+_api_https() {
+  case "$(tls_mode)" in
+    refuse)
+      if [ -n "$tls_pin" ]; then
+        http_error="https needs curl (the TLS client), which this initrd lacks"
+      else
+        http_error="https without netbootd.pin (netbootd.insecure=1 allows it)"
+      fi
+      return ;;
+    insecure)
+      command -v curl > /dev/null || { _api_wget "$@"; return; }
+      set -- -k ;;
+    pin) set -- -k --pinnedpubkey "$tls_pin" ;;
+  esac
+  set -- "$@" -sS --proto =https --connect-timeout 10 --max-time 30 -X "$_m" \
+    -o "$NB_RUN/http.body" -w '%{http_code}' -H "User-Agent: netbootd-agent/2"
+  if [ -n "$secret" ]; then
+    # from a 0600 file, not the command line (other processes can read argv)
+    (umask 077; printf 'Authorization: Agent %s\n' "$secret" > "$NB_RUN/http.hdr")
+    set -- "$@" -H "@$NB_RUN/http.hdr"
+  fi
+  if [ -n "$_b" ]; then
+    set -- "$@" -H 'Content-Type: application/json' --data-binary "@$_b"
+  fi
+  _code=$(LD_LIBRARY_PATH=$NB_LIBS timeout 40 curl "$@" "$server$_p" 2> "$NB_RUN/http.err")
+  _rc=$?
+  rm -f "$NB_RUN/http.hdr"
+  case "$_rc:$_code" in
+    0:[1-5][0-9][0-9]) http_status=$_code ;;
+    90:*)
+      http_error="tls pin mismatch"
+      marker "FAILED tls pin mismatch server=$(oneline "$server") pin=$(oneline "$tls_pin"): nothing sent"
+      return ;;
+    *)
+      http_error="curl exit $_rc: $(oneline "$(cat "$NB_RUN/http.err" 2>/dev/null)")"
+      return ;;
+  esac
+  jflat "$NB_RUN/http.body" "$NB_RUN/http.flat" || : > "$NB_RUN/http.flat"
+  case "$http_status" in
+    2??) ;;
+    *) http_error=$(jget "$NB_RUN/http.flat" error)
+       [ -n "$http_error" ] || http_error="HTTP $http_status" ;;
+  esac
+}
+
+# nb_fetch URL FILE: download a file (a boot action's kernel/initrd).  https goes
+# through curl with the pin, as the API does; no https download without a pin
+# (unless netbootd.insecure=1).  Errors in $NB_RUN/wget.err.
+nb_fetch() {
+  case "$1" in
+    https://*)
+      case "$(tls_mode)" in
+        refuse) echo "https download without a pinned TLS client refused" > "$NB_RUN/wget.err"
+                return 1 ;;
+        pin) set -- "$1" "$2" -k --pinnedpubkey "$tls_pin" ;;
+        insecure)
+          command -v curl > /dev/null ||
+            { timeout 600 wget -q -O "$2" "$1" 2> "$NB_RUN/wget.err"; return; }
+          set -- "$1" "$2" -k ;;
+      esac
+      _u=$1 _f=$2
+      shift 2
+      LD_LIBRARY_PATH=$NB_LIBS timeout 600 curl -sS -f --proto =https --connect-timeout 10 \
+        "$@" -o "$_f" "$_u" 2> "$NB_RUN/wget.err" ;;
+    *) timeout 600 wget -q -O "$2" "$1" 2> "$NB_RUN/wget.err" ;;
+  esac
+}
+
+# https with netbootd.insecure=1 and no curl: busybox wget (its ssl_client, no
+# certificate check); a refusal's body is lost, only the status line.
 _api_wget() {
   set -- wget -q -O "$NB_RUN/http.body" --header "User-Agent: netbootd-agent/2"
   [ -n "$secret" ] && set -- "$@" --header "Authorization: Agent $secret"
