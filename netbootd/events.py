@@ -96,6 +96,8 @@ CATALOG: dict[str, Kind] = {k.name: k for k in (
          shown=False),
     Kind("storage.failed", "a storage operation failed (its reason)", failure=True,
          reportable=True, shown=False),
+    Kind("storage.capture", "a disk capture of this host into a volume: queued, progress "
+         "every 10%, done (sha256, MB/s) or failed (its reason)"),
     # The store (net/commit.py)
     Kind("store.write_dropped", "a write the store could not hold was dropped", shown=False),
 )}

@@ -5,6 +5,8 @@
 #   boot             "booting" once kernel and initrds are fetched and loaded
 #                    (right before kexec -e), else "failed" and a reboot
 #   poweroff/reboot  "started" (the last word: the host goes away)
+#   capture          "started", then "done" (sha256 of what was read) or "failed";
+#                    capture.sh (sourced at the end of this file)
 
 KEXEC_LIBS=/usr/lib/netbootd   # kexec's shared libraries (iso_builder/kexec.py packs them)
 
@@ -232,6 +234,7 @@ act() {
       ;;
     wipe) act_wipe "$2" "$3" ;;
     boot) act_boot "$2" "$3" ;;
+    capture) act_capture "$2" "$3" ;;
     *)
       marker "FAILED action=$(oneline "$1") (unsupported, ignored)"
       report "$2" "$(oneline "$1" | tr -cd 'a-z_-')" failed '{"error":"unsupported action"}'
@@ -239,3 +242,6 @@ act() {
   esac
   return 0
 }
+
+# --- capture (capture.sh) -------------------------------------------------------------
+. "$NB_LIB/capture.sh"

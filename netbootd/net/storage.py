@@ -111,6 +111,7 @@ class Storage:
         self.usage: dict = {}                       # pool -> PoolUsage (cached)
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.lock = defer.DeferredLock()            # one mutating operation at a time
+        self.busy: dict[str, str] = {}              # volume -> why (a capture into it)
 
     # -- exports in memory (reactor) ------------------------------------------
     def load(self, rows: list[ExportWrite]) -> None:
@@ -180,7 +181,7 @@ class Storage:
 
     def users(self, volume: str, booting: Optional[dict] = None) -> list[str]:
         """Why a volume is in use: its export's host, hosts booting from it."""
-        why = []
+        why = [self.busy[volume]] if volume in self.busy else []
         e = self.exports.get(volume)
         if e is not None:
             why.append(f"exported to host {e.mac}")

@@ -44,7 +44,10 @@ STATUSES = ("started", "booting", "done", "failed")
 ACTION_STATUSES = {"wipe": ("started", "done", "failed"), "boot": ("started", "booting",
                                                                      "failed"),
                    "poweroff": ("started", "failed"), "reboot": ("started", "failed"),
-                   "wait": ()}
+                   "capture": ("started", "done", "failed"), "wait": ()}
+# Actions the server queues itself (not through POST hosts/{mac}/actions): a
+# capture is started by POST hosts/{mac}/capture (net/capture.py).
+SERVER_ACTIONS = ("capture",)
 MAX_DISKS = 64              # disks of a host's inventory kept in memory (for wipes)
 DETAIL_MAX = 16 * 1024      # bytes of a report's detail, as JSON
 BLOCK = 30.0                # seconds a source that kept being refused is answered 429
@@ -89,6 +92,10 @@ class Agents:
         self._inventory = Buckets(0.1, 5.0, max_keys=65536)
         self.refresh_keys = refresh_keys
         self.counters: Counter = Counter()
+        # action -> check(host, action, status, detail, now) -> (status, detail,
+        # writes): the owner of a server-queued action decides what a report of
+        # it means (net/capture.py: a capture is done only when the digests agree)
+        self.report_checks: dict[str, Callable] = {}
 
     # -- registration ---------------------------------------------------------
     def _refuse_event(self, status: int, reason: str, source: str | None, mac: str | None,
@@ -361,8 +368,9 @@ class Agents:
         aid, action, status = body.get("id"), body.get("action"), body.get("status")
         if aid is not None and (type(aid) is not int or aid < 0):
             raise Refused(400, "id: a non-negative integer or null")
-        if action not in QUEUED_ACTIONS + ("boot",):
-            raise Refused(400, f"action: one of {', '.join(QUEUED_ACTIONS + ('boot',))}")
+        known = QUEUED_ACTIONS + ("boot",) + SERVER_ACTIONS
+        if action not in known:
+            raise Refused(400, f"action: one of {', '.join(known)}")
         if status not in STATUSES:
             raise Refused(400, f"status: one of {', '.join(STATUSES)}")
         detail = body.get("detail", {})
@@ -379,6 +387,10 @@ class Agents:
             status = "failed"       # never recorded as done unless every disk verified
             detail = dict(detail, server="not every disk verified")
         writes: list = []
+        check = self.report_checks.get(action)
+        if check is not None:
+            status, detail, more = check(h, current, status, detail, now)
+            writes += more
         if status == "booting":
             self.registry._set_state(h, HostState.BOOTING, now, writes, "agent is booting "
                                      "the assignment")
@@ -435,6 +447,19 @@ class Agents:
             raise Refused(400, f"disks/confirm: only for wipe, not {action}")
         h.action = None if action == "wait" else new
         return [HostWrite(h), event(now, h.mac, "agent.queued", **new)]
+
+
+    def queue_server_action(self, h: Host, fields: dict, now: float) -> list:
+        """A server-queued action (SERVER_ACTIONS: a capture, with its job, disk and
+        volume) for the host's agent; refused while another action is pending (it
+        would be lost)."""
+        if fields.get("action") not in SERVER_ACTIONS:
+            raise Refused(400, f"action: one of {', '.join(SERVER_ACTIONS)}")
+        if h.action is not None:
+            raise Refused(409, f"the host has a pending {h.action.get('action')} action: wait "
+                               "for it, or queue 'wait' to drop it")
+        h.action = dict(fields, id=int(now * 1000))
+        return [HostWrite(h), event(now, h.mac, "agent.queued", **h.action)]
 
 
 def _all_verified(detail: dict, wanted: list) -> bool:

@@ -16,6 +16,7 @@ from ...registry.hosts import BadCursor, page, state_counts
 from . import validate as v
 from .api_accounts import AccountsApi, HostAgentApi, TokensApi
 from .api_agent import AgentApi
+from .api_capture import CaptureApi
 from .api_media import MediaApi
 from .api_storage import StorageApi
 from .common import read_json
@@ -255,6 +256,9 @@ ROUTES = [
     Route("POST", H + "/chap", StorageApi.rotate_chap, "admin"),
     Route("POST", "/api/v1/deploy", StorageApi.deploy, "admin"),
     Route("GET", "/api/v1/jobs/{job}", StorageApi.job),
+    Route("POST", H + "/capture", CaptureApi.start, "admin"),
+    Route("GET", "/api/v1/agent/capture/{job}", CaptureApi.status, "agent"),
+    Route("POST", "/api/v1/agent/capture/{job}/{offset}", CaptureApi.chunk, "agent"),
 ]
 SPEC: dict = document(ROUTES)
 EVENT_KINDS = catalog_json()          # the status page fetches it (events.py)
@@ -278,6 +282,10 @@ def build_routes(app) -> list[Route]:
     hosts = HostsApi(app.registry, app.clock, app.committed, reads, app.leases, app.accounts)
     hosts.host_agent = HostAgentApi(app.registry, app.accounts, app.agents, app.clock,
                                     app.committed, hosts._view)
+    from ..capture import Captures
+    captures = Captures(lambda: app.storage, app.registry, app.agents, app.submit, app.clock)
+    capture_api = CaptureApi(captures, app.agents, app.counters)
+    app.admit_body = capture_api.admit          # site.py: big bodies of capture chunks
     return bind(ROUTES,
                 AgentApi(app.agents, app.clock, app.counters, app.committed, app.submit,
                          app.leases, app.http_base),
@@ -290,4 +298,4 @@ def build_routes(app) -> list[Route]:
                 EventStreams(reads.events, app.clock, app.counters, app.max_streams,
                              app.max_streams_per_source, app.streams),
                 # set by net/services/storage.py once [storage] is opened (None: off)
-                StorageApi(lambda: app.storage, app.clock))
+                StorageApi(lambda: app.storage, app.clock), capture_api)

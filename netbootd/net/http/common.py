@@ -30,8 +30,22 @@ class BoundedRequest(server.Request):
     answers 413 when `body_too_large` is set."""
 
     body_too_large = False
+    big_body = None     # a body the site's admit_body took from the headers (api_capture.py)
+
+    def gotLength(self, length) -> None:
+        admit = getattr(getattr(self.channel, "site", None), "admit_body", None)
+        if admit is not None and length:
+            self.big_body = admit(self, getattr(self.channel, "_command", b""),
+                                  getattr(self.channel, "_path", b""), length)
+        if self.big_body is not None:
+            self.content = self.big_body
+            return
+        super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
+        if self.big_body is not None:
+            self.big_body.write(data)
+            return
         if self.body_too_large:
             return
         limit = BIG_BODY if self.path in BIG_BODY_PATHS else MAX_BODY

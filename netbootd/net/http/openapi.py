@@ -394,6 +394,27 @@ OPERATIONS: dict = {
         "responses": _STORAGE_MUT},
     ("GET", "/api/v1/jobs/{job}"): {"responses": {"200": _ok(_ref("Job")), "404": _ERR,
                                                   "503": _ERR}},
+    # -- disk capture (net/capture.py, docs/storage.md Capture)
+    ("POST", H + "/capture"): {"requestBody": _body({
+        "type": "object", "required": ["disk", "volume"], "additionalProperties": False,
+        "properties": {"disk": {"type": "string", "pattern": r"^(/dev/)?[A-Za-z0-9_-]{1,32}$"},
+                       "volume": _VOLNAME, "pool": {"type": "string", "nullable": True}}}),
+        "responses": _STORAGE_MUT,
+        "description": "capture a disk of the host (its agent streams it) into a new or "
+                       "empty volume sized to the disk"},
+    ("GET", "/api/v1/agent/capture/{job}"): {"security": _AGENT, "responses": {
+        "200": _ok({"type": "object", "required": ["job", "bytes", "chunk", "committed"]}),
+        "401": _ERR, "404": _ERR, "409": _ERR, "503": _ERR}},
+    ("POST", "/api/v1/agent/capture/{job}/{offset}"): {
+        "security": _AGENT,
+        "parameters": [{"name": "offset", "in": "path", "required": True,
+                        "schema": {"type": "integer", "minimum": 0}},
+                       _q("sha256", pattern="^[0-9a-f]{64}$")],
+        "requestBody": {"required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}},
+        "responses": {"200": _ok({"type": "object", "required": ["committed", "bytes"]}),
+                      "400": _ERR, "401": _ERR, "404": _ERR, "409": _ERR, "413": _ERR,
+                      "422": _ERR, "503": _ERR}},
 }
 
 

@@ -82,6 +82,7 @@ def build_site(app: HttpApp, metrics=None, limits: ConnectionLimits | None = Non
         app.clock, total=http_connection_cap(soft_limit()), per_source=32,
         request_timeout=10.0, idle_timeout=30.0, counters=app.counters)
     site.requestFactory = BoundedRequest
+    site.admit_body = getattr(app, "admit_body", None)   # capture chunks (api_capture.py)
     site.displayTracebacks = False
     site.noisy = False
     return site

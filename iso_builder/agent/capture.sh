@@ -1,0 +1,155 @@
+# netbootd agent: disk capture (busybox sh), sourced by actions.sh.
+# docs/agent-protocol.md "capture"; the server side is netbootd/net/capture.py.
+#
+#   act_capture ID FLAT   the action {"job", "disk", "bytes", "chunk", "volume"}:
+#     report started; GET /api/v1/agent/capture/JOB (the committed offset);
+#     each chunk read with dd into $NB_RUN (tmpfs), its sha256 appended to a list,
+#     POSTed to /api/v1/agent/capture/JOB/OFFSET?sha256=HEX; the next chunk is
+#     read while this one is on the wire.  A refused or lost chunk: ask the server
+#     for the committed offset again and continue from there (at most
+#     CAPTURE_TRIES times in a row without progress).  At the end: report done
+#     with sha256 of the chunk list (what was read), or failed with the reason.
+
+CAPTURE_TRIES=${NB_CAPTURE_TRIES:-8}
+CAPTURE_PAUSE=${NB_CAPTURE_PAUSE:-2}
+
+# cap_read OFFSET FILE: the chunk at OFFSET into FILE, its sha256 into FILE.sha
+# (empty when the read failed or came back short).
+cap_read() {
+  _n=$(( cap_total - $1 ))
+  [ "$_n" -gt "$cap_chunk" ] && _n=$cap_chunk
+  rm -f "$2" "$2.sha"
+  if dd if="$cap_dev" of="$2" bs=$MiB skip=$(( $1 / MiB )) count=$(( (_n + MiB - 1) / MiB )) \
+       2> "$2.err" && [ "$(wc -c < "$2" | tr -cd '0-9')" = "$_n" ]; then
+    sha256sum "$2" | cut -c 1-64 > "$2.sha"
+  else
+    : > "$2.sha"
+  fi
+}
+
+# cap_committed: GET the server's committed offset into cap_off (0: failed).
+cap_committed() {
+  api GET "/api/v1/agent/capture/$cap_job"
+  case "$http_status" in
+    2??) _c=$(jget "$NB_RUN/http.flat" committed)
+         case "$_c" in ''|*[!0-9]*) return 1 ;; esac
+         cap_off=$_c; return 0 ;;
+  esac
+  return 1
+}
+
+# cap_hashes_to OFFSET: the list holds exactly the chunks before OFFSET (drops
+# later lines; reads and hashes missing earlier chunks without sending them).
+cap_hashes_to() {
+  _want=$(( $1 / cap_chunk ))
+  _have=$(wc -l < "$NB_RUN/cap.hashes" | tr -cd '0-9')
+  if [ "$_have" -gt "$_want" ]; then
+    head -n "$_want" "$NB_RUN/cap.hashes" > "$NB_RUN/cap.hashes.new"
+    mv "$NB_RUN/cap.hashes.new" "$NB_RUN/cap.hashes"
+  fi
+  while [ "$_have" -lt "$_want" ]; do
+    cap_read $(( _have * cap_chunk )) "$NB_RUN/cap.h"
+    [ -s "$NB_RUN/cap.h.sha" ] || return 1
+    cat "$NB_RUN/cap.h.sha" >> "$NB_RUN/cap.hashes"
+    _have=$(( _have + 1 ))
+  done
+  rm -f "$NB_RUN/cap.h" "$NB_RUN/cap.h.sha" "$NB_RUN/cap.h.err"
+}
+
+cap_fail() {  # cap_fail ID REASON
+  marker "FAILED capture id=$(oneline "$1") disk=$(oneline "$cap_disk"): $(oneline "$2")"
+  rm -f "$NB_RUN"/cap.a* "$NB_RUN"/cap.b*
+  report "$1" capture failed "{\"error\":$(jstr "$2"),\"committed\":$(jnum "$cap_off")}"
+}
+
+act_capture() {
+  id=$1
+  cap_job=$(jget "$2" job) cap_disk=$(jget "$2" disk)
+  cap_total=$(jget "$2" bytes) cap_chunk=$(jget "$2" chunk)
+  cap_off=0
+  case "$cap_job" in ''|*[!0-9a-f]*) cap_fail "$id" "no job in the action"; return ;; esac
+  case "$cap_disk" in ''|*[!A-Za-z0-9_-]*) cap_fail "$id" "not a disk name"; return ;; esac
+  case "$cap_total$cap_chunk" in *[!0-9]*) cap_fail "$id" "bad bytes/chunk"; return ;; esac
+  if [ -z "$cap_total" ] || [ -z "$cap_chunk" ] || [ "$cap_chunk" -lt $MiB ] ||
+     [ $(( cap_chunk % MiB )) != 0 ]; then
+    cap_fail "$id" "bad bytes/chunk"; return
+  fi
+  cap_dev=${NB_CAPTURE_DEV:-/dev/$cap_disk}
+  _size=$(( $(number "$(rd "$SYS/block/$cap_disk/size")" 0) * 512 ))
+  if [ ! -b "$cap_dev" ] && [ -z "$NB_CAPTURE_DEV" ]; then
+    cap_fail "$id" "no such disk"; return
+  fi
+  if [ "$_size" != "$cap_total" ]; then
+    cap_fail "$id" "size $_size is not the $cap_total bytes of the inventory: not the disk the admin chose"
+    return
+  fi
+  report "$id" capture started
+  : > "$NB_RUN/cap.hashes"
+  tries=0
+  t0=$(now)
+  until cap_committed; do
+    tries=$((tries + 1))
+    [ "$tries" -ge "$CAPTURE_TRIES" ] && { cap_fail "$id" "no committed offset: $http_error"; return; }
+    sleep "$CAPTURE_PAUSE"
+  done
+  marker "capture id=$(oneline "$id") disk=$cap_disk bytes=$cap_total chunk=$cap_chunk from=$cap_off"
+  cap_hashes_to "$cap_off" || { cap_fail "$id" "read of $cap_dev failed"; return; }
+  cur=a nxt=b rp=""
+  [ "$cap_off" -lt "$cap_total" ] && cap_read "$cap_off" "$NB_RUN/cap.$cur"
+  tries=0
+  while [ "$cap_off" -lt "$cap_total" ]; do
+    if [ ! -s "$NB_RUN/cap.$cur.sha" ]; then
+      [ -n "$rp" ] && wait "$rp"
+      cap_fail "$id" "read of $cap_dev at $cap_off failed: $(oneline "$(cat "$NB_RUN/cap.$cur.err" 2>/dev/null)")"
+      return
+    fi
+    ahead=$(( cap_off + cap_chunk ))
+    rp=""
+    if [ "$ahead" -lt "$cap_total" ]; then
+      cap_read "$ahead" "$NB_RUN/cap.$nxt" &
+      rp=$!
+    fi
+    sha=$(cat "$NB_RUN/cap.$cur.sha")
+    # lib.sh's api: nc for http, the pinned curl for https (the body is binary;
+    # its Content-Type is not read)
+    api POST "/api/v1/agent/capture/$cap_job/$cap_off?sha256=$sha" "$NB_RUN/cap.$cur"
+    [ -n "$rp" ] && wait "$rp"
+    if [ "$http_status" = 200 ]; then
+      echo "$sha" >> "$NB_RUN/cap.hashes"
+      cap_off=$(( cap_off + cap_chunk ))
+      [ "$cap_off" -gt "$cap_total" ] && cap_off=$cap_total
+      _t=$cur cur=$nxt nxt=$_t
+      tries=0
+      continue
+    fi
+    # refused or lost: where does the server stand?
+    tries=$((tries + 1))
+    marker "capture chunk at $cap_off: status=$http_status $(oneline "$http_error") (try $tries)"
+    case "$http_status" in
+      400|401|404|413) cap_fail "$id" "chunk at $cap_off refused: $http_error"; return ;;
+    esac
+    if [ "$tries" -ge "$CAPTURE_TRIES" ]; then
+      cap_fail "$id" "chunk at $cap_off: $http_error"; return
+    fi
+    sleep "$CAPTURE_PAUSE"
+    was=$cap_off
+    cap_committed || continue          # keep cap_off; try the same chunk again
+    if [ "$cap_off" != "$was" ]; then
+      cap_hashes_to "$cap_off" || { cap_fail "$id" "read of $cap_dev failed"; return; }
+      [ "$cap_off" -lt "$cap_total" ] && cap_read "$cap_off" "$NB_RUN/cap.$cur"
+    fi
+  done
+  rm -f "$NB_RUN"/cap.a* "$NB_RUN"/cap.b*
+  digest=$(sha256sum "$NB_RUN/cap.hashes" | cut -c 1-64)
+  chunks=$(wc -l < "$NB_RUN/cap.hashes" | tr -cd '0-9')
+  secs=$(( $(now) - t0 ))
+  marker "capture id=$(oneline "$id") disk=$cap_disk bytes=$cap_total sha256=$digest seconds=$secs"
+  tries=0
+  while :; do       # the last word matters: the server ends the job on it
+    report "$id" capture done "{\"sha256\":\"$digest\",\"bytes\":$cap_total,\"chunks\":$(jnum "$chunks"),\"seconds\":$(jnum "$secs")}"
+    case "$http_status" in 2??|4??) break ;; esac
+    tries=$((tries + 1))
+    [ "$tries" -ge "$CAPTURE_TRIES" ] && break
+    sleep "$CAPTURE_PAUSE"
+  done
+}

@@ -1,0 +1,151 @@
+"""Disk capture over HTTP (issue 13 item 4): the admin's POST hosts/{mac}/capture and
+the agent's GET/POST /api/v1/agent/capture/{job}[/{offset}].  The logic is
+net/capture.py's; this module only speaks HTTP.
+
+A chunk's body (up to policy/capture.CHUNK_MAX bytes, far past the API's 64 KiB)
+is buffered in memory only when ``admit`` accepted it from the request's
+headers, before any of it was read: the agent's secret checks, the job is that
+host's running capture, the offset is the committed one and the length the
+chunk's.  Any other body stays under the usual limit (413)."""
+from __future__ import annotations
+
+import re
+
+from ...policy import capture as cp
+from . import validate as v
+from .api_agent import AgentApi, agent_secret
+from .common import read_json
+from .errors import BadRequest, Refusal, TooLarge
+
+_CHUNK_PATH = re.compile(rb"^/api/v1/agent/capture/([0-9a-f]{1,32})/([0-9]{1,20})(?:\?|$)")
+
+
+class ChunkBody:
+    """A request body of a known length, in one preallocated buffer (what
+    twisted.web's Request writes to and the handler reads)."""
+
+    def __init__(self, length: int):
+        self.buf = bytearray(length)
+        self.pos = 0
+
+    def write(self, data: bytes) -> None:
+        end = self.pos + len(data)
+        if end <= len(self.buf):
+            self.buf[self.pos:end] = data
+        self.pos = end
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.pos        # twisted seeks to 0 before dispatch; the handler reads buf
+
+    def read(self, n: int = -1) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        self.buf = bytearray()
+
+
+def _refusal(e) -> Refusal:
+    return Refusal(getattr(e, "status", 400), getattr(e, "reason", str(e)))
+
+
+class CaptureApi:
+    def __init__(self, captures, agents, counters):
+        self.captures, self.agents, self.counters = captures, agents, counters
+
+    # -- body admission (from the headers, before the body is read) ---------------
+    def admit(self, request, method: bytes, target: bytes, length: int):
+        """A ChunkBody for an upload this host may send now, else None."""
+        m = _CHUNK_PATH.match(target or b"")
+        if method != b"POST" or m is None or not 0 < length <= cp.CHUNK_MAX:
+            return None
+        try:
+            h = self.agents.authenticate(agent_secret(request))
+            cap = self.captures.by_job.get(m.group(1).decode())
+            act = h.action or {}
+            if cap is None or cap.mac != h.mac or act.get("job") != cap.job.id or cap.busy \
+                    or cap.job.state != "running":
+                return None
+            cp.check_offset(cap.total, cap.chunk, cap.committed, int(m.group(2)), length)
+        except Exception:          # refused: the handler answers with the reason
+            return None
+        return ChunkBody(length)
+
+    _host = AgentApi._host          # the agent's secret (uses .agents, .counters)
+
+    # -- routes -------------------------------------------------------------------
+    def start(self, request, mac):
+        """POST hosts/{mac}/capture {"disk", "volume", "pool"?}: the capture's job."""
+        mac = v.mac(mac)
+        body = read_json(request)
+        unknown = sorted(set(body) - {"disk", "volume", "pool"})
+        if unknown:
+            raise BadRequest(f"{unknown[0]}: not a field of a capture")
+        for k in ("disk", "volume"):
+            if not isinstance(body.get(k), str):
+                raise BadRequest(f"{k}: required (a string)")
+        pool = body.get("pool")
+        if pool is not None and not isinstance(pool, str):
+            raise BadRequest("pool: a string or null")
+        try:
+            d = self.captures.start(mac, body["disk"], body["volume"], pool)
+        except Exception as e:
+            raise self._mapped(e) from None
+        return d.addErrback(lambda f: self._raise(f.value))
+
+    def _mapped(self, e) -> Exception:
+        from ..storage import refusal
+        if isinstance(e, Refusal):
+            return e
+        if isinstance(e, cp.CaptureError):
+            return _refusal(e)
+        r = refusal(e)
+        return Refusal(r.status, r.reason)
+
+    def _raise(self, e):
+        raise self._mapped(e)
+
+    def status(self, request, job):
+        """GET agent/capture/{job}: the committed offset (where to resume)."""
+        h = self._host(request)
+        try:
+            out = self.captures.status(h, job)
+        except Exception as e:
+            raise self._mapped(e) from None
+        if isinstance(out, dict):
+            return out
+        return out.addErrback(lambda f: self._raise(f.value))
+
+    def chunk(self, request, job, offset):
+        """POST agent/capture/{job}/{offset}?sha256=HEX: one chunk (or its sha256 in
+        an X-Sha256 header)."""
+        h = self._host(request)
+        body = getattr(request, "big_body", None)
+        try:
+            off = int(offset)
+        except ValueError:
+            raise BadRequest("offset: a whole number of bytes") from None
+        sha = v.str_arg(request, "sha256") or \
+            (request.getHeader(b"x-sha256") or b"").decode("ascii", "replace")
+        if body is None:
+            # not admitted from its headers: answer why (the same checks), or 413
+            n = request.content.tell() if request.content is not None else 0
+            if getattr(request, "body_too_large", False):
+                try:
+                    self.captures.check(h, job, off)
+                except Exception as e:
+                    raise self._mapped(e) from None
+                raise TooLarge(f"body larger than the chunk ({cp.CHUNK_MAX} bytes at most)")
+            data = request.content.read() if n else b""
+        else:
+            data = body.buf
+            if body.pos != len(data):
+                raise BadRequest("body: shorter or longer than its Content-Length")
+        self.counters["api.capture_chunk"] += 1
+        try:
+            d = self.captures.chunk(h, job, off, data, sha)
+        except Exception as e:
+            raise self._mapped(e) from None
+        return d.addErrback(lambda f: self._raise(f.value))
