@@ -17,16 +17,21 @@ Servers:
              without netbootd.runtime.memtune.tune_malloc(), i.e. glibc's malloc
              defaults, as the daemon ran before it pinned the thresholds
 
-Scenarios (one 40 MiB file of random bytes, "initrd.img", page-cached):
-  c1    wrk -t1 -c1:  one client fetching the file again and again (keep-alive)
-  c20   wrk -t1 -c20: 20 clients at once
+Scenarios ("shapes"; one 40 MiB file of random bytes, "initrd.img", page-cached),
+every one wrk keep-alive connections fetching the file again and again:
+  t1c1, t1c20, t1c200   wrk -t1 -c1 / -c20 / -c200 (one client thread)
+  t2c2, t2c20, t2c200   wrk -t2 -c2 / -c20 / -c200 (two client threads; wrk
+                        needs a connection per thread, so 2 stands for 1)
+(c1 and c20 are accepted as the old names of t1c1 and t1c20.)
 Aggregate MB/s = bytes wrk read (headers included, partial last responses
 too) / trial duration, 10^6 bytes per second.  Each trial lasts --duration
 seconds and is repeated (--reps; tables show the median).
 
 Pinning (--pin): by default (split) every server runs on the last CPU and wrk
 on the first, so each server has exactly one core (nginx one worker, netbootd
-its one reactor thread) and wrk never competes with it.  `server CPU` is the
+its one reactor thread) and a one-thread wrk never competes with it; a
+two-thread wrk is not pinned (two threads on one core would be one client:
+it may then take some of the server's core, the same for every server).  `server CPU` is the
 share of its core the server used during the trial: about 100% means the
 server was the bottleneck, clearly less means the client (wrk) or the kernel
 was; wrk's own CPU share is reported too.
@@ -62,7 +67,11 @@ labnet = common.load_labnet()
 
 FILE_NAME = "initrd.img"
 FILE_SIZE = 40 << 20
-SCENARIOS = {"c1": 1, "c20": 20}
+# shape -> (wrk threads, connections)
+SCENARIOS = {"t1c1": (1, 1), "t1c20": (1, 20), "t1c200": (1, 200),
+             "t2c2": (2, 2), "t2c20": (2, 20), "t2c200": (2, 200)}
+ALIASES = {"c1": "t1c1", "c20": "t1c20"}
+CLIENT_BOUND = 90.0      # % of a core per wrk thread: the client, not the server, was the limit
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 
@@ -226,13 +235,19 @@ class Bench:
         dest.unlink(missing_ok=True)
         return {"content_ok": ok, "curl": r.stdout.strip(), "curl_rc": r.returncode}
 
-    def trial(self, srv: Server, conns: int) -> dict:
-        a = self.args
-        busy = self.wait_idle()
-        cmd = [WRK, "-t1", f"-c{conns}", f"-d{a.duration:g}s", "--timeout", "60s",
+    def wrk(self, srv: Server, scen: str, seconds: float) -> list[str]:
+        threads, conns = SCENARIOS[scen]
+        cmd = [WRK, f"-t{threads}", f"-c{conns}", f"-d{seconds:g}s", "--timeout", "60s",
                "-s", str(self.lua), self.url(srv)]
-        if self.client_cpu is not None:
+        if self.client_cpu is not None and (threads == 1 or self.args.pin == "same"):
             cmd = ["taskset", "-c", self.client_cpu, *cmd]
+        return cmd
+
+    def trial(self, srv: Server, scen: str) -> dict:
+        a = self.args
+        threads, conns = SCENARIOS[scen]
+        busy = self.wait_idle()
+        cmd = self.wrk(srv, scen, a.duration)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         flt0 = srv.minflt()
         cpu0 = srv.cpu()
@@ -248,11 +263,16 @@ class Bench:
         w = json.loads(m.group(1))
         dur = w["duration_us"] / 1e6
         errors = {k: v for k, v in w.items() if k.startswith("err_") and v}
-        res = {"connections": conns, "duration_s": round(dur, 3), "requests": w["requests"],
+        cpu_s = cpu1 - cpu0
+        res = {"threads": threads, "connections": conns, "duration_s": round(dur, 3),
+               "requests": w["requests"],
                "bytes": w["bytes"], "mb_s": round(w["bytes"] / dur / 1e6, 1),
                "files_per_s": round(w["requests"] / dur, 2),
                "latency_mean_ms": round(w["latency_mean_us"] / 1000, 1),
-               "server_cpu_pct": round(100 * (cpu1 - cpu0) / wall, 1),
+               "server_cpu_pct": round(100 * cpu_s / wall, 1),
+               "server_cpu_s": round(cpu_s, 3),
+               # CPU cost: server CPU seconds per GB (10^9 B) served (lower is better)
+               "server_cpu_s_per_gb": round(cpu_s / (w["bytes"] / 1e9), 4) if w["bytes"] else None,
                "wrk_cpu_pct": round(100 * ((ru1.ru_utime - ru0.ru_utime) +
                                            (ru1.ru_stime - ru0.ru_stime)) / wall, 1),
                "server_minflt_per_mb": round((flt1 - flt0) / max(1.0, w["bytes"] / 1e6), 2),
@@ -266,14 +286,16 @@ class Bench:
         return res
 
     def run_scenario(self, servers: list[Server], scen: str, reps: int) -> dict:
-        conns = SCENARIOS[scen]
-        log(f"== {scen}: {conns} client(s), {self.args.duration:g}s per trial, {reps} reps")
+        threads, conns = SCENARIOS[scen]
+        log(f"== {scen}: wrk {threads} thread(s), {conns} connection(s), "
+            f"{self.args.duration:g}s per trial, {reps} reps")
         trials: dict[str, list] = {s.name: [] for s in servers}
         for rep, srv in common.rotations(servers, reps):
-            t = self.trial(srv, conns)
+            t = self.trial(srv, scen)
             trials[srv.name].append(t)
             log(f"    rep {rep + 1} {srv.name:17} {t['mb_s']:8.1f} MB/s  {t['requests']:4} files  "
-                f"server cpu {t['server_cpu_pct']:3.0f}%  wrk cpu {t['wrk_cpu_pct']:3.0f}%"
+                f"server cpu {t['server_cpu_pct']:3.0f}%  wrk cpu {t['wrk_cpu_pct']:3.0f}%  "
+                f"{t['server_cpu_s_per_gb'] or 0:.3f} CPU-s/GB"
                 + (f"  ! {t['problems'][0][:80]}" if t.get("problems") else "")
                 + (f"  [cpu {t['cpu_busy_before_pct']:.0f}% busy before]"
                    if t["cpu_busy_before_pct"] > BUSY_WARN else ""))
@@ -289,9 +311,10 @@ class Bench:
                          wrk_cpu_pct=statistics.median(t["wrk_cpu_pct"] for t in ok),
                          latency_mean_ms=statistics.median(t["latency_mean_ms"] for t in ok),
                          server_minflt_per_mb=statistics.median(t["server_minflt_per_mb"] for t in ok))
-                # CPU cost: server CPU seconds per GB served (lower is better)
-                d["server_cpu_s_per_gb"] = round(d["server_cpu_pct"] / 100 / (d["mb_s"] / 1000), 3) \
-                    if d["mb_s"] else None
+                # CPU cost: median over trials of server CPU seconds per GB served
+                d["server_cpu_s_per_gb"] = statistics.median(t["server_cpu_s_per_gb"] for t in ok)
+                # wrk near a full core per thread: the client held the server back
+                d["client_bound"] = d["wrk_cpu_pct"] >= CLIENT_BOUND * threads
             probs = [p for t in ts for p in t.get("problems", [])]
             if probs:
                 d["problems"] = probs
@@ -300,14 +323,10 @@ class Bench:
         return out
 
     def profile(self, srv: Server, scen: str, seconds: float, dest: Path) -> dict:
-        conns = SCENARIOS[scen]
         # --nonblocking: py-spy's pausing mode slowed netbootd ~3x here.  Samples
         # in epoll_wait are left out by summarize_profile (busy time only).
         spy = common.start_pyspy(srv.proc.pid, self.client_cpu, self.args.profile_rate, seconds, dest)
-        cmd = [WRK, "-t1", f"-c{conns}", f"-d{max(1, int(seconds - 2))}s", "--timeout", "60s",
-               "-s", str(self.lua), self.url(srv)]
-        if self.client_cpu is not None:
-            cmd = ["taskset", "-c", self.client_cpu, *cmd]
+        cmd = self.wrk(srv, scen, max(1, int(seconds - 2)))
         cpu0, t0 = srv.cpu(), time.monotonic()
         r = self.lab.ns_exec(self.ns, *cmd, check=False, timeout=seconds + 60)
         share = (srv.cpu() - cpu0) / max(1e-6, time.monotonic() - t0)
@@ -330,7 +349,8 @@ def print_report(doc: dict) -> None:
           "median of the repetitions")
     for scen, per in doc["results"].items():
         print()
-        print(f"[{scen}] {SCENARIOS[scen]} client(s): aggregate MB/s")
+        th, conns = SCENARIOS[scen]
+        print(f"[{scen}] wrk -t{th} -c{conns}: aggregate MB/s")
         hdr = (f"  {'server':32} {'MB/s':>8} {'min':>8} {'max':>8} {'ok':>3} {'srv CPU':>8} "
                f"{'wrk CPU':>8} {'CPU s/GB':>9} {'flt/MB':>7} {'lat ms':>7}  note")
         print(hdr)
@@ -342,6 +362,8 @@ def print_report(doc: dict) -> None:
             note = "  [problems: see JSON]" if d.get("problems") else ""
             if d.get("max_cpu_busy_before_pct", 0) > BUSY_WARN:
                 note += f"  [bg cpu {d['max_cpu_busy_before_pct']:.0f}%]"
+            if d.get("client_bound"):
+                note += "  [client-bound: wrk at its cores' limit]"
             if "mb_s" not in d:
                 print(f"  {labels[n]:32} {'-':>8}  (no successful trial){note}")
                 continue
@@ -352,8 +374,11 @@ def print_report(doc: dict) -> None:
         for ours, rat in doc["ratios"].get(scen, {}).items():
             if not rat:
                 continue
-            print(f"  {ours} / peer (MB/s ratio, higher is better): " +
-                  ", ".join(f"{p} {v:.2f}x" if v else f"{p} -" for p, v in rat.items()))
+            print(f"  {ours} / peer: MB/s (higher is better) " +
+                  ", ".join(f"{p} {common.fmt_ratio(v['mb_s'])}" for p, v in rat.items()) +
+                  "; CPU s/GB (lower is better) " +
+                  ", ".join(f"{p} {common.fmt_ratio(v['cpu_per_gb'])}" for p, v in rat.items()))
+    print_summary(doc)
     common.print_goals(doc)
     for n, v in doc["verify"].items():
         if not v.get("content_ok"):
@@ -368,8 +393,32 @@ def print_report(doc: dict) -> None:
         f"samples ({p['epoll_pct']}% of all in epoll_wait): {p['file']}"))
 
 
+def print_summary(doc: dict) -> None:
+    """One line per shape: netbootd against nginx (sendfile on), same run."""
+    per_shape = [(scen, per) for scen, per in doc["results"].items()
+                 if per.get("netbootd", {}).get("mb_s") and per.get("nginx", {}).get("mb_s")]
+    if not per_shape:
+        return
+    print()
+    print("netbootd vs nginx (sendfile on), per shape; wrk CPU = the client's share of a core "
+          "(netbootd run / nginx run)")
+    hdr = (f"  {'shape':8} {'nb MB/s':>9} {'nginx MB/s':>11} {'ratio':>6} {'nb CPU/GB':>10} "
+           f"{'nginx CPU/GB':>13} {'ratio':>6} {'wrk CPU':>11}")
+    print(hdr)
+    print("  " + "-" * (len(hdr) - 2))
+    for scen, per in per_shape:
+        nb, ng = per["netbootd"], per["nginx"]
+        r = doc["ratios"][scen]["netbootd"]["nginx"]
+        print(f"  {scen:8} {nb['mb_s']:9.1f} {ng['mb_s']:11.1f} {common.fmt_ratio(r['mb_s']):>6} "
+              f"{nb['server_cpu_s_per_gb']:10.3f} {ng['server_cpu_s_per_gb']:13.3f} "
+              f"{common.fmt_ratio(r['cpu_per_gb']):>6} "
+              f"{nb['wrk_cpu_pct']:4.0f}%/{ng['wrk_cpu_pct']:4.0f}%"
+              + ("  client-bound" if nb.get("client_bound") or ng.get("client_bound") else ""))
+
+
 def compute(doc: dict) -> None:
-    """Ratios of every netbootd* row to every peer row, per scenario."""
+    """Ratios of every netbootd* row to every peer row, per scenario: MB/s and
+    server CPU seconds per GB; the goals per shape against nginx."""
     ratios = {}
     for scen, per in doc["results"].items():
         for ours in (n for n in per if n.startswith("netbootd")):
@@ -377,16 +426,19 @@ def compute(doc: dict) -> None:
             if "mb_s" not in nb:
                 continue
             ratios.setdefault(scen, {})[ours] = {
-                p: (round(nb["mb_s"] / d["mb_s"], 3) if d.get("mb_s") else None)
+                p: {"mb_s": round(nb["mb_s"] / d["mb_s"], 3) if d.get("mb_s") else None,
+                    "cpu_per_gb": (round(nb["server_cpu_s_per_gb"] / d["server_cpu_s_per_gb"], 3)
+                                   if d.get("server_cpu_s_per_gb") else None)}
                 for p, d in per.items() if not p.startswith("netbootd")}
     doc["ratios"] = ratios
-    v = ratios.get("c20", {}).get("netbootd", {}).get("nginx")
-    doc["goals"] = [{"goal": "HTTP aggregate at 20 clients >= 0.9x nginx", "value": v,
-                     "met": (v >= 0.9) if v is not None else None}]
-    vm = ratios.get("c20", {}).get("netbootd-nomemtune", {}).get("nginx")
-    if vm is not None:
-        doc["goals"].append({"goal": "(diagnostic) netbootd-nomemtune at 20 clients >= 0.9x nginx",
-                             "value": vm, "met": vm >= 0.9})
+    doc["goals"] = []
+    for scen in doc["results"]:
+        r = ratios.get(scen, {}).get("netbootd", {}).get("nginx") or {}
+        v, c = r.get("mb_s"), r.get("cpu_per_gb")
+        doc["goals"].append({"goal": f"[{scen}] MB/s >= 0.9x nginx", "value": v,
+                             "met": (v >= 0.9) if v is not None else None})
+        doc["goals"].append({"goal": f"[{scen}] CPU s/GB <= 1.2x nginx (sendfile on)", "value": c,
+                             "met": (c <= 1.2) if c is not None else None})
 
 
 def main() -> int:
@@ -412,7 +464,7 @@ def main() -> int:
     args.duration = args.duration or (2.0 if q else 5.0)
     args.reps = args.reps or (2 if q else 5)
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
-    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    scenarios = [ALIASES.get(s.strip(), s.strip()) for s in args.scenarios.split(",") if s.strip()]
     bad = [n for n in names if n not in SERVERS] + [s for s in scenarios if s not in SCENARIOS]
     if bad:
         ap.error(f"unknown: {', '.join(bad)}")
@@ -472,7 +524,10 @@ def main() -> int:
                    "cpu_busy_before_start_pct": round(idle_busy, 1), "other_benchmarks": others}
     doc["settings"] = vars(args)
     doc["method"] = {
-        "file_bytes": FILE_SIZE, "client": "wrk -t1 -c<N> --timeout 60s (keep-alive)",
+        "file_bytes": FILE_SIZE,
+        "client": "wrk -t<threads> -c<N> --timeout 60s (keep-alive); 2-thread wrk not pinned",
+        "server_cpu_s_per_gb": "server CPU seconds (process tree, over the trial's wall time) / "
+                               "GB (10^9 B) wrk read; median over trials",
         "pinning": (f"servers CPU {bench.server_cpu}, wrk CPU {bench.client_cpu}"
                     if bench is not None and bench.server_cpu else "none"),
         "mb_s": "bytes read by wrk (headers and partial responses included) / wrk duration, 10^6 B/s",

@@ -23,14 +23,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/, for com
 import common  # noqa: E402
 
 
-def make_site(app):
+def make_site(app, per_source: int):
     """build_site(app), as the daemon does.  If the site cannot be built
     (e.g. a half-written /api module in a work tree), the same Site with only
     /files (same Root, Files, BoundedRequest and settings as build_site), and
     the reason -- /files is all this benchmark requests."""
     try:
+        from netbootd.net.http.limits import ConnectionLimits
         from netbootd.net.http.site import build_site
-        return build_site(app), "build_site"
+        from netbootd.runtime.fdlimit import http_connection_cap, soft_limit
+        from twisted.internet import reactor
+        # The daemon's caps ([http] max_per_source, default 32), raised per
+        # source: every wrk connection comes from 127.0.0.1.
+        limits = ConnectionLimits(reactor, total=http_connection_cap(soft_limit()),
+                                  per_source=per_source, request_timeout=10.0,
+                                  idle_timeout=30.0, counters=app.counters)
+        return build_site(app, limits=limits), "build_site"
     except Exception as e:                      # noqa: BLE001
         from twisted.web import server
 
@@ -57,6 +65,9 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--ip", default="127.0.0.1")
     ap.add_argument("--backlog", type=int, default=50, help="listenTCP backlog (twisted default 50)")
+    ap.add_argument("--per-source", type=int, default=1024,
+                    help="connections per client address (the daemon's default is 32; all of "
+                         "wrk's come from 127.0.0.1)")
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--no-memtune", action="store_true",
                     help="skip netbootd.runtime.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
@@ -78,7 +89,7 @@ def main() -> int:
 
     app = HttpApp(registry=None, submit=submit, renderer=None, clock=reactor,
                   token="bench-token-not-used", roots=[args.root])
-    site, how = make_site(app)
+    site, how = make_site(app, args.per_source)
     port = reactor.listenTCP(args.port, site, backlog=args.backlog, interface=args.ip)
 
     return common.serve(reactor, lambda: f"READY {port.getHost().port} site={how} memtune={memtune}",

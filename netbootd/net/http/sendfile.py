@@ -14,7 +14,7 @@ How the producer rides the reactor (non-blocking socket, no thread):
   ``tcp.Connection.abortConnection`` does) and asks for write events.  On
   each event it first lets the transport's own ``doWrite`` flush whatever is
   buffered (the headers), then calls ``os.sendfile`` until the socket is full
-  (EAGAIN) or ``BUDGET`` bytes went out in this turn, so one fast client
+  (a short count or EAGAIN) or ``BUDGET`` bytes went out in this turn, so one fast client
   cannot starve the others; epoll (level-triggered) calls again while the
   socket stays writable;
 * at the end it takes its ``doWrite`` off and finishes the request
@@ -30,7 +30,6 @@ transfers under way show progress as before.
 """
 from __future__ import annotations
 
-import errno
 import os
 
 from twisted.internet import error, tcp
@@ -101,27 +100,28 @@ class SendfileProducer:
 
     def _do_write(self):
         t = self.transport
+        flushed = False
         if _pending(t):
             why = type(t).doWrite(t)         # flush the headers (or anything buffered)
             if why is not None or _pending(t):
                 return why
+            flushed = True                   # ... which stopped the write events
         if t.disconnecting:                  # loseConnection() mid-transfer: let it close
             self._unhook()
             return type(t).doWrite(t)
         sent = 0
         sock = t.fileno()
         while self.left > 0 and sent < BUDGET:
+            want = min(self.left, BUDGET - sent)
             try:
-                n = os.sendfile(sock, self.fd, self.pos, min(self.left, BUDGET - sent))
+                n = os.sendfile(sock, self.fd, self.pos, want)
             except BlockingIOError:
                 break
             except InterruptedError:
                 continue
-            except OSError as e:
+            except OSError as e:             # EPIPE, ECONNRESET: the client is gone
                 self._unhook()
-                if e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                    return error.ConnectionLost(f"sendfile: {e.strerror}")
-                return error.ConnectionLost(f"sendfile failed: {e}")
+                return error.ConnectionLost(f"sendfile: {e.strerror or e}")
             if n == 0:                       # the file shrank: Content-Length cannot be kept
                 self._unhook()
                 if self.counters is not None:
@@ -130,10 +130,13 @@ class SendfileProducer:
             self.pos += n
             self.left -= n
             sent += n
+            if n < want:                     # the socket is full: no EAGAIN round trip
+                break
         if sent:
             self.request.sentLength += sent
         if self.left > 0:
-            t.startWriting()                 # more when the socket has room again
+            if flushed:
+                t.startWriting()             # more when the socket has room again
             return None
         self._unhook()
         if not _pending(t):
