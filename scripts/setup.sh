@@ -22,6 +22,10 @@ RUNTIME_DEBS="python3 python3-venv iproute2 ipxe ipxe-qemu qemu-system-x86 ovmf 
 # Boot media (`netbootd media build`, iso_builder/media.py): xorriso, GRUB for BIOS,
 # Debian's signed shim + GRUB (Secure Boot), mtools/dosfstools for the ESP.
 RUNTIME_DEBS="$RUNTIME_DEBS xorriso grub-pc-bin grub-efi-amd64-signed shim-signed mtools dosfstools"
+# HTTPS boot media: the agent on a medium checks the server's key pin with curl, which
+# `media build` packs with its libraries into the medium's initrd (iso_builder/tlsclient.py).
+# The daemon's own TLS (pyOpenSSL, cryptography) comes with the pip install below.
+RUNTIME_DEBS="$RUNTIME_DEBS curl"
 # Tests: real peers (perfdhcp/Kea, dnsmasq, udhcpc from busybox-static, curl,
 # atftp, tcpdump) and tools to check our archives (cpio, bsdtar).
 # chromium + chromium-driver: the status page is tested in a real browser;
