@@ -49,8 +49,8 @@ def test_a_binary_is_packed_with_its_interpreter_and_libraries():
     assert f"KEXEC_LIBS=/{kexec.LIB_DIR} " in agent
 
 
-def test_build_archive_carries_kexec_when_given_one(tmp_path):
-    _need_ldd()
+def fake_kernel(tmp_path) -> dict:
+    """build_archive's arguments for a kernel 9.9 with one module (a static busybox)."""
     try:
         bb = initrd.find_busybox()
     except initrd.InitrdError as e:
@@ -58,7 +58,12 @@ def test_build_archive_carries_kexec_when_given_one(tmp_path):
     (tmp_path / "mods/9.9/kernel").mkdir(parents=True)
     (tmp_path / "mods/9.9/kernel/nic.ko").write_bytes(b"NIC")
     (tmp_path / "mods/9.9/modules.dep").write_text("kernel/nic.ko:\n")
-    kw = dict(kernel_version="9.9", busybox=bb, modules=("nic",), modules_root=tmp_path / "mods")
+    return dict(kernel_version="9.9", busybox=bb, modules=("nic",), modules_root=tmp_path / "mods")
+
+
+def test_build_archive_carries_kexec_when_given_one(tmp_path):
+    _need_ldd()
+    kw = fake_kernel(tmp_path)
     archive, info = initrd.build_archive(kexec=DYNAMIC, **kw)
     entries = {e.name: e for e in read_archive(archive.to_bytes())}
     assert entries["usr/sbin/kexec"].is_file and entries["usr/sbin/kexec"].perm == 0o755

@@ -12,19 +12,14 @@ import iso_builder.initrd as initrd
 from iso_builder import kexec, tlsclient
 from iso_builder.cpio import read_archive
 
+from .test_initrd_kexec import fake_kernel
+
 DYNAMIC = Path("/bin/ls")
 
 
 @pytest.fixture
 def kw(tmp_path):
-    try:
-        bb = initrd.find_busybox()
-    except initrd.InitrdError as e:
-        pytest.skip(str(e))
-    (tmp_path / "mods/9.9/kernel").mkdir(parents=True)
-    (tmp_path / "mods/9.9/kernel/nic.ko").write_bytes(b"NIC")
-    (tmp_path / "mods/9.9/modules.dep").write_text("kernel/nic.ko:\n")
-    return dict(kernel_version="9.9", busybox=bb, modules=("nic",), modules_root=tmp_path / "mods")
+    return fake_kernel(tmp_path)
 
 
 def test_curl_is_packed_beside_kexec_with_shared_libraries_once(kw):
