@@ -30,6 +30,7 @@ output and renamed.  Never imports netbootd; never installs packages.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -42,7 +43,7 @@ from typing import Callable
 
 from . import initrd as initrd_mod
 
-FLAVOURS = ("full",)
+FLAVOURS = ("full", "net")
 GRUB_PC_DIR = Path("/usr/lib/grub/i386-pc")
 SHIM_DIR = Path("/usr/lib/shim")
 GRUB_SIGNED_DIR = Path("/usr/lib/grub/x86_64-efi-signed")
@@ -77,15 +78,26 @@ set nb_cmdline=""
 if [ -f /netbootd/medium.cfg ]; then
   source /netbootd/medium.cfg
 fi
-menuentry "netbootd agent (account ${nb_account})" {
+@NB_ARGS@menuentry "netbootd agent (account ${nb_account})" {
   echo "netbootd: loading the agent for account ${nb_account}"
-  linux /netbootd/vmlinuz console=ttyS0,115200 console=tty0 quiet panic=30 ${nb_cmdline} netbootd.server=${nb_server} netbootd.token=${nb_token}
+  linux /netbootd/vmlinuz console=ttyS0,115200 console=tty0 quiet panic=30 ${nb_cmdline} netbootd.server=${nb_server} netbootd.token=${nb_token} ${nb_args}
   initrd /netbootd/agent.img
 }
 menuentry "reboot" {
   reboot
 }
 """
+
+# The optional medium fields as kernel arguments (the agent honours them), for both
+# flavours' grub.cfg: netbootd.ip=CIDR netbootd.gw=IP netbootd.dns=IP netbootd.pin=sha256//B64
+NB_ARGS = """\
+set nb_args=""
+if [ -n "${nb_ip}" ]; then set nb_args="${nb_args} netbootd.ip=${nb_ip}"; fi
+if [ -n "${nb_gw}" ]; then set nb_args="${nb_args} netbootd.gw=${nb_gw}"; fi
+if [ -n "${nb_dns}" ]; then set nb_args="${nb_args} netbootd.dns=${nb_dns}"; fi
+if [ -n "${nb_pin}" ]; then set nb_args="${nb_args} netbootd.pin=${nb_pin}"; fi
+"""
+GRUB_CFG = GRUB_CFG.replace("@NB_ARGS@", NB_ARGS)
 
 # Values go into GRUB double quotes and onto the kernel command line: no quotes,
 # no $, no backslash, no whitespace (the extra command line may have spaces).
@@ -94,6 +106,8 @@ _URL_RE = re.compile(URL_PATTERN)
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{1,512}$")
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9._@-]{0,64}$")
 _CMDLINE_RE = re.compile(r"^[A-Za-z0-9._~:/,=+@ -]{0,256}$")
+PIN_PATTERN = r"^sha256//[A-Za-z0-9+/]{43}=$"
+_PIN_RE = re.compile(PIN_PATTERN)
 
 # Debian package of each input (the one clear line when something is missing)
 TOOLS = {"xorriso": "xorriso", "grub-mkimage": "grub-common", "mkfs.fat": "dosfstools",
@@ -117,13 +131,14 @@ def _files(kernel_version: str) -> dict[str, tuple[Path, str]]:
     }
 
 
-def check_inputs(kernel_version: str) -> dict[str, Path]:
-    """Every tool and file the build needs, or MediaError naming the Debian package."""
+def check_files(files: dict[str, tuple[Path, str]]) -> dict[str, Path]:
+    """The tools and files (name -> (path, Debian package)) a build needs, or
+    MediaError naming the Debian package."""
     for tool, pkg in TOOLS.items():
         if shutil.which(tool) is None:
             raise MediaError(f"{tool} is missing (Debian package {pkg}: apt-get install {pkg})")
     out = {}
-    for name, (path, pkg) in _files(kernel_version).items():
+    for name, (path, pkg) in files.items():
         if not path.is_file():
             raise MediaError(f"{path} is missing (Debian package {pkg}: apt-get install {pkg})")
         out[name] = path
@@ -132,21 +147,84 @@ def check_inputs(kernel_version: str) -> dict[str, Path]:
     return out
 
 
-def medium_config(*, server_url: str, token: str, account: str = "",
-                  extra_cmdline: str = "") -> bytes:
-    """/netbootd/medium.cfg: GRUB `set` lines, padded to MEDIUM_CFG_SIZE bytes."""
+def check_inputs(kernel_version: str) -> dict[str, Path]:
+    """Every tool and file the full flavour needs, or MediaError naming the package."""
+    return check_files(_files(kernel_version))
+
+
+def medium_values(*, server_url: str, token: str, account: str = "", extra_cmdline: str = "",
+                  ip: str | None = None, gateway: str | None = None, dns: str | None = None,
+                  pin: str | None = None) -> dict[str, str]:
+    """The medium's settings, checked (MediaError naming the field): GRUB variable
+    name -> value.  ip is the host's static address as CIDR (gateway and dns need
+    it: with DHCP they come from DHCP); pin is sha256//BASE64 (the HTTPS server's
+    public-key pin, 32 bytes)."""
     for field, value, rx in (("server_url", server_url, _URL_RE), ("token", token, _TOKEN_RE),
                              ("account", account, _ACCOUNT_RE),
                              ("extra_cmdline", extra_cmdline, _CMDLINE_RE)):
         if not isinstance(value, str) or not rx.match(value):
             raise MediaError(f"{field}: {value!r} has characters a boot medium cannot carry")
-    text = ("# netbootd boot medium: this account's settings (sourced by /boot/grub/grub.cfg)\n"
-            f'set nb_account="{account}"\nset nb_server="{server_url}"\n'
-            f'set nb_token="{token}"\nset nb_cmdline="{extra_cmdline}"\n').encode()
+    vals = {"nb_account": account, "nb_server": server_url, "nb_token": token,
+            "nb_cmdline": extra_cmdline, "nb_tftp": _url_host(server_url),
+            "nb_ip": "", "nb_ip_addr": "", "nb_ip_net": "", "nb_ip_mask": "", "nb_gw": "",
+            "nb_dns": "", "nb_pin": ""}
+    iface = None
+    if ip not in (None, ""):
+        try:
+            if "/" not in str(ip):
+                raise ValueError("no /prefix")
+            iface = ipaddress.IPv4Interface(ip)
+        except (ValueError, TypeError) as e:
+            raise MediaError(f"ip: {ip!r} is not an IPv4 address with a prefix "
+                             f"(192.0.2.50/24): {e}") from None
+        net = iface.network
+        if net.prefixlen < 8 or (net.prefixlen < 31 and iface.ip in (net.network_address,
+                                                                     net.broadcast_address)):
+            raise MediaError(f"ip: {ip} is not a host address of a usable network")
+        vals.update(nb_ip=str(iface), nb_ip_addr=str(iface.ip), nb_ip_net=str(net),
+                    nb_ip_mask=str(net.netmask))
+    for field, key, value in (("gateway", "nb_gw", gateway), ("dns", "nb_dns", dns)):
+        if value in (None, ""):
+            continue
+        if iface is None:
+            raise MediaError(f"{field}: needs ip (with DHCP the {field} comes from DHCP)")
+        try:
+            addr = ipaddress.IPv4Address(value)
+        except (ValueError, TypeError) as e:
+            raise MediaError(f"{field}: {value!r} is not an IPv4 address: {e}") from None
+        if field == "gateway" and (addr not in iface.network or addr == iface.ip):
+            raise MediaError(f"gateway: {addr} is not another address in {iface.network}")
+        vals[key] = str(addr)
+    if pin not in (None, ""):
+        if not isinstance(pin, str) or not _PIN_RE.match(pin):
+            raise MediaError(f"pin: {pin!r} is not sha256//BASE64 (a SHA-256 public-key pin, "
+                             "44 base64 characters)")
+        vals["nb_pin"] = pin
+    return vals
+
+
+def _url_host(url: str) -> str:
+    """The host of a URL (no port, no user), for GRUB's (tftp,HOST) device."""
+    hostport = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    if hostport.startswith("["):
+        return hostport[1:].split("]", 1)[0]
+    return hostport.rsplit(":", 1)[0] if ":" in hostport else hostport
+
+
+def _padded(text: bytes, what: str) -> bytes:
     if len(text) > MEDIUM_CFG_SIZE - 2:
-        raise MediaError(f"medium.cfg would be {len(text)} bytes (max {MEDIUM_CFG_SIZE - 2})")
+        raise MediaError(f"{what} would be {len(text)} bytes (max {MEDIUM_CFG_SIZE - 2})")
     pad = MEDIUM_CFG_SIZE - len(text)
     return text + b"#" * (pad - 1) + b"\n"
+
+
+def medium_config(**settings) -> bytes:
+    """/netbootd/medium.cfg: GRUB `set` lines, padded to MEDIUM_CFG_SIZE bytes
+    (settings: as medium_values)."""
+    vals = medium_values(**settings)
+    text = ("# netbootd boot medium: this account's settings (sourced by grub.cfg)\n" +
+            "".join(f'set {k}="{v}"\n' for k, v in vals.items())).encode()
+    return _padded(text, "medium.cfg")
 
 
 def _run(cmd: list[str], env: dict, what: str, cwd: Path | None = None) -> str:
@@ -189,47 +267,24 @@ def _build_parts(dest: Path, *, files: dict[str, Path], kernel_version: str, bus
     """initrd (agent.img), ESP (efi.img), BIOS El Torito image (eltorito.img) into dest."""
     step("agent initrd", 1, 5)
     archive, info = initrd_mod.build_archive(kernel_version=kernel_version, busybox=busybox,
-                                             modules=modules, kexec=kexec)
+                                             modules=modules, kexec=kexec,
+                                             tls_client=initrd_mod.find_tls_client())   # https
     from .cpio import gzip_bytes
     (dest / "agent.img").write_bytes(gzip_bytes(archive.to_bytes()))
 
     step("EFI system partition", 2, 5)
-    efi_src = dest / "esp"
-    boot = efi_src / "EFI" / "BOOT"
-    boot.mkdir(parents=True)
-    shutil.copyfile(files["shim"], boot / "BOOTX64.EFI")
-    shutil.copyfile(files["grub_efi"], boot / "grubx64.efi")
-    shutil.copyfile(files["mokmanager"], boot / "mmx64.efi")
-    _touch_tree(efi_src, epoch)
-    payload = sum(f.stat().st_size for f in boot.iterdir())
-    kib = ((payload * 11 // 10 + (512 << 10)) // (1 << 20) + 1) * 1024   # +10%, +512K, MiB
-    efi = dest / "efi.img"
-    volid = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(boot.iterdir()))
-                           ).hexdigest()[:8]
-    _run(["mkfs.fat", "-C", "--invariant", "-i", volid, "-n", "NETBOOTESP", str(efi), str(kib)],
-         env, "mkfs.fat")
-    _run(["mcopy", "-s", "-m", "-Q", "-i", str(efi), str(efi_src / "EFI"), "::/"], env, "mcopy")
-    shutil.rmtree(efi_src)
-
+    make_esp(dest, {"EFI/BOOT/BOOTX64.EFI": files["shim"], "EFI/BOOT/grubx64.efi":
+                    files["grub_efi"], "EFI/BOOT/mmx64.efi": files["mokmanager"]}, epoch, env)
     step("BIOS boot image", 3, 5)
-    load_cfg = dest / "load.cfg"
-    load_cfg.write_text(LOAD_CFG)
-    _run(["grub-mkimage", "-O", "i386-pc-eltorito", "-d", str(GRUB_PC_DIR), "-p", "/boot/grub",
-          "-c", str(load_cfg), "-o", str(dest / "eltorito.img"), *GRUB_PC_MODULES],
-         env, "grub-mkimage")
-    load_cfg.unlink()
+    make_eltorito(dest, GRUB_PC_MODULES, env)
     return {k: v for k, v in info.items() if k in ("kernel_version", "modules", "busybox_version",
                                                    "kexec")}
 
 
-def _parts(*, files, kernel_version, busybox, kexec, modules, epoch, env, step,
-           cache: Path | None) -> tuple[Path, dict, bool, tempfile.TemporaryDirectory | None]:
-    """The parts directory (cached by the inputs' identities), facts, reused?"""
-    key_src = {"files": {k: _ident(p) for k, p in sorted(files.items())},
-               "initrd": initrd_mod._inputs(kernel_version, busybox, modules, None, kexec),
-               "grub_pc": _ident(GRUB_PC_DIR / "moddep.lst"), "grub_modules": GRUB_PC_MODULES,
-               "load_cfg": LOAD_CFG, "epoch": epoch, "v": 1,
-               "tools": {t: _tool_version(t) for t in sorted(TOOLS)}}
+def _parts(*, key_src: dict, build: Callable[[Path], dict], cache: Path | None
+           ) -> tuple[Path, dict, bool, tempfile.TemporaryDirectory | None]:
+    """The parts directory (cached under cache by key_src, the inputs' identities),
+    the build's facts, reused?, and the temp dir to clean up when not cached."""
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:24]
     if cache is not None:
         d = cache / key
@@ -242,9 +297,7 @@ def _parts(*, files, kernel_version, busybox, kexec, modules, epoch, env, step,
         cache.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache))
         try:
-            facts = _build_parts(tmp, files=files, kernel_version=kernel_version,
-                                 busybox=busybox, kexec=kexec, modules=modules, epoch=epoch,
-                                 env=env, step=step)
+            facts = build(tmp)
             (tmp / "parts.json").write_text(json.dumps(facts))
             try:
                 os.replace(tmp, d)
@@ -255,16 +308,53 @@ def _parts(*, files, kernel_version, busybox, kexec, modules, epoch, env, step,
             shutil.rmtree(tmp, ignore_errors=True)
         return d, facts, False, None
     td = tempfile.TemporaryDirectory(prefix="netbootd-media-parts.")
-    facts = _build_parts(Path(td.name), files=files, kernel_version=kernel_version,
-                         busybox=busybox, kexec=kexec, modules=modules, epoch=epoch, env=env,
-                         step=step)
-    return Path(td.name), facts, False, td
+    return Path(td.name), build(Path(td.name)), False, td
+
+
+def make_esp(dest: Path, files: dict[str, Path], epoch: int, env: dict,
+             slack_kib: int | None = None) -> Path:
+    """dest/efi.img: a FAT image holding files (path on the ESP -> source path),
+    sized to fit (payload + slack_kib, default +10% +512K rounded up to a MiB),
+    its volume id derived from the content."""
+    efi_src = dest / "esp"
+    for name, src in sorted(files.items()):
+        (efi_src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, efi_src / name)
+    _touch_tree(efi_src, epoch)
+    payload = sum(p.stat().st_size for p in files.values())
+    kib = ((payload * 11 // 10 + (512 << 10)) // (1 << 20) + 1) * 1024   # +10%, +512K, MiB
+    if slack_kib is not None:
+        kib = -(-payload // 1024) + slack_kib
+    efi = dest / "efi.img"
+    h = hashlib.sha256()
+    for name, src in sorted(files.items()):
+        h.update(name.encode() + b"\0" + Path(src).read_bytes())
+    _run(["mkfs.fat", "-C", "--invariant", "-i", h.hexdigest()[:8], "-n", "NETBOOTESP",
+          str(efi), str(kib)], env, "mkfs.fat")
+    tops = sorted({n.split("/", 1)[0] for n in files})
+    _run(["mcopy", "-s", "-m", "-Q", "-i", str(efi), *(str(efi_src / t) for t in tops), "::/"],
+         env, "mcopy")
+    shutil.rmtree(efi_src)
+    return efi
+
+
+def make_eltorito(dest: Path, modules, env: dict) -> Path:
+    """dest/eltorito.img: GRUB i386-pc for El Torito and the hybrid MBR, its
+    config in ($root)/boot/grub where $root holds /.disk/info."""
+    load_cfg = dest / "load.cfg"
+    load_cfg.write_text(LOAD_CFG)
+    _run(["grub-mkimage", "-O", "i386-pc-eltorito", "-d", str(GRUB_PC_DIR), "-p", "/boot/grub",
+          "-c", str(load_cfg), "-o", str(dest / "eltorito.img"), *modules],
+         env, "grub-mkimage")
+    load_cfg.unlink()
+    return dest / "eltorito.img"
 
 
 # -- the image ----------------------------------------------------------------------------
 def _xorriso_cmd(out: Path, stage: Path, efi: Path, epoch: int,
-                 grafts: list[str]) -> list[str]:
-    """mkisofs emulation: -r (owners 0, modes normalized), every date the epoch."""
+                 grafts: list[str], pad: bool = True) -> list[str]:
+    """mkisofs emulation: -r (owners 0, modes normalized), every date the epoch;
+    pad=False: without the 300 KiB of zeros mkisofs appends by default."""
     date = time.strftime("%Y%m%d%H%M%S00", time.gmtime(epoch))
     return ["xorriso", "-as", "mkisofs", "-o", str(out), "-r", "-V", VOLUME_ID,
             "--modification-date=" + date, "--set_all_file_dates", date, "-graft-points",
@@ -275,11 +365,63 @@ def _xorriso_cmd(out: Path, stage: Path, efi: Path, epoch: int,
             "-b", "boot/grub/i386-pc/eltorito.img", "-no-emul-boot", "-boot-load-size", "4",
             "-boot-info-table", "--grub2-boot-info",
             "-eltorito-alt-boot", "-e", "--interval:appended_partition_2:all::",
-            "-no-emul-boot", f"/={stage}", *grafts]
+            "-no-emul-boot", *([] if pad else ["-no-pad"]), f"/={stage}", *grafts]
+
+
+def output_checks(out_path) -> Path:
+    out = Path(out_path)
+    if not out.parent.is_dir():
+        raise MediaError(f"output directory {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise MediaError(f"output directory {out.parent} is not writable")
+    return out
+
+
+def cache_path(cache) -> Path | None:
+    return (initrd_mod.cache_dir() / "media" if cache is True else
+            (Path(cache) if cache else None))
+
+
+def write_image(out: Path, *, flavour: str, tree: dict[str, bytes], grafts: list[str],
+                efi: Path, epoch: int, env: dict, step: Progress, n: int,
+                pad: bool = True) -> str:
+    """The ISO tree (path -> bytes, plus /.disk/info) and grafts (path=source)
+    through xorriso into a temp file beside out, fsynced, renamed; its sha256."""
+    tmp_out = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        step("ISO tree", n, n + 1)
+        with tempfile.TemporaryDirectory(prefix="netbootd-media.") as sd:
+            stage = Path(sd) / "iso"
+            tree = dict(tree, **{".disk/info": f"netbootd boot medium ({flavour})\n".encode()})
+            for name, data in sorted(tree.items()):
+                (stage / name).parent.mkdir(parents=True, exist_ok=True)
+                (stage / name).write_bytes(data)
+            _touch_tree(stage, epoch)
+            step("xorriso", n + 1, n + 1)
+            _run(_xorriso_cmd(tmp_out, stage, efi, epoch, grafts, pad), env, "xorriso")
+        with open(tmp_out, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest() if hasattr(
+                hashlib, "file_digest") else hashlib.sha256(f.read()).hexdigest()
+            os.fsync(f.fileno())
+        os.replace(tmp_out, out)
+    finally:
+        tmp_out.unlink(missing_ok=True)
+    return digest
+
+
+def image_facts(facts: dict, *, out: Path, flavour: str, sha256: str, epoch: int,
+                reused: bool, account: str, server_url: str, t0: float, config: bytes) -> dict:
+    """What a build returns (the CLI's --json, the API, the bench)."""
+    return dict(facts, path=str(out), flavour=flavour, size=out.stat().st_size, sha256=sha256,
+                source_date_epoch=epoch, parts_reused=reused, account=account,
+                server_url=server_url, seconds=round(time.monotonic() - t0, 3),
+                config_sha256=hashlib.sha256(config).hexdigest())
 
 
 def build_full_image(out_path, *, server_url: str, token: str, account: str = "",
-                     extra_cmdline: str = "", kernel_version: str | None = None,
+                     extra_cmdline: str = "", ip: str | None = None,
+                     gateway: str | None = None, dns: str | None = None,
+                     pin: str | None = None, kernel_version: str | None = None,
                      busybox: Path | str | None = None, kexec: Path | str | bool | None = True,
                      modules=initrd_mod.DEFAULT_MODULES + MEDIA_MODULES,
                      cache: Path | str | None | bool = True,
@@ -299,51 +441,36 @@ def build_full_image(out_path, *, server_url: str, token: str, account: str = ""
     except initrd_mod.InitrdError as e:
         raise MediaError(str(e)) from None
     cfg = medium_config(server_url=server_url, token=token, account=account,
-                        extra_cmdline=extra_cmdline)
+                        extra_cmdline=extra_cmdline, ip=ip, gateway=gateway, dns=dns, pin=pin)
     files = check_inputs(kver)
     epoch = _epoch(files)
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), TZ="UTC", LC_ALL="C")
-    out = Path(out_path)
-    if not out.parent.is_dir():
-        raise MediaError(f"output directory {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise MediaError(f"output directory {out.parent} is not writable")
-    cache_dir = (initrd_mod.cache_dir() / "media" if cache is True else
-                 (Path(cache) if cache else None))
+    out = output_checks(out_path)
+    modules = tuple(modules)
+    key_src = {"files": {k: _ident(p) for k, p in sorted(files.items())},
+               "initrd": initrd_mod._inputs(kver, bb, modules, None, kx,
+                                            initrd_mod.find_tls_client()),
+               "grub_pc": _ident(GRUB_PC_DIR / "moddep.lst"), "grub_modules": GRUB_PC_MODULES,
+               "load_cfg": LOAD_CFG, "epoch": epoch, "v": 2,
+               "tools": {t: _tool_version(t) for t in sorted(TOOLS)}}
     try:
-        parts, facts, reused, td = _parts(files=files, kernel_version=kver, busybox=bb,
-                                          kexec=kx, modules=tuple(modules), epoch=epoch,
-                                          env=env, step=step, cache=cache_dir)
+        parts, facts, reused, td = _parts(
+            key_src=key_src, cache=cache_path(cache),
+            build=lambda d: _build_parts(d, files=files, kernel_version=kver, busybox=bb,
+                                         kexec=kx, modules=modules, epoch=epoch, env=env,
+                                         step=step))
     except initrd_mod.InitrdError as e:
         raise MediaError(str(e)) from None
-    tmp_out = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        step("ISO tree", 4, 5)
-        with tempfile.TemporaryDirectory(prefix="netbootd-media.") as sd:
-            stage = Path(sd) / "iso"
-            (stage / ".disk").mkdir(parents=True)
-            (stage / ".disk" / "info").write_text("netbootd boot medium (full)\n")
-            (stage / "boot/grub").mkdir(parents=True)
-            (stage / "boot/grub/grub.cfg").write_text(GRUB_CFG)
-            (stage / "netbootd").mkdir()
-            (stage / MEDIUM_CFG).write_bytes(cfg)
-            _touch_tree(stage, epoch)
-            grafts = [f"netbootd/vmlinuz={files['kernel']}",
-                      f"netbootd/agent.img={parts / 'agent.img'}",
-                      f"boot/grub/i386-pc/eltorito.img={parts / 'eltorito.img'}"]
-            step("xorriso", 5, 5)
-            _run(_xorriso_cmd(tmp_out, stage, parts / "efi.img", epoch, grafts), env,
-                 "xorriso")
-        with open(tmp_out, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest() if hasattr(
-                hashlib, "file_digest") else hashlib.sha256(f.read()).hexdigest()
-            os.fsync(f.fileno())
-        os.replace(tmp_out, out)
+        digest = write_image(out, flavour="full", tree={"boot/grub/grub.cfg": GRUB_CFG.encode(),
+                                                        MEDIUM_CFG: cfg},
+                             grafts=[f"netbootd/vmlinuz={files['kernel']}",
+                                     f"netbootd/agent.img={parts / 'agent.img'}",
+                                     f"boot/grub/i386-pc/eltorito.img={parts / 'eltorito.img'}"],
+                             efi=parts / "efi.img", epoch=epoch, env=env, step=step, n=4)
     finally:
-        tmp_out.unlink(missing_ok=True)
         if td is not None:
             td.cleanup()
-    return dict(facts, path=str(out), flavour="full", size=out.stat().st_size, sha256=digest,
-                source_date_epoch=epoch, parts_reused=reused, account=account,
-                server_url=server_url, seconds=round(time.monotonic() - t0, 3),
-                config_sha256=hashlib.sha256(cfg).hexdigest())
+    return image_facts(facts, out=out, flavour="full", sha256=digest, epoch=epoch,
+                       reused=reused, account=account, server_url=server_url, t0=t0,
+                       config=cfg)

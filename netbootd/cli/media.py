@@ -29,8 +29,9 @@ def add_parser(sub) -> None:
     b = msub.add_parser("build", help="build an account's boot image (BIOS + UEFI, Secure "
                                       "Boot)")
     b.add_argument("--account", required=True, help="the account hosts booting it join")
-    b.add_argument("--flavour", choices=("full",), default="full",
-                   help="full: kernel + agent on the medium (default)")
+    b.add_argument("--flavour", choices=("full", "net"), default="full",
+                   help="full: kernel + agent on the medium (default); net: boot loaders "
+                        "only (~5 MiB), kernel + agent from netbootd over the LAN (http://)")
     b.add_argument("--server-url", help="URL the machines reach netbootd at "
                                         "(default: --server when given)")
     b.add_argument("--token-file", help="a file holding the enrollment token's text ('-': "
@@ -38,6 +39,11 @@ def add_parser(sub) -> None:
     b.add_argument("--label", help="label of the token created (default 'media full DATE')")
     b.add_argument("--expires", help="the created token is valid for this long (30d, 12h)")
     b.add_argument("--cmdline", default="", help="extra kernel command-line words")
+    b.add_argument("--ip", help="static address of the booted machine, CIDR (192.0.2.50/24); "
+                                "default DHCP")
+    b.add_argument("--gateway", help="default gateway with --ip")
+    b.add_argument("--dns", help="DNS server with --ip")
+    b.add_argument("--pin", help="the HTTPS server's public-key pin, sha256//BASE64")
     b.add_argument("-o", "--output", required=True, help="the image file to write")
     add_command_args(b)
     b.set_defaults(func=build)
@@ -45,6 +51,10 @@ def add_parser(sub) -> None:
     ls.add_argument("--account", help="only this account's")
     add_command_args(ls)
     ls.set_defaults(func=list_)
+    t = msub.add_parser("tftp", help="put the discover kernel + initrd in the files root, "
+                                     "where the net medium's UEFI GRUB loads them over TFTP")
+    add_command_args(t)
+    t.set_defaults(func=tftp)
     w = msub.add_parser("write", help="write an image to a USB stick, then verify it")
     w.add_argument("image", help="the image file (media build -o)")
     w.add_argument("--device", required=True, help="the whole disk, e.g. /dev/sdb")
@@ -96,7 +106,7 @@ def _read_token(path: str) -> str | None:
 
 def build(args) -> int:
     from iso_builder import initrd as initrd_mod
-    from iso_builder import media
+    from iso_builder import media, mediabuild
     server_url = args.server_url or args.server
     if not server_url:
         return fail("media build: --server-url is required: the URL the machines reach "
@@ -106,10 +116,10 @@ def build(args) -> int:
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         return fail(f"media build: -o {args.output}: directory {parent} is missing or not "
                     "writable")
-    try:   # every Debian input before a token is made
-        media.check_inputs(initrd_mod.default_kernel_version())
-        media.medium_config(server_url=server_url, token="nbt1.x", account=args.account,
-                            extra_cmdline=args.cmdline)
+    settings = dict(server_url=server_url, account=args.account, extra_cmdline=args.cmdline,
+                    ip=args.ip, gateway=args.gateway, dns=args.dns, pin=args.pin)
+    try:   # every Debian input and field before a token is made
+        mediabuild.preflight(args.flavour, token="nbt1.x", **settings)
     except (media.MediaError, initrd_mod.InitrdError) as e:
         return fail(f"media build: {e}")
     api = ApiClient(effective_config(args), args.server)
@@ -144,9 +154,8 @@ def build(args) -> int:
 
     bar = _Bar(sys.stderr.isatty() and not args.json)
     try:
-        info = media.build_full_image(out, server_url=server_url, token=token,
-                                      account=args.account, extra_cmdline=args.cmdline,
-                                      progress=bar)
+        info = mediabuild.build_image(out, flavour=args.flavour, token=token, progress=bar,
+                                 **settings)
     except (media.MediaError, OSError) as e:
         bar.end()
         if created is not None:
@@ -156,17 +165,90 @@ def build(args) -> int:
                                            if created else ""))
     bar.end()
     info["token_id"] = created["id"] if created else None
+    if args.flavour == "net":
+        info["tftp"] = publish_tftp(args)
+        if not info["tftp"]["ok"] and not args.json:
+            print(f"netbootd: warning: {info['tftp']['error']}", file=sys.stderr)
     if args.json:
         print_json(info)
         return 0
-    print(f"{info['path']}: {info['size']} bytes, sha256 {info['sha256'][:16]}..., account "
+    print(f"{info['path']}: {args.flavour}, {info['size']} bytes, sha256 {info['sha256'][:16]}..., account "
           f"{args.account}, server {server_url}" +
           (f", token {created['id']} (new)" if created else "") +
           f", {info['seconds']:.1f}s" + (" (cached parts)" if info["parts_reused"] else ""))
     print("Write it to a USB stick with dd (it is also a CD image). It boots BIOS and UEFI "
-          "with Secure Boot; anyone holding it can enroll machines into the account until "
+          "with Secure Boot" + ("; the net flavour loads the agent from "
+                                f"{server_url}/files/" if args.flavour == "net" else "") + "; anyone holding it can enroll machines into the account until "
           "the token is revoked" + (f": netbootd tokens revoke {created['id']}" if created
                                     else "."), file=sys.stderr)
+    return 0
+
+
+TFTP_NAMES = ("vmlinuz", "discover.img")
+
+
+def publish_tftp(args) -> dict:
+    """The discover kernel + initrd the daemon serves over HTTP (/files/netbootd/...,
+    what PXE-booted hosts get), copied into its files root as netbootd/vmlinuz and
+    netbootd/discover.img, which its TFTP serves: the net medium's UEFI GRUB
+    (Debian's signed grubnetx64, no http module) loads them from there.  Each is
+    written to a temp file and renamed, and only when its bytes changed.  Needs the
+    daemon's files root on this machine (run where the daemon runs)."""
+    import hashlib
+    import urllib.request
+    cfg = effective_config(args)
+    root = cfg.boot.files_root or os.path.join(cfg.state_dir, "files")
+    out = {"ok": False, "files_root": root, "files": {}}
+    base = ApiClient(cfg, args.server).base
+    try:
+        os.makedirs(os.path.join(root, "netbootd"), mode=0o755, exist_ok=True)
+        for name in TFTP_NAMES:
+            dest = os.path.join(root, "netbootd", name)
+            tmp = f"{dest}.{os.getpid()}.tmp"
+            h = hashlib.sha256()
+            try:
+                with urllib.request.urlopen(f"{base}/files/netbootd/{name}", timeout=60) as r, \
+                        open(tmp, "wb") as f:
+                    while chunk := r.read(1 << 20):
+                        h.update(chunk)
+                        f.write(chunk)
+                same = os.path.isfile(dest) and _sha256(dest) == h.hexdigest()
+                if not same:
+                    os.chmod(tmp, 0o644)
+                    os.replace(tmp, dest)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            out["files"][f"netbootd/{name}"] = {"sha256": h.hexdigest(), "changed": not same,
+                                                "bytes": os.path.getsize(dest)}
+    except OSError as e:     # urllib's errors are OSErrors
+        out["error"] = (f"the net medium's UEFI path loads netbootd/vmlinuz and "
+                        f"netbootd/discover.img over TFTP from {root}, and copying them from "
+                        f"{base}/files/netbootd/ failed: {e} (run `netbootd media tftp` where "
+                        "the daemon runs)")
+        return out
+    out["ok"] = True
+    return out
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def tftp(args) -> int:
+    info = publish_tftp(args)
+    if not info["ok"]:
+        return fail(f"media tftp: {info['error']}")
+    if getattr(args, "json", False):
+        print_json(info)
+        return 0
+    from .common import print_rows
+    print_rows(args, [{"file": k, "bytes": v["bytes"], "sha256": v["sha256"][:16],
+                       "changed": "yes" if v["changed"] else "no"}
+                      for k, v in sorted(info["files"].items())],
+               ["file", "bytes", "sha256", "changed"])
     return 0
 
 

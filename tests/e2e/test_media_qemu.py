@@ -1,4 +1,4 @@
-"""End to end: an account's boot medium (issue 12, `full` flavour) under qemu (TCG).
+"""End to end: an account's boot media (issue 12, `full` and `net` flavours) under qemu (TCG).
 
 Topology (addresses only inside namespaces this module creates, 10.82.0.x):
 
@@ -17,6 +17,17 @@ its inventory (firmware bios/uefi; secure_boot true under Secure Boot):
     OVMF Secure Boot enforced + MS keys, the image as a virtio disk
     SeaBIOS, media whose token was revoked or edited to claim another account: the agent
     prints FAILED ... status=403 and the host is enrolled nowhere
+
+The `net` flavour (boot loaders only; kernel + agent over HTTP from the daemon), built
+once too, the same way (--flavour net), must enroll the same from:
+
+    SeaBIOS CD, SeaBIOS USB stick (GRUB i386-pc -> ipxe.lkrn + the medium's iPXE script)
+    OVMF CD, OVMF USB stick, OVMF Secure Boot enforced + MS keys (shim -> grubnetx64)
+    a net medium with a static address (--ip/--gateway/--dns): SeaBIOS and OVMF, their
+    loaders fetch the kernel from that address (the daemon's access log shows it)
+
+each checked on the console to have come through the medium's loader (OVMF has its
+own PXE client and would enroll the host through PXE if the medium failed).
 
 Two VMs at a time at most.  Power-on to enrolled is printed per firmware path
 (pytest -s shows it; also written to <tmp>/timings.json).
@@ -53,7 +64,11 @@ OVMF_SB_VARS = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 MACS = {"bios-cd": "52:54:00:82:00:11", "uefi-usb": "52:54:00:82:00:21",
         "uefi-sb": "52:54:00:82:00:31", "revoked": "52:54:00:82:00:41",
         "forged": "52:54:00:82:00:51", "bios-usb": "52:54:00:82:00:61",
-        "uefi-cd": "52:54:00:82:00:71"}
+        "uefi-cd": "52:54:00:82:00:71", "net-bios-cd": "52:54:00:82:01:11",
+        "net-uefi-usb": "52:54:00:82:01:21", "net-bios-usb": "52:54:00:82:01:31",
+        "net-uefi-cd": "52:54:00:82:01:41", "net-uefi-sb": "52:54:00:82:01:51",
+        "static-bios": "52:54:00:82:01:61", "static-uefi": "52:54:00:82:01:71"}
+STATIC_IP = {"static-bios": "10.82.0.61", "static-uefi": "10.82.0.62"}
 BOOT_TIMEOUT = 300.0
 SERIAL = "console=ttyS0,115200"
 
@@ -75,8 +90,14 @@ def _require() -> None:
 
 
 class World:
-    def __init__(self, tmp: Path):
+    """macs: VM name -> MAC (one tap each); network_extra: lines added to the
+    network's TOML table (bench/media gives it a default account for PXE)."""
+
+    def __init__(self, tmp: Path, macs: dict[str, str] | None = None,
+                 network_extra: str = ""):
         self.tmp = tmp
+        self.macs = dict(macs or MACS)
+        self.network_extra = network_extra
         self.lab = labnet.Lab()
         self.vms: dict[str, subprocess.Popen] = {}
         self.started: dict[str, float] = {}
@@ -87,12 +108,13 @@ class World:
         self.srv = lab.namespace("srv")
         self.wire = lab.namespace("wire")
         srv_if, wire_if = lab.link(self.srv, f"{SRV}/24", self.wire, None)
-        self.taps = [lab.tap(self.wire) for _ in range(len(MACS))]
+        self.taps = [lab.tap(self.wire) for _ in range(len(self.macs))]
         lab.bridge(self.wire, [wire_if, *self.taps])
         self.state = self.tmp / "state"
         self.cfg = self.tmp / "netbootd.toml"
         self.cfg.write_text('mode = "full"\n[[networks]]\nname = "lab"\n'
-                            'subnet = "10.82.0.0/24"\nranges = ["10.82.0.100-10.82.0.199"]\n')
+                            'subnet = "10.82.0.0/24"\nranges = ["10.82.0.100-10.82.0.199"]\n'
+                            + self.network_extra)
         self.log = self.tmp / "netbootd.log"
         self.daemon = lab.popen(self.srv, [sys.executable, "-m", "netbootd", "serve", "--config",
                                            str(self.cfg), "--interface", srv_if, "--state-dir",
@@ -120,12 +142,18 @@ class World:
         return reply
 
     def start_vm(self, name: str, firmware: list[str], medium: list[str],
-                 machine: str = "q35") -> None:
-        tap = self.taps[list(MACS).index(name)]
+                 machine: str = "q35", nic_bootindex: int | None = None,
+                 nic_rom: bool = False) -> None:
+        """nic_bootindex: OVMF connects only devices in the boot order, and GRUB's
+        network needs the NIC connected.  nic_rom: SeaBIOS gets the NIC's iPXE
+        option ROM (PXE boot); otherwise none (OVMF has its own PXE client)."""
+        tap = self.taps[list(self.macs).index(name)]
         cmd = ["qemu-system-x86_64", "-machine", machine, "-m", "512", "-smp", "1",
                "-nographic", "-no-reboot", *firmware, *medium,
                "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
-               "-device", f"virtio-net-pci,netdev=n0,mac={MACS[name]},romfile="]
+               "-device", f"virtio-net-pci,netdev=n0,mac={self.macs[name]}" +
+               ("" if nic_rom else ",romfile=") +
+               (f",bootindex={nic_bootindex}" if nic_bootindex is not None else "")]
         self.started[name] = time.monotonic()
         self.vms[name] = self.lab.popen(self.wire, cmd, stdin=subprocess.DEVNULL,
                                         stdout=open(self.tmp / f"{name}.console", "wb"),
@@ -137,9 +165,9 @@ class World:
     def tail(self, name: str) -> str:
         return "\n".join(self.console(name).splitlines()[-30:])
 
-    def wait_enrolled(self, name: str) -> dict:
+    def wait_enrolled(self, name: str, poll: float = 1.0) -> dict:
         """The host's record once it is idle in acme with an inventory; times it."""
-        mac = MACS[name]
+        mac = self.macs[name]
         end = time.monotonic() + BOOT_TIMEOUT
         while True:
             code, h = self.api("GET", f"/api/v1/hosts/{mac}")
@@ -152,7 +180,7 @@ class World:
             if vm.poll() is not None or time.monotonic() > end:
                 raise AssertionError(f"{name}: not enrolled (qemu rc {vm.poll()}, host "
                                      f"{code} {h}); console tail:\n{self.tail(name)}")
-            time.sleep(1)
+            time.sleep(poll)
 
     def wait_console(self, name: str, needle: str, timeout: float) -> None:
         end = time.monotonic() + timeout
@@ -218,6 +246,18 @@ def world(tmp_path_factory):
         r = w.cli("media", "build", "--account", "other", "--cmdline", SERIAL,
                   "--token-file", str(tmp / "forged.tok"), "-o", str(tmp / "forged.img"))
         assert r.returncode == 0, r.stderr
+        # the net flavour: one image with DHCP, one with static addresses per firmware
+        t0 = time.monotonic()
+        r = w.cli("media", "build", "--account", "acme", "--flavour", "net", "--cmdline",
+                  SERIAL, "-o", str(tmp / "acme-net.img"), "--json")
+        assert r.returncode == 0, r.stderr
+        w.net_build = json.loads(r.stdout)
+        w.net_build_seconds = time.monotonic() - t0
+        for name, ip in STATIC_IP.items():
+            r = w.cli("media", "build", "--account", "acme", "--flavour", "net", "--cmdline",
+                      SERIAL, "--ip", f"{ip}/24", "--gateway", SRV, "--dns", SRV,
+                      "-o", str(tmp / f"{name}.img"), "--json")
+            assert r.returncode == 0, r.stderr
         yield w
     finally:
         w.close()
@@ -308,6 +348,81 @@ def test_media_with_a_revoked_or_an_edited_token_are_refused(world):
         code, h = world.api("GET", f"/api/v1/hosts/{MACS[name]}")
         assert code == 404 or (h.get("account") is None and h.get("state") != "idle"), h
 
+def _net_medium_was_used(world, name: str, fw: str) -> None:
+    """The console shows the medium's loader at work (not a firmware PXE fallback)."""
+    text = world.console(name)
+    if fw == "bios":
+        assert "netbootd: account acme, server " + BASE in text, world.tail(name)
+    else:
+        assert "netbootd: loading the agent from " + BASE in text, world.tail(name)
+    assert "NETBOOTD-AGENT: registered" in text and "account=acme token=yes" in text
+
+
+def _boot_net(world, runs) -> None:
+    """runs: (vm name, firmware kind, image, medium args fn, secure); all at once."""
+    for name, fw, img, how, secure in runs:
+        if fw == "bios":
+            world.start_vm(name, [], how(img))
+        else:
+            world.start_vm(name, _ovmf(world.tmp, name, secure), how(img),
+                           machine="q35,smm=on" if secure else "q35", nic_bootindex=5)
+    for name, fw, img, how, secure in runs:
+        h = world.wait_enrolled(name)
+        doc = h["inventory"]["doc"]
+        assert h["account"] == "acme" and doc["firmware"] == fw, (name, h)
+        if fw == "uefi":
+            assert doc["secure_boot"] is secure, (name, doc)
+        _net_medium_was_used(world, name, fw)
+        world.stop_vm(name)
+
+
+def test_net_flavour_is_small_and_built_quickly_from_the_cache(world):
+    b = world.net_build
+    assert b["flavour"] == "net" and b["account"] == "acme" and b["server_url"] == BASE
+    print(f"\nnet image {b['size']} bytes ({b['size'] / 2**20:.2f} MiB), build "
+          f"{world.net_build_seconds:.1f} s (image {b['seconds']} s, parts reused: "
+          f"{b['parts_reused']})")
+    assert b["size"] < 6 << 20, b
+
+
+def test_net_flavour_seabios_cd_and_ovmf_usb_stick_enroll(world):
+    img = world.tmp / "acme-net.img"
+    _boot_net(world, [("net-bios-cd", "bios", img, _cdrom, False),
+                      ("net-uefi-usb", "uefi", img, _usb, False)])
+
+
+def test_net_flavour_seabios_usb_stick_and_ovmf_cd_enroll(world):
+    img = world.tmp / "acme-net.img"
+    _boot_net(world, [("net-bios-usb", "bios", img, _usb, False),
+                      ("net-uefi-cd", "uefi", img, _cdrom, False)])
+
+
+def test_net_flavour_ovmf_secure_boot_enforced_enrolls_through_shim_and_grubnetx64(world):
+    _boot_net(world, [("net-uefi-sb", "uefi", world.tmp / "acme-net.img", _virtio, True)])
+
+
+def test_net_flavour_static_address_is_what_ipxe_and_grub_fetch_the_kernel_from(world):
+    """--ip: iPXE (SeaBIOS) and GRUB (OVMF) set the address themselves (no DHCP): the
+    daemon saw the kernel fetched from exactly that address (iPXE: HTTP, its access
+    log; GRUB: TFTP, its tftp.* events)."""
+    _boot_net(world, [(name, name.split("-")[1], world.tmp / f"{name}.img",
+                       _cdrom if name.endswith("bios") else _usb, False)
+                      for name in STATIC_IP])
+    log = world.log.read_text(errors="replace").splitlines()
+    ip = STATIC_IP["static-bios"]
+    assert [ln for ln in log if "/files/netbootd/vmlinuz" in ln and ln.startswith(ip + " ")] \
+        or [ln for ln in log if "/files/netbootd/vmlinuz" in ln and f" {ip} " in ln], \
+        f"no HTTP kernel fetch from {ip} in the daemon log"
+    ip = STATIC_IP["static-uefi"]
+    events = world.ok("GET", "/api/v1/events?limit=1000")
+    events = events.get("events", events) if isinstance(events, dict) else events
+    tftp = [e for e in events if str(e.get("kind", "")).startswith("tftp.")
+            and ip in json.dumps(e) and "netbootd/vmlinuz" in json.dumps(e)]
+    assert tftp, f"no TFTP kernel fetch from {ip}: " + json.dumps(
+        [e for e in events if str(e.get("kind", "")).startswith("tftp.")][-5:])
+    assert f"netbootd: static address {ip}/24" in world.console("static-uefi")
+
+
 _GET = """
 import hashlib, json, sys, urllib.error, urllib.request
 url, auth = sys.argv[1:3]
@@ -349,5 +464,15 @@ def test_the_api_streams_the_image_with_etag_and_range(world):
     assert len(toks) == 1, toks
     code, reply = world.api("GET", "/api/v1/accounts/nobody/media")
     assert code == 404, reply
-    code, reply = world.api("GET", "/api/v1/accounts/acme/media?flavour=net")
+    code, reply = world.api("GET", "/api/v1/accounts/acme/media?flavour=floppy")
     assert code == 400 and "flavour" in reply["error"], reply
+    code, reply = world.api("GET", "/api/v1/accounts/acme/media?flavour=net&ip=10.82.0.300/24")
+    assert code == 400 and reply["error"].startswith("ip: "), reply
+    code, reply = world.api("GET", "/api/v1/accounts/acme/media?flavour=net&pin=sha256//x")
+    assert code == 400 and reply["error"].startswith("pin: "), reply
+    r = world.lab.ns_exec(world.srv, sys.executable, "-c", _GET,
+                          BASE + "/api/v1/accounts/acme/media?flavour=net&ip=10.82.0.70/24"
+                          "&gateway=10.82.0.1", f"Bearer {world.admin}", timeout=300)
+    net = json.loads(r.stdout)[0]
+    assert net["status"] == 200 and int(net["clen"]) == net["len"] < 6 << 20, net
+    assert 'filename="acme-net.img"' in net["disp"]

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from iso_builder import initrd as initrd_mod
-from iso_builder import media
+from iso_builder import media, mediabuild
 
 URL = "http://192.0.2.10:8080"
 TOKEN = "nbt1.abcdefghijklmnop.QRSTUVWXYZ012345"
@@ -115,6 +115,17 @@ def test_two_builds_in_different_dirs_at_different_times_are_byte_identical(
     assert x.find(b'set nb_account="acme"') // 2048 == idx[0] // 2048
 
 
+def _esp_of(img, report: str, tmp_path):
+    """GPT partition 2 of the image (xorriso's -report_system_area) as a file."""
+    esp = tmp_path / "esp.img"
+    line = [ln for ln in report.splitlines() if ln.startswith("GPT start and size :   2")][0]
+    start, size = (int(v) for v in line.split()[-2:])
+    with open(img, "rb") as f:
+        f.seek(start * 512)
+        esp.write_bytes(f.read(size * 512))
+    return esp
+
+
 @needs_debs
 def test_the_image_is_isohybrid_with_an_esp_holding_only_the_signed_chain(tmp_path):
     img = tmp_path / "m.img"
@@ -129,13 +140,160 @@ def test_the_image_is_isohybrid_with_an_esp_holding_only_the_signed_chain(tmp_pa
               "'/netbootd/agent.img'", "'/netbootd/medium.cfg'"):
         assert f in out, f
     # the ESP (GPT partition 2): shim as BOOTX64.EFI, grubx64.efi, mmx64.efi, never fbx64
-    esp = tmp_path / "esp.img"
-    line = [ln for ln in out.splitlines() if ln.startswith("GPT start and size :   2")][0]
-    start, size = (int(v) for v in line.split()[-2:])
-    with open(img, "rb") as f:
-        f.seek(start * 512)
-        esp.write_bytes(f.read(size * 512))
+    esp = _esp_of(img, out, tmp_path)
     r = subprocess.run(["mdir", "-b", "-i", str(esp), "::/EFI/BOOT"], capture_output=True,
                        text=True, timeout=30, env=dict(os.environ, MTOOLS_SKIP_CHECK="1"))
     names = sorted(n.rsplit("/", 1)[-1].upper() for n in r.stdout.split())
     assert names == ["BOOTX64.EFI", "GRUBX64.EFI", "MMX64.EFI"], r.stdout + r.stderr
+
+
+# -- issue 12 part 2: static address, pin, the net flavour ---------------------------------
+PIN = "sha256//" + "Ab+/" * 10 + "xyz="
+
+
+def test_static_address_and_pin_become_grub_variables_of_the_medium():
+    cfg = media.medium_config(server_url=URL, token=TOKEN, account="acme", ip="192.0.2.50/24",
+                              gateway="192.0.2.1", dns="198.51.100.53", pin=PIN).decode()
+    for line in ('set nb_ip="192.0.2.50/24"', 'set nb_ip_addr="192.0.2.50"',
+                 'set nb_ip_net="192.0.2.0/24"', 'set nb_gw="192.0.2.1"',
+                 'set nb_dns="198.51.100.53"', f'set nb_pin="{PIN}"',
+                 'set nb_tftp="192.0.2.10"'):
+        assert line + "\n" in cfg, line
+    plain = media.medium_config(server_url=URL, token=TOKEN).decode()
+    assert 'set nb_ip=""\n' in plain and 'set nb_pin=""\n' in plain
+
+
+def test_grub_cfg_passes_the_fields_to_the_kernel_under_the_agreed_names():
+    for name in ("ip", "gw", "dns", "pin"):
+        assert f'nb_args="${{nb_args}} netbootd.{name}=${{nb_{name}}}"' in media.NB_ARGS
+    assert "${nb_args}" in media.GRUB_CFG and media.NB_ARGS in media.GRUB_CFG
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"ip": "192.0.2.50"}, "^ip: .*with a prefix"),
+    ({"ip": "192.0.2.300/24"}, "^ip: "),
+    ({"ip": "2001:db8::5/64"}, "^ip: "),
+    ({"ip": "192.0.2.0/24"}, "^ip: .*not a host address"),
+    ({"ip": "192.0.2.255/24"}, "^ip: .*not a host address"),
+    ({"ip": "192.0.2.50/24; reboot"}, "^ip: "),
+    ({"gateway": "192.0.2.1"}, "^gateway: needs ip"),
+    ({"dns": "192.0.2.1"}, "^dns: needs ip"),
+    ({"ip": "192.0.2.50/24", "gateway": "198.51.100.1"}, "^gateway: .* is not another address"),
+    ({"ip": "192.0.2.50/24", "gateway": "192.0.2.50"}, "^gateway: "),
+    ({"ip": "192.0.2.50/24", "dns": "dns.example"}, "^dns: "),
+    ({"pin": "sha256//short="}, "^pin: "),
+    ({"pin": "sha1//" + "A" * 43 + "="}, "^pin: "),
+    ({"pin": "sha256//" + "A" * 43 + "=\nset x=1"}, "^pin: "),
+    ({"pin": "sha256//" + "A" * 42 + "$="}, "^pin: "),
+])
+def test_static_address_and_pin_are_validated_naming_the_field(kw, message):
+    with pytest.raises(media.MediaError, match=message):
+        media.medium_config(server_url=URL, token=TOKEN, **kw)
+
+
+def test_net_ipxe_script_dhcp_or_static_with_the_token_on_the_command_line():
+    from iso_builder import media_net
+    dhcp = media_net.medium_ipxe(server_url=URL, token=TOKEN, account="acme").decode()
+    assert dhcp.startswith("#!ipxe\n") and len(dhcp) == media.MEDIUM_CFG_SIZE
+    assert "ifconf -c dhcp || dhcp || goto retry\n" in dhcp
+    kernel = [ln for ln in dhcp.splitlines() if ln.startswith("kernel ")][0]
+    assert kernel.startswith(f"kernel {URL}/files/netbootd/vmlinuz initrd=discover.img ")
+    assert f"netbootd.server={URL} netbootd.token={TOKEN} " in kernel + " "
+    assert "netbootd.ip" not in kernel
+    assert f"initrd --name discover.img {URL}/files/netbootd/discover.img" in dhcp
+    static = media_net.medium_ipxe(server_url=URL + "/", token=TOKEN, ip="192.0.2.50/25",
+                                   gateway="192.0.2.1", dns="192.0.2.2", pin=PIN).decode()
+    assert "ifconf" not in static
+    for line in ("set net0/ip 192.0.2.50", "set net0/netmask 255.255.255.128",
+                 "set net0/gateway 192.0.2.1", "set net0/dns 192.0.2.2"):
+        assert line + "\n" in static, line
+    assert (f"netbootd.ip=192.0.2.50/25 netbootd.gw=192.0.2.1 netbootd.dns=192.0.2.2 "
+            f"netbootd.pin={PIN} || goto retry") in static
+    assert f"{URL}//files" not in static
+
+
+def test_net_flavour_needs_a_plain_http_server_url():
+    from iso_builder import media_net
+    with pytest.raises(media.MediaError, match="^server_url: .*plain http://"):
+        media_net.medium_ipxe(server_url="https://192.0.2.10:8443", token=TOKEN)
+    with pytest.raises(media.MediaError, match="^server_url: "):
+        mediabuild.preflight("net", server_url="https://192.0.2.10:8443", token=TOKEN)
+    with pytest.raises(media.MediaError, match="^flavour: "):
+        mediabuild.preflight("floppy", server_url=URL, token=TOKEN)
+
+
+def test_uefi_net_grub_cfg_finds_the_medium_and_loads_over_tftp():
+    from iso_builder import media_net
+    cfg = media_net.UEFI_GRUB_CFG
+    assert "search --file --set=nb_dev /netbootd/medium.cfg" in cfg
+    assert "linux (tftp,${nb_tftp})/netbootd/vmlinuz " in cfg
+    assert "initrd (tftp,${nb_tftp})/netbootd/discover.img" in cfg
+    assert "net_add_addr nb0 efinet0 ${nb_ip_addr}" in cfg and "net_bootp" in cfg
+    assert "netbootd.token=${nb_token} ${nb_args}" in cfg
+
+
+@needs_debs
+def test_net_flavour_two_builds_are_byte_identical_and_only_the_settings_differ(
+        tmp_path, monkeypatch):
+    """As the full flavour's test: from scratch twice, apart in time and directory;
+    then another account with a static address: same size, only medium.cfg and
+    medium.ipxe differ.  Small and quick from the cache."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    a, b = tmp_path / "one", tmp_path / "two"
+    a.mkdir()
+    b.mkdir()
+    monkeypatch.chdir(a)
+    ia = mediabuild.build_image(a / "n.img", flavour="net", server_url=URL, token=TOKEN,
+                           account="acme", cache=None)
+    time.sleep(1.5)
+    monkeypatch.chdir(b)
+    ib = mediabuild.build_image(b / "n.img", flavour="net", server_url=URL, token=TOKEN,
+                           account="acme", cache=tmp_path / "cache")
+    assert ia["flavour"] == "net" and ia["sha256"] == ib["sha256"]
+    assert (a / "n.img").read_bytes() == (b / "n.img").read_bytes()
+    assert not [p for p in a.iterdir() if p.name.startswith(".")], "a temp file left behind"
+    ic = mediabuild.build_image(b / "again.img", flavour="net", server_url=URL, token=TOKEN,
+                           account="acme", cache=tmp_path / "cache")
+    assert ic["parts_reused"] and ic["sha256"] == ia["sha256"]
+    assert ia["size"] < 6 << 20, ia
+    other = mediabuild.build_image(b / "o.img", flavour="net", server_url="http://198.51.100.7",
+                              token=TOKEN[:-3] + "xyz", account="other-co",
+                              ip="198.51.100.50/24", gateway="198.51.100.1", pin=PIN,
+                              cache=tmp_path / "cache")
+    x, y = (a / "n.img").read_bytes(), (b / "o.img").read_bytes()
+    assert len(x) == len(y) == other["size"]
+    sectors = {i // 2048 for i in range(len(x)) if x[i] != y[i]}
+    cfg_at = x.find(b'set nb_account="acme"') // 2048
+    ipxe_at = x.find(b"#!ipxe\n") // 2048
+    assert sectors == {cfg_at, ipxe_at}, (sorted(sectors), cfg_at, ipxe_at)
+
+
+@needs_debs
+def test_net_image_layout_esp_with_shim_and_grubnetx64_bios_with_ipxe(tmp_path):
+    from iso_builder import media_net
+    if not media_net.IPXE_LKRN.is_file():
+        pytest.skip("/boot/ipxe.lkrn missing (Debian package ipxe)")
+    img = tmp_path / "n.img"
+    mediabuild.build_image(img, flavour="net", server_url=URL, token=TOKEN, account="acme")
+    r = subprocess.run(["xorriso", "-indev", str(img), "-report_el_torito", "plain",
+                        "-report_system_area", "plain", "-find", "/", "-type", "f"],
+                       capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr
+    assert "El Torito boot img :   1  BIOS" in out and "El Torito boot img :   2  UEFI" in out
+    for f in ("'/boot/ipxe.lkrn'", "'/boot/grub/grub.cfg'", "'/grub/grub.cfg'",
+              "'/netbootd/medium.cfg'", "'/netbootd/medium.ipxe'"):
+        assert f in out, f
+    assert "'/netbootd/vmlinuz'" not in out
+    esp = _esp_of(img, out, tmp_path)
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    r = subprocess.run(["mdir", "-b", "-i", str(esp), "::/EFI/BOOT"], capture_output=True,
+                       text=True, timeout=30, env=env)
+    names = sorted(n.rsplit("/", 1)[-1].upper() for n in r.stdout.split())
+    assert names == ["BOOTX64.EFI", "GRUBX64.EFI"], r.stdout + r.stderr
+    r = subprocess.run(["mtype", "-i", str(esp), "::/grub/grub.cfg"], capture_output=True,
+                       text=True, timeout=30, env=env)
+    assert r.stdout == media_net.UEFI_GRUB_CFG
+    grubnet = media_net.net_files()["grub_net"][0].read_bytes()
+    r = subprocess.run(["mtype", "-i", str(esp), "::/EFI/BOOT/grubx64.efi"],
+                       capture_output=True, timeout=30, env=env)
+    assert r.stdout == grubnet, "grubx64.efi is not Debian's signed grubnetx64, unchanged"

@@ -51,7 +51,7 @@ class MediaApi:
         return text, writes
 
     def get(self, request, name):
-        from iso_builder import media
+        from iso_builder import media, mediabuild
         flavour = v.str_arg(request, "flavour")
         flavour = "full" if flavour is None else flavour
         if flavour not in media.FLAVOURS:
@@ -66,7 +66,7 @@ class MediaApi:
         for field in ("ip", "gateway", "dns", "pin"):
             settings[field] = v.str_arg(request, field)
         try:
-            media.preflight(flavour, token="nbt1.x", **settings)
+            mediabuild.preflight(flavour, token="nbt1.x", **settings)
         except media.MediaError as e:
             raise BadRequest(str(e)) from None
         if self.state_dir is None:
@@ -76,7 +76,7 @@ class MediaApi:
 
         def build(_):
             os.makedirs(os.path.dirname(out), mode=0o700, exist_ok=True)
-            return media.build_image(out, flavour=flavour, token=text, **settings)
+            return mediabuild.build_image(out, flavour=flavour, token=text, **settings)
         d = self.committed(writes, None)
         d.addCallback(lambda _: self.lock.run(threads.deferToThread, build, None))
         d.addCallbacks(self._send, self._failed, callbackArgs=(request, a.name, flavour),
