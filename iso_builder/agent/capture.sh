@@ -58,7 +58,7 @@ cap_hashes_to() {
 
 cap_fail() {  # cap_fail ID REASON
   marker "FAILED capture id=$(oneline "$1") disk=$(oneline "$cap_disk"): $(oneline "$2")"
-  rm -f "$NB_RUN"/cap.a* "$NB_RUN"/cap.b*
+  rm -f "$NB_RUN"/cap.a* "$NB_RUN"/cap.b* "$NB_RUN/cap.hashes"
   report "$1" capture failed "{\"error\":$(jstr "$2"),\"committed\":$(jnum "$cap_off")}"
 }
 
@@ -142,6 +142,7 @@ act_capture() {
   rm -f "$NB_RUN"/cap.a* "$NB_RUN"/cap.b*
   digest=$(sha256sum "$NB_RUN/cap.hashes" | cut -c 1-64)
   chunks=$(wc -l < "$NB_RUN/cap.hashes" | tr -cd '0-9')
+  rm -f "$NB_RUN/cap.hashes"
   secs=$(( $(now) - t0 ))
   marker "capture id=$(oneline "$id") disk=$cap_disk bytes=$cap_total sha256=$digest seconds=$secs"
   tries=0
