@@ -78,6 +78,9 @@ class NetworkConfig:
     # Hosts whose agent registers from this network without a token join this
     # account (its name: `netbootd accounts create`); none: they join none.
     account: str | None = None
+    # Answer IPv6 router solicitations with "no router here" (lifetime 0, no
+    # prefix): iPXE then skips its ~13 s wait (docs/networks-interfaces.md).
+    ipv6_ra_quench: bool = True
 
 
 @dataclass(frozen=True)
