@@ -47,9 +47,99 @@ def ipv4_interfaces() -> dict[str, list[IfAddr]]:
     return out
 
 
+IFF_UP = 0x1
+
+
+@dataclass(frozen=True)
+class Link:
+    """One interface as netlink reports it (net show, the netlink watcher)."""
+    index: int
+    name: str
+    mac: str | None
+    up: bool                        # administratively up (IFF_UP)
+    state: str                      # operstate: UP, DOWN, LOWERLAYERDOWN, UNKNOWN...
+    kind: str | None                # bridge, vlan, veth, tun... (None: a plain device)
+    master: int | None              # the bridge it is a port of
+    vlan_id: int | None
+    ipv4: tuple[IfAddr, ...]
+    ipv6_linklocal: str | None
+
+
+def _attr(msg, name, default=None):
+    value = msg.get_attr(name)
+    return default if value is None else value
+
+
+def links(ipr=None) -> dict[str, Link]:
+    """Every interface with its addresses, in kernel order (one dump of links
+    and one of addresses: a few milliseconds)."""
+    if ipr is None:
+        from pyroute2 import IPRoute  # imported lazily: slow-ish and Linux-only
+        with IPRoute() as own:
+            return links(own)
+    v4: dict[int, list] = {}
+    ll6: dict[int, str] = {}
+    for a in ipr.get_addr():
+        ip = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
+        if not ip:
+            continue
+        if a["family"] == socket.AF_INET:
+            v4.setdefault(a["index"], []).append((ip, a["prefixlen"]))
+        elif a["family"] == socket.AF_INET6 and ip.lower().startswith("fe80:"):
+            ll6.setdefault(a["index"], ip)
+    out: dict[str, Link] = {}
+    for link in ipr.get_links():
+        name, index = link.get_attr("IFLA_IFNAME"), link["index"]
+        kind, vlan = None, None
+        info = link.get_attr("IFLA_LINKINFO")
+        if info is not None:
+            kind = info.get_attr("IFLA_INFO_KIND")
+            data = info.get_attr("IFLA_INFO_DATA")
+            if kind == "vlan" and data is not None and hasattr(data, "get_attr"):
+                vlan = data.get_attr("IFLA_VLAN_ID")
+        out[name] = Link(index, name, link.get_attr("IFLA_ADDRESS"),
+                         bool(link["flags"] & IFF_UP), _attr(link, "IFLA_OPERSTATE", "UNKNOWN"),
+                         kind, link.get_attr("IFLA_MASTER"), vlan,
+                         tuple(IfAddr(name, ip, p) for ip, p in v4.get(index, ())),
+                         ll6.get(index))
+    return out
+
+
+def is_pattern(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
+
+
+def served(requested: tuple[str, ...], have: dict[str, Link]) -> list[IfAddr]:
+    """The interfaces to serve now, each with its primary IPv4 address: the
+    requested names and fnmatch patterns (a pattern: any matching interface)
+    that are up with an IPv4 address; none requested: every such interface
+    but loopback.  Missing ones are simply not served (the watcher adds them
+    when they appear)."""
+    import fnmatch
+    out = []
+    for link in have.values():
+        if not link.up or not link.ipv4:
+            continue
+        if requested:
+            if not any(fnmatch.fnmatchcase(link.name, r) if is_pattern(r) else link.name == r
+                       for r in requested):
+                continue
+        elif link.name == "lo" or link.ipv4[0].ip.startswith("127."):
+            continue
+        out.append(link.ipv4[0])
+    return out
+
+
 def resolve(requested: tuple[str, ...]) -> list[IfAddr]:
     """The primary IPv4 address of each requested interface; with none
-    requested, every interface with IPv4 except loopback."""
+    requested, every interface with IPv4 except loopback.  A requested name
+    must exist at start (a pattern may match nothing yet)."""
+    if any(is_pattern(r) for r in requested):
+        have_links = links()
+        for name in requested:
+            if not is_pattern(name) and not (name in have_links and have_links[name].ipv4):
+                raise InterfaceError(f"interface {name!r} does not exist or has no IPv4 address")
+        return served(requested, have_links)
     have = ipv4_interfaces()
     if not requested:
         chosen = [addrs[0] for name, addrs in have.items()

@@ -20,6 +20,7 @@ from .dhcp import DhcpService
 from .dns import DnsService
 from .gc import GcService
 from .http import HttpService
+from .netlink import NetlinkService
 from .ready import Ready
 from .storage import StorageService
 from .tftp import TftpService
@@ -34,6 +35,7 @@ def makeService(cfg: Config, reactor) -> service.MultiService:
     http = HttpService(core)
     http.setServiceParent(top)
     TftpService(core).setServiceParent(top)
+    NetlinkService(core).setServiceParent(top)  # after the sockets it follows; runs the RA quench
     StorageService(core, http).setServiceParent(top)    # off without [storage] pools
     hooks = Hooks(reactor, cfg.hooks)
     if hooks.enabled:
@@ -49,5 +51,6 @@ def makeService(cfg: Config, reactor) -> service.MultiService:
     return top
 
 
-__all__ = ["Core", "DhcpService", "DnsService", "GcService", "HttpService", "Ready",
+__all__ = ["Core", "DhcpService", "DnsService", "GcService", "HttpService", "NetlinkService",
+           "Ready",
            "StorageService", "TftpService", "makeService"]

@@ -117,6 +117,30 @@ class DhcpService(service.Service):
                 keep.append(p)
         self.ports = keep
 
+    # -- interfaces that come and go (net/services/netlink.py) -------------------
+    def attach_interface(self, ifa) -> None:
+        """Open ifa's sockets (ports 67 and 4011, bound to it), attached to
+        the network the current plan gives it; sockets it had are closed first
+        (an address change)."""
+        self.detach_interface(ifa.name)
+        network = self.core.plan.attached.get(ifa.name) if self.core.plan else None
+        for port in (SERVER_PORT, PXE_PORT):
+            proto = DhcpProtocol(self.engine, Ingress(ifa.name, ifa.ip, network, port),
+                                 self.core.committer, self.reactor, self.prober)
+            sock = interfaces.udp_socket(ifa.name, port, bufsize=DHCP_SOCKET_BUFFER)
+            self.ports.append(UdpEndpoint(self.reactor, sock, proto))
+
+    def detach_interface(self, name: str) -> None:
+        """Close the sockets of interface `name` (gone, or lost its address)."""
+        keep = []
+        for p in self.ports:
+            if p.handler.ingress.iface == name:
+                p.close()
+                p.handler.transport = None
+            else:
+                keep.append(p)
+        self.ports = keep
+
 
 def pool_rows(leases: LeaseTable, now: float) -> list[dict]:
     """Every served network with its pool usage (API / status page)."""

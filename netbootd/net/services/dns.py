@@ -22,6 +22,7 @@ class DnsService(service.Service):
     def __init__(self, core: Core):
         self.core = core
         self.server = None
+        self.by_iface: dict = {}        # interface name -> (UDP endpoint, TCP port)
 
     def startService(self) -> None:
         core, dc = self.core, self.core.cfg.dns
@@ -39,14 +40,42 @@ class DnsService(service.Service):
         self.server = DnsServer(core.reactor, zone,
                                 served_subnets={*ifnets, *(n.subnet for n in nets)},
                                 forwarders=dc.forwarders, rate_limit=dc.rate_limit_qps)
-        for ip in ips:
-            try:
-                self.server.listen(dc.port, ip)
-            except (OSError, CannotListenError) as e:
-                log.error("dns: cannot listen on %s:%d (%s); no DNS there", ip, dc.port, e)
+        if dc.listen == "interfaces":
+            for ifa in core.ifaces:
+                self.attach_interface(ifa)
+        else:
+            self._listen(dc.listen)
         log.info("dns: %s on %s port %d, %d names", dc.domain, ",".join(ips), dc.port,
                  len(zone.names()))
         super().startService()
+
+    def _listen(self, ip: str):
+        try:
+            return self.server.listen(self.core.cfg.dns.port, ip)
+        except (OSError, CannotListenError) as e:
+            log.error("dns: cannot listen on %s:%d (%s); no DNS there", ip,
+                      self.core.cfg.dns.port, e)
+            return None
+
+    def attach_interface(self, ifa) -> None:
+        """UDP+TCP on ifa's address when DNS listens on the interfaces (moved
+        on an address change).  The zone's subnets stay those of the start."""
+        if self.server is None or self.core.cfg.dns.listen != "interfaces":
+            return
+        self.detach_interface(ifa.name)
+        got = self._listen(ifa.ip)
+        if got is not None:
+            self.by_iface[ifa.name] = got
+
+    def detach_interface(self, name: str) -> None:
+        got = self.by_iface.pop(name, None)
+        if got is None:
+            return
+        ep, tcp = got
+        ep.close()
+        self.server.udp.remove(ep)
+        self.server.tcp.remove(tcp)
+        tcp.stopListening()
 
     def stopService(self):
         super().stopService()

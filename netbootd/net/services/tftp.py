@@ -22,6 +22,7 @@ class TftpService(service.Service):
     def __init__(self, core: Core):
         self.core = core
         self.server = None
+        self.by_iface: dict = {}        # interface name -> its listener
 
     def startService(self) -> None:
         from ..tftp import TftpServer
@@ -36,12 +37,25 @@ class TftpService(service.Service):
         self.server = server = TftpServer(core.reactor, [root], generated=generated,
                                           on_event=self._event)
         for ifa in core.ifaces:
-            server.listen(b.tftp_port, interface=ifa.name, ip=ifa.ip)
+            self.attach_interface(ifa)
         log.info("tftp: port %d on %s (root %s; iPXE: %s)", b.tftp_port,
                  ",".join(i.ip for i in core.ifaces), root, ", ".join(sorted(generated)) or "none")
         core.expose(transfers=lambda: transfer_rows(server),
                     metrics=lambda: metric_families(server))
         super().startService()
+
+    def attach_interface(self, ifa) -> None:
+        """Listen on ifa's address (bound to it); a listener it had is closed
+        first (an address change).  Transfers under way keep their sockets."""
+        self.detach_interface(ifa.name)
+        self.by_iface[ifa.name] = self.server.listen(self.core.cfg.boot.tftp_port,
+                                                     interface=ifa.name, ip=ifa.ip)
+
+    def detach_interface(self, name: str) -> None:
+        listener = self.by_iface.pop(name, None)
+        if listener is not None:
+            listener.close()
+            self.server.listeners.remove(listener)
 
     def _event(self, ev: dict) -> None:
         ip = ev.get("client")

@@ -1,0 +1,74 @@
+"""The router-advertisement quench (net/ra.py) answering real router
+solicitations in namespaces: lifetime 0, no flags, no prefix, hop limit 255,
+from the server's link-local address; silent where the network turns it off,
+where IPv6 is off, and once another router answers on the link."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .harness import HELPERS, PYTHON, build_pair, wait_for, write_config
+
+pytestmark = pytest.mark.interop
+
+CONFIG = """mode = "full"
+[[networks]]
+name = "lan"
+subnet = "10.77.0.0/16"
+ranges = ["10.77.1.0-10.77.1.200"]
+{extra}
+"""
+
+
+def enable_ipv6(lab, ns: str, iface: str) -> str:
+    """IPv6 on for one interface (the lab turns it off), DAD off so the
+    link-local address is usable at once; returns that address."""
+    for key, val in (("accept_dad", "0"), ("disable_ipv6", "0")):
+        lab.ns_exec(ns, "sysctl", "-qw", f"net.ipv6.conf.{iface}.{key}={val}")
+    out = wait_for(lambda: lab.ns_exec(ns, "ip", "-6", "-o", "addr", "show", "dev", iface,
+                                       "scope", "link").stdout, 5, what="a link-local address")
+    return out.split()[3].split("/")[0]
+
+
+def solicit(lab, ns: str, iface: str, tries: int = 8, wait: float = 0.5) -> dict:
+    r = lab.ns_exec(ns, PYTHON, str(HELPERS / "rs_client.py"), "--iface", iface,
+                    "--tries", str(tries), "--wait", str(wait), check=False, timeout=30)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def start(lab, netbootd_factory, tmp_path, extra="", ipv6_server=True):
+    lan = build_pair(lab)
+    srv_ll = enable_ipv6(lab, lan.ns["srv"], lan.ifs["srv"]) if ipv6_server else None
+    enable_ipv6(lab, lan.ns["cli"], lan.ifs["cli"])
+    cfg = write_config(tmp_path / "nb.toml", CONFIG.format(extra=extra))
+    nb = netbootd_factory(lan.ns["srv"], ["--config", str(cfg), "--interface",
+                                          lan.ifs["srv"]]).start()
+    return lan, nb, srv_ll
+
+
+def test_solicitation_gets_the_quench_from_the_link_local_address(lab, netbootd_factory,
+                                                                   tmp_path):
+    lan, nb, srv_ll = start(lab, netbootd_factory, tmp_path)
+    got = solicit(lab, lan.ns["cli"], lan.ifs["cli"])
+    assert got["src"] == srv_ll, (got, nb.log_tail())
+    assert (got["lifetime"], got["flags"], got["prefixes"], got["hops"]) == (0, 0, 0, 255), got
+    assert "answering router solicitations on " + lan.ifs["srv"] in nb.log_tail()
+
+
+def test_off_for_the_network_and_without_ipv6_nothing_is_sent(lab, netbootd_factory, tmp_path):
+    lan, nb, _ = start(lab, netbootd_factory, tmp_path, extra="ipv6_ra_quench = false")
+    assert solicit(lab, lan.ns["cli"], lan.ifs["cli"], tries=3)["src"] is None
+    nb.stop()
+    lab.ns_exec(lan.ns["srv"], "sysctl", "-qw", f"net.ipv6.conf.{lan.ifs['srv']}.disable_ipv6=1")
+    (tmp_path / "nb.toml").write_text(CONFIG.format(extra=""))
+    nb.start()
+    assert "has no IPv6 link-local address: no RA quench there" in nb.log_tail()
+    assert solicit(lab, lan.ns["cli"], lan.ifs["cli"], tries=3)["src"] is None
+
+
+def test_solicitation_with_a_wrong_hop_limit_is_dropped(lab, netbootd_factory, tmp_path):
+    lan, nb, _ = start(lab, netbootd_factory, tmp_path)
+    r = lab.ns_exec(lan.ns["cli"], PYTHON, str(HELPERS / "rs_client.py"), "--iface",
+                    lan.ifs["cli"], "--tries", "3", "--hops", "64", check=False, timeout=30)
+    assert json.loads(r.stdout.strip().splitlines()[-1])["src"] is None
