@@ -13,6 +13,8 @@ Servers:
              (otherwise Debian's defaults)
   nginx-nosendfile  (diagnostic, not a goal peer) the same with
              sendfile off: what nginx costs when it copies through user space
+  netbootd-copy  (diagnostic, not in the default set) the same runner with
+             sendfile off: bodies copied through Python, as before sendfile.py
   netbootd-nomemtune  (diagnostic, not in the default set) the same runner
              without netbootd.runtime.memtune.tune_malloc(), i.e. glibc's malloc
              defaults, as the daemon ran before it pinned the thresholds
@@ -194,7 +196,37 @@ class NginxNoSendfile(Nginx):
     sendfile = "off"
 
 
-SERVERS = {c.name: c for c in (Netbootd, Nginx, NginxNoSendfile, NetbootdNoMemtune)}
+class NetbootdCopy(Netbootd):
+    """Diagnostic: the same runner with net/http/sendfile.py switched off, so
+    bodies are copied through Python 64 KiB at a time (static.File), as
+    before sendfile: what sendfile buys, in the same run."""
+    name = "netbootd-copy"
+    label = "netbootd, copying (no sendfile)"
+    port = 8085
+
+    def command(self):
+        return super().command() + ["--no-sendfile"]
+
+
+SERVERS = {c.name: c for c in (Netbootd, Nginx, NginxNoSendfile, NetbootdNoMemtune,
+                                NetbootdCopy)}
+
+
+def tree_user(root: int | None) -> float:
+    """User-mode CPU seconds of `root` and its live descendants (utime, field
+    14 of /proc/PID/stat, clock ticks): the part of the server's CPU spent in
+    its own code, not the kernel's (sendfile, TCP)."""
+    if root is None:
+        return 0.0
+    kids = common._children()
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        st = common._stat(pid)
+        if st:
+            total += int(st[11])
+        todo.extend(kids.get(pid, ()))
+    return total / common._TICK
 
 
 # --------------------------------------------------------------------------
@@ -250,11 +282,14 @@ class Bench:
         cmd = self.wrk(srv, scen, a.duration)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         flt0 = srv.minflt()
+        pid = srv.proc.pid if srv.proc else None
+        user0 = tree_user(pid)
         cpu0 = srv.cpu()
         t0 = time.monotonic()
         r = self.lab.ns_exec(self.ns, *cmd, check=False, timeout=a.duration + 60)
         wall = time.monotonic() - t0
         cpu1 = srv.cpu()
+        user1 = tree_user(pid)
         flt1 = srv.minflt()
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         m = re.search(r"^WRKJSON (\{.*\})$", r.stdout, re.M)
@@ -273,6 +308,8 @@ class Bench:
                "server_cpu_s": round(cpu_s, 3),
                # CPU cost: server CPU seconds per GB (10^9 B) served (lower is better)
                "server_cpu_s_per_gb": round(cpu_s / (w["bytes"] / 1e9), 4) if w["bytes"] else None,
+               "server_user_s_per_gb": (round((user1 - user0) / (w["bytes"] / 1e9), 4)
+                                        if w["bytes"] else None),
                "wrk_cpu_pct": round(100 * ((ru1.ru_utime - ru0.ru_utime) +
                                            (ru1.ru_stime - ru0.ru_stime)) / wall, 1),
                "server_minflt_per_mb": round((flt1 - flt0) / max(1.0, w["bytes"] / 1e6), 2),
@@ -313,6 +350,7 @@ class Bench:
                          server_minflt_per_mb=statistics.median(t["server_minflt_per_mb"] for t in ok))
                 # CPU cost: median over trials of server CPU seconds per GB served
                 d["server_cpu_s_per_gb"] = statistics.median(t["server_cpu_s_per_gb"] for t in ok)
+                d["server_user_s_per_gb"] = statistics.median(t["server_user_s_per_gb"] for t in ok)
                 # wrk near a full core per thread: the client held the server back
                 d["client_bound"] = d["wrk_cpu_pct"] >= CLIENT_BOUND * threads
             probs = [p for t in ts for p in t.get("problems", [])]
@@ -403,7 +441,7 @@ def print_summary(doc: dict) -> None:
     print("netbootd vs nginx (sendfile on), per shape; wrk CPU = the client's share of a core "
           "(netbootd run / nginx run)")
     hdr = (f"  {'shape':8} {'nb MB/s':>9} {'nginx MB/s':>11} {'ratio':>6} {'nb CPU/GB':>10} "
-           f"{'nginx CPU/GB':>13} {'ratio':>6} {'wrk CPU':>11}")
+           f"{'nginx CPU/GB':>13} {'ratio':>6} {'user/GB nb/ng':>14} {'wrk CPU':>11}")
     print(hdr)
     print("  " + "-" * (len(hdr) - 2))
     for scen, per in per_shape:
@@ -412,6 +450,7 @@ def print_summary(doc: dict) -> None:
         print(f"  {scen:8} {nb['mb_s']:9.1f} {ng['mb_s']:11.1f} {common.fmt_ratio(r['mb_s']):>6} "
               f"{nb['server_cpu_s_per_gb']:10.3f} {ng['server_cpu_s_per_gb']:13.3f} "
               f"{common.fmt_ratio(r['cpu_per_gb']):>6} "
+              f"{nb['server_user_s_per_gb']:7.3f}/{ng['server_user_s_per_gb']:.3f} "
               f"{nb['wrk_cpu_pct']:4.0f}%/{ng['wrk_cpu_pct']:4.0f}%"
               + ("  client-bound" if nb.get("client_bound") or ng.get("client_bound") else ""))
 
@@ -528,6 +567,7 @@ def main() -> int:
         "client": "wrk -t<threads> -c<N> --timeout 60s (keep-alive); 2-thread wrk not pinned",
         "server_cpu_s_per_gb": "server CPU seconds (process tree, over the trial's wall time) / "
                                "GB (10^9 B) wrk read; median over trials",
+        "server_user_s_per_gb": "the user-mode part of it (utime): the server's own code",
         "pinning": (f"servers CPU {bench.server_cpu}, wrk CPU {bench.client_cpu}"
                     if bench is not None and bench.server_cpu else "none"),
         "mb_s": "bytes read by wrk (headers and partial responses included) / wrk duration, 10^6 B/s",

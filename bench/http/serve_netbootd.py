@@ -68,6 +68,9 @@ def main() -> int:
     ap.add_argument("--per-source", type=int, default=1024,
                     help="connections per client address (the daemon's default is 32; all of "
                          "wrk's come from 127.0.0.1)")
+    ap.add_argument("--no-sendfile", action="store_true",
+                    help="copy file bodies through Python (static.File's producers), as before "
+                         "net/http/sendfile.py")
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--no-memtune", action="store_true",
                     help="skip netbootd.runtime.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
@@ -76,6 +79,9 @@ def main() -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     memtune = common.tune_memory(args.no_memtune)
+    if args.no_sendfile:
+        from netbootd.net.http import sendfile
+        sendfile.ENABLED = False
     from twisted.internet import reactor
 
     from netbootd.net.http.app import HttpApp

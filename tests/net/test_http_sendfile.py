@@ -313,3 +313,35 @@ def test_tls_transport_falls_back_to_copying(site, tls_port):
     assert r.returncode == 0, r.stderr
     assert r.stdout == (root / "vmlinuz").read_bytes()[10:]
     assert app.counters["http.file_copy"] == 1 and app.counters["http.file_sendfile"] == 0
+
+
+def _raw(port, payload: bytes) -> bytes:
+    """Send `payload`, read until the server closes."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(payload)
+    out = []
+    while True:
+        c = s.recv(1 << 20)
+        if not c:
+            break
+        out.append(c)
+    s.close()
+    return b"".join(out)
+
+
+@pytest_twisted.inlineCallbacks
+def test_pipelined_requests_and_http10_close(site):
+    app, port, root, _ = site
+    data = (root / "vmlinuz").read_bytes()
+    two = (b"GET /files/vmlinuz HTTP/1.1\r\nHost: x\r\n\r\n"
+           b"GET /files/vmlinuz HTTP/1.1\r\nHost: x\r\nRange: bytes=1-4\r\n"
+           b"Connection: close\r\n\r\n")
+    raw = yield threads.deferToThread(_raw, port, two)
+    head1, _, rest = raw.partition(b"\r\n\r\n")
+    assert head1.startswith(b"HTTP/1.1 200") and rest[:SMALL] == data
+    head2, _, body2 = rest[SMALL:].partition(b"\r\n\r\n")
+    assert head2.startswith(b"HTTP/1.1 206") and body2 == data[1:5]
+    raw = yield threads.deferToThread(_raw, port, b"GET /files/vmlinuz HTTP/1.0\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and body == data
+    assert app.counters["http.file_sendfile"] == 3

@@ -38,11 +38,16 @@ from twisted.web import http, static
 
 # Bytes sent to one connection per write event before the reactor moves on.
 BUDGET = 4 << 20
+# False: every body takes static.File's copying path (bench/http's
+# netbootd-copy diagnostic, to measure what sendfile buys).
+ENABLED = True
 
 
 def sendfile_transport(request):
     """The request's TCP transport when sendfile(2) can write to it, else None
     (TLS, a wrapped transport, a connection already being torn down)."""
+    if not ENABLED:
+        return None
     channel = getattr(request, "channel", None)
     t = getattr(channel, "transport", None)
     if not isinstance(t, tcp.Connection) or ISSLTransport.providedBy(t) \
