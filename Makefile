@@ -42,6 +42,11 @@ bench-agent:    ## agent API: enrollments/s, 1,000 idle agents polling, DHCP sto
 	bash scripts/setup.sh bench
 	$(PY) bench/agent/run.py
 
+.PHONY: bench-storm
+bench-storm:    ## boot storm: 200 hosts DHCP+TFTP+HTTP in namespaces, netbootd vs dnsmasq+nginx (HOSTS=, LOSS=)
+	bash scripts/setup.sh bench
+	$(PY) bench/storm/run.py --hosts $(or $(HOSTS),200) --loss $(or $(LOSS),0)
+
 e2e:            ## only the qemu boots (slow)
 	$(PYTEST) -q tests/e2e
 

@@ -44,12 +44,18 @@ from tftpget import TftpGet  # noqa: E402
 from httpget import HttpClient, HttpFailed  # noqa: E402
 
 SO_BINDTODEVICE = 25
+SO_TIMESTAMPNS = 35
+NAK_RESTARTS = 4
 FIRMWARE_DHCP = (4, 8, 16, 32)      # PXE spec 2.1: DISCOVER/REQUEST timeouts
 IPXE_DHCP = (1, 2, 4, 8)
 
 
-def host_mac(i: int, tag: int = 0x5B) -> bytes:
-    return bytes((0x02, tag)) + struct.pack("!I", i)
+def host_mac(i: int, tag: int = 0x5B, sequential: bool = False) -> bytes:
+    """02:<tag>:<4 bytes>: host i's MAC; scattered by an odd multiplier (a
+    bijection mod 2**32, so unique) unless `sequential` (dnsmasq picks an
+    address by hashing the MAC and does not hold its offers: with sequential
+    MACs a burst of new clients is offered the same addresses and NAKed)."""
+    return bytes((0x02, tag)) + struct.pack("!I", i if sequential else (i * 2654435761) & 0xFFFFFFFF)
 
 
 def mac_text(mac: bytes) -> str:
@@ -76,34 +82,58 @@ class HostResult:
     # sent to its OFFER / ACK (the worst of both stages)
     discover_offer: float = 0.0
     request_ack: float = 0.0
+    naks: int = 0
 
 
-class Dhcp(asyncio.DatagramProtocol):
-    """Sends broadcast frames from any MAC; hands replies to waiters by xid."""
+class Dhcp:
+    """Sends broadcast frames from any MAC; hands replies to waiters by xid,
+    each with the kernel's receive time (SO_TIMESTAMPNS), so a busy client
+    loop does not count as a slow server."""
 
     def __init__(self, ifname: str):
         self.tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self.tx.bind((ifname, 0))
         self.tx.setblocking(False)
+        self.rx = rx_socket(ifname)
         self.waiters: dict[int, asyncio.Queue] = {}
         self.ident = random.randrange(65536)
         self.send_drops = 0
         self.stray = 0
 
-    def send(self, mac: bytes, msg: bytes) -> None:
+    def start(self, loop) -> None:
+        loop.add_reader(self.rx.fileno(), self._readable)
+
+    def close(self, loop) -> None:
+        loop.remove_reader(self.rx.fileno())
+        self.rx.close()
+        self.tx.close()
+
+    def send(self, mac: bytes, msg: bytes) -> float:
+        """Sends; the wall-clock time it left (the clock of SO_TIMESTAMPNS)."""
         self.ident += 1
         try:
             self.tx.send(firmware.ether_frame(mac, msg, self.ident))
         except BlockingIOError:
             self.send_drops += 1          # the retransmit timer covers it
+        return time.time()
 
-    def datagram_received(self, data, addr):
-        r = firmware.parse_reply(data)
-        q = self.waiters.get(r.xid) if r else None
-        if q is None:
-            self.stray += 1
-        else:
-            q.put_nowait((time.monotonic(), r))
+    def _readable(self) -> None:
+        for _ in range(256):
+            try:
+                data, anc, _flags, _addr = self.rx.recvmsg(2048, 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            at = time.time()
+            for level, typ, val in anc:
+                if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(val) >= 16:
+                    sec, ns = struct.unpack("qq", val[:16])
+                    at = sec + ns / 1e9
+            r = firmware.parse_reply(data)
+            q = self.waiters.get(r.xid) if r else None
+            if q is None:
+                self.stray += 1
+            else:
+                q.put_nowait((at, r))
 
 
 def rx_socket(ifname: str) -> socket.socket:
@@ -112,6 +142,7 @@ def rx_socket(ifname: str) -> socket.socket:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     s.bind(("0.0.0.0", 68))
     s.setblocking(False)
     return s
@@ -120,42 +151,43 @@ def rx_socket(ifname: str) -> socket.socket:
 async def dora(dhcp: Dhcp, h: HostResult, mac: bytes, uuid: bytes, stage: firmware.Stage,
                timeouts) -> firmware.Reply:
     """One DISCOVER/OFFER/REQUEST/ACK with retransmissions; the ACK (with
-    the offer's boot file when the ACK carries none).  A NAK starts over."""
-    xid = random.getrandbits(32)
-    q: asyncio.Queue = asyncio.Queue()
-    dhcp.waiters[xid] = q
+    the offer's boot file when the ACK carries none).  A NAK (or an ACK of
+    another address) starts over with a new xid, as EDK2 goes back to INIT."""
     t0 = time.monotonic()
-    try:
-        for _restart in range(3):
+    for _restart in range(NAK_RESTARTS):
+        xid = random.getrandbits(32)
+        q: asyncio.Queue = asyncio.Queue()
+        dhcp.waiters[xid] = q
+        try:
             offer = await _exchange(dhcp, h, mac, q, t0, timeouts, 2, "discover_offer",
-                                    lambda: firmware.host_options(stage.discover, mac, uuid), xid)
+                                    firmware.host_options(stage.discover, mac, uuid), xid)
             sid = socket.inet_aton(offer.server_id or offer.siaddr)
             opts = firmware.host_options(stage.request, mac, uuid,
                                          socket.inet_aton(offer.yiaddr), sid)
-            ack = await _exchange(dhcp, h, mac, q, t0, timeouts, 5, "request_ack",
-                                  lambda: opts, xid, nak_ok=True)
-            if ack.mtype == 5:
-                if not ack.bootfile:
-                    ack.bootfile = offer.bootfile
-                if ack.siaddr == "0.0.0.0":
-                    ack.siaddr = offer.siaddr
-                return ack
-            h.retries["dhcp"] += 1            # NAK: DISCOVER again
-        raise TimeoutError("DHCP NAKed 3 times")
-    finally:
-        dhcp.waiters.pop(xid, None)
+            ack = await _exchange(dhcp, h, mac, q, t0, timeouts, 5, "request_ack", opts, xid,
+                                  nak_ok=True)
+        finally:
+            dhcp.waiters.pop(xid, None)
+        if ack.mtype == 5 and ack.yiaddr == offer.yiaddr:
+            if not ack.bootfile:
+                ack.bootfile = offer.bootfile
+            if ack.siaddr == "0.0.0.0":
+                ack.siaddr = offer.siaddr
+            return ack
+        h.retries["dhcp"] += 1                # NAK: DISCOVER again
+        h.naks += 1
+    raise TimeoutError(f"DHCP NAKed {NAK_RESTARTS} times")
 
 
-async def _exchange(dhcp, h, mac, q, t0, timeouts, want, lat_key, make_opts, xid, nak_ok=False):
+async def _exchange(dhcp, h, mac, q, t0, timeouts, want, lat_key, opts, xid, nak_ok=False):
     mtype_sent = 1 if want == 2 else 3
     for n, wait in enumerate(timeouts):
         if n:
             h.retries["dhcp"] += 1
-        sent = time.monotonic()
-        secs = int(sent - t0)
-        dhcp.send(mac, firmware.dhcp_message(xid, secs, mac, [(53, bytes((mtype_sent,)))]
-                                             + make_opts()[1:]))
-        deadline = sent + wait
+        secs = int(time.monotonic() - t0)
+        sent = dhcp.send(mac, firmware.dhcp_message(xid, secs, mac, [(53, bytes((mtype_sent,)))]
+                                                    + opts[1:]))
+        deadline = time.monotonic() + wait
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -200,7 +232,7 @@ def parse_script(text: str, base: str) -> tuple[str | None, list[str], str | Non
 
 
 async def boot(i: int, a, dhcp: Dhcp, stages: dict, t0: float, sem) -> HostResult:
-    mac = host_mac(i, a.mac_tag)
+    mac = host_mac(i, a.mac_tag, a.sequential_macs)
     family = "bios" if a.bios_every and i % a.bios_every == 0 else "uefi"
     h = HostResult(i, mac_text(mac), family)
     uuid = struct.pack("!I", i) + bytes((0x57, 0x0F, 0x5B)) + bytes(9)
@@ -248,11 +280,25 @@ async def boot(i: int, a, dhcp: Dhcp, stages: dict, t0: float, sem) -> HostResul
     return h
 
 
+LAG = [0.0, 0]          # the client loop's worst lateness, ticks over 100 ms late
+
+
+async def loop_lag(tick: float = 0.05) -> None:
+    """How late the client's own loop runs (its latencies include this)."""
+    while True:
+        t = time.monotonic()
+        await asyncio.sleep(tick)
+        late = time.monotonic() - t - tick
+        LAG[0] = max(LAG[0], late)
+        LAG[1] += late > 0.1
+
+
 async def storm(a) -> dict:
     loop = asyncio.get_running_loop()
     stages = {f: firmware.load(f) for f in firmware.SOURCES}
     dhcp = Dhcp(a.ifname)
-    tr, _ = await loop.create_datagram_endpoint(lambda: dhcp, sock=rx_socket(a.ifname))
+    dhcp.start(loop)
+    lag = asyncio.ensure_future(loop_lag())
     sem = asyncio.Semaphore(a.http_parallel or a.hosts)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
@@ -266,13 +312,16 @@ async def storm(a) -> dict:
         if t in done:
             hosts.append(asdict(t.result()))
         else:
-            hosts.append(asdict(HostResult(i + a.first, mac_text(host_mac(i + a.first, a.mac_tag)),
+            hosts.append(asdict(HostResult(i + a.first, mac_text(host_mac(i + a.first, a.mac_tag,
+                                                                    a.sequential_macs)),
                                            "?", error=f"not done after the {a.timeout:g} s "
                                                       f"time limit")))
     wall = time.monotonic() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    tr.close()
-    return {"hosts": hosts, "wall_s": round(wall, 3),
+    dhcp.close(loop)
+    lag.cancel()
+    return {"hosts": hosts, "wall_s": round(wall, 3), "loop_lag_max_s": round(LAG[0], 3),
+            "loop_lag_over_100ms": LAG[1],
             "cpu_s": round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 3),
             "send_drops": dhcp.send_drops, "stray_replies": dhcp.stray,
             "max_rss_kb": r1.ru_maxrss}
@@ -282,6 +331,8 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--hosts", type=int, default=200)
     ap.add_argument("--first", type=int, default=0, help="index of the first host (its MAC)")
     ap.add_argument("--mac-tag", type=int, default=0x5B, help="second byte of every MAC")
+    ap.add_argument("--sequential-macs", action="store_true",
+                    help="MACs 02:5b:00:00:00:00, ...:01, ... (default: scattered)")
     ap.add_argument("--bios-every", type=int, default=5,
                     help="every Nth host is BIOS, the others UEFI (0: all UEFI)")
     ap.add_argument("--spread", type=float, default=0.0,

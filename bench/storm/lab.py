@@ -118,6 +118,17 @@ class World:
             raise RuntimeError(f"check failed: {r.stderr[-3000:]}")
         return json.loads(r.stdout)
 
+    # -- drops: the UDP MIB of each namespace, the kernel's backlog -----------------
+    def udp_mib(self) -> dict:
+        out = {}
+        for role, ns in (("server", self.sns), ("client", self.cns)):
+            r = self.lab.ns_exec(ns, "cat", "/proc/net/snmp", check=False, timeout=10)
+            rows = [l.split()[1:] for l in r.stdout.splitlines() if l.startswith("Udp:")]
+            if len(rows) >= 2:
+                out[role] = {k: int(v) for k, v in zip(rows[0], rows[1])}
+        out["softnet_dropped"] = softnet_dropped()
+        return out
+
     # -- process facts --------------------------------------------------------------
     @staticmethod
     def rss_peak_kb(pid: int) -> int:
@@ -128,6 +139,23 @@ class World:
         except OSError:
             pass
         return 0
+
+
+def softnet_dropped() -> int:
+    """Packets the kernel dropped from its per-CPU input backlog (all CPUs,
+    the whole machine: netdev_max_backlog overflows; veth lands there)."""
+    try:
+        return sum(int(l.split()[1], 16) for l in open("/proc/net/softnet_stat"))
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def mib_delta(a: dict, b: dict) -> dict:
+    keys = ("InDatagrams", "NoPorts", "InErrors", "RcvbufErrors", "SndbufErrors")
+    out = {role: {k: b[role][k] - a[role][k] for k in keys if k in b[role]}
+           for role in ("server", "client") if role in a and role in b}
+    out["softnet_dropped"] = b["softnet_dropped"] - a["softnet_dropped"]
+    return out
 
 
 def children(pid: int) -> list[int]:

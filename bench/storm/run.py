@@ -76,7 +76,10 @@ def summarize(storm: dict) -> dict:
            "hosts_with_retries": sum(1 for h in hosts if any(h["retries"].values())),
            "max_discover_offer_s": round(max((h["discover_offer"] for h in hosts), default=0), 3),
            "max_request_ack_s": round(max((h["request_ack"] for h in hosts), default=0), 3),
-           "send_drops": storm.get("send_drops"), "stray_replies": storm.get("stray_replies")}
+           "send_drops": storm.get("send_drops"), "stray_replies": storm.get("stray_replies"),
+           "naks": sum(h.get("naks", 0) for h in hosts),
+           "client_loop_lag_max_s": storm.get("loop_lag_max_s"),
+           "client_loop_lag_ticks_over_100ms": storm.get("loop_lag_over_100ms")}
     for key in ("leased", "bootfile", "script", "done"):
         xs = [h[key] - h["started"] for h in ok]
         out[f"t_{key}"] = {"p50": pct(xs, 50), "p95": pct(xs, 95), "max": pct(xs, 100)}
@@ -109,12 +112,15 @@ class Trial:
             pids = [p.pid for p in procs]
             cpu0 = sum(common.tree_cpu(p) for p in pids)
             busy0 = common._cpu_times()
+            mib0 = w.udp_mib()
             storm_json = self.out / f"storm-{self.name}.json"
             storm = w.run_client(storm_json, a.hosts, a.timeout, client_cpu,
                                  ["--bios-every", str(a.bios_every), "--spread", str(a.spread),
-                                  "--http-idle", str(a.http_idle)])
+                                  "--http-idle", str(a.http_idle)]
+                                 + (["--sequential-macs"] if a.sequential_macs else []))
             cpu1 = sum(common.tree_cpu(p) for p in pids)
             busy1 = common._cpu_times()
+            res["udp_drops"] = stormlab.mib_delta(mib0, w.udp_mib())
             res.update(summarize(storm))
             res["server_cpu_s"] = round(cpu1 - cpu0, 2)
             res["machine_busy_pct"] = round(100 * (1 - (busy1[1] - busy0[1]) /
@@ -198,6 +204,8 @@ def report(doc: dict) -> None:
             f("t_done"), f"{r['dhcp']}/{r['tftp']}/{r['http']}",
             f"{t['max_discover_offer_s']}/{t['max_request_ack_s']}", t["server_cpu_s"],
             t["server_rss_peak_mb"], t["client_cpu_s"], t["machine_busy_pct"])))
+        print(f"   client loop: worst lag {t['client_loop_lag_max_s']} s; NAKs {t['naks']}; "
+              f"UDP/kernel drops {t.get('udp_drops')}")
         if t["errors"]:
             print(f"   errors: {t['errors'][:3]}")
         if t.get("check"):
@@ -224,6 +232,8 @@ def main() -> int:
     ap.add_argument("--kernel-mb", type=float, default=8)
     ap.add_argument("--initrd-mb", type=float, default=40)
     ap.add_argument("--bios-every", type=int, default=5, help="every Nth host BIOS (20%%)")
+    ap.add_argument("--sequential-macs", action="store_true",
+                    help="host MACs in sequence (default: scattered; see client.py)")
     ap.add_argument("--spread", type=float, default=0.0, help="power-on spread, s")
     ap.add_argument("--timeout", type=float, default=300.0, help="hard limit per storm, s")
     ap.add_argument("--http-idle", type=float, default=30.0)
