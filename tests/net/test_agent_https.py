@@ -219,16 +219,17 @@ def test_static_net_configures_the_nic_in_a_namespace(root, tmp_path):
         script = (f". /lib/netbootd/lib.sh; NB_RESOLV=/tmp/resolv.conf; "
                   f"static_net 10.77.9.20/24 10.77.9.1 10.77.9.1,10.77.9.53 '' {nic}; "
                   f"echo rc=$? leased=$leased; cat /run/netbootd/lease/{nic}/ip; "
-                  f"cat /tmp/resolv.conf; ping -c 1 -W 3 10.77.9.1 >/dev/null && echo ping-ok; "
+                  f"cat /tmp/resolv.conf; ping -c 3 -W 5 10.77.9.1 >/dev/null && echo ping-ok; "
                   f"static_net 10.77.9.21/24 '' '' nosuch0 {nic}; echo rc=$?")
         r = lab.ns_exec(cli, "chroot", str(root), "/bin/sh", "-c", script, check=False)
         out = r.stdout.splitlines()
-        assert f"rc=0 leased={nic}" in out, r.stdout + r.stderr
-        assert "10.77.9.20" in out
-        assert "nameserver 10.77.9.1" in out and "nameserver 10.77.9.53" in out
-        assert "ping-ok" in out
+        why = r.stdout + r.stderr
+        assert f"rc=0 leased={nic}" in out, why
+        assert "10.77.9.20" in out, why
+        assert "nameserver 10.77.9.1" in out and "nameserver 10.77.9.53" in out, why
+        assert "ping-ok" in out, why
         assert any("FAILED static IP: netbootd.iface=nosuch0 is not a NIC here" in x
-                   for x in out) and out[-1] == "rc=1"
+                   for x in out) and out[-1] == "rc=1", why
         addr = lab.ns_exec(cli, "ip", "-4", "-o", "addr", "show", "dev", nic).stdout
         route = lab.ns_exec(cli, "ip", "route", "show", "default").stdout
         assert "10.77.9.20/24" in addr and f"default via 10.77.9.1 dev {nic}" in route
