@@ -16,6 +16,7 @@
     deploy                  exports (storage jobs, followed with a progress bar); deploy
     media      media.py     build an account's boot image (iso_builder/media.py)
     tls        tls.py       the HTTPS certificate: selfsigned, pin
+    net        net.py       show (interfaces: API, else netlink); bridge add/del (pyroute2)
 
 Commands that call the daemon use client.ApiClient; the read commands fall
 back to the store's read methods (reads.py) and print the same columns.
@@ -29,10 +30,11 @@ import argparse
 from . import (accounts, admin, config, events, hosts, initrd, lab, leases, media, serve, state,
                tokens, volumes)
 from . import tls as tls_cli
+from . import net as net_cli
 from .common import effective_config
 
 GROUPS = (serve, config, lab, admin, accounts, tokens, state, hosts, leases, events, initrd,
-          volumes, media, tls_cli)
+          volumes, media, tls_cli, net_cli)
 
 __all__ = ["build_parser", "effective_config", "run"]
 

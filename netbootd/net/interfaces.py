@@ -105,6 +105,15 @@ def links(ipr=None) -> dict[str, Link]:
     return out
 
 
+def link_rows(have: dict[str, Link]) -> list[dict]:
+    """Each interface as a JSON row (net show, GET /api/v1/net/interfaces)."""
+    by_index = {link.index: link.name for link in have.values()}
+    return [{"name": link.name, "index": link.index, "mac": link.mac, "up": link.up,
+             "state": link.state, "kind": link.kind, "master": by_index.get(link.master),
+             "vlan": link.vlan_id, "ipv4": [f"{a.ip}/{a.prefix}" for a in link.ipv4],
+             "ipv6_linklocal": link.ipv6_linklocal} for link in have.values()]
+
+
 def is_pattern(name: str) -> bool:
     return any(ch in name for ch in "*?[")
 

@@ -18,6 +18,7 @@ from .api_accounts import AccountsApi, HostAgentApi, TokensApi
 from .api_agent import AgentApi
 from .api_capture import CaptureApi
 from .api_media import MediaApi
+from .api_net import NetApi
 from .api_storage import StorageApi
 from .common import read_json
 from .errors import BadRequest, Conflict, NotFound
@@ -237,6 +238,7 @@ ROUTES = [
     Route("GET", H + "/timeline", HostsApi.timeline),
     Route("GET", "/api/v1/leases", OverviewApi.leases),
     Route("GET", "/api/v1/networks", OverviewApi.networks),
+    Route("GET", "/api/v1/net/interfaces", NetApi.list),
     Route("GET", "/api/v1/events", OverviewApi.events),
     Route("GET", "/api/v1/events/stream", EventStreams.open),
     Route("GET", "/api/v1/events/kinds", OverviewApi.event_kinds),
@@ -298,4 +300,5 @@ def build_routes(app) -> list[Route]:
                 EventStreams(reads.events, app.clock, app.counters, app.max_streams,
                              app.max_streams_per_source, app.streams),
                 # set by net/services/storage.py once [storage] is opened (None: off)
-                StorageApi(lambda: app.storage, app.clock), capture_api)
+                StorageApi(lambda: app.storage, app.clock), capture_api,
+                NetApi(lambda: app.interfaces()))

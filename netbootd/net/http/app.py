@@ -41,6 +41,8 @@ class HttpApp:
     ring: object = None                  # auth.enroll.KeyRing (token signing keys)
     state_dir: str | None = None         # the enrollment key ring lives there
     storage: object = None               # net/storage.Storage when [storage] is configured
+    # () -> interface rows (net/services/netlink.py sets it; None: not followed)
+    interfaces: Callable[[], list | None] = lambda: None
 
     active: dict = field(default_factory=dict)   # HTTP file transfers under way
     # Event streams (SSE) hold a connection and a poll each: capped in all and

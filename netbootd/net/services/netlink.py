@@ -62,7 +62,9 @@ class NetlinkService(service.Service):
         except OSError as e:
             log.error("netlink: cannot follow interface changes (%s): served as at start", e)
         self.core.expose(metrics=self._metrics)
-        self.core.net_show = self.rows
+        http = self._sibling("http")
+        if http is not None and getattr(http, "app", None) is not None:
+            http.app.interfaces = self.rows       # GET /api/v1/net/interfaces
         super().startService()
 
     def stopService(self):
@@ -142,17 +144,9 @@ def interface_rows(have: dict, core, ra=None) -> list[dict]:
     served = {i.name: i for i in core.ifaces}
     plan = core.plan
     out = []
-    for link in have.values():
-        ifa = served.get(link.name)
-        out.append({
-            "name": link.name, "index": link.index, "mac": link.mac, "up": link.up,
-            "state": link.state, "kind": link.kind, "master": next(
-                (m.name for m in have.values() if m.index == link.master), None),
-            "vlan": link.vlan_id,
-            "ipv4": [f"{a.ip}/{a.prefix}" for a in link.ipv4],
-            "ipv6_linklocal": link.ipv6_linklocal,
-            "served": ifa is not None, "served_ip": ifa.ip if ifa else None,
-            "network": plan.attached.get(link.name) if (plan and ifa) else None,
-            "ra": ra.state(link.name) if (ra is not None and ifa) else None,
-        })
+    for row in interfaces.link_rows(have):
+        ifa = served.get(row["name"])
+        out.append({**row, "served": ifa is not None, "served_ip": ifa.ip if ifa else None,
+                    "network": plan.attached.get(row["name"]) if (plan and ifa) else None,
+                    "ra": ra.state(row["name"]) if (ra is not None and ifa) else None})
     return out
