@@ -78,6 +78,9 @@ class SendfileProducer:
 
     def start(self) -> None:
         req = self.request
+        if req._disconnected or req.finished:   # gone already: nothing will fire
+            self._close_file()
+            return
         req.notifyFinish().addBoth(self._closed)
         if self.counters is not None:
             self.counters["http.file_sendfile"] += 1
