@@ -52,6 +52,15 @@ def assert_agent_called_back(lab, res):
     assert files["netbootd/discover.img"]["status"] == 200
 
 
+def ack_to_script(res) -> float:
+    """Seconds from the DHCPACK that gave iPXE its script URL to the script
+    request: iPXE's IPv6 router wait sits between the two (LAB.md)."""
+    ack = next(e["ts"] for e in res.timeline if e["kind"] == "dhcp.ack"
+               and (json.loads(e["detail"]).get("file") or "").endswith(".ipxe"))
+    script = next(e["ts"] for e in res.timeline if e["kind"] == "http.script")
+    return script - ack
+
+
 def test_seabios_ipxe_rom_gets_its_script_over_http():
     lab = boot("bios")
     with lab:
@@ -60,6 +69,21 @@ def test_seabios_ipxe_rom_gets_its_script_over_http():
     offers = details(res, "dhcp.offer")
     assert offers[0]["file"] == "http://10.80.0.1:8080/boot/52-54-00-77-00-10.ipxe"
     assert not [k for k in kinds(res) if k.startswith("tftp.")], "iPXE ROM must not chain"
+    # The RA quench (ipv6_ra_quench, on by default) ends iPXE's router wait:
+    # ~13 s without it (test below), well under a second with it.
+    gap = ack_to_script(res)
+    assert gap < 3, f"{gap:.1f} s between DHCPACK and the boot script request"
+
+
+def test_without_the_ra_quench_ipxe_waits_for_a_router():
+    """The same boot with IPv6 off on the server's interface (nothing can
+    answer iPXE's router solicitations): the wait the quench removes."""
+    lab = boot("bios", ipv6=False)
+    with lab:
+        res = lab.wait_registered()
+    assert_agent_called_back(lab, res)
+    gap = ack_to_script(res)
+    assert gap > 8, f"only {gap:.1f} s between DHCPACK and the boot script request"
 
 
 def test_bios_plain_pxe_chains_undionly_over_tftp_then_http():
