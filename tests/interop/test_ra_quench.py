@@ -72,3 +72,27 @@ def test_solicitation_with_a_wrong_hop_limit_is_dropped(lab, netbootd_factory, t
     r = lab.ns_exec(lan.ns["cli"], PYTHON, str(HELPERS / "rs_client.py"), "--iface",
                     lan.ifs["cli"], "--tries", "3", "--hops", "64", check=False, timeout=30)
     assert json.loads(r.stdout.strip().splitlines()[-1])["src"] is None
+
+
+SEND_RA = """
+import socket, sys
+sys.path.insert(0, {root!r})
+from netbootd.codec import icmp6
+idx = socket.if_nametoindex({iface!r})
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+ra = icmp6.RouterAdvertisement(64, 0, 1800, prefixes=(icmp6.Prefix("2001:db8:77::", 64),))
+s.sendto(icmp6.encode_ra(ra), ("ff02::1", 0, 0, idx))
+"""
+
+
+def test_a_real_router_on_the_link_stops_the_quench(lab, netbootd_factory, tmp_path):
+    from pathlib import Path
+    lan, nb, srv_ll = start(lab, netbootd_factory, tmp_path)
+    assert solicit(lab, lan.ns["cli"], lan.ifs["cli"])["src"] == srv_ll
+    root = str(Path(__file__).resolve().parents[2])
+    lab.ns_exec(lan.ns["cli"], PYTHON, "-c", SEND_RA.format(root=root, iface=lan.ifs["cli"]))
+    wait_for(lambda: "answers on this link: no quench here" in nb.log_tail(), 10,
+             what="the responder to see the router")
+    assert solicit(lab, lan.ns["cli"], lan.ifs["cli"], tries=3)["src"] is None
