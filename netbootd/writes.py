@@ -118,13 +118,34 @@ class ExportDelete:
     name = "export_delete"
 
 
+@dataclass(frozen=True, slots=True)
+class NetworkWrite:
+    """Insert or update a network by name (issue 14): ``doc`` is the checked
+    definition as JSON text (policy/vnet.py Vnet.to_doc), ``origin`` "config"
+    or "api"."""
+    network: str
+    origin: str
+    doc: str
+    ts: float = 0.0
+    name = "network"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkDelete:
+    """Delete a network (its leases stay: they are held until they end)."""
+    network: str
+    name = "network_delete"
+
+
 WRITE_TYPES = (HostWrite, HostDelete, LeaseWrite, EventWrite, TrimEvents, AccountWrite,
-               AccountDelete, TokenWrite, InventoryWrite, ExportWrite, ExportDelete)
+               AccountDelete, TokenWrite, InventoryWrite, ExportWrite, ExportDelete,
+               NetworkWrite, NetworkDelete)
 Write = (HostWrite | HostDelete | LeaseWrite | EventWrite | TrimEvents | AccountWrite
-         | AccountDelete | TokenWrite | InventoryWrite | ExportWrite | ExportDelete)
+         | AccountDelete | TokenWrite | InventoryWrite | ExportWrite | ExportDelete
+         | NetworkWrite | NetworkDelete)
 # Writes only the store cares about (no observer follows them).
 ADMIN_WRITES = (AccountWrite, AccountDelete, TokenWrite, InventoryWrite, ExportWrite,
-                ExportDelete)
+                ExportDelete, NetworkWrite, NetworkDelete)
 
 # One encoder for every event: json.dumps() with options builds a new one per call.
 _EVENT_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str).encode

@@ -21,6 +21,7 @@ from ..registry.hosts import Registry
 from ..writes import EventWrite, LeaseWrite, event, event_json
 from . import pxe
 from .dhcp_values import client_id_ok, max_message, sanitize_hostname  # noqa: F401 (re-exported)
+from .dhcp_networks import BootByNetwork, NetworkSet
 from .leases import LeaseTable, Network, PoolExhausted, client_key, int2ip
 from .ratelimit import Buckets
 
@@ -93,15 +94,11 @@ class DhcpEngine:
     def __init__(self, settings: EngineSettings, networks: list[Network], leases: LeaseTable,
                  registry: Registry, boot: BootConfig, counters: Counter | None = None):
         self.s = settings
-        self.networks = {n.name: n for n in networks}
-        # giaddr -> the network it relays for (the first that lists it).
-        self.relay_networks: dict[int, Network] = {}
-        for n in networks:
-            for r in n.relays:
-                self.relay_networks.setdefault(r, n)
+        self.netset = NetworkSet(networks)
         self.leases = leases
         self.registry = registry
-        self.boot = boot
+        self.boot = boot                       # the setter makes self.boots
+        self._last_no_network: dict[str, float] = {}
         self.counters = counters if counters is not None else Counter()
         self.mac_buckets = Buckets(settings.per_mac_pps)
         self.new_buckets = Buckets(settings.new_clients_per_interface_pps, max_keys=4096)
@@ -109,6 +106,26 @@ class DhcpEngine:
         self._lease_cache: dict[int, dict[int, bytes]] = {}
         self._net_cache: dict[str, dict[int, bytes]] = {}
         self._reply_cache: dict[tuple, tuple] = {}
+
+    @property
+    def networks(self) -> dict[str, Network]:
+        return self.netset.networks
+
+    @property
+    def boot(self) -> BootConfig:
+        return self.boots.boot
+
+    @boot.setter
+    def boot(self, boot: BootConfig) -> None:
+        self.boots = BootByNetwork(boot)
+
+    def set_networks(self, networks: list[Network],
+                     attached: dict[str, str | None] | None = None) -> None:
+        """Serve a new set of networks (and interface attachments) from the
+        next packet on; the encoded options of the old ones are dropped."""
+        self.netset = NetworkSet(networks, attached)
+        self._net_cache = {}
+        self._reply_cache = {}
 
     # -- entry point ----------------------------------------------------
     def handle(self, pkt: Packet, ing: Ingress, now: float) -> Outcome | None:
@@ -125,7 +142,7 @@ class DhcpEngine:
             c["drop.bad_hlen"] += 1
             return None
         if pkt.giaddr != _ZERO and \
-                int.from_bytes(pkt.giaddr, "big") not in self.relay_networks:
+                int.from_bytes(pkt.giaddr, "big") not in self.netset.relays:
             # RFC 2131 §4.1 trusts giaddr blindly; anyone on the segment can
             # set it.  Only relays the config names are believed (as Kea and
             # ISC dhcpd do): before anything else, so a spoofed giaddr spends
@@ -171,22 +188,15 @@ class DhcpEngine:
         return out
 
     # -- full DHCP server ------------------------------------------------
-    def _network_for(self, pkt: Packet, ing: Ingress) -> Network | None:
-        if pkt.giaddr != _ZERO:
-            # A trusted relay (checked in handle): its network, by config.
-            return self.relay_networks.get(int.from_bytes(pkt.giaddr, "big"))
-        if pkt.ciaddr != _ZERO and ing.network is None:
-            ci = int.from_bytes(pkt.ciaddr, "big")
-            for n in self.networks.values():
-                if n.contains(ci):
-                    return n
-        return self.networks.get(ing.network) if ing.network else None
-
     def _full(self, pkt, mtype, client, ing, now, writes) -> Outcome | None:
         c = self.counters
-        net = self._network_for(pkt, ing)
+        net = self.netset.select(pkt, ing)      # policy/dhcp_networks.py
         if net is None:
             c["drop.no_network"] += 1
+            if now - self._last_no_network.get(ing.iface, -1e9) > 10:   # one per 10 s
+                self._last_no_network[ing.iface] = now
+                writes.append(event(now, pkt.mac, "dhcp.no_network", iface=ing.iface,
+                                    giaddr=pkt.giaddr_ip if pkt.giaddr != _ZERO else None))
             return None
         key = client_key(pkt.options, pkt.htype, pkt.chaddr)
         mac = pkt.mac
@@ -218,7 +228,8 @@ class DhcpEngine:
         if mtype == o.INFORM:
             # RFC 2131 §4.3.5: options only; no lease, no lease time, no yiaddr.
             reply = self._reply(pkt, o.ACK, _ZERO, ing, net, client, lease_time=None,
-                                hostname=None, boot=self._boot(client, mac, ing, now, writes))
+                                hostname=None, boot=self._boot(client, mac, ing, now, writes,
+                                                               net))
             return self._out(pkt, reply, o.ACK, writes, ing)
         c["ignored.type"] += 1
         return None
@@ -238,7 +249,7 @@ class DhcpEngine:
         lease = self.leases.offer(net.name, addr, key, mac, now, self.s.offer_hold, known)
         fresh = prev is None or prev.address != addr
         hostname = self._hostname(pkt, net, mac)
-        boot = self._boot(client, mac, ing, now, writes)
+        boot = self._boot(client, mac, ing, now, writes, net)
         reply = self._reply(pkt, o.OFFER, addr.to_bytes(4, "big"), ing, net, client,
                             self._lease_time(net), hostname, boot)
         self.registry.exchange_event(
@@ -286,7 +297,7 @@ class DhcpEngine:
         lease_time = self._lease_time(net)
         lease = self.leases.bind(net.name, addr, key, mac, now, lease_time, hostname,
                                  self.registry.is_known(mac) or res is not None)
-        boot = self._boot(client, mac, ing, now, writes)
+        boot = self._boot(client, mac, ing, now, writes, net)
         self.registry.promote(mac, now, writes)     # a lease makes a seen MAC a stored host
         writes += [LeaseWrite(lease), self._exchange_event(now, mac, "dhcp.ack", boot, ing, addr)]
         reply = self._reply(pkt, o.ACK, addr.to_bytes(4, "big"), ing, net, client, lease_time,
@@ -375,8 +386,8 @@ class DhcpEngine:
             return res.hostname
         return sanitize_hostname(pkt.options.get(o.OPT_HOSTNAME))
 
-    def _boot(self, client, mac, ing, now, writes) -> pxe.BootAnswer:
-        ans = pxe.decide(client, mac, ing.server_ip, self.boot)
+    def _boot(self, client, mac, ing, now, writes, net=None) -> pxe.BootAnswer:
+        ans = pxe.decide(client, mac, ing.server_ip, self.boots.of(net))
         if ans.event:
             self.counters["boot.no_file"] += 1
             writes.append(event(now, mac, "boot.unsupported", arch=client.arch,

@@ -9,8 +9,10 @@ release/expiry so it gets the same one back when it is still free.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
+import random
 from dataclasses import dataclass, field
 
 from ..model import Lease, LeaseState, Reservation, int2ip, ip2int
@@ -36,6 +38,12 @@ class Network:
     # never because a packet named it (a spoofed giaddr once took addresses
     # out of the pool for good).
     relays: frozenset[int] = frozenset()
+    # How a fresh address is picked (_fresh): "lru" (never-used first, after
+    # a cursor, then the one free longest), "sequential" (the lowest free),
+    # "random".  kind: RANGED or FIXED (reservations only: policy/vnet.py).
+    policy: str = "lru"
+    kind: str = "RANGED"
+    boot_server: str | None = None
 
     def __post_init__(self):
         if not self.relays <= self.excluded:
@@ -64,8 +72,12 @@ class Network:
 
     @functools.cached_property
     def pool_size(self) -> int:
-        return sum(hi - lo + 1 for lo, hi in self.ranges) - sum(
+        """Addresses this network can hand out: its ranges less the excluded,
+        plus reserved addresses outside the ranges (a FIXED network's leases)."""
+        inside = sum(hi - lo + 1 for lo, hi in self.ranges) - sum(
             1 for a in self.excluded if any(lo <= a <= hi for lo, hi in self.ranges))
+        return inside + len({r.address for r in self.reservations
+                             if not any(lo <= r.address <= hi for lo, hi in self.ranges)})
 
 
 def whole_subnet(name: str, iface_ip: str, prefix: int, **kw) -> Network:
@@ -108,15 +120,32 @@ class _NetState:
 
 
 class LeaseTable:
-    def __init__(self, networks: list[Network], unknown_share: float = 1.0):
+    def __init__(self, networks: list[Network], unknown_share: float = 1.0,
+                 rng: random.Random | None = None):
         self.by_addr: dict[int, Lease] = {}
         self.by_client: dict[tuple[str, bytes], Lease] = {}
         self.unknown_share = unknown_share
+        self.rng = rng or random.Random()
         self.nets: dict[str, _NetState] = {}
+        self.set_networks(networks)
+
+    def set_networks(self, networks: list[Network]) -> None:
+        """Serve this set of networks from now on (a live change, on the
+        reactor: one assignment).  Every lease stays in the table: one whose
+        address a network still serves is renewed as before; one of a removed
+        network or range keeps its address held until it ends (nobody else
+        gets it) and is not renewed.  A network kept under its name keeps its
+        allocation cursor."""
+        nets: dict[str, _NetState] = {}
         for n in networks:
-            self.nets[n.name] = _NetState(
-                n, {r.mac: r for r in n.reservations},
-                frozenset(r.address for r in n.reservations))
+            old = self.nets.get(n.name)
+            st = _NetState(n, {r.mac: r for r in n.reservations},
+                           frozenset(r.address for r in n.reservations))
+            if old is not None and old.network.ranges == n.ranges:
+                st.cursor_range, st.cursor = old.cursor_range, old.cursor
+                st.unknown_held = old.unknown_held
+            nets[n.name] = st
+        self.nets = nets
 
     # -- queries --------------------------------------------------------
     @staticmethod
@@ -149,6 +178,19 @@ class LeaseTable:
         held = sum(1 for a, lease in self.by_addr.items()
                    if self.held(lease, now) and st.network.contains(a))
         return held, st.network.pool_size
+
+    def usage_all(self, now: float) -> dict[str, tuple[int, int]]:
+        """usage() of every network in one pass over the leases (a lease
+        counts for the network whose subnet holds its address)."""
+        held = dict.fromkeys(self.nets, 0)
+        spans = sorted((st.network._span, name) for name, st in self.nets.items())
+        starts = [s[0][0] for s in spans]
+        for a, lease in self.by_addr.items():
+            if self.held(lease, now):
+                i = bisect.bisect_right(starts, a) - 1
+                if i >= 0 and a <= spans[i][0][1]:
+                    held[spans[i][1]] += 1
+        return {name: (held[name], st.network.pool_size) for name, st in self.nets.items()}
 
     # -- allocation -----------------------------------------------------
     def choose(self, net: str, key: bytes, mac: str, requested: int | None, now: float,
@@ -185,6 +227,47 @@ class LeaseTable:
                 f"addresses (share {self.unknown_share:.0%}); the rest is kept for known hosts")
 
     def _fresh(self, st: _NetState, key: bytes, mac: str, now: float) -> int:
+        """A free address by the network's policy (lru, sequential, random)."""
+        policy = st.network.policy
+        if policy == "sequential":
+            return self._lowest_free(st, now)
+        if policy == "random":
+            a = self._random_free(st, now)
+            if a is not None:
+                return a
+        return self._lru(st, now)
+
+    def _usable(self, st: _NetState, a: int, now: float) -> bool:
+        if a in st.reserved_addrs or a in st.network.excluded:
+            return False
+        lease = self.by_addr.get(a)
+        return lease is None or not self.held(lease, now)
+
+    def _lowest_free(self, st: _NetState, now: float) -> int:
+        for lo, hi in st.network.ranges:
+            for a in range(lo, hi + 1):
+                if self._usable(st, a, now):
+                    return a
+        raise PoolExhausted(f"pool of {st.network.name} is exhausted "
+                            f"({st.network.pool_size} addresses)")
+
+    def _random_free(self, st: _NetState, now: float) -> int | None:
+        """Up to 32 random picks; None when all were taken (then lru finds
+        one if any is left)."""
+        ranges = st.network.ranges
+        total = sum(hi - lo + 1 for lo, hi in ranges)
+        for _ in range(32 if total else 0):
+            i = self.rng.randrange(total)
+            for lo, hi in ranges:
+                if i <= hi - lo:
+                    a = lo + i
+                    break
+                i -= hi - lo + 1
+            if self._usable(st, a, now):
+                return a
+        return None
+
+    def _lru(self, st: _NetState, now: float) -> int:
         """Next never-used address after the cursor; when the pool has none,
         the free address whose lease ended longest ago."""
         net = st.network

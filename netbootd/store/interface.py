@@ -64,6 +64,10 @@ class Store(Protocol):
         """Every iSCSI export (writes.ExportWrite values, secrets included: the
         storage service rebuilds the target from them), by volume."""
 
+    def load_networks(self) -> list[dict]:
+        """Every stored network (issue 14): id, name, origin, doc (JSON text), created,
+        updated; in id order."""
+
     # -- reads (API, CLI, lab) ------------------------------------------------
     def events(self, after: int | None, limit: int, mac: str | None = None,
                kind: str | None = None, newest: bool = False) -> list[dict]:

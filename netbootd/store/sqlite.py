@@ -20,6 +20,7 @@ from ..writes import (
     InventoryWrite, LeaseWrite, TokenWrite, TrimEvents,
 )
 from .interface import BadWrite, StoreError
+from .networks import NETWORK_SQL, SELECT_NETWORKS, network_rows
 
 log = logging.getLogger("netbootd.store")
 
@@ -366,6 +367,10 @@ class SqliteStore:
                 log.warning("store: skipping unreadable export row of %r: %s", r["volume"], e)
         return out
 
+    def load_networks(self) -> list[dict]:
+        """Every stored network (id, name, origin, doc JSON text, created, updated)."""
+        return network_rows(self.query(SELECT_NETWORKS))
+
     def _hosts(self, tail: str, args: tuple = ()) -> list[Host]:
         out = []
         for row in self.conn().execute(
@@ -497,6 +502,7 @@ _ADMIN_SQL = {
     InventoryWrite: _inventory_sql,
     ExportWrite: _export_sql,
     ExportDelete: lambda w: [("DELETE FROM exports WHERE volume = ?", (w.volume,))],
+    **NETWORK_SQL,
 }
 
 

@@ -41,6 +41,8 @@ def api(tmp_path):
     # [storage]: a real file pool, exports off (tests/net/test_api_storage.py has tgt)
     from .test_api_storage import storage_for
     app.storage = storage_for(tmp_path, app.registry, committer.submit, exports=False)
+    from .vnet_core import NetCore
+    app.networks = NetCore(reactor, store, committer, registry=app.registry).networks
     port = reactor.listenTCP(0, build_site(app), interface="127.0.0.1")
     yield app, f"http://127.0.0.1:{port.getHost().port}", store, committer
     port.stopListening()
@@ -85,7 +87,10 @@ def test_the_document_lists_every_mutating_admin_route():
         ("/api/v1/volumes/{name}/snapshot", "post"), ("/api/v1/volumes/{name}/clone", "post"),
         ("/api/v1/exports/{name}", "delete"), ("/api/v1/hosts/{mac}/sanboot", "post"),
         ("/api/v1/hosts/{mac}/chap", "post"),
-        ("/api/v1/deploy", "post")}
+        ("/api/v1/deploy", "post"), ("/api/v1/networks", "post"),
+        ("/api/v1/networks/{name}", "put"), ("/api/v1/networks/{name}", "delete"),
+        ("/api/v1/networks/{name}/leases", "post"),
+        ("/api/v1/networks/{name}/leases/remove", "post")}
     assert all(SPEC["paths"][p][m].get("security") for p, m in MUTATING)
 
 
@@ -107,6 +112,8 @@ def test_every_mutating_route_refuses_a_missing_or_bad_token(api, path, method):
 def test_read_only_routes_refuse_writes_with_405(api, method):
     app, base, *_ = api
     for path in ("/api/v1/leases", "/api/v1/networks", "/api/v1/events", "/api/v1/status"):
+        if (path, method) == ("/api/v1/networks", "POST"):
+            continue                      # creates a network (api_networks.py)
         code, body = yield curl(*auth("-X", method, base + path))
         assert code == 405 and "not allowed" in body["error"]
 
@@ -271,14 +278,19 @@ def test_schemathesis_finds_no_mismatch_between_document_and_implementation(api,
     app.registry.agent_register(MAC, "10.77.0.5", None, 1.0)
     st = str(__import__("pathlib").Path(sys.executable).parent / "st")
 
-    def run():
+    def run(*extra):
         return subprocess.run(
             [st, "run", f"{base}/api/v1/openapi.json", "--url", base,
              "--checks", "all", "--exclude-path", "/api/v1/events/stream",
              "--max-examples", "40", "-H", f"Authorization: Bearer {TOKEN}",
-             "--request-timeout", "10", "--seed", "7"],
+             "--request-timeout", "10", "--seed", "7", *extra],
             capture_output=True, text=True, timeout=240)
-    r = yield threads.deferToThread(run)
+    # Networks take a template (free text, TOML or OpenNebula syntax): a
+    # schema-valid string is not a valid network, so that one check is off here.
+    r = yield threads.deferToThread(run, "--include-path-regex", "^/api/v1/networks",
+                                    "--exclude-checks", "positive_data_acceptance")
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    r = yield threads.deferToThread(run, "--exclude-path-regex", "^/api/v1/networks")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
 
 

@@ -298,5 +298,5 @@ def test_hook_config_defaults_and_a_valid_file():
                                     "boot.unsupported", "dhcp.nak", "pool.exhausted",
                                     "agent.refused", "host.conflict", "agent.action_failed",
                                     "token.revoked", "host.identity_conflict",
-                                    "storage.failed"}
+                                    "storage.failed", "dhcp.no_network"}
     assert cfg.metrics.enabled is True

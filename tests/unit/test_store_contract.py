@@ -10,7 +10,7 @@ import pytest
 from netbootd.model import Account, Host, HostState, Lease, LeaseState, Token
 from netbootd.store import BadWrite, DatabaseError, Store, open_readonly, open_store
 from netbootd.store.sqlite import INVENTORY_PER_HOST
-from netbootd.writes import (WRITE_TYPES, AccountDelete, AccountWrite, EventWrite, ExportDelete,
+from netbootd.writes import (WRITE_TYPES, NetworkDelete, NetworkWrite, AccountDelete, AccountWrite, EventWrite, ExportDelete,
                              ExportWrite, HostDelete, HostWrite, InventoryWrite, LeaseWrite,
                              TokenWrite, TrimEvents, event)
 
@@ -89,7 +89,8 @@ def kinds(events: list[dict]) -> list[str]:
 # The write types this suite stores and loads back; a new type in writes.py
 # needs its round trip here before this test passes.
 COVERED = (HostWrite, HostDelete, LeaseWrite, EventWrite, TrimEvents, AccountWrite,
-           AccountDelete, TokenWrite, InventoryWrite, ExportWrite, ExportDelete)
+           AccountDelete, TokenWrite, InventoryWrite, ExportWrite, ExportDelete, NetworkWrite,
+           NetworkDelete)
 
 
 def test_accounts_and_tokens_round_trip_and_delete_together(backend):
@@ -341,3 +342,16 @@ def test_close_keeps_what_was_stored_and_may_be_called_twice(backend):
     store.close()
     again = backend.open_existing()
     assert again.load_hosts() == [host()] and again.load_leases() == [lease(1)]
+
+
+def test_networks_round_trip_update_in_place_and_delete(backend):
+    s = backend.open()
+    s.apply([NetworkWrite("lab", "config", '{"name": "lab", "subnet": "10.0.0.0/24"}', 1.0),
+             NetworkWrite("pub", "api", '{"name": "pub", "subnet": "10.1.0.0/24"}', 2.0)])
+    s.apply([NetworkWrite("lab", "config", '{"name": "lab", "subnet": "10.9.0.0/24"}', 3.0)])
+    rows = s.load_networks()
+    assert [(r["name"], r["origin"], r["created"], r["updated"]) for r in rows] == [
+        ("lab", "config", 1.0, 3.0), ("pub", "api", 2.0, 2.0)]
+    assert "10.9.0.0/24" in rows[0]["doc"] and rows[0]["id"] < rows[1]["id"]
+    s.apply([NetworkDelete("lab")])
+    assert [r["name"] for r in s.load_networks()] == ["pub"]

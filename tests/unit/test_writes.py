@@ -20,7 +20,8 @@ from netbootd.policy.zone import Zone
 from netbootd.store.sqlite import BadWrite, Store
 from netbootd.writes import (
     WRITE_TYPES, AccountDelete, AccountWrite, EventWrite, ExportDelete, ExportWrite, HostDelete,
-    HostWrite, InventoryWrite, LeaseWrite, TokenWrite, TrimEvents, event,
+    HostWrite, InventoryWrite, LeaseWrite, NetworkDelete, NetworkWrite, TokenWrite, TrimEvents,
+    event,
 )
 
 MAC = "52:54:00:77:00:10"
@@ -42,6 +43,8 @@ SAMPLES = {
                              "iqn.2026-01.lan.netboot:vol.web01", "host-525400770010",
                              "s3cretS3cret-_AB", created=3.0),
     ExportDelete: ExportDelete("web01"),
+    NetworkWrite: NetworkWrite("lab", "api", '{"name": "lab", "subnet": "10.0.0.0/24"}', 4.0),
+    NetworkDelete: NetworkDelete("lab"),
 }
 
 
@@ -203,7 +206,8 @@ def test_hooks_default_to_the_reportable_kinds_and_failures_are_flagged():
     assert events.FAILURE_KINDS == {"tftp.failed", "tftp.aborted", "tftp.refused", "dhcp.nak",
                                     "boot.unsupported", "pool.exhausted", "agent.refused",
                                     "host.conflict", "agent.action_failed",
-                                    "host.identity_conflict", "storage.failed"}
+                                    "host.identity_conflict", "storage.failed",
+                                    "dhcp.no_network"}
     served = events.catalog_json()
     assert [k["kind"] for k in served] == list(events.CATALOG)
     assert all(set(k) == {"kind", "doc", "failure", "reportable", "shown"} for k in served)

@@ -18,6 +18,7 @@ from .api_accounts import AccountsApi, HostAgentApi, TokensApi
 from .api_agent import AgentApi
 from .api_capture import CaptureApi
 from .api_media import MediaApi
+from .api_networks import NetworksApi
 from .api_net import NetApi
 from .api_storage import StorageApi
 from .common import read_json
@@ -180,9 +181,6 @@ class OverviewApi:
             r for r in rows if (not network or r["network"] == network)
             and (not state or r["state"] == state)])
 
-    def networks(self, request):
-        return self.info.pools()
-
     def transfers(self, request):
         return self.info.transfers()
 
@@ -237,7 +235,13 @@ ROUTES = [
     Route("POST", H + "/retire", HostsApi.retire, "admin"),
     Route("GET", H + "/timeline", HostsApi.timeline),
     Route("GET", "/api/v1/leases", OverviewApi.leases),
-    Route("GET", "/api/v1/networks", OverviewApi.networks),
+    Route("GET", "/api/v1/networks", NetworksApi.list),
+    Route("POST", "/api/v1/networks", NetworksApi.create, "admin"),
+    Route("GET", "/api/v1/networks/{name}", NetworksApi.get),
+    Route("PUT", "/api/v1/networks/{name}", NetworksApi.update, "admin"),
+    Route("DELETE", "/api/v1/networks/{name}", NetworksApi.delete, "admin"),
+    Route("POST", "/api/v1/networks/{name}/leases", NetworksApi.add_leases, "admin"),
+    Route("POST", "/api/v1/networks/{name}/leases/remove", NetworksApi.remove_leases, "admin"),
     Route("GET", "/api/v1/net/interfaces", NetApi.list),
     Route("GET", "/api/v1/events", OverviewApi.events),
     Route("GET", "/api/v1/events/stream", EventStreams.open),
@@ -301,4 +305,5 @@ def build_routes(app) -> list[Route]:
                              app.max_streams_per_source, app.streams),
                 # set by net/services/storage.py once [storage] is opened (None: off)
                 StorageApi(lambda: app.storage, app.clock), capture_api,
+                NetworksApi(lambda: app.networks, app.pools),
                 NetApi(lambda: app.interfaces()))

@@ -41,6 +41,7 @@ class HttpApp:
     ring: object = None                  # auth.enroll.KeyRing (token signing keys)
     state_dir: str | None = None         # the enrollment key ring lives there
     storage: object = None               # net/storage.Storage when [storage] is configured
+    networks: object = None              # net/networks.Networks (the daemon's; None: no changes)
     # () -> interface rows (net/services/netlink.py sets it; None: not followed)
     interfaces: Callable[[], list | None] = lambda: None
 

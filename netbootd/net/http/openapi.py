@@ -152,6 +152,15 @@ COMPONENTS: dict = {
                 "hostname": {"type": "string", "nullable": True},
                 "network": {"type": "string"}, "starts": {"type": "number"},
                 "ends": {"type": "number"}}},
+            # {"template": text} or the template's keys as JSON (any case; values
+            # as in a TOML template): checked by policy/vnet.py, errors name the key.
+            "NetworkDef": {"type": "object", "minProperties": 1, "properties": {
+                "template": {"type": "string"}}},
+            "NetworkDetail": {"type": "object", "required": ["name", "definition", "leases"],
+                              "properties": {"name": {"type": "string"},
+                                             "definition": {"type": "object"},
+                                             "leases": {"type": "array",
+                                                        "items": {"type": "object"}}}},
             # net/interfaces.link_rows + what netbootd serves there (api_net.py)
             "Interface": {"type": "object", "required": ["name", "index", "up", "state", "ipv4",
                                                          "served"],
@@ -274,6 +283,9 @@ def _body(schema: dict) -> dict:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+N = "/api/v1/networks"
+_NETMUT = {"200": _ok(_ref("NetworkDetail")), **_MUT, "409": _ERR, "503": _ERR}
+
 _NAMED = _body({"type": "object", "required": ["name"], "additionalProperties": False,
                 "properties": {"name": _VOLNAME}})
 
@@ -334,6 +346,29 @@ OPERATIONS: dict = {
     ("GET", "/api/v1/leases"): {"parameters": [_q("network"), _q("state")],
                                 "responses": {"200": _ok(_arr("Lease"))}},
     ("GET", "/api/v1/networks"): {"responses": {"200": _ok(_arr("Pool"))}},
+    # Networks as objects (issue 14; api_networks.py): a body is {"template": text}
+    # (TOML or OpenNebula syntax) or the fields as JSON (docs/networks.md).
+    ("POST", N): {"requestBody": _body(_ref("NetworkDef")), "responses": _NETMUT},
+    ("GET", N + "/{name}"): {"responses": {"200": _ok(_ref("NetworkDetail")), "404": _ERR,
+                                           "503": _ERR}},
+    ("PUT", N + "/{name}"): {"requestBody": _body(_ref("NetworkDef")), "responses": _NETMUT},
+    ("DELETE", N + "/{name}"): {
+        "parameters": [_q("force", enum=["true", "false", "1", "0", "yes", "no"])],
+        "responses": {"200": _ok({"type": "object", "required": ["deleted"]}), **_NETMUT}},
+    ("POST", N + "/{name}/leases"): {"requestBody": _body({
+        "type": "object", "required": ["leases"], "additionalProperties": False,
+        "properties": {"leases": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["ip"], "additionalProperties": False,
+            "properties": {"ip": {"type": "string", "format": "ipv4"},
+                           "mac": {"type": "string", "pattern": v.MAC_PATTERN},
+                           "hostname": {"type": "string", "nullable": True,
+                                        "maxLength": 63}}}}}}),
+        "responses": _NETMUT},
+    ("POST", N + "/{name}/leases/remove"): {"requestBody": _body({
+        "type": "object", "required": ["ips"], "additionalProperties": False,
+        "properties": {"ips": {"type": "array", "minItems": 1,
+                               "items": {"type": "string", "format": "ipv4"}},
+                       "force": {"type": "boolean"}}}), "responses": _NETMUT},
     ("GET", "/api/v1/net/interfaces"): {"responses": {"200": _ok(_arr("Interface")),
                                                       "503": _ERR}},
     ("GET", "/api/v1/events"): {"parameters": [

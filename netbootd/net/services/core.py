@@ -8,6 +8,7 @@ status page, the API and /metrics iterate the providers and know no service.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from typing import Callable, Iterable
 
@@ -18,14 +19,17 @@ from twisted.internet import defer, task
 from ...config import Config
 from ...policy.leases import LeaseTable, ip2int
 from ...policy.plan import Plan, make_plan
+from ...policy.vnet import Vnet, VnetError, from_doc
+from ...policy.vnet import from_config as vnet_from_config
 from ...auth.enroll import KeyRing
 from ...registry.accounts import Accounts
 from ...registry.agent import Agents
 from ...registry.hosts import Registry
 from ...store import Store
-from ...writes import TrimEvents
+from ...writes import NetworkDelete, NetworkWrite, TrimEvents
 from .. import interfaces
 from ..commit import GroupCommitter, dropped_events, restore_memory
+from ..networks import Networks
 
 log = logging.getLogger("netbootd")
 
@@ -47,6 +51,8 @@ class Core(service.Service):
         self.leases: LeaseTable | None = None     # set by the DHCP service
         self.ifaces: list[interfaces.IfAddr] = []
         self.plan: Plan | None = None
+        self.networks = Networks(self)            # admin changes (net/networks.py)
+        self._plan_followers: list[Callable[[Plan], None]] = []
         self.started = 0.0
         self._observers: list = []
         self._trim = None
@@ -80,6 +86,31 @@ class Core(service.Service):
         for fn in self._metrics:
             yield from fn()
 
+    def follow_plan(self, fn: Callable[[Plan], None]) -> None:
+        """fn(plan) runs on the reactor after each replan (the DHCP service
+        swaps its engine's networks and the lease table's)."""
+        self._plan_followers.append(fn)
+
+    def replan(self, networks=None, ifaces=None) -> Plan:
+        """Recompute the plan - networks x interfaces -> the networks served
+        and the network each interface is attached to - and push it into the
+        services that follow it, at once (call on the reactor thread).
+
+        networks: every policy.vnet.Vnet to serve (None: the current ones);
+        ifaces: interface facts with name, ip, prefix (None: the current ones;
+        the netlink follower passes the new facts when an interface or an
+        address appears, changes or goes away).  Raises VnetError (a
+        VnetConflict for overlapping networks) and changes nothing when the
+        set does not hold together.  Leases are never dropped: the lease table
+        keeps every lease (policy/leases.py LeaseTable.set_networks)."""
+        vnets = self.plan.vnets if networks is None else tuple(networks)
+        facts = self.ifaces if ifaces is None else list(ifaces)
+        plan = make_plan(self.cfg, facts, vnets)
+        self.ifaces, self.plan = facts, plan
+        for fn in self._plan_followers:
+            fn(plan)
+        return plan
+
     def _dropped(self, dropped: list) -> None:
         """Writes the store could not take (net/commit.py): memory is set back
         to the store, and each drop is an event in a later batch."""
@@ -95,7 +126,9 @@ class Core(service.Service):
 
     def startService(self) -> None:
         self.ifaces = interfaces.resolve(self.cfg.interfaces)
-        self.plan = make_plan(self.cfg, self.ifaces)
+        self.plan = make_plan(self.cfg, self.ifaces, reconcile_networks(self.cfg, self.store))
+        self.networks.meta = {r["name"]: {k: r[k] for k in ("id", "created", "updated")}
+                              for r in self.store.load_networks()}
         hc = self.cfg.hosts
         self.registry = Registry(self.store.load_hosts(), seen_max=hc.seen_max,
                                  seen_ttl=hc.seen_ttl, new_per_source_pps=hc.new_per_source_pps,
@@ -103,7 +136,7 @@ class Core(service.Service):
         self.ring = KeyRing.load_or_create(self.cfg.state_dir)
         self.accounts = Accounts(self.store.load_accounts(), self.store.load_tokens())
         self.agents = Agents(self.registry, self.accounts, self.ring,
-                             network_account=network_accounts(self.cfg),
+                             network_account=network_accounts(lambda: self.plan.vnets),
                              refresh_keys=lambda: self.ring.refresh(self.cfg.state_dir))
         self.started = self.reactor.seconds()
         self.committer = GroupCommitter(self.reactor, self.store.apply,
@@ -138,22 +171,58 @@ class Core(service.Service):
         return None
 
 
-def network_accounts(cfg: Config):
-    """source address -> the account name of its [[networks]] entry, if any."""
+def network_accounts(vnets: Callable[[], Iterable]):
+    """source address -> the account of the network holding it, if any (the
+    networks as they are now: vnets() is read per call; a Config: its [[networks]])."""
     import ipaddress
-    nets = [(ipaddress.ip_network(n.subnet, strict=False), n.account)
-            for n in cfg.networks if n.account]
-    for _, name in nets:
-        log.info("agent: hosts registering from a network without a token join account %r",
-                 name)
+    if isinstance(vnets, Config):
+        fixed = [vnet_from_config(nc) for nc in vnets.networks]
+        vnets = lambda: fixed                                   # noqa: E731
 
     def lookup(ip: str) -> str | None:
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             return None
-        return next((name for net, name in nets if addr in net), None)
+        return next((v.account for v in vnets()
+                     if v.account and addr in ipaddress.ip_network(v.subnet)), None)
     return lookup
+
+
+def reconcile_networks(cfg: Config, store) -> list:
+    """The networks to serve at start: the stored ones, with the config's
+    [[networks]] seeded (first start) and reconciled (a config network is
+    rewritten from the config when it changed, deleted when the config no
+    longer has it; networks an admin created stay).  A stored row that no
+    longer reads is skipped with a warning.  Writes go straight to the store
+    (before anything is served)."""
+    import json
+    stored: dict[str, Vnet] = {}
+    for row in store.load_networks():
+        try:
+            stored[row["name"]] = from_doc(json.loads(row["doc"]), row["origin"])
+        except (ValueError, VnetError) as e:
+            log.warning("networks: stored network %r is unreadable, not served: %s",
+                        row["name"], e)
+    wanted = {nc.name: vnet_from_config(nc) for nc in cfg.networks}
+    writes: list = []
+    for name, v in wanted.items():
+        old = stored.get(name)
+        if old is not None and old.origin == "api":
+            log.warning("networks: [[networks]] %r of the config replaces the network of that "
+                        "name an admin created", name)
+        if old != v:
+            writes.append(NetworkWrite(name, "config", json.dumps(v.to_doc(), sort_keys=True),
+                                       time.time()))
+            stored[name] = v
+    for name, v in list(stored.items()):
+        if v.origin == "config" and name not in wanted:
+            writes.append(NetworkDelete(name))
+            del stored[name]
+    if writes:
+        store.apply(writes)
+        log.info("networks: %d change(s) from the config's [[networks]]", len(writes))
+    return list(stored.values())
 
 
 def core_families(core):

@@ -76,10 +76,23 @@ class DhcpService(service.Service):
         log.info("dhcp: %s mode on %s; loaded %d leases, %d hosts", cfg.mode,
                  ",".join(f"{i.name}={i.ip}/{i.prefix}" for i in ifaces), len(stored),
                  len(core.registry.hosts))
-        core.expose(pools=lambda: pool_rows(leases, self.reactor.seconds()),
+        core.expose(pools=lambda: pool_rows(leases, self.reactor.seconds(), core.plan),
                     metrics=lambda: [*metric_families(self.counters),
                                      *pool_families(leases, self.reactor.seconds())])
+        core.follow_plan(self.apply_plan)
         super().startService()
+
+    def apply_plan(self, plan) -> None:
+        """A new plan (Core.replan): the lease table and the engine serve its
+        networks from the next packet on (both assignments on the reactor, no
+        packet in between).  Leases are kept (LeaseTable.set_networks says how)."""
+        if self.engine is None:
+            return
+        self.core.leases.set_networks(list(plan.networks))
+        self.engine.set_networks(list(plan.networks), dict(plan.attached))
+        self.counters["plan.applied"] += 1
+        log.info("dhcp: serving %s", ", ".join(f"{n.name} {n.subnet}" for n in plan.networks)
+                 or "no network")
 
     def stopService(self):
         super().stopService()
@@ -117,42 +130,26 @@ class DhcpService(service.Service):
                 keep.append(p)
         self.ports = keep
 
-    # -- interfaces that come and go (net/services/netlink.py) -------------------
-    def attach_interface(self, ifa) -> None:
-        """Open ifa's sockets (ports 67 and 4011, bound to it), attached to
-        the network the current plan gives it; sockets it had are closed first
-        (an address change)."""
-        self.detach_interface(ifa.name)
-        network = self.core.plan.attached.get(ifa.name) if self.core.plan else None
-        for port in (SERVER_PORT, PXE_PORT):
-            proto = DhcpProtocol(self.engine, Ingress(ifa.name, ifa.ip, network, port),
-                                 self.core.committer, self.reactor, self.prober)
-            sock = interfaces.udp_socket(ifa.name, port, bufsize=DHCP_SOCKET_BUFFER)
-            self.ports.append(UdpEndpoint(self.reactor, sock, proto))
 
-    def detach_interface(self, name: str) -> None:
-        """Close the sockets of interface `name` (gone, or lost its address)."""
-        keep = []
-        for p in self.ports:
-            if p.handler.ingress.iface == name:
-                p.close()
-                p.handler.transport = None
-            else:
-                keep.append(p)
-        self.ports = keep
-
-
-def pool_rows(leases: LeaseTable, now: float) -> list[dict]:
-    """Every served network with its pool usage (API / status page)."""
+def pool_rows(leases: LeaseTable, now: float, plan=None) -> list[dict]:
+    """Every served network with its pool usage (API / status page): one
+    pass over the leases for all networks (usage_all)."""
     out = []
+    usage = leases.usage_all(now)
+    attached: dict[str, list[str]] = {}
+    for iface, name in (plan.attached.items() if plan is not None else ()):
+        if name is not None:
+            attached.setdefault(name, []).append(iface)
     for name, st in leases.nets.items():
         n = st.network
-        used, size = leases.usage(name, now)
+        used, size = usage[name]
         out.append({"name": name, "subnet": str(n.subnet),
                     "ranges": [f"{int2ip(lo)}-{int2ip(hi)}" for lo, hi in n.ranges],
                     "router": n.router, "dns": list(n.dns), "domain": n.domain,
                     "lease_time": n.lease_time, "interface": n.interface,
-                    "size": size, "used": used})
+                    "size": size, "used": used, "type": n.kind, "policy": n.policy,
+                    "relays": sorted(int2ip(r) for r in n.relays),
+                    "attached": sorted(attached.get(name, ()))})
     return out
 
 
@@ -169,8 +166,9 @@ def pool_families(leases: LeaseTable, now: float):
                              "declined) per network", labels=["network"])
     size = GaugeMetricFamily("netbootd_pool_size", "Pool addresses per network",
                              labels=["network"])
+    usage = leases.usage_all(now)
     for name in sorted(leases.nets):
-        u, s = leases.usage(name, now)
+        u, s = usage[name]
         used.add_metric([name], u)
         size.add_metric([name], s)
     return [used, size]

@@ -65,7 +65,7 @@ class HttpService(service.Service):
             token=token, default_profile=b.default_profile, http_base=b.http_base,
             roots=[root], generated=generated, ip_to_mac=core.ip_to_mac, store=core.store,
             version=__version__, mode=cfg.mode, started=core.started, pools=core.pools,
-            transfers=core.transfers, max_streams=cfg.http.max_streams,
+            transfers=core.transfers, networks=core.networks, max_streams=cfg.http.max_streams,
             max_streams_per_source=cfg.http.max_streams_per_source,
             leases=lease_lookup(lambda: core.leases, core.reactor))
         h = cfg.http
