@@ -43,6 +43,13 @@ CATALOG: dict[str, Kind] = {k.name: k for k in (
     Kind("dhcp.conflict", "a ping answered for an address about to be offered", shown=False),
     Kind("pool.exhausted", "no free address in the client's network", failure=True,
          reportable=True),
+    Kind("dhcp.no_network", "a request on an interface (or from a relay) that serves no "
+         "network: not answered (at most one per interface per 10 s)", failure=True,
+         reportable=True, shown=False),
+    # Networks as objects (net/services/networks.py, net/http/api_networks.py)
+    Kind("network.created", "an admin created a network", shown=False),
+    Kind("network.changed", "an admin changed a network (or its leases)", shown=False),
+    Kind("network.deleted", "an admin deleted a network", shown=False),
     Kind("boot.unsupported", "a client architecture with no boot file", failure=True,
          reportable=True),
     Kind("proxy.offer", "proxyDHCP offer of a boot file (port 67 or 4011)"),
