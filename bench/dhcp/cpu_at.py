@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import os
 import shutil
 import sys
 import tempfile
@@ -81,18 +82,52 @@ class Side:
     def trial(self, rate: int, period: float) -> dict:
         if not self.srv.alive():
             raise BenchError(f"{self.srv.name} died:\n{common.tail(self.srv.logfile)}")
+        before = thread_jiffies(self.srv.proc.pid)
         t = self.bench.perfdhcp(self.lab, self.cns, rate, self.clients, period,
                                 int(rate * period), unique=False, server_pid=self.srv.proc.pid)
         t["cpu_us_per_dora"] = (round(1e6 * t["server_cpu_s"] / t["acks"], 1)
                                 if t["acks"] else None)
+        t["threads_us_per_dora"] = per_thread(before, thread_jiffies(self.srv.proc.pid),
+                                              t["acks"])
         self.trials.append(t)
+        split = " ".join(f"{n}={us:.0f}" for n, us in t["threads_us_per_dora"].items())
         log(f"    {self.srv.name:24} r={rate:>5}/s acks/s={t['leases_per_s']:>7.0f} "
             f"drop={t['drop_pct']:5.2f}% cpu={t['server_cpu_s']:5.2f}s "
-            f"= {t['cpu_us_per_dora'] or 0:6.1f} us/DORA"
+            f"= {t['cpu_us_per_dora'] or 0:6.1f} us/DORA ({split})"
             + (f"  [other processes: {t['foreign_cpu_pct']:.0f}% CPU]"
                if t["foreign_cpu_pct"] > BUSY_WARN else ""))
         time.sleep(0.5)
         return t
+
+
+def thread_jiffies(pid: int) -> dict[str, int]:
+    """utime + stime of the main thread ("main") and of all others ("other"),
+    from /proc/<pid>/task (Python does not name OS threads, so every thread
+    shows the process's name): for netbootd, main = the reactor (sockets,
+    engine, codec), other = the group commit's SQLite work (plus any
+    start-up thread still running)."""
+    out = {"main": 0, "other": 0}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue                    # the thread ended meanwhile
+        out["main" if int(tid) == pid else "other"] += int(fields[11]) + int(fields[12])
+    return out
+
+
+def per_thread(before: dict[str, int], after: dict[str, int], acks: int) -> dict[str, float]:
+    """CPU us per DORA by thread name, over a trial (threads that used none left out)."""
+    if not acks:
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    return {n: round(1e6 * (j - before.get(n, 0)) / tick / acks, 1)
+            for n, j in sorted(after.items()) if j > before.get(n, 0)}
 
 
 def summarize(sides: list[Side], rates: list[int]) -> dict:
@@ -109,7 +144,11 @@ def summarize(sides: list[Side], rates: list[int]) -> dict:
                 continue
             quiet = [t for t in ts if t["foreign_cpu_pct"] <= BUSY_WARN]
             us = sorted(t["cpu_us_per_dora"] for t in (quiet or ts))
+            names = {n for t in (quiet or ts) for n in t.get("threads_us_per_dora", {})}
+            threads = {n: sorted(t.get("threads_us_per_dora", {}).get(n, 0.0)
+                                 for t in (quiet or ts)) for n in sorted(names)}
             rows[r] = {"cpu_us_per_dora": us[(len(us) - 1) // 2], "quiet_rounds": len(quiet),
+                       "threads_us_per_dora": {n: v[(len(v) - 1) // 2] for n, v in threads.items()},
                        "all": [t["cpu_us_per_dora"] for t in ts],
                        "leases_per_s": sorted(t["leases_per_s"] for t in ts)[len(ts) // 2],
                        "max_drop_pct": max(t["drop_pct"] for t in ts),
@@ -132,6 +171,11 @@ def print_table(summary: dict, labels: dict, rates: list[int]) -> None:
             cells.append(f"{d['cpu_us_per_dora']:6.1f}{' ' if d['quiet_rounds'] else '*'}"
                          f"({d['max_drop_pct']:4.1f}%)" if d else f"{'-':>16}")
         print(f"{labels[name]:44} " + " ".join(f"{c:>16}" for c in cells))
+        names = sorted({n for d in rows.values() for n in d.get("threads_us_per_dora", {})})
+        for n in names if len(names) > 1 else ():
+            cells = [f"{rows[r]['threads_us_per_dora'].get(n, 0.0):6.1f}" if r in rows else "-"
+                     for r in rates]
+            print(f"{'    thread ' + n:44} " + " ".join(f"{c:>16}" for c in cells))
     kea = summary.get("kea")
     if kea:
         for name, rows in summary.items():
@@ -170,7 +214,7 @@ def main() -> int:
     bench = run.Bench(ra)
     servers = []
     for n in (s.strip() for s in a.servers.split(",") if s.strip()):
-        if n not in ("netbootd", "kea"):
+        if n not in ("netbootd", "netbootd-normal", "kea"):
             ap.error(f"unknown server {n}")
         servers.append(run.SERVERS[n](ra))
     try:

@@ -35,7 +35,8 @@ holds an flock (--lock), waits (bounded) while other processes keep the CPUs
 busy, measures the CPU they take during each trial and re-runs a failed trial
 they perturbed (--redo); "bg cpu%" in the table shows what remained.
 
-Optional diagnostic server: netbootd-nolimit (defaults but rate limits off).
+Optional diagnostic servers: netbootd-nolimit (defaults but rate limits off),
+netbootd-normal (sync = "normal": Kea's durability, no fsync per commit).
 
 Usage (as root):  .venv/bin/python bench/dhcp/run.py [--quick] [--servers ...]
 Results: a table on stdout, JSON in bench/results/dhcp-<timestamp>.json.
@@ -95,6 +96,9 @@ class Server:
     # Extra arguments for the warm-up of the returning-clients scenario
     # (None: warm up the server as it will be measured).
     warmup_extra: list[str] | None = None
+    # Seconds a server may spend on its start-up work after it answers
+    # (netbootd: the discover initrd build), on top of --start-timeout.
+    start_work_timeout = 0.0
 
     def __init__(self, args):
         self.args = args
@@ -121,7 +125,7 @@ class Server:
         self.lab = lab
         self.proc = lab.popen(ns, cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env(state))
         out.close()
-        deadline = time.monotonic() + self.args.start_timeout
+        deadline = time.monotonic() + self.args.start_timeout + self.start_work_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BenchError(f"{self.name} exited with {self.proc.returncode} during start:\n"
@@ -182,9 +186,14 @@ class Netbootd(Server):
         return [NETBOOTD, "serve", "--config", str(relay_config(state, extra)), "--mode", "full",
                 "--interface", ifname, "--state-dir", str(state)]
 
+    start_work_timeout = 120.0
+
     def is_ready(self, lab, ns):
         try:
-            return "netbootd ready" in self.logfile.read_text(errors="replace")
+            conf = (self.logfile.parent / "netbootd-bench.toml").read_text()
+            return netbootd_settled(self.logfile.read_text(errors="replace"),
+                                    builds_initrd="discover_initrd" not in conf
+                                    and not getattr(self.args, "cold_start", False))
         except OSError:
             return False
 
@@ -215,6 +224,15 @@ class Netbootd(Server):
             return None
 
 
+def netbootd_settled(log_text: str, builds_initrd: bool = True) -> bool:
+    """netbootd is ready and done with its start-up work: its discover initrd
+    is built (or reused, or failed: any `discover initrd:` line).  With a
+    fresh state directory the build costs ~2 s of CPU (gzip of ~8 MB) in a
+    thread on the server's own CPU, and ran inside the first trials: a
+    restarted daemon reuses its image, so the steady state is after it."""
+    return "netbootd ready" in log_text and (not builds_initrd or "discover initrd:" in log_text)
+
+
 def relay_config(state: Path, extra: str = "") -> Path:
     """netbootd's config for the bench: `extra` (a user's TOML, without a
     [[networks]] entry) plus the interface's subnet with perfdhcp's address
@@ -239,29 +257,53 @@ class NetbootdNoLimit(Netbootd):
                 "--state-dir", str(state)]
 
 
+class NetbootdNormal(Netbootd):
+    """Diagnostic variant (not in the default set): [dhcp] sync = "normal",
+    the durability Kea's memfile gives (a commit survives kill -9, not a power
+    cut: no fsync per group commit), so both servers pay for the same thing."""
+    name = "netbootd-normal"
+    label = "netbootd (sync normal)"
+
+    def command(self, ifname, state):
+        conf = relay_config(state, '[dhcp]\nsync = "normal"\n')
+        return [NETBOOTD, "serve", "--config", str(conf), "--mode", "full", "--interface", ifname,
+                "--state-dir", str(state)]
+
+
 class NetbootdFrom(Netbootd):
     """netbootd imported from another source tree (first on PYTHONPATH), e.g.
     the previous commit from `git archive HEAD netbootd | tar -x -C DIR`:
     old and new code in the same run (--netbootd-src LABEL=DIR)."""
 
-    def __init__(self, args, label: str, src: str):
+    def __init__(self, args, label: str, src: str, conf: str | None = None):
         super().__init__(args)
         self.name = f"netbootd-{label}"
         self.label = f"netbootd ({label})"
         self.src = src
+        self.conf = conf            # TOML of this variant (else --netbootd-config)
 
     def env(self, state):
         return dict(os.environ, PYTHONPATH=self.src)
 
+    def command(self, ifname, state):
+        if self.conf is None:
+            return super().command(ifname, state)
+        return [NETBOOTD, "serve", "--config", str(relay_config(state, Path(self.conf).read_text())),
+                "--mode", "full", "--interface", ifname, "--state-dir", str(state)]
+
 
 def netbootd_sources(specs: list[str], args) -> list[NetbootdFrom]:
-    """--netbootd-src LABEL=DIR values as servers; ValueError names a bad one."""
+    """--netbootd-src LABEL=DIR[:TOML] values as servers (TOML: that variant's
+    config, e.g. another commit_window_ms); ValueError names a bad one."""
     out = []
     for spec in specs:
         label, _, src = spec.partition("=")
+        src, _, conf = src.partition(":")
         if not label or not src or not (Path(src) / "netbootd").is_dir():
-            raise ValueError(f"--netbootd-src {spec}: want LABEL=DIR with DIR/netbootd")
-        out.append(NetbootdFrom(args, label, str(Path(src).resolve())))
+            raise ValueError(f"--netbootd-src {spec}: want LABEL=DIR[:TOML] with DIR/netbootd")
+        if conf and not Path(conf).is_file():
+            raise ValueError(f"--netbootd-src {spec}: no config file {conf}")
+        out.append(NetbootdFrom(args, label, str(Path(src).resolve()), conf or None))
     return out
 
 
@@ -353,7 +395,8 @@ class DnsmasqFast(Dnsmasq):
     warmup_extra = None
 
 
-SERVERS = {c.name: c for c in (Netbootd, NetbootdNoLimit, Kea, Dnsmasq, DnsmasqFast)}
+SERVERS = {c.name: c for c in (Netbootd, NetbootdNoLimit, NetbootdNormal, Kea, Dnsmasq,
+                                DnsmasqFast)}
 
 
 # --------------------------------------------------------------------------
@@ -960,9 +1003,13 @@ def main() -> int:
     ap.add_argument("--shape", choices=("default", "wide"), default="default",
                     help="wide: the second harness of issue 10 (10,000 returning clients, "
                          "< 1%% failed, 5 s trials, no pinning, perfdhcp's own threads)")
-    ap.add_argument("--netbootd-src", action="append", default=[], metavar="LABEL=DIR",
+    ap.add_argument("--netbootd-src", action="append", default=[], metavar="LABEL=DIR[:TOML]",
                     help="also run netbootd imported from DIR (e.g. an older commit's tree), "
-                         "repeatable")
+                         "with TOML as its config if given; repeatable")
+    ap.add_argument("--cold-start", action="store_true",
+                    help="netbootd counts as started at its ready line, not once its discover "
+                         "initrd is built: the build (~2 s of CPU, fresh state dir) then runs "
+                         "inside the first trials, as right after a first start")
     ap.add_argument("--workdir", default="/var/tmp", help="where server state goes (real disk)")
     ap.add_argument("--keep-state", action="store_true")
     ap.add_argument("--out", default=str(RESULTS))
@@ -995,7 +1042,7 @@ def main() -> int:
     if why:
         print(f"bench-dhcp: cannot build labs: {why}", file=sys.stderr)
         return 2
-    need = {"netbootd": NETBOOTD, "netbootd-nolimit": NETBOOTD, "kea": KEA, "dnsmasq": DNSMASQ, "dnsmasq-fast": DNSMASQ}
+    need = {"netbootd": NETBOOTD, "netbootd-nolimit": NETBOOTD, "netbootd-normal": NETBOOTD, "kea": KEA, "dnsmasq": DNSMASQ, "dnsmasq-fast": DNSMASQ}
     for n in names:
         if not os.access(need[n], os.X_OK):
             print(f"bench-dhcp: {need[n]} not found (needed for {n})", file=sys.stderr)
