@@ -167,7 +167,7 @@ def build(args) -> int:
     info["token_id"] = created["id"] if created else None
     if args.flavour == "net":
         info["tftp"] = publish_tftp(args)
-        if not info["tftp"]["ok"] and not args.json:
+        if not info["tftp"]["ok"]:
             print(f"netbootd: warning: {info['tftp']['error']}", file=sys.stderr)
     if args.json:
         print_json(info)

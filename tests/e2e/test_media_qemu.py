@@ -126,6 +126,12 @@ class World:
             assert time.monotonic() < end, "netbootd not ready:\n" + self.log.read_text()[-3000:]
             time.sleep(0.2)
         self.admin = (self.state / "admin.token").read_text().strip()
+        # the discover kernel + initrd (built after start-up) before any medium is built:
+        # the net flavour's build copies them into the files root for TFTP
+        while b"discover initrd: " not in self.log.read_bytes():
+            assert time.monotonic() < end + 120, "no discover initrd:\n" + \
+                self.log.read_text()[-3000:]
+            time.sleep(0.2)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """`netbootd ARGS` in the server's namespace, against this daemon."""

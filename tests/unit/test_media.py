@@ -297,3 +297,28 @@ def test_net_image_layout_esp_with_shim_and_grubnetx64_bios_with_ipxe(tmp_path):
     r = subprocess.run(["mtype", "-i", str(esp), "::/EFI/BOOT/grubx64.efi"],
                        capture_output=True, timeout=30, env=env)
     assert r.stdout == grubnet, "grubx64.efi is not Debian's signed grubnetx64, unchanged"
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--flavour", "net", "--server-url", "https://192.0.2.10:8443"], "server_url: .*http://"),
+    (["--ip", "192.0.2.50"], "ip: .*with a prefix"),
+    (["--dns", "192.0.2.1"], "dns: needs ip"),
+    (["--pin", "sha256//nope"], "pin: "),
+])
+def test_cli_media_build_refuses_bad_fields_before_any_token_is_made(
+        tmp_path, capsys, extra, message):
+    """One line naming the field, exit 1, no daemon called (the server is
+    unreachable: a check that came after the API call would say so instead)."""
+    import re
+    from netbootd.cli import build_parser, run
+    argv = ["media", "build", "--account", "acme", "--server", "http://127.0.0.1:9",
+            "--state-dir", str(tmp_path), "-o", str(tmp_path / "x.img")]
+    if "--server-url" not in extra:
+        argv += ["--server-url", URL]
+    args = build_parser().parse_args(argv + extra)
+    if "--flavour" not in extra and _can_build() is not None:
+        pytest.skip(f"cannot build media here: {_can_build()}")
+    assert run(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search("media build: " + message, err[0]), err
+    assert list(tmp_path.iterdir()) == []
