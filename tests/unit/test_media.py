@@ -322,3 +322,45 @@ def test_cli_media_build_refuses_bad_fields_before_any_token_is_made(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search("media build: " + message, err[0]), err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_media_tftp_copies_the_served_discover_files_into_the_files_root(tmp_path):
+    """`netbootd media tftp` against a real HTTP server on loopback serving
+    /files/netbootd/{vmlinuz,discover.img}: copied (0644), a second run changes
+    nothing, a server without them is one error naming the command."""
+    import functools
+    import http.server
+    import threading
+    from netbootd.cli import build_parser
+    from netbootd.cli.media import publish_tftp
+    served = tmp_path / "www"
+    (served / "files" / "netbootd").mkdir(parents=True)
+    (served / "files/netbootd/vmlinuz").write_bytes(b"K" * 5000)
+    (served / "files/netbootd/discover.img").write_bytes(b"I" * 7000)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        state = tmp_path / "state"
+        args = build_parser().parse_args(["media", "tftp", "--server",
+                                          f"http://127.0.0.1:{srv.server_port}",
+                                          "--state-dir", str(state)])
+        first = publish_tftp(args)
+        assert first["ok"], first
+        root = state / "files" / "netbootd"
+        assert (root / "vmlinuz").read_bytes() == b"K" * 5000
+        assert (root / "discover.img").read_bytes() == b"I" * 7000
+        assert oct((root / "vmlinuz").stat().st_mode & 0o777) == "0o644"
+        assert all(f["changed"] for f in first["files"].values())
+        again = publish_tftp(args)
+        assert again["ok"] and not any(f["changed"] for f in again["files"].values())
+        assert sorted(p.name for p in root.iterdir()) == ["discover.img", "vmlinuz"]
+        (served / "files/netbootd/discover.img").unlink()
+        gone = publish_tftp(args)
+        assert not gone["ok"] and "netbootd media tftp" in gone["error"]
+        assert "404" in gone["error"]
+        assert sorted(p.name for p in root.iterdir()) == ["discover.img", "vmlinuz"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
