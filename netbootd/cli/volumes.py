@@ -1,4 +1,5 @@
-"""`netbootd volume create|resize|snapshot|clone|delete|list|show|sanboot|unexport|exports`
+"""`netbootd volume create|resize|snapshot|clone|delete|list|show|sanboot|unexport|exports|
+capture|job`
 and `netbootd deploy MAC --from GOLDEN` (issue 13; /api/v1/volumes, net/http/api_storage.py).
 
 A change is a job on the daemon: the command follows it to its end (GET
@@ -66,6 +67,20 @@ def add_parser(sub) -> None:
     cmd("rotate-chap", "a new CHAP secret for a host's exports (in its next boot script)",
         rotate_chap).add_argument("mac")
 
+    c = cmd("capture", "capture a host's disk into a new (or empty) volume: its agent "
+                       "streams the disk; follows the job with a progress bar", capture)
+    c.add_argument("mac", help="the host (its agent must be polling)")
+    c.add_argument("--disk", required=True, help="the disk as the inventory names it "
+                                                 "(vda, /dev/sda, nvme0n1)")
+    c.add_argument("--volume", required=True, help="the volume to capture into (made, sized "
+                                                   "to the disk, unless an empty one exists)")
+    c.add_argument("--pool", help="the pool of a new volume (needed when several exist)")
+    c.add_argument("--no-wait", action="store_true",
+                   help="print the job and return (follow it with: volume job ID --wait)")
+    j = cmd("job", "one job (a capture's progress): state, bytes done, result or error", job)
+    j.add_argument("id")
+    j.add_argument("--wait", action="store_true", help="follow it to its end (progress bar)")
+
     d = sub.add_parser("deploy", help="clone a golden volume for a host, export it to that "
                                       "host and assign it sanboot, in one step")
     add_command_args(d)
@@ -98,9 +113,11 @@ def _bar(job: dict, out=sys.stderr) -> None:
     out.flush()
 
 
-def follow(args, method: str, path: str, body: dict | None, what: str) -> dict | None:
-    """Start a job and follow it to its end; its result, or None after printing why."""
-    job = admin_call(args, method, path, body, what)
+def follow(args, method: str, path: str, body: dict | None, what: str,
+           first: dict | None = None) -> dict | None:
+    """Start a job (or take ``first``, one already started) and follow it to its end;
+    its result, or None after printing why."""
+    job = first if first is not None else admin_call(args, method, path, body, what)
     if job is None:
         return None
     api = ApiClient(effective_config(args), args.server)
@@ -203,6 +220,47 @@ def deploy(args) -> int:
     body = {"mac": args.mac, "from": args.source, "name": args.name, **_efi(args)}
     return _done(args, follow(args, "POST", "/api/v1/deploy", body, "deploy"),
                  lambda r: f"cloned {r['cloned_from']} -> {r['volume']}; " + _export_line(r))
+
+
+def _capture_line(r: dict) -> str:
+    return (f"captured {r['disk']} of host {r['host']} into volume {r['volume']} "
+            f"(pool {r['pool']}): {human(r['bytes'])}, sha256 {r['sha256']} (of the chunks' "
+            f"sha256s), {r['mb_s']} MB/s, {human(r['sparse_skipped'])} of zeros left sparse")
+
+
+def capture(args) -> int:
+    body = {"disk": args.disk, "volume": args.volume, "pool": args.pool}
+    path = f"/api/v1/hosts/{urllib.parse.quote(args.mac, safe='')}/capture"
+    if args.no_wait:
+        job = admin_call(args, "POST", path, body, "volume capture")
+        if job is None:
+            return 1
+        print_json(job) if args.json else print(
+            f"capture job {job['id']} queued for host {args.mac}'s agent "
+            f"({human(job['total'])}); follow it: netbootd volume job {job['id']} --wait")
+        return 0
+    return _done(args, follow(args, "POST", path, body, "volume capture"), _capture_line)
+
+
+def job(args) -> int:
+    view = _get(args, "/api/v1/jobs/" + urllib.parse.quote(args.id, safe=""))
+    if args.wait and view["state"] == "running":
+        result = follow(args, None, None, None, "job", first=view)
+        if result is None:
+            return 1
+        view = _get(args, "/api/v1/jobs/" + urllib.parse.quote(args.id, safe=""))
+    if args.json:
+        print_json(view)
+        return 0
+    pct = f" ({view['done'] * 100 // view['total']}%)" if view.get("total") else ""
+    print(f"job {view['id']}: {view['op']} {view['target']} {view['state']}, "
+          f"{human(view['done'] or 0)} of {human(view['total'] or 0)}{pct}")
+    if view.get("result"):
+        print("result: " + (_capture_line(view["result"]) if view["op"] == "capture"
+                            else ", ".join(f"{k}={v}" for k, v in view["result"].items())))
+    if view.get("error"):
+        print(f"error ({view['error']['status']}): {view['error']['error']}")
+    return 0 if view["state"] != "failed" else 1
 
 
 # -- reads -------------------------------------------------------------------------------

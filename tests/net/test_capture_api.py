@@ -245,3 +245,44 @@ def test_capture_resumes_after_a_daemon_restart(tmp_path, capi):
     assert (tmp_path / "pool" / "volumes" / "cap2").read_bytes() == data
     code, view = yield call(base, "GET", f"/api/v1/jobs/{j}")
     assert view["state"] == "done"
+
+
+@pytest_twisted.inlineCallbacks
+def test_cli_capture_follows_the_job_to_its_end(tmp_path, capi):
+    """`netbootd volume capture` queues it and follows the job while the agent
+    uploads; `volume job ID` shows it after."""
+    import subprocess
+    import sys
+
+    from netbootd.auth import admin_token
+    app, base = capi[0], capi[1]
+    state = tmp_path / "state"
+    path = admin_token.token_path(str(state))
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+        f.write(TOKEN)
+    data = source(tmp_path).read_bytes()
+    secret = enroll(app, MAC)
+
+    def cli(*argv):
+        return subprocess.run([sys.executable, "-m", "netbootd", "volume", *argv, "--server",
+                               base, "--state-dir", str(state)], capture_output=True,
+                              text=True, timeout=60)
+    following = threads.deferToThread(cli, "capture", MAC, "--disk", "/dev/vdz", "--volume",
+                                      "cli1")
+    for _ in range(200):
+        act = app.registry.hosts[MAC].action
+        if act is not None:
+            break
+        yield sleep(0.05)
+    shas = yield send(base, secret, act["job"], data)
+    code, rep = yield agent(base, secret, "POST", "/api/v1/agent/report", json.dumps(
+        {"id": act["id"], "action": "capture", "status": "done",
+         "detail": {"sha256": cp.list_digest(shas), "bytes": SIZE}}).encode())
+    r = yield following
+    assert r.returncode == 0, r.stderr
+    assert f"captured vdz of host {MAC} into volume cli1" in r.stdout
+    assert cp.list_digest(shas) in r.stdout
+    r = yield threads.deferToThread(cli, "job", act["job"], "--json")
+    assert json.loads(r.stdout)["state"] == "done"
+    r = yield threads.deferToThread(cli, "capture", MAC, "--disk", "vdq", "--volume", "x")
+    assert r.returncode != 0 and "not in the host's inventory" in r.stderr, r
