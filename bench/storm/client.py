@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import firmware  # noqa: E402
-from tftpget import TftpGet  # noqa: E402
+from tftpget import TftpError, TftpGet  # noqa: E402
 from httpget import HttpClient, HttpFailed  # noqa: E402
 
 SO_BINDTODEVICE = 25
@@ -113,8 +113,8 @@ class Dhcp:
         self.ident += 1
         try:
             self.tx.send(firmware.ether_frame(mac, msg, self.ident))
-        except BlockingIOError:
-            self.send_drops += 1          # the retransmit timer covers it
+        except (BlockingIOError, OSError):
+            self.send_drops += 1          # a full queue: the retransmit timer covers it
         return time.time()
 
     def _readable(self) -> None:
@@ -246,7 +246,12 @@ async def boot(i: int, a, dhcp: Dhcp, stages: dict, t0: float, sem) -> HostResul
         tftp_server = ack.next_server or (ack.siaddr if ack.siaddr != "0.0.0.0" else ack.server_id)
         size = 0
         for opts, probe in firmware.RRQS[family]:
-            got = await TftpGet.fetch(h.ip, tftp_server, ack.bootfile, opts, probe, a.tftp_port)
+            try:
+                got = await TftpGet.fetch(h.ip, tftp_server, ack.bootfile, opts, probe,
+                                          a.tftp_port)
+            except TftpError as e:
+                h.retries["tftp"] += e.retransmits
+                raise
             h.retries["tftp"] += got.retransmits
             size = got.size
         h.bytes["bootfile"] = size

@@ -47,6 +47,30 @@ def _sysctls(lab, ns: str) -> None:
         lab.ns_exec(ns, "sysctl", "-qw", f"{k}={v}", check=False)
 
 
+def add_loss(lab, ns: str, dev: str, loss: float) -> str:
+    """Lose `loss` % of the frames that reach `dev` (so with both ends set,
+    `loss` % each way): `tc netem loss` where the kernel has netem, else (this
+    VM's kernel) an nftables netdev ingress chain dropping on a random number
+    (numgen) - the same independent per-frame loss, and like a wire's, the
+    sender never learns of it (an egress drop would fail its sendto with
+    ENOBUFS).  Everything lives in the namespace and goes with it."""
+    r = lab.ns_exec(ns, "tc", "qdisc", "add", "dev", dev, "root", "netem", "loss", f"{loss:g}%",
+                    "limit", "100000", check=False)
+    if r.returncode == 0:
+        return "tc netem"
+    nft = shutil.which("nft") or "/usr/sbin/nft"
+    if not os.access(nft, os.X_OK):
+        raise RuntimeError(f"--loss needs tc netem ({r.stderr.strip()}) or nft (Debian: nftables)")
+    script = ("table netdev storm {\n chain lose {\n  type filter hook ingress device \"%s\" "
+              "priority 0;\n  numgen random mod 1000000 < %d counter drop\n }\n}\n"
+              % (dev, int(round(loss * 10_000))))
+    r2 = subprocess.run(["ip", "netns", "exec", ns, nft, "-f", "-"], input=script,
+                        capture_output=True, text=True, timeout=30)
+    if r2.returncode != 0:
+        raise RuntimeError(f"nft: {r2.stderr.strip()}")
+    return "nftables netdev ingress numgen"
+
+
 class World:
     def __init__(self, lab, work: Path, loss: float = 0.0):
         self.lab, self.work = lab, work
@@ -58,10 +82,11 @@ class World:
             _sysctls(lab, ns)
         lab.ns_exec(self.cns, "ip", "route", "add", "local", POOL_NET, "dev", "lo")
         self.loss = loss
+        self.loss_method = None
         if loss:
             for ns, dev in ((self.sns, self.sif), (self.cns, self.cif)):
-                lab.ns_exec(ns, "tc", "qdisc", "add", "dev", dev, "root", "netem",
-                            "loss", f"{loss:g}%", "limit", "100000")
+                self.loss_method = add_loss(lab, ns, dev, loss)
+
 
     # -- the files every server serves -----------------------------------------
     def make_files(self, kernel_bytes: int, initrd_bytes: int) -> dict:

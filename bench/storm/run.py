@@ -226,7 +226,8 @@ def report(doc: dict) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=200)
-    ap.add_argument("--loss", type=float, default=0.0, help="netem loss %% on both link ends")
+    ap.add_argument("--loss", type=float, default=0.0,
+                    help="%% of frames lost on each link end (tc netem, else nftables numgen)")
     ap.add_argument("--servers", default="netbootd,dnsmasq+nginx")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--kernel-mb", type=float, default=8)
@@ -268,6 +269,7 @@ def main() -> int:
            "trials": []}
     try:
         world = stormlab.World(lab, work, a.loss)
+        doc["loss_method"] = world.loss_method
         doc["files"] = world.make_files(int(a.kernel_mb * MB), int(a.initrd_mb * MB))
         for rep in range(a.reps):
             k = rep % len(names)

@@ -22,7 +22,9 @@ MAX_TRIES = 8
 
 
 class TftpError(OSError):
-    pass
+    def __init__(self, msg: str, retransmits: int = 0):
+        super().__init__(msg)
+        self.retransmits = retransmits
 
 
 @dataclass
@@ -41,6 +43,7 @@ class TftpGet(asyncio.DatagramProtocol):
                     + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in opts.items()))
         self.probe = probe
         self.tid = None
+        self.first = b""
         self.blksize, self.window = 512, 1
         self.expect = 1             # next block wanted (mod 65536)
         self.in_window = 0
@@ -100,7 +103,8 @@ class TftpGet(asyncio.DatagramProtocol):
             self.tries += 1
             if self.tries > MAX_TRIES:
                 self._finish(TftpError(f"TFTP: nothing heard after {MAX_TRIES} retransmissions "
-                                       f"(block {self.expect})"))
+                                       f"(block {self.expect}, from {self.tid}; "
+                                       f"first packet {self.first!r})", self.retransmits))
                 return
             self.retransmits += 1
             self.transport.sendto(self.last, self.last_to)
@@ -115,6 +119,7 @@ class TftpGet(asyncio.DatagramProtocol):
             return
         if self.tid is None:
             self.tid = addr
+            self.first = bytes(data[:24])
         elif addr != self.tid:
             # a second transfer started by our retransmitted RRQ: refuse it
             self.transport.sendto(b"\x00\x05\x00\x05unknown transfer ID\x00", addr)
