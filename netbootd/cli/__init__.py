@@ -17,6 +17,8 @@
     media      media.py     build an account's boot image (iso_builder/media.py)
     tls        tls.py       the HTTPS certificate: selfsigned, pin
     net        net.py       show (interfaces: API, else netlink); bridge add/del (pyroute2)
+    vnet       vnet.py      networks: create/update (templates), list/show (read),
+                            addleases/rmleases/delete (API)
 
 Commands that call the daemon use client.ApiClient; the read commands fall
 back to the store's read methods (reads.py) and print the same columns.
@@ -31,10 +33,11 @@ from . import (accounts, admin, config, events, hosts, initrd, lab, leases, medi
                tokens, volumes)
 from . import tls as tls_cli
 from . import net as net_cli
+from . import vnet as vnet_cli
 from .common import effective_config
 
 GROUPS = (serve, config, lab, admin, accounts, tokens, state, hosts, leases, events, initrd,
-          volumes, media, tls_cli, net_cli)
+          volumes, media, tls_cli, net_cli, vnet_cli)
 
 __all__ = ["build_parser", "effective_config", "run"]
 

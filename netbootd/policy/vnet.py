@@ -111,7 +111,7 @@ def build(fields: dict[str, Field], origin: str = "api") -> Vnet:
             raise VnetError(f"unknown key (known: {', '.join(sorted(KNOWN))})", key, fld.line)
         if canon in f:
             raise VnetError(f"given twice (as {f[canon].key} too)", key, fld.line)
-        f[canon] = Field(key, fld.value, fld.line)
+        f[canon] = Field(key, fld.value, fld.line, fld.item_lines)
     g = _Getter(f)
     name = g.text("NAME", required=True)
     if not _NAME.fullmatch(name):

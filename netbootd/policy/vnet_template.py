@@ -85,7 +85,7 @@ def _plain(value, key, line):
         return "YES" if value else "NO"
     if isinstance(value, (int, float, str)):
         return str(value)
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_plain(v, key, line) for v in value]
     if isinstance(value, dict):
         return {str(k).upper(): _plain(v, key, line) for k, v in value.items()}
