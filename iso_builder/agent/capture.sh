@@ -4,7 +4,7 @@
 #   act_capture ID FLAT   the action {"job", "disk", "bytes", "chunk", "volume"}:
 #     report started; GET /api/v1/agent/capture/JOB (the committed offset);
 #     each chunk read with dd into $NB_RUN (tmpfs), its sha256 appended to a list,
-#     POSTed to /api/v1/agent/capture/JOB/OFFSET?sha256=HEX; the next chunk is
+#     POSTed (lib.sh's api_file) to /api/v1/agent/capture/JOB/OFFSET?sha256=HEX; the next chunk is
 #     read while this one is on the wire.  A refused or lost chunk: ask the server
 #     for the committed offset again and continue from there (at most
 #     CAPTURE_TRIES times in a row without progress).  At the end: report done
@@ -20,7 +20,7 @@ cap_read() {
   [ "$_n" -gt "$cap_chunk" ] && _n=$cap_chunk
   rm -f "$2" "$2.sha"
   if dd if="$cap_dev" of="$2" bs=$MiB skip=$(( $1 / MiB )) count=$(( (_n + MiB - 1) / MiB )) \
-       2> "$2.err" && [ "$(wc -c < "$2" | tr -cd '0-9')" = "$_n" ]; then
+       2> "$2.err" && [ "$(stat -c %s "$2")" = "$_n" ]; then
     sha256sum "$2" | cut -c 1-64 > "$2.sha"
   else
     : > "$2.sha"
@@ -110,9 +110,10 @@ act_capture() {
       rp=$!
     fi
     sha=$(cat "$NB_RUN/cap.$cur.sha")
-    # lib.sh's api: nc for http, the pinned curl for https (the body is binary;
-    # its Content-Type is not read)
-    api POST "/api/v1/agent/capture/$cap_job/$cap_off?sha256=$sha" "$NB_RUN/cap.$cur"
+    # lib.sh's api_file: the chunk streamed to nc (http), the pinned curl (https)
+    _n=$(( cap_total - cap_off ))
+    [ "$_n" -gt "$cap_chunk" ] && _n=$cap_chunk
+    api_file POST "/api/v1/agent/capture/$cap_job/$cap_off?sha256=$sha" "$NB_RUN/cap.$cur" "$_n"
     [ -n "$rp" ] && wait "$rp"
     if [ "$http_status" = 200 ]; then
       echo "$sha" >> "$NB_RUN/cap.hashes"

@@ -118,6 +118,7 @@ class Captures:
         self.by_job[job.id] = cap
         st.jobs[job.id] = job
         st.busy[volume] = f"host {mac} is capturing into it"
+        st.running[volume] = job
 
         def prepare():
             """Blocking, under the storage lock: the volume made or found, opened."""
@@ -197,6 +198,7 @@ class Captures:
         self.by_job[job_id] = cap
         st.jobs[job_id] = job
         st.busy[cap.volume] = f"host {h.mac} is capturing into it"
+        st.running[cap.volume] = job
 
         def reopen():
             from ..storage.capture import open_target
@@ -347,6 +349,7 @@ class Captures:
         st = self.storage()
         if st is not None:
             st.busy.pop(cap.volume, None)
+            st.running.pop(cap.volume, None)
         target, cap.target = cap.target, None
         if target is not None:
             self.run(target.close).addErrback(lambda f: log.warning(

@@ -112,6 +112,7 @@ class Storage:
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.lock = defer.DeferredLock()            # one mutating operation at a time
         self.busy: dict[str, str] = {}              # volume -> why (a capture into it)
+        self.running: dict[str, Job] = {}           # volume -> its capture job (net/capture.py)
 
     # -- exports in memory (reactor) ------------------------------------------
     def load(self, rows: list[ExportWrite]) -> None:
@@ -513,6 +514,9 @@ class Storage:
         e = self.exports.get(v["name"])
         v["exported_to"] = e.mac if e is not None else None
         v["in_use"] = self.users(v["name"], booting)
+        j = self.running.get(v["name"])
+        v["job"] = None if j is None else {"id": j.id, "op": j.op, "done": j.done,
+                                           "total": j.total}
         return v
 
     def refresh_usage(self) -> None:

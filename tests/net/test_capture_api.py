@@ -116,6 +116,10 @@ def test_capture_streams_a_disk_into_a_new_sparse_volume(tmp_path, capi):
     assert code == 409 and "capturing" in body["error"]
     code, st = yield agent(base, secret, "GET", f"/api/v1/agent/capture/{job['id']}")
     assert (code, st["committed"], st["bytes"]) == (200, 0, SIZE)
+    code, listing = yield call(base, "GET", "/api/v1/volumes")
+    v = [v for v in listing["volumes"] if v["name"] == "cap1"][0]
+    assert v["job"] == {"id": job["id"], "op": "capture", "done": 0, "total": SIZE}
+    assert v["in_use"] == [f"host {MAC} is capturing into it"]
     report = {"id": nxt["id"], "action": "capture", "status": "started"}
     code, _ = yield agent(base, secret, "POST", "/api/v1/agent/report",
                           json.dumps(report).encode())

@@ -234,7 +234,9 @@ COMPONENTS: dict = {
                 "kind": {"type": "string", "enum": ["volume", "snapshot"]},
                 "created": {"type": "number", "nullable": True},
                 "exported_to": {"type": "string", "nullable": True},
-                "in_use": {"type": "array", "items": {"type": "string"}}}},
+                "in_use": {"type": "array", "items": {"type": "string"}},
+                "job": {"type": "object", "nullable": True,
+                        "description": "a capture into it under way (net/capture.py)"}}},
             "VolumePool": {"type": "object", "required": ["name", "total", "used", "free"],
                            "properties": {
                 "name": {"type": "string"}, "backend": {"type": "string", "nullable": True},

@@ -354,7 +354,10 @@
     const vols = (v.volumes || []).map((o) => el("tr", { class: "volume", "data-name": o.name },
       el("td", null, o.name), el("td", null, o.pool), el("td", null, o.kind),
       el("td", { class: "num" }, humanBytes(o.size)), el("td", { class: "num" }, humanBytes(o.used)),
-      el("td", null, o.origin || "-"), el("td", null, o.exported_to || "-")));
+      el("td", null, o.origin || "-"), el("td", null, o.exported_to || "-",
+        o.job ? el("span", { class: "vjob" }, " ", el("progress", { max: o.job.total || 0,
+          value: o.job.done || 0 }), " " + o.job.op + " " + (o.job.total ?
+          Math.floor(100 * o.job.done / o.job.total) : 0) + "%") : "")));
     replaceChildren($("volumes").tBodies[0],
       vols.length ? vols : el("tr", { class: "empty" }, el("td", { colspan: 7 }, "no volumes")));
     const problem = x && !x.available ? x.problem : "";
