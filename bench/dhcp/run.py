@@ -203,7 +203,8 @@ class Netbootd(Server):
             return None
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
         try:
-            return con.execute("SELECT count(*) FROM leases WHERE state = 'active'").fetchone()[0]
+            return con.execute("SELECT count(*) FROM leases WHERE state = 'active' "
+                               "AND network = 'bench'").fetchone()[0]
         finally:
             con.close()
 
@@ -233,15 +234,59 @@ def netbootd_settled(log_text: str, builds_initrd: bool = True) -> bool:
     return "netbootd ready" in log_text and (not builds_initrd or "discover initrd:" in log_text)
 
 
+# --networks N --leases M (issue 14): N-1 more networks (each a /22 that no
+# packet reaches) and M active leases spread over them, stored before the
+# server starts, so the daemon serves N networks and holds M more leases.
+NET_SHAPE = {"networks": 1, "leases": 0}
+
+
 def relay_config(state: Path, extra: str = "") -> Path:
     """netbootd's config for the bench: `extra` (a user's TOML, without a
     [[networks]] entry) plus the interface's subnet with perfdhcp's address
     as a trusted relay (netbootd drops any giaddr not configured)."""
     state.mkdir(parents=True, exist_ok=True)
     conf = state / "netbootd-bench.toml"
+    more = "".join(f'[[networks]]\nname = "x{i}"\nsubnet = "{_shape_subnet(i)}"\n'
+                   for i in range(NET_SHAPE["networks"] - 1))
     conf.write_text(f'{extra}\n[[networks]]\nname = "bench"\nsubnet = "10.77.0.0/{PREFIX}"\n'
-                    f'relays = ["{CLIENT_ADDR}"]\n')
+                    f'relays = ["{CLIENT_ADDR}"]\n{more}')
+    if NET_SHAPE["leases"] and not (state / "netbootd.sqlite3").exists():
+        seed_leases(state, NET_SHAPE["networks"] - 1, NET_SHAPE["leases"])
     return conf
+
+
+def _shape_subnet(i: int) -> str:
+    return f"10.{128 + i // 64}.{(i % 64) * 4}.0/22"
+
+
+def seed_leases(state: Path, networks: int, count: int) -> None:
+    """`count` active leases (1 day) spread over the extra networks, written
+    through netbootd's own store before it starts."""
+    import ipaddress
+    from netbootd.model import Lease, LeaseState
+    from netbootd.store.sqlite import Store
+    from netbootd.writes import LeaseWrite
+    if networks < 1:
+        raise BenchError("--leases needs --networks >= 2 (the leases go to the extra networks)")
+    now = time.time()
+    store = Store(str(state))
+    try:
+        batch = []
+        for k in range(count):
+            i, j = k % networks, k // networks
+            net = ipaddress.IPv4Network(_shape_subnet(i))
+            if j + 1 >= net.num_addresses - 1:
+                raise BenchError(f"--leases {count}: more than {networks} /22 networks hold")
+            mac = bytes([2, 0x5e, k >> 24 & 255, k >> 16 & 255, k >> 8 & 255, k & 255])
+            batch.append(LeaseWrite(Lease(int(net.network_address) + 1 + j, f"x{i}",
+                                          b"\x01\x01" + mac, mac.hex(":"), LeaseState.ACTIVE,
+                                          now, now + 86400)))
+            if len(batch) == 5000:
+                store.apply(batch)
+                batch = []
+        store.apply(batch)
+    finally:
+        store.close()
 
 
 class NetbootdNoLimit(Netbootd):
@@ -1003,6 +1048,10 @@ def main() -> int:
     ap.add_argument("--shape", choices=("default", "wide"), default="default",
                     help="wide: the second harness of issue 10 (10,000 returning clients, "
                          "< 1%% failed, 5 s trials, no pinning, perfdhcp's own threads)")
+    ap.add_argument("--networks", type=int, default=1,
+                    help="netbootd serves this many networks (the extra ones get no packets)")
+    ap.add_argument("--leases", type=int, default=0,
+                    help="active leases stored in the extra networks before each start")
     ap.add_argument("--netbootd-src", action="append", default=[], metavar="LABEL=DIR[:TOML]",
                     help="also run netbootd imported from DIR (e.g. an older commit's tree), "
                          "with TOML as its config if given; repeatable")
@@ -1014,6 +1063,7 @@ def main() -> int:
     ap.add_argument("--keep-state", action="store_true")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
+    NET_SHAPE.update(networks=args.networks, leases=args.leases)
     try:
         extra_servers = netbootd_sources(args.netbootd_src, args)
     except ValueError as e:
