@@ -323,14 +323,16 @@
     const rows = (state.status.pools || []).map((p) => {
       const size = p.size || 1;
       return el("tr", { class: "pool", "data-name": p.name },
-        el("td", null, p.name), el("td", null, p.subnet), el("td", null, p.interface || "-"),
+        el("td", null, p.name), el("td", null, p.type || "RANGED"), el("td", null, p.subnet),
+        // where it is served: the interfaces attached to it, the relays whose giaddr selects it
+        el("td", null, [...(p.attached || []), ...(p.relays || [])].join(", ") || p.interface || "-"),
         el("td", { class: "num" }, p.used + "/" + p.size + " ",
           el("span", { class: "pct" }, p.size ? Math.round(100 * p.used / p.size) + "%" : "-")),
         el("td", { class: "bar-col" }, el("meter", { class: "pool-bar", min: 0, max: size, value: p.used || 0,
           low: size * 0.7, high: size * 0.9, optimum: 0 }, p.used + "/" + p.size)));
     });
     replaceChildren($("pools").tBodies[0],
-      rows.length ? rows : el("tr", { class: "empty" }, el("td", { colspan: 5 }, "no networks served")));
+      rows.length ? rows : el("tr", { class: "empty" }, el("td", { colspan: 6 }, "no networks served")));
   }
   // -- volumes (issue 13): pools, volumes, exports; hidden when storage is off ----------
   // Without [storage] the volume routes answer 503: not asked (the page says which).
