@@ -175,6 +175,19 @@ def test_two_segments_and_an_interface_with_no_network(lab, netbootd_factory, tm
         assert ack_c.yiaddr == "10.79.3.1"
         _, ack_a2 = dora(agents["a"], "02:77:00:00:aa:01")       # unchanged on segment a
         assert ack_a2.yiaddr == ack_a.yiaddr
+        # A restart keeps the admin's network; the config's are reconciled from the file
+        # ("b" dropped from it: deleted; "a" given another range: rewritten).
+        write_config(cfg, 'mode = "full"\n[[networks]]\nname = "a"\nsubnet = "10.77.0.0/16"\n'
+                     'ranges = ["10.77.4.1-10.77.4.50"]\n')
+        assert nb.stop() == 0
+        nb.start()
+        rows = {n["name"]: n for n in json.loads(vnet(nb, "list", "--json").stdout)}
+        assert set(rows) == {"a", "c"} and rows["c"]["origin"] == "api", rows
+        assert rows["a"]["ranges"] == ["10.77.4.1-10.77.4.50"], rows["a"]
+        _, ack_c2 = dora(agents["c"], "02:77:00:00:cc:02")
+        assert ack_c2.yiaddr == "10.79.3.2"
+        offer, _ = discover(agents["b"], "02:77:00:00:bb:02", timeout=3)
+        assert offer is None
     finally:
         for a in agents.values():
             a.close()
