@@ -33,6 +33,8 @@ from ..writes import HostWrite, event
 log = logging.getLogger("netbootd")
 
 MAX_RUNNING = 4          # captures uploading at once (each buffers up to one chunk)
+SWEEP = 30.0             # seconds between checks for abandoned captures
+IDLE = 3600.0            # a capture whose agent made no call for this long fails
 
 
 class Capture:
@@ -46,6 +48,8 @@ class Capture:
         self.hashes: list[str] = []
         self.target = None           # storage.capture.Target once opened
         self.busy = False            # a chunk is being written
+        self.receiving = False       # a chunk's body is being received (api_capture)
+        self.active = 0.0            # clock time of the last call of its agent
         self.t0 = time.monotonic()   # when the agent's first chunk came
         self.uploading = False
         self.created = False         # the capture made the volume
@@ -64,6 +68,28 @@ class Captures:
         self.chunk_size = cp.check_chunk_size(chunk)
         self.by_job: dict[str, Capture] = {}
         agents.report_checks["capture"] = self.reported
+        self._sweep = None
+
+    def sweep(self) -> None:
+        """End captures nobody will finish: the host's action was replaced (an admin
+        queued another) or its agent made no call for IDLE seconds."""
+        from .storage import Refused
+        self._sweep = None
+        now = self.clock.seconds()
+        for cap in list(self.by_job.values()):
+            if cap.job.state != "running" or cap.busy:
+                continue
+            h = self.registry.hosts.get(cap.mac)
+            act = (h.action or {}) if h is not None else {}
+            if act.get("job") != cap.job.id:
+                self._end(cap, Refused(409, "the host's capture action was replaced"))
+            elif now - cap.active > IDLE:
+                self._end(cap, Refused(409, f"no call from the host's agent for {IDLE:.0f} s"))
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._sweep is None and any(c.job.state == "running" for c in self.by_job.values()):
+            self._sweep = self.clock.callLater(SWEEP, self.sweep)
 
     def _st(self):
         from .storage import Refused
@@ -115,6 +141,7 @@ class Captures:
         job = Job("capture", volume, self.clock.seconds())
         job.total = total
         cap = Capture(job, mac, volume, pool or "", name, total, self.chunk_size)
+        cap.active = self.clock.seconds()
         self.by_job[job.id] = cap
         st.jobs[job.id] = job
         st.busy[volume] = f"host {mac} is capturing into it"
@@ -153,6 +180,7 @@ class Captures:
             writes.append(event(now, mac, "storage.capture", job=job.id, status="queued",
                                 volume=volume, pool=cap.pool, disk=name, bytes=total,
                                 created=cap.created))
+            self._arm()
             return self.commit(writes).addCallback(lambda _: job.view())
 
         def failed(f):
@@ -174,6 +202,8 @@ class Captures:
             raise Refused(404, f"no capture {job_id!r} pending for this host")
         if cap is not None and cap.job.state != "running":
             raise Refused(409, f"capture {job_id!r} has ended ({cap.job.state})")
+        if cap is not None:
+            cap.active = self.clock.seconds()
         return cap
 
     def status(self, h, job_id: str):
@@ -194,8 +224,9 @@ class Captures:
         job = Job("capture", act["volume"], self.clock.seconds())
         job.id, job.total, job.done = job_id, total, committed
         cap = Capture(job, h.mac, act["volume"], "", act.get("disk", ""), total, chunk)
-        cap.busy = True
+        cap.busy, cap.active = True, self.clock.seconds()
         self.by_job[job_id] = cap
+        self._arm()
         st.jobs[job_id] = job
         st.busy[cap.volume] = f"host {h.mac} is capturing into it"
         st.running[cap.volume] = job

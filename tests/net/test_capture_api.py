@@ -290,3 +290,32 @@ def test_cli_capture_follows_the_job_to_its_end(tmp_path, capi):
     assert json.loads(r.stdout)["state"] == "done"
     r = yield threads.deferToThread(cli, "capture", MAC, "--disk", "vdq", "--volume", "x")
     assert r.returncode != 0 and "not in the host's inventory" in r.stderr, r
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_abandoned_capture_ends_and_frees_its_volume(tmp_path, capi):
+    """An admin queued another action for the host (or its agent went silent): the
+    sweep fails the capture with the reason and the volume is no longer in use."""
+    from netbootd.net import capture as capmod
+    app, base = capi[0], capi[1]
+    enroll(app, MAC)
+    code, job = yield admin(base, f"/api/v1/hosts/{MAC}/capture",
+                            {"disk": "vdz", "volume": "gone"})
+    caps = captures_of(app)
+    caps.sweep()
+    code, view = yield call(base, "GET", f"/api/v1/jobs/{job['id']}")
+    assert view["state"] == "running"                 # nothing wrong yet
+    code, _ = yield admin(base, f"/api/v1/hosts/{MAC}/actions", {"action": "wait"})
+    assert code == 200
+    caps.sweep()
+    code, view = yield call(base, "GET", f"/api/v1/jobs/{job['id']}")
+    assert view["state"] == "failed" and "replaced" in view["error"]["error"], view
+    assert app.storage.users("gone") == []
+    # silence: a second capture whose agent never calls
+    code, job = yield admin(base, f"/api/v1/hosts/{MAC}/capture",
+                            {"disk": "vdz", "volume": "quiet"})
+    caps.by_job[job["id"]].active -= capmod.IDLE + 1
+    caps.sweep()
+    code, view = yield call(base, "GET", f"/api/v1/jobs/{job['id']}")
+    assert view["state"] == "failed" and "no call from the host's agent" in \
+        view["error"]["error"], view

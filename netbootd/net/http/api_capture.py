@@ -66,11 +66,17 @@ class CaptureApi:
             cap = self.captures.by_job.get(m.group(1).decode())
             act = h.action or {}
             if cap is None or cap.mac != h.mac or act.get("job") != cap.job.id or cap.busy \
-                    or cap.job.state != "running":
+                    or cap.receiving or cap.job.state != "running":
                 return None
             cp.check_offset(cap.total, cap.chunk, cap.committed, int(m.group(2)), length)
         except Exception:          # refused: the handler answers with the reason
             return None
+        # one body in memory per capture at a time (MAX_RUNNING bounds the captures)
+        cap.receiving = True
+
+        def done(_):
+            cap.receiving = False
+        request.notifyFinish().addBoth(done)
         return ChunkBody(length)
 
     _host = AgentApi._host          # the agent's secret (uses .agents, .counters)
