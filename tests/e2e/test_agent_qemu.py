@@ -102,7 +102,10 @@ class World:
         # Short leases: the idle agent must renew them while it waits for work.
         cfg.write_text(f'mode = "full"\n[dhcp]\nlease_time = {LEASE_TIME}\n[[networks]]\n'
                        'name = "lab"\n'
-                       'subnet = "10.81.0.0/24"\nranges = ["10.81.0.100-10.81.0.199"]\n')
+                       'subnet = "10.81.0.0/24"\nranges = ["10.81.0.100-10.81.0.199"]\n'
+                       # a file pool for the capture case (no iSCSI exports needed)
+                       f'[[storage.pools]]\nname = "default"\nroot = "{self.tmp / "pool"}"\n'
+                       '[storage.iscsi]\nbackend = "none"\n')
         self.log = self.tmp / "netbootd.log"
         self.daemon = lab.popen(self.srv, [sys.executable, "-m", "netbootd", "serve", "--config",
                                            str(cfg), "--interface", srv_if, "--state-dir",
@@ -269,6 +272,29 @@ def test_inventory_matches_what_qemu_was_given(world):
     assert dmi["bios"] == {"vendor": s["bios_vendor"], "version": s["bios_version"],
                            "date": s["bios_date"]}
     assert doc["firmware"] == "bios" and doc.get("secure_boot") is None
+
+
+def test_capture_of_a_disk_into_a_volume_matches_its_image(world):
+    """Issue 13 item 4: the agent streams vdc (read-only, 4 MiB of 0x11) into a new
+    volume of the daemon's file pool; the volume equals the image file, the job says
+    done with the digest the agent printed."""
+    import hashlib
+    world.wait_console("box", "NETBOOTD-AGENT: inventory posted", BOOT_TIMEOUT)
+    job = world.ok("POST", f"/api/v1/hosts/{BOX_MACS[0]}/capture",
+                   {"disk": "/dev/vdc", "volume": "box-vdc"})
+    end = time.monotonic() + ACTION_TIMEOUT
+    while job["state"] == "running" and time.monotonic() < end:
+        time.sleep(0.5)
+        job = world.ok("GET", f"/api/v1/jobs/{job['id']}")
+    assert job["state"] == "done", (job, world.console("box")[-2000:])
+    image = (world.tmp / "vdc.img").read_bytes()
+    vol = (world.tmp / "pool" / "volumes" / "box-vdc").read_bytes()
+    assert hashlib.sha256(vol).hexdigest() == hashlib.sha256(image).hexdigest()
+    assert job["result"]["bytes"] == len(image) == 4 * MiB
+    assert f"sha256={job['result']['sha256']}" in world.console("box")
+    kinds = {(e["detail"] if isinstance(e["detail"], dict) else json.loads(e["detail"]))
+             ["status"] for e in world.events(BOX_MACS[0], ("storage.capture",))}
+    assert {"queued", "done"} <= kinds, kinds
 
 
 def test_wipe_leaves_verified_zeros_where_the_report_says(world):
