@@ -248,12 +248,17 @@ def listening(world: World, port: int, udp: bool = False) -> bool:
 
 
 def start_netbootd(world: World, cpu: str | None, extra_toml: str = "",
-                   hooks: bool = True) -> tuple[Proc, Proc | None, Path, Path]:
+                   hooks: bool = True, src: str | None = None
+                   ) -> tuple[Proc, Proc | None, Path, Path]:
     """netbootd serve --mode full on the server end, its discover kernel and
-    initrd the generated files, hooks to a sink.  (daemon, sink, state, sink file)."""
+    initrd the generated files, hooks to a sink.  `src`: a directory holding
+    another netbootd package (e.g. `git archive REV netbootd iso_builder`),
+    put first on PYTHONPATH - an A/B of two versions in one run.
+    (daemon, sink, state, sink file)."""
     state = world.work / "state"
     state.mkdir(exist_ok=True)
     sink_file = world.work / "hooks.jsonl"
+    sink_file.unlink(missing_ok=True)          # one trial's hooks, not the last one's too
     sink = None
     if hooks:
         sink = Proc(world, "sink", [PY, str(HERE / "sink.py"), "--port", str(SINK_PORT),
@@ -271,7 +276,8 @@ def start_netbootd(world: World, cpu: str | None, extra_toml: str = "",
         f'ranges = ["{POOL_FIRST}-{POOL_LAST}"]\n')
     nb = Proc(world, "netbootd", [NETBOOTD, "serve", "--config", str(conf), "--mode", "full",
                                   "--interface", world.sif, "--state-dir", str(state)],
-              lambda p: "netbootd ready" in p.text() and listening(world, HTTP_PORT), cpu)
+              lambda p: "netbootd ready" in p.text() and listening(world, HTTP_PORT), cpu,
+              env=dict(os.environ, PYTHONPATH=src) if src else None)
     return nb, sink, state, sink_file
 
 

@@ -101,10 +101,11 @@ class Trial:
         procs, sink, sink_file = [], None, None
         res = {"server": self.name}
         try:
-            if self.name == "netbootd":
+            if self.name.startswith("netbootd"):
                 if w.work.joinpath("state").exists():
                     shutil.rmtree(w.work / "state")
-                nb, sink, _, sink_file = stormlab.start_netbootd(w, server_cpu)
+                src = a.netbootd_src if self.name == "netbootd-src" else None
+                nb, sink, _, sink_file = stormlab.start_netbootd(w, server_cpu, src=src)
                 procs = [nb]
                 self._quiet(nb.pid)
             else:
@@ -132,7 +133,7 @@ class Trial:
                 rss += sum(stormlab.World.rss_peak_kb(c) for c in stormlab.children(p))
             res["server_rss_peak_mb"] = round(rss / 1024, 1)
             res["alive_after"] = all(p.alive() for p in procs)
-            if self.name == "netbootd":
+            if self.name.startswith("netbootd"):
                 time.sleep(a.settle)          # hooks and the last group commit
                 res["check"] = w.run_check(storm_json, sink_file)
             res["per_host"] = [{k: h[k] for k in ("mac", "family", "ip", "started", "leased",
@@ -185,8 +186,10 @@ def goals(doc: dict) -> list[dict]:
     if nb and peer and all(t["booted"] for t in nb + peer):
         r = statistics.median(t["last_done_s"] for t in nb) / \
             max(1e-9, statistics.median(t["last_done_s"] for t in peer))
+        whole = all(t["failures"] == 0 for t in nb + peer)
+        # with failures on either side the times compare different work
         out.append({"goal": "wall time <= 1.0x dnsmasq+nginx", "value": round(r, 3),
-                    "met": r <= 1.0})
+                    "met": (r <= 1.0) if whole else None})
     return out
 
 
@@ -220,7 +223,8 @@ def report(doc: dict) -> None:
             print(f"   ! {n} log: {probs[0][:200]}")
     print()
     for g in doc["goals"]:
-        print(f"goal {g['goal']}: {g['value']} -> {'MET' if g['met'] else 'NOT MET'}")
+        verdict = {True: "MET", False: "NOT MET", None: "n/a (a server had failures)"}[g["met"]]
+        print(f"goal {g['goal']}: {g['value']} -> {verdict}")
 
 
 def main() -> int:
@@ -230,6 +234,8 @@ def main() -> int:
                     help="%% of frames lost on each link end (tc netem, else nftables numgen)")
     ap.add_argument("--servers", default="netbootd,dnsmasq+nginx")
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--netbootd-src", help="a directory with another netbootd package (e.g. "
+                    "`git archive REV netbootd | tar -x -C DIR`): adds server netbootd-src")
     ap.add_argument("--kernel-mb", type=float, default=8)
     ap.add_argument("--initrd-mb", type=float, default=40)
     ap.add_argument("--bios-every", type=int, default=5, help="every Nth host BIOS (20%%)")
@@ -251,6 +257,8 @@ def main() -> int:
         print(f"bench-storm: {reason}", file=sys.stderr)
         return 2
     names = [n for n in a.servers.split(",") if n]
+    if a.netbootd_src and "netbootd-src" not in names:
+        names.insert(1, "netbootd-src")
     if "dnsmasq+nginx" in names and not (os.access(stormlab.NGINX, os.X_OK)
                                          and os.access(stormlab.DNSMASQ, os.X_OK)):
         log("!! dnsmasq or nginx not installed: the peer is skipped")
