@@ -33,11 +33,13 @@ Results: a report on stdout, JSON in bench/results/storm-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
+import ast
 import atexit
 import datetime as _dt
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -144,6 +146,8 @@ class Trial:
             for p in procs + ([sink] if sink else []):
                 rc = p.stop()
                 res.setdefault("exit", {})[p.name] = rc
+                if p.name.startswith("netbootd"):
+                    res["daemon_counters"] = stopped_counters(p.text())
                 probs = [l for l in p.text().splitlines()
                          if any(k in l for k in ("Traceback", "ERROR", "CRITICAL", "Unhandled"))]
                 if probs:
@@ -158,6 +162,19 @@ class Trial:
             now = common.tree_cpu(pid)
             calm = calm + 1 if 100 * (now - last) < 3 else 0
             last = now
+
+
+def stopped_counters(text: str) -> dict:
+    """The counters netbootd logs as each service stops ("tftp stopped: {...}"),
+    the TFTP ones kept whole, the others only when not zero."""
+    out = {}
+    for svc, body in re.findall(r"(\w+) stopped: (\{.*\})", text):
+        try:
+            d = ast.literal_eval(body)
+        except (ValueError, SyntaxError):
+            continue
+        out[svc] = d if svc == "tftp" else {k: v for k, v in d.items() if v}
+    return out
 
 
 def goals(doc: dict) -> list[dict]:
@@ -219,6 +236,12 @@ def report(doc: dict) -> None:
                   f"problems {c['problem_counts']}")
             for k, v in c["problems"].items():
                 print(f"   ! {k}: {v[:2]}")
+        tc = (t.get("daemon_counters") or {}).get("tftp")
+        if tc:
+            keys = ("transfer.started", "transfer.finished", "transfer.failed", "transfer.aborted",
+                    "refused.cap_total", "drop.cap_at_confirm", "drop.unconfirmed_backlog",
+                    "transfer.evicted", "transfer.unanswered")
+            print("   daemon tftp: " + ", ".join(f"{k} {tc[k]}" for k in keys if k in tc))
         for n, probs in (t.get("log_problems") or {}).items():
             print(f"   ! {n} log: {probs[0][:200]}")
     print()
