@@ -7,7 +7,8 @@ Per host (MAC 02:5b:<4 bytes of its index>, a share of them BIOS, the rest
 x64 UEFI; option sets from the captured firmware, bench/storm/firmware.py):
   1. firmware DHCP: DISCOVER, OFFER, REQUEST, ACK, broadcast from its own MAC
      (AF_PACKET, source 0.0.0.0) with the broadcast flag, retransmitted after
-     4, 8, 16, 32 s (PXE spec) - give up after that;
+     4, 8, 16, 32 s (PXE spec) - give up after that; a NAK starts over with a
+     new xid (4 times at most);
   2. TFTP of the boot file the ACK names, from the leased address, with the
      firmware's RRQ options (UEFI: tsize probe + abort, then windowsize 4);
      an unanswered packet is sent again after 1, 2, 4, 4... s, 8 times at most;
@@ -20,6 +21,10 @@ Replies come broadcast (every host sets the flag: EDK2 does; iPXE does not,
 its unicast replies would need a MAC per host on this side); they arrive on
 one UDP socket on port 68.  The leased addresses are local to the client
 namespace through one `local` route over the pool (set up by the caller).
+
+DHCP latencies are the kernel's receive timestamp (SO_TIMESTAMPNS) minus the
+send time, so the client's own loop delay (reported: loop_lag_max_s) does not
+count against the server.
 
 Output: JSON {hosts: [per host], cpu_s, ...} on stdout or --out.
 """
