@@ -246,13 +246,21 @@ def relay_config(state: Path, extra: str = "") -> Path:
     as a trusted relay (netbootd drops any giaddr not configured)."""
     state.mkdir(parents=True, exist_ok=True)
     conf = state / "netbootd-bench.toml"
-    more = "".join(f'[[networks]]\nname = "x{i}"\nsubnet = "{_shape_subnet(i)}"\n'
-                   for i in range(NET_SHAPE["networks"] - 1))
+    more = shape_toml(NET_SHAPE["networks"])
     conf.write_text(f'{extra}\n[[networks]]\nname = "bench"\nsubnet = "10.77.0.0/{PREFIX}"\n'
                     f'relays = ["{CLIENT_ADDR}"]\n{more}')
-    if NET_SHAPE["leases"] and not (state / "netbootd.sqlite3").exists():
-        seed_leases(state, NET_SHAPE["networks"] - 1, NET_SHAPE["leases"])
+    # The leases go to the extra networks x0..xN of this config (from --networks,
+    # or from a variant's TOML: --netbootd-src many=DIR:TOML, the same-run A/B).
+    extras = len(re.findall(r'^name = "x\d+"$', conf.read_text(), re.M))
+    if NET_SHAPE["leases"] and extras and not (state / "netbootd.sqlite3").exists():
+        seed_leases(state, extras, NET_SHAPE["leases"])
     return conf
+
+
+def shape_toml(networks: int) -> str:
+    """The extra networks of --networks as TOML (for a --netbootd-src variant)."""
+    return "".join(f'[[networks]]\nname = "x{i}"\nsubnet = "{_shape_subnet(i)}"\n'
+                   for i in range(networks - 1))
 
 
 def _shape_subnet(i: int) -> str:
@@ -1051,7 +1059,10 @@ def main() -> int:
     ap.add_argument("--networks", type=int, default=1,
                     help="netbootd serves this many networks (the extra ones get no packets)")
     ap.add_argument("--leases", type=int, default=0,
-                    help="active leases stored in the extra networks before each start")
+                    help="active leases stored in the extra networks before each start "
+                         "(same-run A/B: --networks-toml F, then --netbootd-src many=.:F)")
+    ap.add_argument("--networks-toml", metavar="FILE",
+                    help="write the --networks extra networks as TOML to FILE and exit")
     ap.add_argument("--netbootd-src", action="append", default=[], metavar="LABEL=DIR[:TOML]",
                     help="also run netbootd imported from DIR (e.g. an older commit's tree), "
                          "with TOML as its config if given; repeatable")
@@ -1064,6 +1075,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     NET_SHAPE.update(networks=args.networks, leases=args.leases)
+    if args.networks_toml:
+        Path(args.networks_toml).write_text(shape_toml(args.networks))
+        return 0
     try:
         extra_servers = netbootd_sources(args.netbootd_src, args)
     except ValueError as e:
