@@ -298,5 +298,6 @@ def test_hook_config_defaults_and_a_valid_file():
                                     "boot.unsupported", "dhcp.nak", "pool.exhausted",
                                     "agent.refused", "host.conflict", "agent.action_failed",
                                     "token.revoked", "host.identity_conflict",
-                                    "storage.failed", "dhcp.no_network"}
+                                    "storage.failed", "dhcp.no_network", "iface.down",
+                                    "ra.router_seen"}
     assert cfg.metrics.enabled is True
