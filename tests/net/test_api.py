@@ -86,7 +86,7 @@ def test_the_document_lists_every_mutating_admin_route():
         ("/api/v1/volumes/{name}", "delete"), ("/api/v1/volumes/{name}/resize", "post"),
         ("/api/v1/volumes/{name}/snapshot", "post"), ("/api/v1/volumes/{name}/clone", "post"),
         ("/api/v1/exports/{name}", "delete"), ("/api/v1/hosts/{mac}/sanboot", "post"),
-        ("/api/v1/hosts/{mac}/chap", "post"),
+        ("/api/v1/hosts/{mac}/chap", "post"), ("/api/v1/hosts/{mac}/capture", "post"),
         ("/api/v1/deploy", "post"), ("/api/v1/networks", "post"),
         ("/api/v1/networks/{name}", "put"), ("/api/v1/networks/{name}", "delete"),
         ("/api/v1/networks/{name}/leases", "post"),
