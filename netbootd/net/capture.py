@@ -77,7 +77,7 @@ class Captures:
         self._sweep = None
         now = self.clock.seconds()
         for cap in list(self.by_job.values()):
-            if cap.job.state != "running" or cap.busy:
+            if cap.job.state != "running":
                 continue
             h = self.registry.hosts.get(cap.mac)
             act = (h.action or {}) if h is not None else {}
@@ -241,7 +241,8 @@ class Captures:
             return hashes
 
         def ready(hashes):
-            cap.hashes, cap.committed, cap.busy = hashes, committed, False
+            cap.hashes, cap.committed = hashes, committed
+            self._idle(cap)
             self.submit([event(self.clock.seconds(), h.mac, "storage.capture", job=job_id,
                                status="resumed", committed=committed, bytes=total)])
             return cap
@@ -284,7 +285,9 @@ class Captures:
             return ok
 
         def written(ok):
-            cap.busy = False
+            self._idle(cap)
+            if cap.job.state != "running":
+                raise Refused(409, f"capture {job_id!r} has ended ({cap.job.state})")
             if not ok:
                 raise cp.CaptureError("sha256: the chunk's bytes do not match its sha256: "
                                       "send it again", "sha256", 422)
@@ -296,7 +299,7 @@ class Captures:
             return {"committed": cap.committed, "bytes": cap.total}
 
         def failed(f):
-            cap.busy = False
+            self._idle(cap)
             if not f.check(cp.CaptureError):
                 self._end(cap, f.value)
             return f
@@ -356,6 +359,20 @@ class Captures:
             fields.update(reason=j.error.reason)
         return event(now, cap.mac, "storage.capture", **fields)
 
+    def _close(self, cap: Capture) -> None:
+        """Close the volume's fd (in a thread), never while a write uses it: a number
+        closed under a pending pwrite could be reused by another open."""
+        target, cap.target = cap.target, None
+        if target is not None:
+            self.run(target.close).addErrback(lambda f: log.warning(
+                "capture: closing %s failed: %s", cap.volume, f.getErrorMessage()))
+
+    def _idle(self, cap: Capture) -> None:
+        """A thread's call on the volume returned: close it now if the job ended meanwhile."""
+        cap.busy = False
+        if cap.job.state != "running":
+            self._close(cap)
+
     def _end(self, cap: Capture, error: Optional[BaseException], event_too: bool = True) -> None:
         from .storage import refusal
         j = cap.job
@@ -381,10 +398,8 @@ class Captures:
         if st is not None:
             st.busy.pop(cap.volume, None)
             st.running.pop(cap.volume, None)
-        target, cap.target = cap.target, None
-        if target is not None:
-            self.run(target.close).addErrback(lambda f: log.warning(
-                "capture: closing %s failed: %s", cap.volume, f.getErrorMessage()))
+        if not cap.busy:            # else closed when the thread's write returns
+            self._close(cap)
         if event_too:
             self.submit([self._end_event(cap, now)])
         j.finished.callback(j)

@@ -319,3 +319,37 @@ def test_an_abandoned_capture_ends_and_frees_its_volume(tmp_path, capi):
     code, view = yield call(base, "GET", f"/api/v1/jobs/{job['id']}")
     assert view["state"] == "failed" and "no call from the host's agent" in \
         view["error"]["error"], view
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_capture_ended_during_a_write_closes_its_volume_after_the_write(tmp_path, capi):
+    """The job ends (its action replaced) while a chunk is in the worker thread: the
+    volume's fd is closed only once that write returned, and the chunk is refused."""
+    import threading
+    app, base = capi[0], capi[1]
+    data = source(tmp_path).read_bytes()
+    secret = enroll(app, MAC)
+    code, job = yield admin(base, f"/api/v1/hosts/{MAC}/capture",
+                            {"disk": "vdz", "volume": "race"})
+    cap = captures_of(app).by_job[job["id"]]
+    gate, entered = threading.Event(), threading.Event()
+    real = cap.target.write
+
+    def slow_write(*a):
+        entered.set()
+        gate.wait(10)
+        return real(*a)
+    cap.target.write = slow_write
+    target = cap.target
+    chunk = data[:MIB]
+    pending = agent(base, secret, "POST", f"/api/v1/agent/capture/{job['id']}/0", chunk,
+                    {"X-Sha256": hashlib.sha256(chunk).hexdigest()})
+    yield threads.deferToThread(entered.wait, 10)
+    code, _ = yield admin(base, f"/api/v1/hosts/{MAC}/actions", {"action": "wait"})
+    captures_of(app).sweep()
+    assert cap.job.state == "failed" and target.fd >= 0      # not closed under the write
+    gate.set()
+    code, body = yield pending
+    assert code == 409 and "has ended" in body["error"], body
+    yield sleep(0.2)
+    assert target.fd == -1 and cap.target is None
