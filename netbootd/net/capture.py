@@ -361,11 +361,21 @@ class Captures:
 
     def _close(self, cap: Capture) -> None:
         """Close the volume's fd (in a thread), never while a write uses it: a number
-        closed under a pending pwrite could be reused by another open."""
+        closed under a pending pwrite could be reused by another open.  A failed
+        capture's volume that the capture made is deleted after (nothing half-done:
+        a partial disk is no disk, and its name is free for the next try)."""
         target, cap.target = cap.target, None
-        if target is not None:
-            self.run(target.close).addErrback(lambda f: log.warning(
-                "capture: closing %s failed: %s", cap.volume, f.getErrorMessage()))
+        d = self.run(target.close) if target is not None else defer.succeed(None)
+        st = self.storage()
+        if cap.created and cap.job.state == "failed" and st is not None:
+            def delete():
+                pool, _ = st._find(cap.volume)
+                pool.delete(cap.volume)
+            d.addCallback(lambda _: st.lock.run(lambda: self.run(delete)))
+            d.addCallback(lambda _: log.info("capture %s failed: its volume %s was removed",
+                                             cap.job.id, cap.volume))
+        d.addErrback(lambda f: log.warning("capture: closing/removing %s failed: %s",
+                                           cap.volume, f.getErrorMessage()))
 
     def _idle(self, cap: Capture) -> None:
         """A thread's call on the volume returned: close it now if the job ended meanwhile."""

@@ -210,6 +210,8 @@ def test_capture_refusals_say_why(tmp_path, capi):
     assert (code, rep["status"]) == (200, "failed")
     code, view = yield call(base, "GET", f"/api/v1/jobs/{j}")
     assert view["state"] == "failed" and "sha256 mismatch" in view["error"]["error"]
+    yield sleep(0.3)
+    assert (vol / "empty").exists()            # adopted, not made by the capture: kept
     assert cp.list_digest(shas) != "f" * 64
 
 
@@ -311,6 +313,9 @@ def test_an_abandoned_capture_ends_and_frees_its_volume(tmp_path, capi):
     code, view = yield call(base, "GET", f"/api/v1/jobs/{job['id']}")
     assert view["state"] == "failed" and "replaced" in view["error"]["error"], view
     assert app.storage.users("gone") == []
+    yield sleep(0.3)
+    # the capture made it: a partial disk is removed, its name free for the next try
+    assert not (tmp_path / "pool" / "volumes" / "gone").exists()
     # silence: a second capture whose agent never calls
     code, job = yield admin(base, f"/api/v1/hosts/{MAC}/capture",
                             {"disk": "vdz", "volume": "quiet"})
