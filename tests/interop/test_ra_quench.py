@@ -23,8 +23,10 @@ ranges = ["10.77.1.0-10.77.1.200"]
 
 def enable_ipv6(lab, ns: str, iface: str) -> str:
     """IPv6 on for one interface (the lab turns it off), DAD off so the
-    link-local address is usable at once; returns that address."""
-    for key, val in (("accept_dad", "0"), ("disable_ipv6", "0")):
+    link-local address is usable at once, no solicitations of the kernel's
+    own (an answer to one would reach rs_client too); returns that address."""
+    for key, val in (("accept_dad", "0"), ("router_solicitations", "0"),
+                     ("disable_ipv6", "0")):
         lab.ns_exec(ns, "sysctl", "-qw", f"net.ipv6.conf.{iface}.{key}={val}")
     out = wait_for(lambda: lab.ns_exec(ns, "ip", "-6", "-o", "addr", "show", "dev", iface,
                                        "scope", "link").stdout, 5, what="a link-local address")
