@@ -75,6 +75,9 @@ def test_interface_added_changed_emptied_and_removed_while_running(world):
     assert offer is not None, nb.log_tail()
     assert offer.server_id == "10.78.0.1"
     assert ipaddress.IPv4Address(offer.yiaddr) in ipaddress.IPv4Network("10.78.0.0/16")
+    # TFTP followed too: iPXE's binary from the new address
+    lab.ns_exec(cli, "ip", "addr", "add", "10.78.0.50/16", "dev", c2)
+    assert tftp_size(lab, cli, "10.78.0.1") > 50_000
     # its address changes (the old primary deleted, the new one promoted):
     # the OFFER names the new one
     lab.ns_exec(srv, "sysctl", "-qw", f"net.ipv4.conf.{s2}.promote_secondaries=1")
@@ -86,6 +89,7 @@ def test_interface_added_changed_emptied_and_removed_while_running(world):
     lab.ns_exec(srv, "ip", "addr", "flush", "dev", s2)
     logged(nb, f"netlink: {s2} (10.78.0.5) is gone")
     assert offer_from(a2, "02:78:00:00:00:03", timeout=2) is None
+    assert tftp_size(lab, cli, "10.78.0.1") == 0
     assert offer_from(agent(_first_cli(lab, cli)), "02:77:00:00:00:02") is not None
     # and back, then the interface itself goes away
     lab.ns_exec(srv, "ip", "addr", "add", "10.78.0.1/16", "dev", s2)
@@ -116,6 +120,12 @@ def test_vlan_interface_is_served(world):
     assert ipaddress.IPv4Address(offer.yiaddr) in ipaddress.IPv4Network("10.79.0.0/16")
     # untagged on the parent still gets the parent's network
     assert offer_from(agent(c1), "02:77:00:00:00:09").server_id == "10.77.0.1"
+
+
+def tftp_size(lab, ns: str, server: str) -> int:
+    r = lab.ns_exec(ns, "curl", "-s", "--max-time", "5", "-o", "/dev/null", "-w",
+                    "%{size_download}", f"tftp://{server}/undionly.kpxe", check=False)
+    return int(r.stdout or 0)
 
 
 def _first_cli(lab, cli):
