@@ -48,8 +48,12 @@ class RaService(service.Service):
         self.skipped: dict[str, str] = {}          # iface -> why no quench there
 
     def startService(self) -> None:
-        have = interfaces.links() if self.core.ifaces else {}
-        for ifa in self.core.ifaces:
+        try:
+            have = interfaces.links() if self.core.ifaces else {}
+        except Exception as e:          # no netlink here: serve on, without the quench
+            log.error("ra: cannot read the interfaces (%s): no RA quench", e)
+            have = None
+        for ifa in self.core.ifaces if have is not None else ():
             self.attach_interface(ifa, have)
         self.core.expose(metrics=lambda: metric_families(self))
         super().startService()
