@@ -106,7 +106,11 @@ _URL_RE = re.compile(URL_PATTERN)
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{1,512}$")
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9._@-]{0,64}$")
 _CMDLINE_RE = re.compile(r"^[A-Za-z0-9._~:/,=+@ -]{0,256}$")
-PIN_PATTERN = r"^sha256//[A-Za-z0-9+/]{43}=$"
+PIN_PATTERN = r"^(sha256//[A-Za-z0-9+/]{43}=)?$"   # empty: no pin
+# the shape of --ip for the API's OpenAPI document (medium_values checks the rest:
+# a host address of its network, gateway inside it, gateway/dns only with ip)
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IP_CIDR_PATTERN = rf"^({_OCTET}(\.{_OCTET}){{3}}/([89]|[12][0-9]|3[0-2]))?$"
 _PIN_RE = re.compile(PIN_PATTERN)
 
 # Debian package of each input (the one clear line when something is missing)

@@ -9,6 +9,7 @@ come from validate.py, the handlers' own checks.  tests/net/test_api.py
 walks the document; schemathesis checks every route against it."""
 from __future__ import annotations
 
+from iso_builder.media import IP_CIDR_PATTERN as media_ip_pattern
 from iso_builder.media import PIN_PATTERN as media_pin_pattern
 from iso_builder.media import URL_PATTERN as media_url_pattern
 
@@ -316,8 +317,8 @@ OPERATIONS: dict = {
     ("GET", A + "/{name}/media"): {
         "parameters": [_q("flavour", enum=["full", "net"]),
                        _q("server_url", pattern=media_url_pattern),
-                       _q("ip", format="ipv4-cidr"), _q("gateway", format="ipv4"),
-                       _q("dns", format="ipv4"), _q("pin", pattern=media_pin_pattern)],
+                       _q("ip", pattern=media_ip_pattern), _q("gateway", **_IPV4),
+                       _q("dns", **_IPV4), _q("pin", pattern=media_pin_pattern)],
         "responses": {"200": {"description": "the boot image (isohybrid; Range, ETag)",
                               "content": {"application/octet-stream": {"schema": {
                                   "type": "string", "format": "binary"}}}},
