@@ -6,6 +6,7 @@ timeline, a DNS name, and its host.discovered hook was posted."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,6 @@ def test_small_storm_boots_every_host_with_a_complete_timeline(lab, tmp_path):
             check = world.run_check(work / "storm.json", sink_file)
             if check["hook_events"].get("host.discovered", 0) >= HOSTS:
                 break
-            import time
             time.sleep(0.5)
         assert check["problem_counts"] == {}, check["problems"]
         assert check["with_lease"] == check["registered"] == HOSTS
