@@ -81,9 +81,6 @@ class NetworkConfig:
     # Answer IPv6 router solicitations with "no router here" (lifetime 0, no
     # prefix): iPXE then skips its ~13 s wait (docs/networks-interfaces.md).
     ipv6_ra_quench: bool = True
-    # Answer IPv6 router solicitations with "no router here" (lifetime 0, no
-    # prefix): iPXE then skips its ~13 s wait (docs/networks-interfaces.md).
-    ipv6_ra_quench: bool = True
 
 
 @dataclass(frozen=True)

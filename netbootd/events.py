@@ -116,15 +116,6 @@ CATALOG: dict[str, Kind] = {k.name: k for k in (
     # IPv6 router-advertisement quench (net/ra.py)
     Kind("ra.router_seen", "an IPv6 router answers on a served link: no RA quench there",
          reportable=True, shown=False),
-    # Interfaces followed through netlink (net/netlink.py, net/services/netlink.py)
-    Kind("iface.up", "a served interface appeared (or got its IPv4 address): sockets opened",
-         shown=False),
-    Kind("iface.down", "a served interface went away (or lost its address): sockets closed",
-         reportable=True, shown=False),
-    Kind("iface.changed", "a served interface's address changed: sockets moved", shown=False),
-    # IPv6 router-advertisement quench (net/ra.py)
-    Kind("ra.router_seen", "an IPv6 router answers on a served link: no RA quench there",
-         reportable=True, shown=False),
 )}
 KINDS = frozenset(CATALOG)
 FAILURE_KINDS = frozenset(k for k, v in CATALOG.items() if v.failure)
