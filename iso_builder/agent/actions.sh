@@ -163,8 +163,8 @@ abs_url() {
   esac
 }
 
-fetch() {  # fetch URL FILE
-  timeout 600 wget -q -O "$2" "$1" 2> "$NB_RUN/wget.err"
+fetch() {  # fetch URL FILE: through the pinned TLS client for https (lib.sh nb_fetch)
+  nb_fetch "$1" "$2"
 }
 
 # act_boot ID FLAT: fetch kernel + initrd(s), kexec -l, report booting, kexec -e;

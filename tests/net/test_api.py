@@ -286,11 +286,14 @@ def test_schemathesis_finds_no_mismatch_between_document_and_implementation(api,
              "--request-timeout", "10", "--seed", "7", *extra],
             capture_output=True, text=True, timeout=240)
     # Networks take a template (free text, TOML or OpenNebula syntax): a
-    # schema-valid string is not a valid network, so that one check is off here.
-    r = yield threads.deferToThread(run, "--include-path-regex", "^/api/v1/networks",
+    # schema-valid string is not a valid network; a medium's static address has
+    # cross-field rules (dns/gateway need ip, the gateway inside its network)
+    # that OpenAPI cannot state.  So that one check is off for those two only.
+    cross_field = "^/api/v1/(networks|accounts/[^/]+/media)"
+    r = yield threads.deferToThread(run, "--include-path-regex", cross_field,
                                     "--exclude-checks", "positive_data_acceptance")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
-    r = yield threads.deferToThread(run, "--exclude-path-regex", "^/api/v1/networks")
+    r = yield threads.deferToThread(run, "--exclude-path-regex", cross_field)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
 
 
