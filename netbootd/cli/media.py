@@ -104,6 +104,22 @@ def _read_token(path: str) -> str | None:
     return words[0]
 
 
+def _https_pin(args, pin: str | None) -> tuple[str | None, str]:
+    """The pin of an https medium: --pin, else the daemon's own certificate
+    ([http] tls_cert, netbootd tls pin); (pin, "") or (None, why)."""
+    if pin:
+        return pin, ""
+    cert = effective_config(args).http.tls_cert
+    if not cert:
+        return None, ("an https --server-url needs --pin sha256//... (netbootd tls pin), or "
+                      "[http] tls_cert in the config to take it from")
+    from ..auth import tls
+    try:
+        return tls.pubkey_pin(cert), ""
+    except (OSError, ValueError) as e:
+        return None, f"[http] tls_cert: {e}"
+
+
 def build(args) -> int:
     from iso_builder import initrd as initrd_mod
     from iso_builder import media, mediabuild
@@ -116,8 +132,16 @@ def build(args) -> int:
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         return fail(f"media build: -o {args.output}: directory {parent} is missing or not "
                     "writable")
+    pin = args.pin
+    if server_url.startswith("https://") and args.flavour == "full":   # net: http only
+        pin, why = _https_pin(args, pin)
+        if why:
+            return fail(f"media build: {why}")
+        if initrd_mod.find_tls_client() is None:
+            return fail("media build: an https medium needs the agent's pinned TLS client "
+                        "(Debian's curl, packed from /usr/bin/curl): install the curl package")
     settings = dict(server_url=server_url, account=args.account, extra_cmdline=args.cmdline,
-                    ip=args.ip, gateway=args.gateway, dns=args.dns, pin=args.pin)
+                    ip=args.ip, gateway=args.gateway, dns=args.dns, pin=pin)
     try:   # every Debian input and field before a token is made
         mediabuild.preflight(args.flavour, token="nbt1.x", **settings)
     except (media.MediaError, initrd_mod.InitrdError) as e:

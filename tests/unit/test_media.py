@@ -324,6 +324,29 @@ def test_cli_media_build_refuses_bad_fields_before_any_token_is_made(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_https_full_medium_takes_the_daemons_pin_or_needs_one(tmp_path, capsys):
+    """--server-url https://... without --pin: the pin of [http] tls_cert (what
+    `netbootd tls pin` prints), else one line saying how to get one."""
+    from netbootd.auth import tls
+    from netbootd.cli import build_parser
+    from netbootd.cli.media import _https_pin
+    argv = ["media", "build", "--account", "acme", "--server-url", "https://192.0.2.10:8443",
+            "--state-dir", str(tmp_path), "-o", str(tmp_path / "x.img")]
+    args = build_parser().parse_args(argv)
+    pin, why = _https_pin(args, None)
+    assert pin is None and "--pin sha256//" in why and "tls_cert" in why
+    assert _https_pin(args, "sha256//" + "A" * 43 + "=") == ("sha256//" + "A" * 43 + "=", "")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    tls.make_selfsigned(str(cert), str(key), cn="netbootd.test")
+    conf = tmp_path / "netbootd.toml"
+    conf.write_text(f'[http]\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
+    args = build_parser().parse_args(argv + ["--config", str(conf)])
+    assert _https_pin(args, None) == (tls.pubkey_pin(str(cert)), "")
+    cert.write_text("not a certificate")
+    pin, why = _https_pin(args, None)
+    assert pin is None and why.startswith("[http] tls_cert: ") and str(cert) in why
+
+
 def test_media_tftp_copies_the_served_discover_files_into_the_files_root(tmp_path):
     """`netbootd media tftp` against a real HTTP server on loopback serving
     /files/netbootd/{vmlinuz,discover.img}: copied (0644), a second run changes
