@@ -55,10 +55,12 @@ CATALOG: dict[str, Kind] = {k.name: k for k in (
     Kind("proxy.offer", "proxyDHCP offer of a boot file (port 67 or 4011)"),
     Kind("proxy.ack", "proxyDHCP ACK of a boot file (port 4011)"),
     # TFTP (net/tftp.py: "tftp." + the transfer's outcome)
-    Kind("tftp.finished", "a file sent completely"),
+    Kind("tftp.finished", "a file sent completely (final_ack false: the last block went "
+         "out but its ACK never came, RFC 1350's lost last ACK; the client left)"),
     Kind("tftp.failed", "a transfer that stopped (timeout, client error)", failure=True,
          reportable=True),
-    Kind("tftp.aborted", "a transfer the client or the server aborted", failure=True),
+    Kind("tftp.aborted", "the client answered our OACK with an ERROR: a size probe (EDK2 "
+         "asks tsize, then aborts, on every UEFI boot), not a failure"),
     Kind("tftp.refused", "a request refused (missing file, bad option)", failure=True),
     Kind("tftp.stopped", "a transfer cut short because the daemon stopped"),
     # HTTP (net/http/, registry/hosts.py)

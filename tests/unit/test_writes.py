@@ -203,7 +203,7 @@ def test_dynamic_kinds_are_all_in_the_catalog():
 
 def test_hooks_default_to_the_reportable_kinds_and_failures_are_flagged():
     assert config.HooksConfig().kinds == events.REPORTABLE_KINDS
-    assert events.FAILURE_KINDS == {"tftp.failed", "tftp.aborted", "tftp.refused", "dhcp.nak",
+    assert events.FAILURE_KINDS == {"tftp.failed", "tftp.refused", "dhcp.nak",
                                     "boot.unsupported", "pool.exhausted", "agent.refused",
                                     "host.conflict", "agent.action_failed",
                                     "host.identity_conflict", "storage.failed",
