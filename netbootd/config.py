@@ -99,6 +99,10 @@ class BootConfig:
     http_base: str | None = None            # e.g. "http://boot.example:8080"
     tftp_server: str | None = opt(None, _ipv4)
     tftp_port: int = opt(69, _port)
+    # TFTP transfers at once (ACKed ones; unconfirmed ones apart): over it a
+    # request is dropped unanswered and the firmware resends it (net/tftp.py).
+    tftp_max_transfers: int = opt(1024, _positive)
+    tftp_max_unconfirmed: int = opt(512, _positive)     # RRQs not ACKed yet
     default_profile: str = opt("discover", _one_of("discover", "localboot", "shell"))
     files_root: str | None = None           # default: <state_dir>/files
     ipxe_dir: str = "/usr/lib/ipxe"         # Debian's ipxe package

@@ -19,20 +19,36 @@
   paths after it).  The reactor and the
   thread meet only at start (an inbox) and end (``on_event`` runs on the
   reactor); see TransferLoop.
-* WRQ is refused with ERROR 2; so are names the path policy refuses.  Requests
-  over the per-client or total cap get ERROR 0 "busy" (never silence).
+* WRQ is refused with ERROR 2; so are names the path policy refuses.
+* Requests over the total cap (``total``, config ``boot.tftp_max_transfers``,
+  default 1024) or the per-client cap (8) are dropped unanswered
+  (``drop.cap_total``, ``drop.cap_client``; a warning at most once a
+  minute), never answered with an ERROR: EDK2 and iPXE take an ERROR as the
+  end of the boot, while an RRQ that hears nothing is resent after the
+  firmware's timeout, so over the cap a storm waits in its clients instead
+  of failing (issue 15: with ERROR "busy" at 256, 744 of 1,000 hosts
+  failed).  dnsmasq does the same at its ``tftp-max``: it stops reading its
+  listening socket, and the kernel queues (then drops) the RRQs.  So does
+  running out of descriptors (``drop.no_socket``).  Memory per transfer:
+  ~3 KiB of Python objects and a socket (bench: docs/architecture.md).
 * Those caps count confirmed transfers only: ones whose client has ACKed
   (policy/tftp_session.py).  Until then a transfer is unconfirmed - its
   source may be forged - and lives in a budget of its own on the transfer
-  thread (``first_per_client``, ``first_total``; the oldest is evicted to
-  make room: see TransferLoop), sends at most two datagrams and ends after
-  ~2 s.  So a flood of forged RRQs cannot fill the caps real clients need.
-  Transfer sockets: at most ``total`` + ``first_total`` (past that a request
-  is dropped at the door, ``drop.unconfirmed_backlog``: the thread's budget
-  may run over for a moment, see TransferLoop's ``first_grace``).
+  thread (``first_per_client``, ``first_total``, config
+  ``boot.tftp_max_unconfirmed``, default 512: see TransferLoop for who is
+  evicted and when a new request is dropped instead), sends at most two
+  datagrams and ends after ~2 s.  So a flood of forged RRQs cannot fill the
+  caps real clients need.  A client that has ACKed is never refused for
+  the total (only for its own per-client cap), so the confirmed may pass
+  ``total`` by what was unconfirmed at the time.  Transfer sockets: at most
+  ``total`` + ``first_total`` (past that a request is dropped at the door,
+  ``drop.unconfirmed_backlog``).
   A transfer that ends without ever hearing its client ("unanswered",
-  "evicted") is counted and logged at debug level, with no event: one event
-  row per forged datagram would let the flood write the database.
+  "evicted", "dropped") is counted and logged at debug level, with no
+  event: one event row per forged datagram would let the flood write the
+  database.
+* A transfer whose last ACK is lost ends "finished" with ``final_ack``
+  False in its event (policy/tftp_session.py says when), not "failed".
 * Malformed datagrams are counted as ``drop.<reason>`` and dropped; no
   exception escapes ``datagramReceived`` or the transfer thread.
 * Files up to ``cache_limit`` bytes are kept in memory (LRU, ``cache_total``
@@ -60,7 +76,7 @@ from ..policy.tftp_session import (
 )
 from . import interfaces
 from .fileroots import open_in_root
-from .tftp_transfer import EVICTED, Transfer, TransferLoop
+from .tftp_transfer import DROPPED, EVICTED, Transfer, TransferLoop
 from .udp import UdpEndpoint
 
 log = logging.getLogger("netbootd.tftp")
@@ -235,15 +251,17 @@ class TftpListener:
 # -- the server ----------------------------------------------------------------
 class TftpServer:
     """Read-only TFTP service over ``roots`` (searched in order) and the
-    ``generated`` in-memory files (looked up first; the dict is kept by
-    reference, so the daemon may change it while serving)."""
+    ``generated`` files (looked up first; bytes in memory, or a str: the
+    path of a file served under that name, as the discover kernel and
+    initrd are; the mapping is kept by reference, so the daemon may change
+    it while serving)."""
 
     def __init__(self, reactor, roots: list[str], generated: dict[str, bytes] | None = None, *,
                  max_blksize: int = 1468, max_windowsize: int = 64, per_client: int = 8,
-                 total: int = 256, cache_limit: int = 4 << 20, cache_total: int = 64 << 20,
+                 total: int = 1024, cache_limit: int = 4 << 20, cache_total: int = 64 << 20,
                  chunk_total: int = 32 << 20,
                  timeout: float = 1.0, retries: int = 5, first_timeout: float = 1.0,
-                 first_retries: int = 1, first_per_client: int = 4, first_total: int = 64,
+                 first_retries: int = 1, first_per_client: int = 4, first_total: int = 512,
                  first_grace: float = 0.1,
                  on_event=None, clock=None, socket_factory=_default_socket, loop=None):
         self.reactor = reactor
@@ -281,6 +299,7 @@ class TftpServer:
         # stored row each: per source and in total, the rest only counted.
         self._refusal_events = Buckets(2.0, 20.0, max_keys=4096)
         self._refusal_events_total = Buckets(50.0, 200.0, max_keys=1)
+        self._busy_logged = float("-inf")
 
     @property
     def counters(self) -> Counter:
@@ -337,19 +356,19 @@ class TftpServer:
             # the transfer under way retransmits on its own timer.
             c["rx.rrq_duplicate"] += 1
             return
+        # Over a cap: silence, never an ERROR.  Firmware takes an ERROR as
+        # the end of its boot (EDK2, iPXE) but resends an unanswered RRQ
+        # after its timeout, so a storm queues in the clients (module doc).
         if self.confirmed >= self.total:
-            self._refuse(listener, addr, req.filename, "cap_total", w.ERR_NOT_DEFINED,
-                         "server busy, too many transfers")
+            self._busy("cap_total")
             return
         if self.per_ip[addr[0]] >= self.per_client:
-            self._refuse(listener, addr, req.filename, "cap_client", w.ERR_NOT_DEFINED,
-                         "too many transfers from this client")
+            self._busy("cap_client")
             return
         if len(self.transfers) >= self.total + self.first_total:
             # The sockets' bound.  Only unconfirmed transfers can bring us
-            # here (the caps above hold the confirmed): no socket, and no
-            # answer (a forged source would get the ERROR).
-            c["drop.unconfirmed_backlog"] += 1
+            # here (the caps above hold the confirmed).
+            self._busy("unconfirmed_backlog")
             return
         try:
             source = self._open(req.filename)
@@ -360,9 +379,8 @@ class TftpServer:
             sock = self._transfer_socket(listener, addr)
         except OSError as e:
             source.close()
-            log.warning("tftp: no socket for a transfer to %s: %s", addr, e)
-            self._refuse(listener, addr, req.filename, "no_socket", w.ERR_NOT_DEFINED,
-                         "server cannot open a transfer socket")
+            log.debug("tftp: no socket for a transfer to %s: %s", addr, e)
+            self._busy("no_socket")            # out of descriptors: the client retries
             return
         neg = negotiate(req.options, req.mode, source.size, self.limits)
         lim = self.limits
@@ -395,10 +413,14 @@ class TftpServer:
     def _open_source(self, name: str):
         res = resolve(name, self.roots, self.generated,
                       lambda root, rel: os.path.lexists(os.path.join(root, rel)))
-        if res.root is None:
+        root, rel = res.root, res.rel
+        if root is None:
             self._counters["file.generated"] += 1
-            return BytesSource(self.generated[res.rel])
-        fd, st, real = open_in_root(res.root, res.rel)
+            data = self.generated[rel]
+            if not isinstance(data, str):
+                return BytesSource(data)
+            root, rel = os.path.split(data)    # a generated name for a file, by path
+        fd, st, real = open_in_root(root, rel)
         key = (real, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
         if st.st_size > self.cache_limit:
             self._counters["file.direct"] += 1
@@ -416,6 +438,17 @@ class TftpServer:
         finally:
             os.close(fd)
         return BytesSource(data)
+
+    def _busy(self, reason: str) -> None:
+        """An RRQ dropped unanswered at a cap (``drop.<reason>``); a warning
+        at most once a minute says so."""
+        self._counters["drop." + reason] += 1
+        now = self.reactor.seconds()
+        if now >= self._busy_logged + 60.0:
+            self._busy_logged = now
+            log.warning("tftp: at a cap (%s: %d transfers, %d per client; boot.tftp_max_"
+                        "transfers): requests are dropped unanswered until one ends, and "
+                        "clients resend them", reason, self.total, self.per_client)
 
     def _refuse(self, listener, addr, filename: str, reason: str, code: int, message: str):
         self._counters["refused." + reason] += 1
@@ -459,7 +492,7 @@ class TftpServer:
         c["tx.retransmit"] += session.retransmits
         c["rx.duplicate_ack"] += session.duplicate_acks
         duration = xfer.duration
-        if outcome is UNANSWERED or outcome is EVICTED:
+        if outcome is UNANSWERED or outcome is EVICTED or outcome is DROPPED:
             # Never heard from its client: maybe forged (module doc).  No event.
             log.debug("tftp: %s:%d %r %s (%s)", ip, xfer.addr[1], xfer.filename, outcome, error)
             return
@@ -468,10 +501,16 @@ class TftpServer:
                 xfer.filename, outcome, session.bytes_acked, duration,
                 f" ({error})" if error else "")
         neg = session.neg
-        self._emit({"client": ip, "port": xfer.addr[1], "file": xfer.filename,
-                    "bytes": session.bytes_acked, "blksize": neg.blksize,
-                    "windowsize": neg.windowsize, "duration": round(duration, 6),
-                    "outcome": outcome, "error": error, "retransmits": session.retransmits})
+        ev = {"client": ip, "port": xfer.addr[1], "file": xfer.filename,
+              "bytes": session.bytes_acked, "blksize": neg.blksize,
+              "windowsize": neg.windowsize, "duration": round(duration, 6),
+              "outcome": outcome, "error": error, "retransmits": session.retransmits}
+        if not session.final_ack:
+            # Every byte sent, the last ACK lost (policy/tftp_session.py).
+            c["transfer.finished_unacked"] += 1
+            ev["final_ack"] = False
+            ev["note"] = session.reason
+        self._emit(ev)
 
     def _emit(self, ev: dict) -> None:
         if self.on_event is None:

@@ -22,6 +22,7 @@ _RX_SIZE = 1024          # an ACK is 4 bytes, an ERROR's text may be cut short
 _OP_ACK = w.OP_ACK
 CONFIRMED = "confirmed"  # not an outcome: the hand-off of a transfer's first ACK
 EVICTED = "evicted"      # an unconfirmed transfer ended to make room (see _make_room)
+DROPPED = "dropped"      # a new one ended unsent: the budget was full (see _make_room)
 
 
 class TransferLoop:
@@ -52,17 +53,28 @@ class TransferLoop:
     Unconfirmed transfers (no ACK yet: maybe a forged RRQ, whose replies go
     to a victim who never answers) are budgeted here, apart from the
     reactor's caps: at most ``first_per_client`` per source address and
-    ``first_total`` in all.  A new one over either budget ends the oldest
-    unconfirmed one (of that source, else of all) as EVICTED, silently.  The
-    newest is kept, not refused, because a real client needs its slot for
-    one round trip only, while a forged one holds it until its deadline: a
-    flood of forged RRQs turns the budget over, and the real client's ACK
-    comes back long before 64 more RRQs do (the issue: 300 forged RRQs from
-    60 sources in 0.3 s filled the 256-transfer cap; real clients got
-    "busy" for ~6 s).  Only transfers older than ``first_grace`` (0.1 s,
-    many LAN round trips) are evicted: a boot storm's RRQs, started in one
-    batch before any ACK is read, go over the budget for a moment instead
-    of evicting each other (the reactor bounds the sockets: net/tftp.py).
+    ``first_total`` in all (an unconfirmed transfer lives ~2 s and sends two
+    datagrams: policy/tftp_session.py).
+
+    * Over its source's budget, a new one ends the oldest of that source
+      older than ``first_grace`` (0.1 s, many LAN round trips) as EVICTED:
+      a victim whose address is forged still gets its own transfer, and a
+      real host has no 5 RRQs of its own unanswered at once (a resent RRQ
+      from the same port is not a new transfer: net/tftp.py).
+    * Over the total budget (memory pressure: a flood, or a storm larger
+      than the budget), the oldest of all is EVICTED only once it is
+      *spent* - it has sent its last resend (``first_timeout``, 1 s, after
+      its first datagram), so a client that is answering normally had a
+      whole timeout to do so.  While the oldest is not spent, the new one
+      is DROPPED before it sends anything: its client hears nothing and
+      resends its RRQ (firmware does, after 1-4 s), which costs it a retry,
+      not its boot.  An evicted transfer's client would lose its boot: its
+      ACK hits a closed port (the storm bench, issue 15: 24 of 1,000 hosts
+      when the oldest was evicted after 0.1 s).  A flood of forged RRQs
+      still turns the budget over (every forged transfer is spent after
+      1 s) without filling the caps real clients need (the issue before:
+      300 forged RRQs from 60 sources in 0.3 s filled the 256-transfer cap;
+      real clients got "busy" for ~6 s).
 
     ``threaded=False`` runs the same code on the caller's thread, for tests
     with fake sockets and a fake clock: ``submit`` admits at once, endings
@@ -212,7 +224,10 @@ class TransferLoop:
     def _admit(self, xfer: Transfer) -> None:
         if xfer.closed:
             return                             # ended before it started (stop)
-        self._make_room(xfer)
+        if not self._make_room(xfer):
+            self.counters["drop.unconfirmed_full"] += 1
+            xfer.finish(DROPPED, "unconfirmed budget full", self.now())
+            return
         self._hold(xfer)
         fd = xfer.sock.fileno()
         self.handlers[fd] = xfer
@@ -244,19 +259,27 @@ class TransferLoop:
             xfer.deadline_due(now)
 
     # -- the unconfirmed budget (class doc) ---------------------------------------
-    def _make_room(self, xfer: Transfer) -> None:
-        """Before ``xfer`` joins the unconfirmed: end the oldest ones of its
-        source while that source is at its budget, then the oldest of all
-        while all are at theirs - those older than the grace only."""
+    def _make_room(self, xfer: Transfer) -> bool:
+        """Before ``xfer`` joins the unconfirmed (class doc): end the oldest
+        of its source (older than the grace) while that source is at its
+        budget, then the oldest spent one of all while all are at theirs.
+        False: no room, ``xfer`` is to be dropped unsent."""
         now = self.now()
         old = now - self.first_grace
         mine = self.unconfirmed_by_ip.get(xfer.addr[0])
-        for pool, budget in ((mine, self.first_per_client), (self.unconfirmed, self.first_total)):
-            while pool and len(pool) >= budget:
-                victim = next(iter(pool))
-                if victim.session.started > old:
-                    break                      # too young to have been answered
-                victim.finish(EVICTED, "no ACK yet; room made for a newer request", now)
+        while mine and len(mine) >= self.first_per_client:
+            victim = next(iter(mine))
+            if victim.session.started > old:
+                break                          # too young to have been answered
+            victim.finish(EVICTED, "no ACK yet; room made for a newer request", now)
+        pool = self.unconfirmed
+        while len(pool) >= self.first_total:
+            victim = next(iter(pool))
+            if not victim.session.spent():
+                return False
+            victim.finish(EVICTED, "no ACK after its last resend; room made for a newer "
+                          "request", now)
+        return True
 
     def _hold(self, xfer: Transfer) -> None:
         self.unconfirmed[xfer] = None
@@ -277,7 +300,11 @@ class TransferLoop:
         order with endings).  False: over a cap, the caller refuses it."""
         self._unhold(xfer)
         ip = xfer.addr[0]
-        if self.confirmed_by_ip[ip] >= self.per_client or self.confirmed_total >= self.total:
+        # The total cap is not held here: a client that ACKed is never
+        # refused for the others (an ERROR ends its boot).  The confirmed
+        # may go over ``total`` by what was unconfirmed at the time, which
+        # the reactor's bound on sockets (total + first_total) holds.
+        if self.confirmed_by_ip[ip] >= self.per_client:
             self.counters["drop.cap_at_confirm"] += 1
             return False
         self.confirmed_by_ip[ip] += 1
@@ -432,7 +459,13 @@ class Transfer:
         if not self.closed:
             # Before any ACK, an ICMP error is what a forged RRQ naming a
             # live host earns: unanswered (no event), not a failed transfer.
-            outcome = "failed" if self.session.confirmed else UNANSWERED
+            session = self.session
+            if session.final_sent():
+                # It has every byte and left; its last ACK was lost (the
+                # session's module doc): finished, final_ack False.
+                self.apply(session.finish_unacked("client port unreachable"), now)
+                return
+            outcome = "failed" if session.confirmed else UNANSWERED
             self.finish(outcome, "client port unreachable", now)
 
     def apply(self, step, now: float) -> None:

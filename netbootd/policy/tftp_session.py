@@ -22,6 +22,14 @@ Decisions (each also in the docstring where it is made):
   timeout option, up to 255 s, does not stretch this).  The first ACK (ACK 0
   of the OACK, or of a block sent) proves the client hears us, as a TCP
   handshake does; from then on the normal ladder (``max_retries``) applies.
+* The last ACK may be lost (RFC 1350 §6: the sender of the final ACK
+  "dallies", and firmware does not): a transfer whose final block went out,
+  whose client ACKed everything before that window and never complained
+  after it (no duplicate ACK asking for it again), and which then ends by
+  the retry limit or the client's port closing (ICMP), is FINISHED with
+  ``final_ack = False``, not FAILED: the client has every byte and left.
+  A client that missed the final block re-ACKs the block before it when
+  its own timer fires; that is a complaint, and such a transfer still fails.
 """
 from __future__ import annotations
 
@@ -232,6 +240,8 @@ class ReadSession:
         self.packets = 0
         self.retransmits = 0
         self.duplicate_acks = 0
+        self.final_ack = True           # False: FINISHED without the last ACK (module doc)
+        self._complaints = 0            # duplicate ACKs since the final window went out
 
     @property
     def bytes_acked(self) -> int:
@@ -262,10 +272,12 @@ class ReadSession:
         if n <= done or n >= self.next:
             if n == done:
                 self.duplicate_acks += 1       # Sorcerer's Apprentice: not a reason to send
+                self._complaints += 1
             return Step([], self.deadline)
         self.base = n + 1
         self.retries = 0
         self.confirmed = True
+        self._complaints = 0
         if n == self.last:
             self.outcome = FINISHED
             self._expect = -1
@@ -286,6 +298,7 @@ class ReadSession:
         n = self.next                          # the block to send now
         self.base = n
         self.retries = 0
+        self._complaints = 0
         size = self.blksize
         if self._release is not None:
             self._release((n - 1) * size)
@@ -313,6 +326,8 @@ class ReadSession:
                 self.outcome, self.reason, self.deadline = UNANSWERED, "no ACK", None
                 return Step([], None, UNANSWERED, "no ACK")
         elif self.retries > self.max_retries:
+            if self.final_sent():
+                return self.finish_unacked("timeout")
             return self._fail("timeout")
         self.retransmits += 1
         if self.waiting_oack:
@@ -330,6 +345,28 @@ class ReadSession:
             self._expect = -1
             return Step([], None, ABORTED, why)
         return self._fail(why)
+
+    def spent(self) -> bool:
+        """Unconfirmed, and its last resend has gone out: nothing more will
+        be sent before it ends UNANSWERED (module doc)."""
+        return not self.confirmed and self.retries >= self.first_retries
+
+    def final_sent(self) -> bool:
+        """The final block went out, every block before its window was
+        ACKed, and the client has not asked for any again since (module
+        doc: the last ACK may be lost)."""
+        return (self.outcome is RUNNING and self.confirmed and self.last is not None
+                and self.next > self.last and self.last < self.base + self.window
+                and self._complaints == 0)
+
+    def finish_unacked(self, why: str) -> Step:
+        """End as FINISHED without the final ACK (module doc); ``why`` (the
+        retry limit, the client's port closing) is kept in ``reason``."""
+        self.outcome, self.deadline, self._expect = FINISHED, None, -1
+        self.final_ack = False
+        self.reason = f"final ACK not received ({why})"
+        self.base = self.last + 1
+        return Step([], None, FINISHED)
 
     # ------------------------------------------------------------------------
     def _fail(self, why: str) -> Step:

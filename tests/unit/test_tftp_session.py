@@ -212,16 +212,64 @@ def test_the_negotiated_timeout_sets_the_retransmission_deadline_once_the_client
 
 
 def test_after_the_retry_limit_the_transfer_fails_with_timeout():
-    s = ReadSession(b"f" * 600, Negotiated(), T0, max_retries=5)
+    s = ReadSession(b"f" * 1100, Negotiated(), T0, max_retries=5)
     now = T0
     s.start()
     s.ack(1, now)                                            # the client hears us
     for i in range(5):
         now += 1.0
-        assert blocks(s.timeout(now)) == [(2, b"f" * 88)], f"retry {i + 1}"
+        assert blocks(s.timeout(now)) == [(2, b"f" * 512)], f"retry {i + 1}"
     step = s.timeout(now + 1.0)
     assert step.outcome == FAILED and step.error == "timeout" and step.send == []
     assert s.ack(2, now + 1.0).outcome == FAILED            # nothing revives it
+
+
+# -- the lost last ACK (RFC 1350 §6) ---------------------------------------------
+def test_silence_after_the_final_block_is_a_finish_without_the_final_ack():
+    """Every block before the final one ACKed, the final one sent (and
+    resent) and then nothing: the client has it all and left."""
+    s = ReadSession(b"f" * 600, Negotiated(), T0, max_retries=2)
+    s.start()
+    s.ack(1, T0)
+    assert s.final_sent()
+    s.timeout(T0 + 1.0)
+    s.timeout(T0 + 2.0)
+    step = s.timeout(T0 + 3.0)
+    assert step.outcome == FINISHED and step.send == [] and not s.final_ack
+    assert s.bytes_acked == 600 and "final ACK not received (timeout)" == s.reason
+
+
+def test_a_client_asking_again_for_the_final_block_fails_as_before():
+    """A duplicate ACK of the block before the final one: the client lacks
+    the final block (its own timer fired) - a failure, not a lost last ACK."""
+    s = ReadSession(b"f" * 600, Negotiated(), T0, max_retries=1)
+    s.start()
+    s.ack(1, T0)
+    s.ack(1, T0 + 0.5)                                       # "I still want block 2"
+    assert not s.final_sent()
+    s.timeout(T0 + 1.5)
+    assert s.timeout(T0 + 2.5).outcome == FAILED and s.final_ack
+
+
+def test_a_window_counts_as_final_only_once_everything_before_it_is_acked():
+    neg = negotiate([("windowsize", "4")], "octet", 3000)   # 6 blocks, the last short
+    s = ReadSession(b"w" * 3000, neg, T0)
+    s.start()
+    s.ack(0, T0)                                             # blocks 1-4 out
+    assert not s.final_sent()
+    s.ack(4, T0)                                             # blocks 5, 6 (final) out
+    assert s.final_sent()
+    s.ack(4, T0 + 0.5)                                       # a gap: it asks again
+    assert not s.final_sent()
+    s.ack(5, T0 + 0.6)                                       # progress: 6 resent, no complaint
+    assert s.final_sent()
+
+
+def test_a_finished_transfer_has_its_final_ack():
+    s = ReadSession(b"f" * 600, Negotiated(), T0)
+    s.start()
+    s.ack(1, T0)
+    assert s.ack(2, T0).outcome == FINISHED and s.final_ack and not s.final_sent()
 
 
 def test_progress_resets_the_retry_count():
