@@ -17,7 +17,8 @@ from twisted.internet import defer, threads
 
 from ..model import int2ip, ip2int
 from ..policy.plan import make_plan
-from ..policy.vnet import Vnet, VnetConflict, VnetError, VnetLease, recheck, with_leases
+from ..policy.vnet import (Vnet, VnetConflict, VnetError, VnetLease, profile_for, recheck,
+                           with_leases)
 from ..writes import NetworkDelete, NetworkWrite, event
 
 log = logging.getLogger("netbootd")
@@ -49,6 +50,11 @@ class Networks:
     def vnets(self) -> dict[str, Vnet]:
         plan = self.core.plan
         return {v.name: v for v in plan.vnets} if plan is not None else {}
+
+    def profile_for(self, ip: str) -> str | None:
+        """The default boot profile of the network ip is on (boot scripts)."""
+        plan = self.core.plan
+        return profile_for(plan.vnets, ip) if plan is not None else None
 
     def must(self, name: str) -> Vnet:
         v = self.vnets().get(name)

@@ -101,6 +101,24 @@ KNOWN = frozenset(("NAME", "TYPE", "INTERFACE", "RELAYS", "ROUTER", "DNS", "DOMA
                    "IP_START", "IP_END", "RANGES", "RANGE", "LEASES", "POLICY", "DESCRIPTION"))
 
 
+# What a network may boot its unassigned hosts into: the profiles that need no
+# arguments (config.py's [boot] default_profile takes the same).
+DEFAULT_PROFILES = ("discover", "localboot", "shell")
+
+
+def profile_for(vnets, ip: str) -> str | None:
+    """The BOOT_PROFILE of the network whose subnet holds ip (None: no such
+    network, or it sets none)."""
+    try:
+        addr = ipaddress.IPv4Address(ip)
+    except ValueError:
+        return None
+    for v in vnets:
+        if v.boot_profile and v.subnet and addr in ipaddress.IPv4Network(v.subnet):
+            return v.boot_profile
+    return None
+
+
 def build(fields: dict[str, Field], origin: str = "api") -> Vnet:
     """Template fields -> a checked Vnet.  Every error names the key (and the
     line when the fields came from text)."""
@@ -130,13 +148,17 @@ def build(fields: dict[str, Field], origin: str = "api") -> Vnet:
     iface = g.text("INTERFACE")
     if iface is not None and not _IFNAME.fullmatch(iface):
         g.fail("INTERFACE", "not an interface name (1-15 of A-Z a-z 0-9 _ . : @ -)")
+    profile = g.text("BOOT_PROFILE")
+    if profile is not None and profile not in DEFAULT_PROFILES:
+        g.fail("BOOT_PROFILE", f"must be one of {', '.join(DEFAULT_PROFILES)} (a host's "
+                               "own assignment picks the others)")
     leases = g.leases()
     subnet = _subnet(g, vtype, leases)
     v = Vnet(
         name=name, type=vtype, subnet=str(subnet), leases=leases, interface=iface,
         relays=tuple(g.ip_list("RELAYS")), router=g.ip("ROUTER"), dns=tuple(g.ip_list("DNS")),
         domain=g.text("DOMAIN"), lease_time=g.int("LEASE_TIME", 10, 10 ** 8),
-        boot_server=g.ip("BOOT_SERVER"), boot_profile=g.text("BOOT_PROFILE"),
+        boot_server=g.ip("BOOT_SERVER"), boot_profile=profile,
         account=g.text("ACCOUNT"), vlan=g.int("VLAN", 1, 4094), mac_prefix=prefix,
         policy=policy, origin=origin, description=g.text("DESCRIPTION"))
     v = replace(v, ranges=_ranges(g, vtype, subnet))

@@ -301,3 +301,27 @@ def test_answered_agent_polls_are_counted_not_logged_and_refusals_are_logged(ser
     lines = [l for l in log.getvalue().splitlines() if "/api/v1/agent/next" in l]
     assert len(lines) == 1 and '" 401 ' in lines[0], lines
     assert app.counters["api.agent_next"] == 3
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_networks_boot_profile_is_the_default_of_its_unassigned_hosts(server):
+    """BOOT_PROFILE on the network a host's request comes from replaces
+    [boot] default_profile for hosts with no assignment; another network's
+    setting does not apply, and an assignment still wins."""
+    from netbootd.policy.vnet import from_template
+    from tests.net.vnet_core import NetCore
+    app, base, store, committer = server
+    core = NetCore(reactor, store, committer)
+    app.networks = core.networks
+    core.replan(networks=[from_template("NAME = other\nSUBNET = 10.9.0.0/24\n"
+                                        "BOOT_PROFILE = shell\n")])
+    status, body, _ = yield curl(f"{base}/boot/{DASHED}.ipxe")
+    assert status == 200 and b"netbootd/vmlinuz" in body          # discover: not that network
+    core.replan(networks=[from_template("NAME = lo\nSUBNET = 127.0.0.0/8\n"
+                                        "BOOT_PROFILE = localboot\n")])
+    status, body, _ = yield curl(f"{base}/boot/{DASHED}.ipxe")
+    assert status == 200 and b"netbootd/vmlinuz" not in body and b"exit" in body, body
+    yield committer.drain()
+    kinds = [r["detail"] for r in store.query(
+        "SELECT detail FROM events WHERE mac = ? AND kind = 'http.script'", (MAC,))]
+    assert json.loads(kinds[-1])["profile"] == "localboot"

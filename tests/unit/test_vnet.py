@@ -235,3 +235,14 @@ def test_replan_swaps_the_engines_networks_and_a_relay_selects_its_network():
     out, offer = roundtrip(e, client_packet(o.DISCOVER, mac_bytes(3)))
     assert offer is None and e.counters["drop.no_network"] == 1
     assert [w.kind for w in out.writes if hasattr(w, "kind")] == ["dhcp.no_network"]
+
+
+def test_boot_profile_is_checked_and_found_by_address():
+    from netbootd.policy.vnet import profile_for
+    with pytest.raises(VnetError) as e:
+        from_template("NAME = x\nSUBNET = 10.0.0.0/24\nBOOT_PROFILE = linux\n")
+    assert e.value.line == 3 and e.value.key == "BOOT_PROFILE" and "localboot" in str(e.value)
+    a = from_template("NAME = a\nSUBNET = 10.0.0.0/24\nBOOT_PROFILE = localboot\n")
+    b = from_template("NAME = b\nSUBNET = 10.0.1.0/24\n")
+    assert profile_for([b, a], "10.0.0.7") == "localboot"
+    assert profile_for([b, a], "10.0.1.7") is None and profile_for([a], "nonsense") is None

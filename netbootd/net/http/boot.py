@@ -55,7 +55,11 @@ class BootScript(resource.Resource):
             request.setHeader(b"retry-after", b"1")
             return f"#!ipxe\necho netbootd: {refused}\n".encode()
         host = app.registry.get(mac)
-        spec = boot_spec(host, mac, app.http_base or local_base(request), app.default_profile)
+        # a host not assigned boots its network's BOOT_PROFILE, else [boot] default_profile
+        default = app.default_profile
+        if app.networks is not None:
+            default = app.networks.profile_for(client_ip(request)) or default
+        spec = boot_spec(host, mac, app.http_base or local_base(request), default)
         storage = app.storage     # net/storage.py, when [storage]
         if spec.profile == "sanboot" and storage is not None:
             # this host's own CHAP secret, in this host's script only
