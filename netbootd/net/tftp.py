@@ -30,7 +30,8 @@
   failed).  dnsmasq does the same at its ``tftp-max``: it stops reading its
   listening socket, and the kernel queues (then drops) the RRQs.  So does
   running out of descriptors (``drop.no_socket``).  Memory per transfer:
-  ~3 KiB of Python objects and a socket (bench: docs/architecture.md).
+  ~3.2 KB of Python objects and ~2 KB of kernel slab for its socket
+  (bench/storm/tftp_memory.py): the defaults' 1,536 sockets are ~8 MB.
 * Those caps count confirmed transfers only: ones whose client has ACKed
   (policy/tftp_session.py).  Until then a transfer is unconfirmed - its
   source may be forged - and lives in a budget of its own on the transfer
