@@ -2,9 +2,17 @@
 """Disk capture throughput: netbootd's capture vs ``dd | nc`` over the same link, same run
 (issue 13 items 4 and 6).
 
-The link is loopback (both ends on this machine).  The "disk" is a file of --size-mib
-(random bytes, one eighth zeros in the middle: a used disk's shape), read from the page
-cache by both sides (it is read once before the trials).
+The link (--link):
+  loopback  both ends on this machine's 127.0.0.1 (both share the cores: this measures CPU)
+  veth      two network namespaces made for the run (netbootd/lab/netns.py) joined by a
+            veth pair with addresses that exist only there (10.213.13.1-2/30); --rate
+            (e.g. 1gbit) shapes the agent's egress with tbf (burst 256kb, latency 20ms),
+            as a NIC of that speed would.  The namespaces are removed at the end.
+With --pin (the default for veth) the agent side (capture.sh / dd|nc) runs on core 0 and
+the server side (netbootd / nc -l) on core 1 (taskset), for both methods: one core per
+side, as on two machines.
+The "disk" is a file of --size-mib (random bytes, one eighth zeros in the middle: a used
+disk's shape), read from the page cache by both sides (it is read once before the trials).
 
   capture  a netbootd process (the real site, SQLite store and a ``file`` pool under
            --work; started per trial, not timed) with a capture queued for a host; the
@@ -15,7 +23,7 @@ cache by both sides (it is read once before the trials).
            its "done" report (the server fsyncs the volume before answering the last
            chunk).
   dd|nc    openQRM's step: ``busybox dd if=DISK bs=4M | busybox nc 127.0.0.1 PORT`` into
-           ``busybox nc -l -p PORT > FILE``; timed until the receiver exited and FILE was
+           ``busybox nc -l -p PORT > FILE`` (the same busybox); timed until the receiver exited and FILE was
            fsync'ed.
 
 The trials alternate.  Reported per method: median MB/s (10^6 bytes/s) and CPU seconds
@@ -23,7 +31,7 @@ per GB of the sending side (the agent / dd+nc: rusage of the reaped children) an
 receiving side (netbootd's process / nc -l), and the ratio capture/dd|nc of the medians.
 
 Usage: .venv/bin/python bench/storage/capture.py [--quick] [--trials N] [--size-mib N]
-       [--chunk-mib N]
+       [--chunk-mib N] [--link loopback|veth] [--rate 1gbit] [--pin|--no-pin]
 Results: a report on stdout, JSON in bench/results/storage-capture-<timestamp>.json.
 """
 from __future__ import annotations
@@ -55,8 +63,8 @@ TIMEOUT = 600
 
 
 # -- the server (a child process: --serve) -------------------------------------------
-def serve(work: Path, size: int, chunk: int) -> None:
-    """netbootd's site on 127.0.0.1 with one file pool and a capture queued for a host;
+def serve(work: Path, size: int, chunk: int, host: str = "127.0.0.1") -> None:
+    """netbootd's site on ``host`` with one file pool and a capture queued for a host;
     prints {"port", "secret", "job"} and exits when the capture ends."""
     from twisted.internet import reactor
 
@@ -87,7 +95,7 @@ def serve(work: Path, size: int, chunk: int) -> None:
                                     reflink=False)
     st.ready = True
     app.storage = st
-    port = reactor.listenTCP(0, build_site(app), interface="127.0.0.1")
+    port = reactor.listenTCP(0, build_site(app), interface=host)
     reply, writes = app.agents.register(MAC, "127.0.0.1", None, None, None, "127.0.0.1",
                                         reactor.seconds())
     committer.submit(writes)
@@ -115,6 +123,70 @@ def serve(work: Path, size: int, chunk: int) -> None:
     committer.stop()
 
 
+# -- the link ----------------------------------------------------------------------------
+class Link:
+    """Where the two sides run: argv prefixes for the agent side and the server side and
+    the server's address.  close() removes the namespaces (and what still runs there)."""
+
+    def __init__(self, kind: str, rate: str | None, pin: bool):
+        self.kind, self.rate, self.pin, self.lab = kind, rate, pin, None
+        self.host, self.agent, self.server = "127.0.0.1", [], []
+        if kind == "veth":
+            from netbootd.lab.netns import Lab, available
+            why = available()
+            if why:
+                raise SystemExit(f"--link veth: {why}")
+            self.lab = Lab()
+            try:
+                a, s = self.lab.namespace("agent"), self.lab.namespace("server")
+                dev, peer = self.lab.link(a, "10.213.13.1/30", s, "10.213.13.2/30")
+                if rate:
+                    self.lab.ns_exec(a, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
+                                     "rate", rate, "burst", "256kb", "latency", "20ms")
+            except BaseException:
+                self.lab.close()
+                raise
+            self.host = "10.213.13.2"
+            # absolute paths: the agent's PATH holds only busybox applets (an ip of its own)
+            ip = shutil.which("ip")
+            self.agent, self.server = [ip, "netns", "exec", a], [ip, "netns", "exec", s]
+        elif rate:
+            raise SystemExit("--rate needs --link veth (tbf on loopback would shape "
+                             "everything on this machine)")
+        if pin:
+            taskset = shutil.which("taskset")
+            if taskset is None:
+                raise SystemExit("--pin needs taskset (util-linux)")
+            if self.lab is not None:
+                # a veth delivers in the sender's softirq: RPS moves each side's receive
+                # processing onto that side's core, as a NIC on its own machine would
+                for ns, ifc, mask in ((a, dev, 1), (s, peer, 2)):
+                    self.lab.ns_exec(ns, "sh", "-c", f"echo {mask} > "
+                                     f"/sys/class/net/{ifc}/queues/rx-0/rps_cpus")
+            self.agent += [taskset, "-c", "0"]
+            self.server += [taskset, "-c", "1"]
+
+    def describe(self) -> str:
+        where = "loopback" if self.kind == "loopback" else (
+            f"veth between two namespaces, {self.rate or 'no rate limit'}")
+        return where + (", agent on core 0 / server on core 1" if self.pin else ", unpinned")
+
+    def close(self) -> None:
+        if self.lab is not None:
+            self.lab.close()
+
+
+def _listening(pid: int, port: int) -> bool:
+    """Whether a TCP socket listens on ``port`` in the network namespace of ``pid``."""
+    lines = []
+    for name in ("tcp", "tcp6"):             # busybox nc -l: an IPv6 socket where it can
+        try:
+            lines += Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            pass
+    return any(f.split()[1].endswith(f":{port:04X}") and f.split()[3] == "0A" for f in lines)
+
+
 # -- the two methods ---------------------------------------------------------------------
 def busybox_path(work: Path) -> str:
     from iso_builder import initrd as initrd_mod
@@ -133,10 +205,12 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def trial_capture(work: Path, bbpath: str, disk: Path, size: int, chunk: int) -> dict:
+def trial_capture(work: Path, bbpath: str, disk: Path, size: int, chunk: int,
+                  link: Link) -> dict:
     tdir = Path(tempfile.mkdtemp(dir=work, prefix="cap-"))
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(tdir), str(size),
-                               str(chunk)], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(link.server + [sys.executable, __file__, "--serve", str(tdir),
+                                             str(size), str(chunk), link.host],
+                              stdout=subprocess.PIPE, text=True)
     try:
         info = json.loads(server.stdout.readline())
         if "error" in info:
@@ -150,7 +224,7 @@ def trial_capture(work: Path, bbpath: str, disk: Path, size: int, chunk: int) ->
         run = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="nb-capture-run-"))
         agent = REPO / "iso_builder" / "agent"
         script = (f". {agent}/lib.sh; . {agent}/inventory.sh; . {agent}/actions.sh\n"
-                  f"server=http://127.0.0.1:{info['port']} secret='{info['secret']}'\n"
+                  f"server=http://{link.host}:{info['port']} secret='{info['secret']}'\n"
                   "finish() { :; }\napi GET /api/v1/agent/next\n"
                   "cp \"$NB_RUN/http.flat\" \"$NB_RUN/next.flat\"\n"
                   "act capture \"$(jget \"$NB_RUN/next.flat\" id)\" \"$NB_RUN/next.flat\"\n")
@@ -158,7 +232,7 @@ def trial_capture(work: Path, bbpath: str, disk: Path, size: int, chunk: int) ->
                "NB_SYS": str(tdir / "sys"), "NB_PROC": str(tdir / "proc"),
                "NB_CAPTURE_DEV": str(disk)}
         srv0, cpu0, t0 = tree_cpu(server.pid), children_cpu(), time.monotonic()
-        r = subprocess.run([f"{bbpath}/sh", "-c", script], env=env, capture_output=True,
+        r = subprocess.run(link.agent + [f"{bbpath}/sh", "-c", script], env=env, capture_output=True,
                            text=True, timeout=TIMEOUT)
         wall = time.monotonic() - t0
         srv = tree_cpu(server.pid) - srv0
@@ -187,29 +261,23 @@ def _free_port() -> int:
     return port
 
 
-def trial_ddnc(work: Path, bbpath: str, disk: Path, size: int) -> dict:
+def trial_ddnc(work: Path, bbpath: str, disk: Path, size: int, link: Link) -> dict:
     out = work / "ddnc.img"
     port = _free_port()
     with open(out, "wb") as f:
-        recv = subprocess.Popen([f"{bbpath}/nc", "-l", "-p", str(port)], stdin=subprocess.PIPE,
-                                stdout=f)
+        recv = subprocess.Popen(link.server + [f"{bbpath}/nc", "-l", "-p", str(port)],
+                                stdin=subprocess.PIPE, stdout=f)
     try:
-        for _ in range(100):          # listening?
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) != 0:
-                    time.sleep(0.02)
-                    continue
-            break
-        # that probe connection was the listener's one accept: start it again
-        recv.wait(5)
-        with open(out, "wb") as f:
-            recv = subprocess.Popen([f"{bbpath}/nc", "-l", "-p", str(port)],
-                                    stdin=subprocess.PIPE, stdout=f)
-        time.sleep(0.2)
+        for _ in range(250):          # listening? (no probe connection: nc -l takes one)
+            if _listening(recv.pid, port):
+                break
+            time.sleep(0.02)
+        else:
+            raise RuntimeError(f"nc -l -p {port} is not listening")
         cpu0, t0 = children_cpu(), time.monotonic()
-        subprocess.run([f"{bbpath}/sh", "-c", f"dd if={disk} bs=4M 2>/dev/null | "
-                        f"nc 127.0.0.1 {port}"], env={"PATH": bbpath}, check=True,
-                       timeout=TIMEOUT)
+        subprocess.run(link.agent + [f"{bbpath}/sh", "-c", f"dd if={disk} bs=4M 2>/dev/null | "
+                                     f"nc {link.host} {port}"], env={"PATH": bbpath},
+                       check=True, timeout=TIMEOUT)
         send_cpu = children_cpu() - cpu0
         _, status, ru = os.wait4(recv.pid, 0)
         recv.returncode = status
@@ -252,14 +320,18 @@ def make_disk(path: Path, size: int) -> None:
 
 
 def main() -> int:
-    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
-        serve(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--serve":
+        serve(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="64 MiB, 1 trial")
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--chunk-mib", type=int, default=16)
+    ap.add_argument("--link", choices=("loopback", "veth"), default="loopback")
+    ap.add_argument("--rate", help="veth only: tbf rate on the agent's egress (e.g. 1gbit)")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
+                    help="agent side on core 0, server side on core 1 (default: veth only)")
     ap.add_argument("--work", default="/var/tmp")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
@@ -268,6 +340,11 @@ def main() -> int:
     started = _dt.datetime.now()
     others, busy = check_machine()
     size, chunk = args.size_mib * MiB, args.chunk_mib * MiB
+    if args.pin is None:
+        args.pin = args.link == "veth"
+    if args.pin and (os.cpu_count() or 1) < 2:
+        raise SystemExit("--pin needs two cores")
+    link = Link(args.link, args.rate, args.pin)
     work = Path(tempfile.mkdtemp(dir=args.work, prefix="nb-capture-bench-"))
     try:
         bbpath = busybox_path(work)
@@ -276,8 +353,8 @@ def main() -> int:
         runs: dict[str, list] = {"capture": [], "ddnc": []}
         for i in range(args.trials):
             for name in ("capture", "ddnc") if i % 2 == 0 else ("ddnc", "capture"):
-                r = (trial_capture(work, bbpath, disk, size, chunk) if name == "capture"
-                     else trial_ddnc(work, bbpath, disk, size))
+                r = (trial_capture(work, bbpath, disk, size, chunk, link) if name == "capture"
+                     else trial_ddnc(work, bbpath, disk, size, link))
                 r["mb_s"] = size / 1e6 / r["seconds"]
                 runs[name].append(r)
                 log(f"trial {i + 1} {name}: {r['mb_s']:.1f} MB/s, send "
@@ -292,7 +369,7 @@ def main() -> int:
                 "recv_cpu_s_per_gb": round(statistics.median(r["recv_cpu"] for r in rs) / gb, 2),
                 "identical": all(r["identical"] for r in rs)}
         ratio = round(summary["capture"]["mb_s"] / summary["ddnc"]["mb_s"], 2)
-        print(f"capture of {args.size_mib} MiB over loopback, chunk {args.chunk_mib} MiB, "
+        print(f"capture of {args.size_mib} MiB over {link.describe()}, chunk {args.chunk_mib} MiB, "
               f"{args.trials} trials (medians); machine {busy:.0f}% busy before")
         print(f"{'method':10} {'MB/s':>8} {'send CPU s/GB':>14} {'recv CPU s/GB':>14}")
         for name, s in summary.items():
@@ -300,13 +377,15 @@ def main() -> int:
                   f"{s['recv_cpu_s_per_gb']:14.2f}  identical={s['identical']}")
         print(f"ratio capture / dd|nc: {ratio}x")
         doc = {"bench": "storage-capture", "started": started.isoformat(), "cpu": cpu_model(),
-               "size_mib": args.size_mib, "chunk_mib": args.chunk_mib, "trials": args.trials,
+               "link": args.link, "rate": args.rate, "pin": args.pin,
+               "link_text": link.describe(), "size_mib": args.size_mib, "chunk_mib": args.chunk_mib, "trials": args.trials,
                "busy_before": busy, "other_benchmarks": others, "runs": runs,
                "summary": summary, "ratio": ratio}
         print("results:", save_json(doc, args.out, "storage-capture", started, args.quick))
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        link.close()
 
 
 if __name__ == "__main__":
