@@ -54,12 +54,16 @@ class DnsEngine:
     def __init__(self, zone: Zone, served_subnets=(), *, forwarding: bool = False,
                  rate_limit_qps: float | None = 200.0, counters: Counter | None = None):
         self.zone = zone
-        self.served = [(int(n.network_address), int(n.netmask)) for n in
-                       (ipaddress.IPv4Network(s, strict=False) for s in served_subnets)]
+        self.set_served(served_subnets)
         self.forwarding = forwarding
         self.buckets = Buckets(rate_limit_qps) if rate_limit_qps else None
         self._credit: dict[str, int] = {}
         self.counters = counters if counters is not None else Counter()
+
+    def set_served(self, served_subnets) -> None:
+        """The subnets whose clients may use forwarding (followed live)."""
+        self.served = [(int(n.network_address), int(n.netmask)) for n in
+                       (ipaddress.IPv4Network(s, strict=False) for s in served_subnets)]
 
     def in_served(self, ip: str) -> bool:
         try:

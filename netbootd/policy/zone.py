@@ -79,10 +79,7 @@ class Zone:
         self.max_cached = max_cached
         self.server_ips = tuple([server_ip] if isinstance(server_ip, str) else server_ip)
         self._dl = tuple(p.encode() for p in self.domain.split("."))
-        zones = {z for s in subnets for z in reverse_zones(ipaddress.IPv4Network(s, strict=False))}
-        # A zone inside another one we serve is part of it (no delegation here).
-        self._rev = sorted((z for z in zones if not any(z[-len(o):] == o and z != o
-                                                         for o in zones)), key=len, reverse=True)
+        self._rev = self._reverse_zones(subnets)
         # Sources.
         self._leases: dict[int, tuple[str, float, tuple]] = {}   # addr -> (mac, ends, client)
         self._lease_at: dict[tuple, int] = {}                    # (network, client key) -> addr
@@ -111,18 +108,52 @@ class Zone:
         self.neg: dict[bytes, tuple] = {}
         self._shapes: dict[tuple, tuple] = {}                     # negative answers by shape
         self._pos_keys: dict[bytes, list[bytes]] = {}
+        self._reserved, self._res_name = self._parse_reservations(reservations)
+        for a in self._reserved:
+            self._refresh_owner(a)
+        self._settle()
+
+    @staticmethod
+    def _reverse_zones(subnets: Iterable) -> list:
+        zones = {z for s in subnets for z in reverse_zones(ipaddress.IPv4Network(s, strict=False))}
+        # A zone inside another one we serve is part of it (no delegation here).
+        return sorted((z for z in zones if not any(z[-len(o):] == o and z != o for o in zones)),
+                      key=len, reverse=True)
+
+    def _parse_reservations(self, reservations: Iterable) -> tuple[dict, dict]:
+        """(addr -> mac, mac -> label) of Reservations or (mac, ip, hostname)."""
+        reserved: dict[int, str] = {}
+        names: dict[str, str] = {}
         for r in reservations:
             mac, ip, hostname = (r.mac, r.address, r.hostname) if hasattr(r, "address") else r
             mac = normalize_mac(mac)
             a = ip if isinstance(ip, int) else int(ipaddress.IPv4Address(ip))
-            if a in self._reserved and self._reserved[a] < mac:
+            if a in reserved and reserved[a] < mac:
                 continue                  # one address reserved twice: the lower MAC keeps it
-            self._reserved[a] = mac
+            reserved[a] = mac
             lab = self._acceptable(mac, sanitize_label(hostname))
             if lab:
-                self._res_name[mac] = lab
-            self._refresh_owner(a)
+                names[mac] = lab
+        return reserved, names
+
+    def set_networks(self, subnets: Iterable, reservations: Iterable = ()) -> None:
+        """Follow a live change of the served networks (net/networks.py ->
+        Core.replan): their reverse zones and their reservations' names.
+        Every cached answer goes: this is rare, and reverse names change
+        owners wholesale."""
+        self._rev = self._reverse_zones(subnets)
+        reserved, names = self._parse_reservations(reservations)
+        old_reserved, old_names = self._reserved, self._res_name
+        self._reserved, self._res_name = reserved, names
+        for mac in set(old_names) | set(names):
+            if old_names.get(mac) != names.get(mac):
+                self._dirty.add(mac)
+        for a in set(old_reserved) | set(reserved):
+            if old_reserved.get(a) != reserved.get(a):
+                self._refresh_owner(a)
         self._settle()
+        self.serial = (self.serial + 1) & 0xFFFFFFFF
+        self.pos, self.neg, self._shapes, self._pos_keys = {}, {}, {}, {}
 
     # -- changes -----------------------------------------------------------------
     # Writes that do not change names or addresses (tests/unit/test_writes.py

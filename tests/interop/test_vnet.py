@@ -32,6 +32,15 @@ def vnet(nb, *args, stdin: str | None = None, check: bool = True):
     return r
 
 
+def dig(nb, *args: str) -> str:
+    """The daemon's DNS asked by the real dig in its namespace: the short answer."""
+    require_bin("dig")
+    r = subprocess.run(["ip", "netns", "exec", nb.ns, "dig", "+short", "+tries=1", "+time=3",
+                        f"@{SERVER}", *args], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout.strip()
+
+
 def nb_config(nb) -> list[str]:
     i = nb.args.index("--config") if "--config" in nb.args else -1
     return ["--config", nb.args[i + 1]] if i >= 0 else []
@@ -95,9 +104,13 @@ def test_fixed_leases_with_mac_prefix_pool_exhaustion_and_delete_in_use(served):
     template = ('# OpenNebula syntax\nNAME = "public"\nTYPE = FIXED\nRELAYS = 10.77.0.2\n'
                 'NETWORK_ADDRESS = 10.88.0.0\nNETWORK_SIZE = C\nROUTER = 10.88.0.1\n'
                 'LEASES = [ IP = 10.88.0.5 ]\n'
-                'LEASES = [\n  IP = "10.88.0.6",\n  MAC = 02:aa:00:00:00:06\n]\n')
+                'LEASES = [\n  IP = "10.88.0.6",\n  MAC = 02:aa:00:00:00:06,\n'
+                '  HOSTNAME = web6\n]\n')
     r = vnet(nb, "create", "-", stdin=template)
     assert "created" in r.stdout, r.stdout
+    # DNS follows at once: the lease's HOSTNAME and the new subnet's reverse zone.
+    assert dig(nb, "web6.netboot.lan", "A") == "10.88.0.6"
+    assert dig(nb, "-x", "10.88.0.6") == "web6.netboot.lan."
     srv_mac = iface_mac(lan.lab, lan.ns["srv"], lan.ifs["srv"])
     o, a = relayed_dora(agent, srv_mac, "02:00:0a:58:00:05")
     assert o is not None and a is not None and a.yiaddr == "10.88.0.5", nb.log_tail()

@@ -51,6 +51,26 @@ def test_reservation_is_in_the_zone_before_any_lease():
     assert ptr(z, "10.77.0.5") == "node5.netboot.lan"
 
 
+def test_set_networks_follows_reverse_zones_and_reservations_live():
+    """A live network change (vnet create/update/delete): reservations come and
+    go, a lease's name stays, reverse names of a dropped subnet are not ours,
+    and no cached answer survives the change."""
+    z = zone(reservations=[(MAC1, "10.77.0.5", "node5")])
+    assert z.apply([LeaseWrite(lease("10.77.0.16", MAC2, "web"))])
+    assert a_records(z, "node5.netboot.lan") == ["10.77.0.5"]     # cached now
+    assert z.lookup(reverse_name(ip("10.88.0.7")), d.T_PTR) is None
+    serial = z.serial
+    z.set_networks([NET, "10.88.0.0/24"], [(MAC3, "10.88.0.7", "db1")])
+    assert a_records(z, "node5.netboot.lan") == []                # reservation gone
+    assert a_records(z, "db1.netboot.lan") == ["10.88.0.7"]
+    assert ptr(z, "10.88.0.7") == "db1.netboot.lan"
+    assert a_records(z, "web.netboot.lan") == ["10.77.0.16"]      # the lease keeps its name
+    assert z.serial != serial
+    z.set_networks(["10.88.0.0/24"], [(MAC3, "10.88.0.7", "db2")])
+    assert a_records(z, "db1.netboot.lan") == [] and ptr(z, "10.88.0.7") == "db2.netboot.lan"
+    assert z.lookup(reverse_name(ip("10.77.0.16")), d.T_PTR) is None   # not our zone now
+
+
 def test_active_lease_gives_a_and_ptr_under_its_hostname():
     z = zone()
     assert z.apply([LeaseWrite(lease("10.77.0.16", MAC1, "web"))])

@@ -40,6 +40,7 @@ class DnsService(service.Service):
         self.server = DnsServer(core.reactor, zone,
                                 served_subnets={*ifnets, *(n.subnet for n in nets)},
                                 forwarders=dc.forwarders, rate_limit=dc.rate_limit_qps)
+        core.follow_plan(self.follow_plan)
         if dc.listen == "interfaces":
             for ifa in core.ifaces:
                 self.attach_interface(ifa)
@@ -48,6 +49,15 @@ class DnsService(service.Service):
         log.info("dns: %s on %s port %d, %d names", dc.domain, ",".join(ips), dc.port,
                  len(zone.names()))
         super().startService()
+
+    def follow_plan(self, plan) -> None:
+        """A network or interface changed (Core.replan): the reverse zones,
+        the reservations' names and the subnets allowed to forward follow."""
+        nets, core = plan.networks, self.core
+        self.server.zone.set_networks([n.subnet for n in nets],
+                                      [r for n in nets for r in n.reservations])
+        ifnets = [ipaddress.IPv4Network(f"{i.ip}/{i.prefix}", strict=False) for i in core.ifaces]
+        self.server.engine.set_served({*ifnets, *(n.subnet for n in nets)})
 
     def _listen(self, ip: str):
         try:
@@ -59,7 +69,7 @@ class DnsService(service.Service):
 
     def attach_interface(self, ifa) -> None:
         """UDP+TCP on ifa's address when DNS listens on the interfaces (moved
-        on an address change).  The zone's subnets stay those of the start."""
+        on an address change); the zone follows the plan (follow_plan)."""
         if self.server is None or self.core.cfg.dns.listen != "interfaces":
             return
         self.detach_interface(ifa.name)
