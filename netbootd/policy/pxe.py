@@ -6,7 +6,7 @@ file), iPXE (option 77 "iPXE", option 175); ../shared/REFERENCE.md.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..codec.dhcp_options import (
     OPT_CLIENT_ARCH, OPT_CLIENT_NDI, OPT_CLIENT_UUID, OPT_IPXE_ENCAP, OPT_USER_CLASS,
@@ -16,9 +16,10 @@ from ..config import BootConfig
 from ..model import HTTP_ARCHES, arch_name
 
 
-@dataclass(frozen=True)
-class Client:
-    """What a DHCP client told us about itself."""
+class Client(NamedTuple):
+    """What a DHCP client told us about itself (a NamedTuple: built, hashed
+    and compared in C on the DHCP hot path; immutable like the dataclass it
+    was)."""
     arch: int | None            # first entry of option 93
     vendor_class: str | None    # option 60, printable
     pxe: bool                   # PXEClient firmware
@@ -77,10 +78,29 @@ def _decimal(raw: bytes, digits: int, top: int) -> int | None:
     return v if v <= top else None
 
 
+# classify() depends only on these options' values; a returning client sends
+# the same ones every time, so its Client is looked up, not rebuilt (bounded:
+# a flood of distinct values costs at most _CACHE_MAX entries).
+_CACHE_MAX = 16384
+_cache: dict[tuple, Client] = {}
+
+
 def classify(options: dict[int, bytes]) -> Client:
     """What the client says about itself, every value bounded and typed:
     an out-of-range number or malformed field is treated as absent and
     named in `rejected` (never stored, never a crash)."""
+    get = options.get
+    key = (get(OPT_VENDOR_CLASS), get(OPT_CLIENT_ARCH), get(OPT_USER_CLASS),
+           OPT_IPXE_ENCAP in options, get(OPT_CLIENT_NDI), get(OPT_CLIENT_UUID))
+    c = _cache.get(key)
+    if c is None:
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()
+        c = _cache[key] = _classify(options)
+    return c
+
+
+def _classify(options: dict[int, bytes]) -> Client:
     rejected = []
     vc = options.get(OPT_VENDOR_CLASS)
     arch_raw = options.get(OPT_CLIENT_ARCH)
@@ -123,12 +143,15 @@ def classify(options: dict[int, bytes]) -> Client:
                   tuple(dict.fromkeys(rejected)))
 
 
-@dataclass(frozen=True)
-class BootAnswer:
+class BootAnswer(NamedTuple):
+    """What a client boots (a NamedTuple: part of the engine's reply-cache key)."""
     filename: str | None            # file field / option 67; a URL for HTTP clients
     next_server: str | None         # siaddr / option 66 (TFTP)
     vendor_class: bytes | None      # option 60 to echo: PXEClient / HTTPClient
     event: str | None = None        # why nothing could be offered, for the host's log
+
+
+NO_BOOT = BootAnswer(None, None, None)      # not a netboot client: nothing to boot
 
 
 def script_url(base: str, mac: str) -> str:
@@ -159,7 +182,7 @@ def decide(client: Client, mac: str, server_ip: str, cfg: BootConfig) -> BootAns
                               f"no HTTP boot file for arch {client.arch_name}")
         return BootAnswer(f"{http_base}/files/{name}", None, b"HTTPClient")
     if not client.pxe:
-        return BootAnswer(None, None, None)
+        return NO_BOOT
     if client.arch == 0:
         name = cfg.bios
     elif client.arch in (7, 9):
