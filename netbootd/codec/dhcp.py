@@ -246,6 +246,22 @@ def encode_prebuilt(pkt: Packet, tlvs: bytes, max_size: int = 548) -> bytes | No
     return _assemble(pkt, pkt.sname, pkt.file, tlvs)
 
 
+def encode_reply(req: Packet, yiaddr: bytes, siaddr: bytes, file: bytes, tlvs: bytes,
+                 max_size: int = 548) -> bytes | None:
+    """encode_prebuilt() of the BOOTREPLY to `req` (its htype, hlen, xid,
+    flags, ciaddr, giaddr and chaddr; hops, secs and sname zero) without
+    building that Packet: the same bytes, or None where encode_prebuilt()
+    gives None (the DHCP server's hot path: one reply per request)."""
+    if len(tlvs) > max(max_size, 548) - OPTIONS_START - 1:
+        return None
+    out = _HEADER.pack(2, req.htype, req.hlen, 0, req.xid & 0xFFFFFFFF, 0, req.flags & 0xFFFF,
+                       req.ciaddr, yiaddr, siaddr, req.giaddr, req.chaddr[:16], b"",
+                       file[:128]) + MAGIC_COOKIE + tlvs + b"\xff"
+    if len(out) < MIN_REPLY_LEN:
+        out += b"\0" * (MIN_REPLY_LEN - len(out))
+    return out
+
+
 def _assemble(pkt: Packet, sname: bytes, file: bytes, options: bytes) -> bytes:
     head = _HEADER.pack(pkt.op, pkt.htype, pkt.hlen, pkt.hops, pkt.xid & 0xFFFFFFFF,
                         pkt.secs & 0xFFFF, pkt.flags & 0xFFFF, pkt.ciaddr, pkt.yiaddr,

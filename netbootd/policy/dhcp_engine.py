@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..codec import dhcp_options as o
-from ..codec.dhcp import Packet, encode, encode_prebuilt, option_tlv
+from ..codec.dhcp import Packet, encode, encode_reply, option_tlv
 from ..config import BootConfig
 from ..model import LeaseState
 from ..registry.hosts import Registry
@@ -49,7 +49,7 @@ class Ingress:
     src: tuple[str, int] = ("0.0.0.0", o.CLIENT_PORT)
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     reply: bytes | None = None
     dest: tuple[str, int] | None = None
@@ -73,6 +73,7 @@ class EngineSettings:
 
 
 _json_cache: dict = {}
+_event_heads: dict = {}
 
 
 def _json(value) -> str:
@@ -106,6 +107,7 @@ class DhcpEngine:
         self._lease_cache: dict[int, dict[int, bytes]] = {}
         self._net_cache: dict[str, dict[int, bytes]] = {}
         self._reply_cache: dict[tuple, tuple] = {}
+        self._relay_dest: dict[bytes, tuple[str, int]] = {}
 
     @property
     def networks(self) -> dict[str, Network]:
@@ -126,6 +128,7 @@ class DhcpEngine:
         self.netset = NetworkSet(networks, attached)
         self._net_cache = {}
         self._reply_cache = {}
+        self._relay_dest = {}
 
     # -- entry point ----------------------------------------------------
     def handle(self, pkt: Packet, ing: Ingress, now: float) -> Outcome | None:
@@ -178,7 +181,7 @@ class DhcpEngine:
             # (some firmware asks the boot server even after a full offer).
             out = self._proxy(pkt, mtype, client, ing, now, writes)
         else:
-            out = self._full(pkt, mtype, client, ing, now, writes)
+            out = self._full(pkt, mtype, client, ing, now, writes, mac)
         if out is None:
             if writes:
                 return Outcome(writes=writes)
@@ -188,7 +191,7 @@ class DhcpEngine:
         return out
 
     # -- full DHCP server ------------------------------------------------
-    def _full(self, pkt, mtype, client, ing, now, writes) -> Outcome | None:
+    def _full(self, pkt, mtype, client, ing, now, writes, mac) -> Outcome | None:
         c = self.counters
         net = self.netset.select(pkt, ing)      # policy/dhcp_networks.py
         if net is None:
@@ -199,7 +202,6 @@ class DhcpEngine:
                                     giaddr=pkt.giaddr_ip if pkt.giaddr != _ZERO else None))
             return None
         key = client_key(pkt.options, pkt.htype, pkt.chaddr)
-        mac = pkt.mac
         if mtype == o.DISCOVER:
             return self._discover(pkt, client, ing, net, key, mac, now, writes)
         if mtype == o.REQUEST:
@@ -349,9 +351,15 @@ class DhcpEngine:
     # -- building replies ------------------------------------------------
     @staticmethod
     def _exchange_event(now, mac, kind, boot, ing, addr) -> EventWrite:
-        """The per-exchange event of the host's log (hot path: no json.dumps)."""
-        return event_json(now, mac, kind, '{"file":%s,"iface":%s,"ip":"%s"}' % (
-            _json(boot.filename), _json(ing.iface), int2ip(addr)))
+        """The per-exchange event of the host's log (hot path: no json.dumps;
+        the JSON up to the address is built once per boot file and interface)."""
+        head = _event_heads.get((boot.filename, ing.iface))
+        if head is None:
+            if len(_event_heads) >= 1024:
+                _event_heads.clear()
+            head = _event_heads[(boot.filename, ing.iface)] = '{"file":%s,"iface":%s,"ip":"' % (
+                _json(boot.filename), _json(ing.iface))
+        return event_json(now, mac, kind, head + socket.inet_ntoa(addr.to_bytes(4, "big")) + '"}')
 
     def _lease_opts(self, lease_time: int) -> dict[int, bytes]:
         opts = self._lease_cache.get(lease_time)
@@ -417,13 +425,13 @@ class DhcpEngine:
         relay = popts.get(o.OPT_RELAY_AGENT)
         if relay is not None:                                     # RFC 3046: echo, last
             tlvs += option_tlv(o.OPT_RELAY_AGENT, relay)
-        r = Packet(o.BOOTREPLY, pkt.htype, pkt.hlen, 0, pkt.xid, 0, pkt.flags, pkt.ciaddr,
-                   yiaddr, siaddr, pkt.giaddr, pkt.chaddr, b"", file)
         size = max_message(popts)
-        out = encode_prebuilt(r, tlvs, size)
+        out = encode_reply(pkt, yiaddr, siaddr, file, tlvs, size)
         if out is None:
             # Too big for the options field: the general encoder overloads
             # file/sname or leaves the lowest-priority options out.
+            r = Packet(o.BOOTREPLY, pkt.htype, pkt.hlen, 0, pkt.xid, 0, pkt.flags, pkt.ciaddr,
+                       yiaddr, siaddr, pkt.giaddr, pkt.chaddr, b"", file)
             r.options = self._reply_options(rtype, ing, net, client, lease_time, hostname,
                                             boot, proxy, uuid, popts)
             out = encode(r, size)
@@ -492,9 +500,13 @@ class DhcpEngine:
         """RFC 2131 §4.1: relay -> giaddr:67; ciaddr -> unicast; broadcast
         bit or no address -> broadcast; else unicast to yiaddr at chaddr."""
         if pkt.giaddr != _ZERO:
-            dest, arp = (pkt.giaddr_ip, o.SERVER_PORT), None
+            dest = self._relay_dest.get(pkt.giaddr)     # only trusted relays get here
+            if dest is None:
+                dest = self._relay_dest[pkt.giaddr] = (socket.inet_ntoa(pkt.giaddr),
+                                                        o.SERVER_PORT)
+            arp = None
         elif pkt.ciaddr != _ZERO:
-            dest, arp = (pkt.ciaddr_ip, o.CLIENT_PORT), None
+            dest, arp = (socket.inet_ntoa(pkt.ciaddr), o.CLIENT_PORT), None
         else:
             yiaddr = reply[16:20]
             if pkt.flags & o.FLAG_BROADCAST or yiaddr == _ZERO or pkt.htype != 1 \

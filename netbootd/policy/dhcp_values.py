@@ -12,6 +12,7 @@ import struct
 from ..codec import dhcp_options as o
 
 _LABEL_BAD = re.compile(r"[^a-z0-9-]+")
+_DEFAULT_BUDGET = min(max(576, o.MIN_MAX_MESSAGE), o.MAX_MESSAGE_CAP) - o.IP_UDP_OVERHEAD
 
 
 def sanitize_hostname(raw: bytes | None) -> str | None:
@@ -33,7 +34,9 @@ def max_message(options: dict[int, bytes]) -> int:
     """Reply budget from option 57 (RFC 2132 §9.10): never below 576, never
     above one Ethernet frame, less the IP and UDP headers."""
     raw = options.get(o.OPT_MAX_MESSAGE_SIZE)
-    size = struct.unpack("!H", raw)[0] if raw is not None and len(raw) == 2 else 576
+    if raw is None:
+        return _DEFAULT_BUDGET                          # the common case: no option 57
+    size = struct.unpack("!H", raw)[0] if len(raw) == 2 else 576
     size = min(max(size, o.MIN_MAX_MESSAGE), o.MAX_MESSAGE_CAP)
     return size - o.IP_UDP_OVERHEAD
 
