@@ -48,8 +48,13 @@ class DhcpProtocol:
         if len(batch) > 1:
             batch.sort(key=_serve_first)     # stable: arrival order otherwise
             self.counters["rx.batched"] += len(batch)
+        handle = self._handle
         for data, addr in batch:
-            self.datagramReceived(data, addr)
+            try:                             # datagramReceived(), inlined: per packet
+                handle(data, addr)
+            except Exception:
+                self.counters["drop.internal_error"] += 1
+                log.exception("dhcp: internal error on a packet from %s", addr)
 
     def datagramReceived(self, data: bytes, addr) -> None:
         try:

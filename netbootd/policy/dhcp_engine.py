@@ -20,7 +20,9 @@ from ..model import LeaseState
 from ..registry.hosts import Registry
 from ..writes import EventWrite, LeaseWrite, event, event_json
 from . import pxe
-from .dhcp_values import client_id_ok, max_message, sanitize_hostname  # noqa: F401 (re-exported)
+from .dhcp_values import (  # noqa: F401 (sanitize_hostname re-exported)
+    client_id_ok, max_message, option_hostname, sanitize_hostname,
+)
 from .dhcp_networks import BootByNetwork, NetworkSet
 from .leases import LeaseTable, Network, PoolExhausted, client_key, int2ip
 from .ratelimit import Buckets
@@ -392,7 +394,7 @@ class DhcpEngine:
         res = net.reservation_of.get(mac)
         if res is not None and res.hostname:
             return res.hostname
-        return sanitize_hostname(pkt.options.get(o.OPT_HOSTNAME))
+        return option_hostname(pkt.options.get(o.OPT_HOSTNAME))
 
     def _boot(self, client, mac, ing, now, writes, net=None) -> pxe.BootAnswer:
         ans = pxe.decide(client, mac, ing.server_ip, self.boots.of(net))

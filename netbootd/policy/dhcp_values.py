@@ -30,6 +30,22 @@ def sanitize_hostname(raw: bytes | None) -> str | None:
     return name or None
 
 
+_hostnames: dict[bytes, str | None] = {}
+
+
+def option_hostname(raw: bytes | None) -> str | None:
+    """sanitize_hostname() of an option 12 value, memoized (bounded): a
+    returning client sends the same name with every packet."""
+    if raw is None:
+        return None
+    name = _hostnames.get(raw, _hostnames)
+    if name is _hostnames:
+        if len(_hostnames) >= 16384:
+            _hostnames.clear()
+        name = _hostnames[raw] = sanitize_hostname(raw)
+    return name
+
+
 def max_message(options: dict[int, bytes]) -> int:
     """Reply budget from option 57 (RFC 2132 §9.10): never below 576, never
     above one Ethernet frame, less the IP and UDP headers."""

@@ -92,6 +92,11 @@ def whole_subnet(name: str, iface_ip: str, prefix: int, **kw) -> Network:
                    excluded=frozenset({ip2int(iface_ip)}), **kw)
 
 
+_BYTE = [bytes((i,)) for i in range(256)]
+# States that hold an address until `ends` (a frozenset: held() runs per packet).
+_HELD = frozenset((LeaseState.ACTIVE, LeaseState.OFFERED, LeaseState.DECLINED))
+
+
 def client_key(options: dict[int, bytes], htype: int, chaddr: bytes) -> bytes:
     """RFC 2131 §4.2: option 61 identifies the client when present, else
     chaddr.  A client id that *is* htype + chaddr (RFC 2132 §9.14's
@@ -99,7 +104,7 @@ def client_key(options: dict[int, bytes], htype: int, chaddr: bytes) -> bytes:
     names the same client as chaddr alone, so one machine keeps one address
     across its boot stages."""
     cid = options.get(61)
-    hw = bytes([htype]) + chaddr
+    hw = _BYTE[htype] + chaddr
     if cid and cid != hw:
         return b"\x00" + cid
     return b"\x01" + hw
@@ -150,8 +155,7 @@ class LeaseTable:
     # -- queries --------------------------------------------------------
     @staticmethod
     def held(lease: Lease, now: float) -> bool:
-        return lease.state in (LeaseState.ACTIVE, LeaseState.OFFERED,
-                               LeaseState.DECLINED) and lease.ends > now
+        return lease.state in _HELD and lease.ends > now
 
     def holder(self, addr: int, now: float) -> Lease | None:
         lease = self.by_addr.get(addr)
@@ -169,8 +173,10 @@ class LeaseTable:
             pass
         elif addr in st.reserved_addrs or not st.network.in_pool(addr):
             return False
-        h = self.holder(addr, now)
-        return h is None or (h.client_key == key and h.state != LeaseState.DECLINED)
+        h = self.by_addr.get(addr)       # holder(), inlined: runs per packet
+        if h is None or not self.held(h, now):
+            return True
+        return h.client_key == key and h.state != LeaseState.DECLINED
 
     def usage(self, net: str, now: float) -> tuple[int, int]:
         """(addresses held, pool size) of one network."""

@@ -158,18 +158,24 @@ def script_url(base: str, mac: str) -> str:
     return f"{base}/boot/{mac.replace(':', '-')}.ipxe"
 
 
+def _http_base(cfg: BootConfig, server_ip: str) -> str:
+    return cfg.http_base or f"http://{server_ip}:{cfg.http_port}"
+
+
 def decide(client: Client, mac: str, server_ip: str, cfg: BootConfig) -> BootAnswer:
     """What `client` should boot next.  iPXE gets its boot script over HTTP
     (so there is no chainload loop); firmware gets the right iPXE binary."""
-    http_base = cfg.http_base or f"http://{server_ip}:{cfg.http_port}"
+    if not (client.ipxe or client.http or client.pxe) and client.arch not in HTTP_ARCHES:
+        return NO_BOOT                    # the common non-netboot client: nothing to build
     tftp = cfg.tftp_server or server_ip
     # No option 60 "PXEClient" in a plain DHCP reply: EDK2 reads PXEClient
     # without option 43 as a BINL offer and asks a boot server on UDP 4011
     # instead of fetching the file (seen with OVMF; dnsmasq sends none).
     # Proxy and port-4011 replies add it (dhcp_engine._reply, proxy=True).
     if client.ipxe:
-        return BootAnswer(script_url(http_base, mac), tftp, None)
+        return BootAnswer(script_url(_http_base(cfg, server_ip), mac), tftp, None)
     if client.http or (client.arch in HTTP_ARCHES and not client.pxe):
+        http_base = _http_base(cfg, server_ip)
         name = None
         if client.arch in (16, 17):       # x64 (EBC-labelled too)
             name = cfg.uefi_x64
@@ -181,9 +187,7 @@ def decide(client: Client, mac: str, server_ip: str, cfg: BootConfig) -> BootAns
             return BootAnswer(None, None, None,
                               f"no HTTP boot file for arch {client.arch_name}")
         return BootAnswer(f"{http_base}/files/{name}", None, b"HTTPClient")
-    if not client.pxe:
-        return NO_BOOT
-    if client.arch == 0:
+    if client.arch == 0:                  # a PXE client (the first test above)
         name = cfg.bios
     elif client.arch in (7, 9):
         name = cfg.uefi_x64
