@@ -48,7 +48,9 @@ TEST_DEBS="$TEST_DEBS grub-pc-bin grub-efi-amd64-bin mtools dosfstools gdisk"
 
 # Benchmarks only (make bench-*): peers measured in the same run.  atftpd
 # conflicts with tftpd-hpa; bench/tftp unpacks it from its .deb itself.
-BENCH_DEBS="tftpd-hpa nginx-light wrk"
+# nftables: bench/storm --loss drops packets on arrival with nft (this kernel
+# has no netem).
+BENCH_DEBS="tftpd-hpa nginx-light wrk nftables"
 
 case "$want" in
   run) extra="" ;;
