@@ -146,8 +146,7 @@ class DhcpEngine:
         if pkt.hlen == 0 or pkt.hlen > 16:
             c["drop.bad_hlen"] += 1
             return None
-        if pkt.giaddr != _ZERO and \
-                int.from_bytes(pkt.giaddr, "big") not in self.netset.relays:
+        if pkt.giaddr != _ZERO and pkt.giaddr not in self.netset.relay_of:
             # RFC 2131 §4.1 trusts giaddr blindly; anyone on the segment can
             # set it.  Only relays the config names are believed (as Kea and
             # ISC dhcpd do): before anything else, so a spoofed giaddr spends
@@ -254,10 +253,11 @@ class DhcpEngine:
         fresh = prev is None or prev.address != addr
         hostname = self._hostname(pkt, net, mac)
         boot = self._boot(client, mac, ing, now, writes, net)
-        reply = self._reply(pkt, o.OFFER, addr.to_bytes(4, "big"), ing, net, client,
-                            self._lease_time(net), hostname, boot)
+        yiaddr = addr.to_bytes(4, "big")
+        reply = self._reply(pkt, o.OFFER, yiaddr, ing, net, client, self._lease_time(net),
+                            hostname, boot)
         self.registry.exchange_event(
-            mac, self._exchange_event(now, mac, "dhcp.offer", boot, ing, addr), writes)
+            mac, self._exchange_event(now, mac, "dhcp.offer", boot, ing, yiaddr), writes)
         out = self._out(pkt, reply, o.OFFER, writes, ing)
         if self.s.probe and fresh and lease.state == LeaseState.OFFERED:
             out.probe = addr
@@ -303,9 +303,10 @@ class DhcpEngine:
                                  self.registry.is_known(mac) or res is not None)
         boot = self._boot(client, mac, ing, now, writes, net)
         self.registry.promote(mac, now, writes)     # a lease makes a seen MAC a stored host
-        writes += [LeaseWrite(lease), self._exchange_event(now, mac, "dhcp.ack", boot, ing, addr)]
-        reply = self._reply(pkt, o.ACK, addr.to_bytes(4, "big"), ing, net, client, lease_time,
-                            hostname, boot)
+        yiaddr = addr.to_bytes(4, "big")
+        writes += [LeaseWrite(lease),
+                   self._exchange_event(now, mac, "dhcp.ack", boot, ing, yiaddr)]
+        reply = self._reply(pkt, o.ACK, yiaddr, ing, net, client, lease_time, hostname, boot)
         out = self._out(pkt, reply, o.ACK, writes, ing)
         out.must_commit = True
         return out
@@ -352,7 +353,7 @@ class DhcpEngine:
 
     # -- building replies ------------------------------------------------
     @staticmethod
-    def _exchange_event(now, mac, kind, boot, ing, addr) -> EventWrite:
+    def _exchange_event(now, mac, kind, boot, ing, yiaddr: bytes) -> EventWrite:
         """The per-exchange event of the host's log (hot path: no json.dumps;
         the JSON up to the address is built once per boot file and interface)."""
         head = _event_heads.get((boot.filename, ing.iface))
@@ -361,7 +362,7 @@ class DhcpEngine:
                 _event_heads.clear()
             head = _event_heads[(boot.filename, ing.iface)] = '{"file":%s,"iface":%s,"ip":"' % (
                 _json(boot.filename), _json(ing.iface))
-        return event_json(now, mac, kind, head + socket.inet_ntoa(addr.to_bytes(4, "big")) + '"}')
+        return event_json(now, mac, kind, head + socket.inet_ntoa(yiaddr) + '"}')
 
     def _lease_opts(self, lease_time: int) -> dict[int, bytes]:
         opts = self._lease_cache.get(lease_time)

@@ -24,6 +24,9 @@ class NetworkSet:
         for n in networks:
             for r in n.relays:
                 self.relays.setdefault(r, n)
+        # The same keyed by giaddr as it is on the wire (per packet: no int).
+        self.relay_of: dict[bytes, Network] = {r.to_bytes(4, "big"): n
+                                               for r, n in self.relays.items()}
         # interface -> network name; None: the Ingress's own (set at start).
         self.attached = attached
 
@@ -32,7 +35,7 @@ class NetworkSet:
         with an address on an interface with no network of its own: the
         network holding that address.  Else the interface's network."""
         if pkt.giaddr != _ZERO:
-            return self.relays.get(int.from_bytes(pkt.giaddr, "big"))
+            return self.relay_of.get(pkt.giaddr)
         name = ing.network if self.attached is None else self.attached.get(ing.iface,
                                                                             ing.network)
         if pkt.ciaddr != _ZERO and name is None:
