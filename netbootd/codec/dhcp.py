@@ -27,6 +27,10 @@ from .dhcp_options import (
 
 _HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 assert _HEADER.size == FIXED_LEN
+# decode() reads the fields before sname with this one: sname and file are
+# mostly empty (their first byte NUL) and are only sliced when they are not.
+_HEAD = struct.Struct("!BBBBIHH4s4s4s4s16s")
+_SNAME, _FILE = 44, 108             # RFC 2131 fig. 1 offsets
 
 _ZERO_IP = b"\x00\x00\x00\x00"
 _NOT_ENCODED = frozenset((OPT_OVERLOAD, OPT_PAD, OPT_END))
@@ -134,7 +138,7 @@ def decode(data: bytes) -> Packet:
     if data[FIXED_LEN:OPTIONS_START] != MAGIC_COOKIE:
         raise DecodeError("bad_cookie", FIXED_LEN)
     (op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
-     chaddr, sname, file) = _HEADER.unpack_from(data, 0)
+     chaddr) = _HEAD.unpack_from(data, 0)
     if op not in (1, 2):
         raise DecodeError("bad_op", 0, f"op {op}")
     if hlen > 16:
@@ -150,16 +154,20 @@ def decode(data: bytes) -> Packet:
             raise DecodeError("bad_overload", at, f"option 52 value {raw.hex()}")
         overload = raw[0]
         if overload & OVERLOAD_FILE:
-            _parse_options(file, 0, len(file), options, 108, need_end=False)
+            file = data[_FILE:FIXED_LEN]
+            _parse_options(file, 0, len(file), options, _FILE, need_end=False)
         if overload & OVERLOAD_SNAME:
-            _parse_options(sname, 0, len(sname), options, 44, need_end=False)
-        if overload & OVERLOAD_FILE:
-            file = b""
-        if overload & OVERLOAD_SNAME:
-            sname = b""
+            sname = data[_SNAME:_FILE]
+            _parse_options(sname, 0, len(sname), options, _SNAME, need_end=False)
         options[OPT_OVERLOAD] = bytes([overload])
+    else:
+        overload = 0
+    sname = b"" if overload & OVERLOAD_SNAME or not data[_SNAME] else \
+        data[_SNAME:_FILE].split(b"\0", 1)[0]
+    file = b"" if overload & OVERLOAD_FILE or not data[_FILE] else \
+        data[_FILE:FIXED_LEN].split(b"\0", 1)[0]
     return Packet(op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
-                  chaddr[:hlen], sname.split(b"\0", 1)[0], file.split(b"\0", 1)[0], options)
+                  chaddr[:hlen], sname, file, options)
 
 
 def _option_bytes(code: int, value: bytes) -> bytes:

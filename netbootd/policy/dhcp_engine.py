@@ -124,7 +124,8 @@ class DhcpEngine(ReplyBuilder):
         if pkt.hlen == 0 or pkt.hlen > 16:
             c["drop.bad_hlen"] += 1
             return None
-        if pkt.giaddr != _ZERO and pkt.giaddr not in self.netset.relay_of:
+        giaddr, opts = pkt.giaddr, pkt.options
+        if giaddr != _ZERO and giaddr not in self.netset.relay_of:
             # RFC 2131 §4.1 trusts giaddr blindly; anyone on the segment can
             # set it.  Only relays the config names are believed (as Kea and
             # ISC dhcpd do): before anything else, so a spoofed giaddr spends
@@ -135,18 +136,20 @@ class DhcpEngine(ReplyBuilder):
         if not self.mac_buckets.allow(mac, now):
             c["drop.rate_mac"] += 1
             return None
-        if o.OPT_RELAY_AGENT in pkt.options and pkt.giaddr == _ZERO:
+        if o.OPT_RELAY_AGENT in opts and giaddr == _ZERO:
             # RFC 3046 §2.1: option 82 without a relay (giaddr 0) is not from
             # a trusted relay: never echo it or act on it.
-            del pkt.options[o.OPT_RELAY_AGENT]
+            del opts[o.OPT_RELAY_AGENT]
             c["drop.option82_untrusted"] += 1
-        client = pxe.classify(pkt.options)
-        for name in client.rejected:
-            c["bad_value." + name] += 1      # treated as absent, never stored
-        if not client_id_ok(pkt.options):
-            del pkt.options[o.OPT_CLIENT_ID]      # fall back to chaddr
+        client = pxe.classify(opts)
+        if client.rejected:
+            for name in client.rejected:
+                c["bad_value." + name] += 1      # treated as absent, never stored
+        if o.OPT_CLIENT_ID in opts and not client_id_ok(opts):
+            del opts[o.OPT_CLIENT_ID]      # fall back to chaddr
             c["bad_value.client_id"] += 1
-        if (self.s.mode == "proxy" or ing.port == o.PXE_PORT) and not client.netboot:
+        proxy = self.s.mode == "proxy" or ing.port == o.PXE_PORT
+        if proxy and not client.netboot:
             c["ignored.proxy_not_pxe"] += 1
             return None
         writes: list = []
@@ -155,7 +158,7 @@ class DhcpEngine(ReplyBuilder):
             return None
         self.registry.observe(mac, now, ing.iface, client.arch, client.vendor_class,
                               client.uuid, writes)
-        if self.s.mode == "proxy" or ing.port == o.PXE_PORT:
+        if proxy:
             # PXE 2.1 boot server: proxyDHCP, and port 4011 in either mode
             # (some firmware asks the boot server even after a full offer).
             out = self._proxy(pkt, mtype, client, ing, now, writes)
