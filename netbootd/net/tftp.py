@@ -285,7 +285,7 @@ class TftpServer:
         self.loop = (loop or (lambda on_ended: TransferLoop(reactor, on_ended)))(self._ended)
         self.loop.on_confirmed = self._confirmed
         self.loop.first_per_client = first_per_client
-        self.loop.per_client, self.loop.total = per_client, total
+        self.loop.per_client = per_client
         self.loop.first_total = first_total
         self.loop.first_grace = first_grace
         self.first_total = first_total

@@ -102,13 +102,13 @@ class TransferLoop:
         self.counters: Counter = Counter()              # written by this thread only
         self.on_confirmed = None                        # reactor: a transfer's first ACK
         self.first_per_client = 4                       # unconfirmed budget (class doc)
-        self.first_total = 64
+        self.first_total = 512
         self.first_grace = 0.1
-        # The server's caps, held again when a client confirms (its first ACK):
-        # the RRQ-time check counts confirmed transfers only, so RRQs sent
-        # together by one host would all pass it.  This thread's own counts.
+        # The server's per-client cap, held again when a client confirms (its
+        # first ACK): the RRQ-time check counts confirmed transfers only, so
+        # RRQs sent together by one host would all pass it.  This thread's
+        # own counts (the total is not held here: see confirm).
         self.per_client = 1 << 30
-        self.total = 1 << 30
         self.confirmed_by_ip: Counter = Counter()
         self.confirmed_total = 0
         self.unconfirmed: OrderedDict = OrderedDict()   # transfer -> None, oldest first
