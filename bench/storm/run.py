@@ -238,8 +238,9 @@ def report(doc: dict) -> None:
                 print(f"   ! {k}: {v[:2]}")
         tc = (t.get("daemon_counters") or {}).get("tftp")
         if tc:
-            keys = ("transfer.started", "transfer.finished", "transfer.failed", "transfer.aborted",
-                    "refused.cap_total", "drop.cap_at_confirm", "drop.unconfirmed_backlog",
+            keys = ("transfer.started", "transfer.finished", "transfer.finished_unacked",
+                    "transfer.failed", "transfer.aborted", "transfer.dropped", "drop.cap_total",
+                    "drop.cap_client", "drop.unconfirmed_full", "drop.cap_at_confirm",
                     "transfer.evicted", "transfer.unanswered")
             print("   daemon tftp: " + ", ".join(f"{k} {tc[k]}" for k in keys if k in tc))
         for n, probs in (t.get("log_problems") or {}).items():

@@ -29,7 +29,7 @@ _SUMMARY_FIRST = ("file", "path", "status", "profile", "ip", "error", "reason", 
 
 
 def is_failure(ev: dict | None) -> bool:
-    """A boot step that went wrong: refused/failed/aborted TFTP, an HTTP file
+    """A boot step that went wrong: refused/failed TFTP, an HTTP file
     answered >= 400, a NAK, an unsupported client, an exhausted pool."""
     if not ev:
         return False
