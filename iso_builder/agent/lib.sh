@@ -270,7 +270,7 @@ api() {
       [ -n "$secret" ] && printf 'Authorization: Agent %s\r\n' "$secret"
       if [ -n "$_b" ]; then
         printf 'Content-Type: application/json\r\nContent-Length: %s\r\n' \
-          "$(wc -c < "$_b" | tr -cd '0-9')"
+          "$(stat -c %s "$_b")"
       fi
       printf 'Connection: close\r\n\r\n'
       [ -n "$_b" ] && cat "$_b"

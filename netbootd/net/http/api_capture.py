@@ -10,6 +10,7 @@ chunk's.  Any other body stays under the usual limit (413)."""
 from __future__ import annotations
 
 import re
+import socket
 
 from ...policy import capture as cp
 from . import validate as v
@@ -20,19 +21,46 @@ from .errors import BadRequest, Refusal, TooLarge
 _CHUNK_PATH = re.compile(rb"^/api/v1/agent/capture/([0-9a-f]{1,32})/([0-9]{1,20})(?:\?|$)")
 
 
+# Reading a chunk: the reactor is woken when LOWAT bytes wait (SO_RCVLOWAT, never more
+# than what is still to come) and reads up to READ at once.  Waking per arriving
+# segment costs a reactor turn and a window update per few KiB: over a veth pair at
+# 1 Gb/s that was ~6 s CPU/GB here, on both ends.
+LOWAT = 256 * 1024
+READ = 1 << 20
+
+
 class ChunkBody:
     """A request body of a known length, in one preallocated buffer (what
     twisted.web's Request writes to and the handler reads)."""
 
-    def __init__(self, length: int):
+    def __init__(self, length: int, transport=None):
         self.buf = bytearray(length)
         self.pos = 0
+        self.sock, self.lowat = None, 1
+        handle = getattr(transport, "getHandle", lambda: None)()
+        if isinstance(handle, socket.socket):        # plain TCP (not TLS, not a test's)
+            self.sock = handle
+            if getattr(transport, "bufferSize", READ) < READ:
+                transport.bufferSize = READ
+            self._lowat()
+
+    def _lowat(self) -> None:
+        """SO_RCVLOWAT: at most the bytes still to come (or the last ones never wake us)."""
+        want = max(1, min(LOWAT, len(self.buf) - self.pos))
+        if want != self.lowat and self.sock is not None:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
+                self.lowat = want
+            except OSError:
+                self.sock = None
 
     def write(self, data: bytes) -> None:
         end = self.pos + len(data)
         if end <= len(self.buf):
             self.buf[self.pos:end] = data
         self.pos = end
+        if self.sock is not None:
+            self._lowat()
 
     def tell(self) -> int:
         return self.pos
@@ -77,7 +105,7 @@ class CaptureApi:
         def done(_):
             cap.receiving = False
         request.notifyFinish().addBoth(done)
-        return ChunkBody(length)
+        return ChunkBody(length, getattr(request.channel, "transport", None))
 
     _host = AgentApi._host          # the agent's secret (uses .agents, .counters)
 
