@@ -109,7 +109,7 @@ act_capture() {
       cap_read "$ahead" "$NB_RUN/cap.$nxt" &
       rp=$!
     fi
-    sha=$(cat "$NB_RUN/cap.$cur.sha")
+    read -r sha < "$NB_RUN/cap.$cur.sha"
     # lib.sh's api_file: the chunk streamed to nc (http), the pinned curl (https)
     _n=$(( cap_total - cap_off ))
     [ "$_n" -gt "$cap_chunk" ] && _n=$cap_chunk

@@ -289,20 +289,7 @@ api() {
   wait "$_nc"
   exec 3>&-
   rm -f "$NB_RUN/http.req" "$NB_RUN/http.fifo"
-  _status_line=$(head -n 1 "$NB_RUN/http.resp" | tr -d '\r')
-  case "$_status_line" in
-    HTTP/1.[01]\ [1-5][0-9][0-9]*) ;;
-    *) http_error="no HTTP answer from $_hp"; return ;;
-  esac
-  http_status=$(printf '%s' "$_status_line" | cut -d ' ' -f 2)
-  tr -d '\r' < "$NB_RUN/http.resp" | sed '1,/^$/d' > "$NB_RUN/http.body"
-  rm -f "$NB_RUN/http.resp"
-  jflat "$NB_RUN/http.body" "$NB_RUN/http.flat" || : > "$NB_RUN/http.flat"
-  case "$http_status" in
-    2??) ;;
-    *) http_error=$(jget "$NB_RUN/http.flat" error)
-       [ -n "$http_error" ] || http_error="HTTP $http_status" ;;
-  esac
+  http_reply "$_hp"
 }
 
 # tls_mode: how https goes: "pin" (curl checks tls_pin), "insecure" (no check:
@@ -449,12 +436,15 @@ api_file() {
 # http_reply HOSTPORT: http_status, http_error, http.body and http.flat from the raw
 # answer in $NB_RUN/http.resp (as api sets them).
 http_reply() {
-  _sl=$(head -n 1 "$NB_RUN/http.resp" 2>/dev/null | tr -d '\r')
+  # the status line by the shell's own read: no head|tr, printf|cut processes per call
+  _sl=""
+  { IFS= read -r _sl || :; } 2>/dev/null < "$NB_RUN/http.resp"
   case "$_sl" in
     HTTP/1.[01]\ [1-5][0-9][0-9]*) ;;
     *) http_error="no HTTP answer from $1"; rm -f "$NB_RUN/http.resp"; return ;;
   esac
-  http_status=$(printf '%s' "$_sl" | cut -d ' ' -f 2)
+  http_status=${_sl#* }
+  http_status=${http_status%"${http_status#???}"}
   tr -d '\r' < "$NB_RUN/http.resp" | sed '1,/^$/d' > "$NB_RUN/http.body"
   rm -f "$NB_RUN/http.resp"
   jflat "$NB_RUN/http.body" "$NB_RUN/http.flat" || : > "$NB_RUN/http.flat"
