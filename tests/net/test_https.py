@@ -123,3 +123,33 @@ def test_a_file_over_tls_arrives_whole_and_in_ranges(https, tmp_path):
     assert out.read_bytes() == data
     r = yield threads.deferToThread(get, "-r", "1048570-")
     assert r.returncode == 0 and out.read_bytes() == data[1048570:]
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_agent_on_tls_is_sent_to_download_over_https_even_with_a_plain_http_base(https):
+    """An assigned host's boot action names kernel URLs on the base the agent
+    reached: https on the TLS port, even with a configured plain-http base
+    ([boot] http_base): a pinned medium's agent must not be sent to fetch its
+    kernel in cleartext."""
+    import json as _json
+    app, url, certpair, _ = https
+    pin = ("-k", "--pinnedpubkey", certpair["pin"])
+    mac = "52:54:00:77:00:42"
+    code, body = yield curl(*pin, "-X", "POST", "--data", _json.dumps({"mac": mac}),
+                            url + "/api/v1/agent/register")
+    assert code == 200, body
+    agent = ("-H", f"Authorization: Agent {body['secret']}")
+    yield curl(*pin, *agent, url + "/api/v1/agent/next")                 # -> idle
+    code, _ = yield curl(*auth(*pin, "-X", "POST", "--data", _json.dumps(
+        {"profile": "linux", "args": {"kernel": "debian/vmlinuz"}}),
+        f"{url}/api/v1/hosts/{mac}/assign"))
+    assert code == 200
+    app.http_base = "http://192.0.2.1:8080"          # the site below binds it
+    port = listen_tls(reactor, 0, build_site(app), certpair["cert"], certpair["key"],
+                      "127.0.0.1")
+    try:
+        url2 = f"https://127.0.0.1:{port.getHost().port}"
+        code, nxt = yield curl(*pin, *agent, url2 + "/api/v1/agent/next")
+        assert code == 200 and nxt["kernel"] == f"{url2}/files/debian/vmlinuz", nxt
+    finally:
+        port.stopListening()

@@ -137,9 +137,15 @@ def client_ip(request) -> str | None:
 
 
 def local_base(request, port_override: str | None = None) -> str:
-    """http://<the address the client reached us on>:<port>."""
+    """<scheme>://<the address the client reached us on>:<port>, or the
+    configured base ([boot] http_base).  A request that came over TLS gets an
+    https base: a plain http:// override is not used for it (an agent on a
+    pinned medium must not be sent to download its kernel in cleartext)."""
+    secure = request.isSecure()
+    if port_override and (not secure or port_override.startswith("https://")):
+        return port_override
     host = request.getHost()
-    return port_override or f"http://{host.host}:{host.port}"
+    return f"{'https' if secure else 'http'}://{host.host}:{host.port}"
 
 
 class NotFound(resource.Resource):
