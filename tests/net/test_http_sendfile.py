@@ -17,6 +17,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, ssl, threads
 
+from netbootd.net.http import sendfile
 from netbootd.net.http.app import HttpApp
 from netbootd.net.http.site import build_site
 from netbootd.net.http.limits import ConnectionLimits
@@ -30,8 +31,11 @@ def _blob(n: int, seed: bytes) -> bytes:
     return (block * (n // len(block) + 1))[:n]
 
 
-@pytest.fixture
-def site(tmp_path):
+@pytest.fixture(params=["thread", "reactor"])
+def site(request, tmp_path, monkeypatch):
+    """Every test twice: bodies by the sender thread (sendthread.py, the
+    default) and by sendfile calls on the reactor's write events."""
+    monkeypatch.setattr(sendfile, "THREAD", request.param == "thread")
     root = tmp_path / "files"
     root.mkdir()
     (root / "initrd.img").write_bytes(_blob(BIG, b"big"))
@@ -83,6 +87,23 @@ def logged_errors():
 
 def fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+@defer.inlineCallbacks
+def quiet_fds():
+    """The descriptor count once the reactor has closed what an earlier
+    client left (the same for 3 turns of 10 ms; bounded: 200 turns)."""
+    last, same = fds(), 0
+    for _ in range(200):
+        d = defer.Deferred()
+        reactor.callLater(0.01, d.callback, None)
+        yield d
+        now = fds()
+        same = same + 1 if now == last else 0
+        last = now
+        if same >= 3:
+            break
+    return last
 
 
 @defer.inlineCallbacks
@@ -199,7 +220,7 @@ def test_client_gone_mid_transfer_leaks_no_descriptor(site, logged_errors):
     app, port, _, submitted = site
     yield get(port, "/files/vmlinuz")             # warm up: lazily opened things stay open
     yield settle(app)
-    before = fds()
+    before = yield quiet_fds()
     for _ in range(5):
         got = yield threads.deferToThread(_half_read, port, "/files/initrd.img", 300000)
         assert got.startswith(b"HTTP/1.1 200")
@@ -218,7 +239,7 @@ def test_server_side_abort_and_close_mid_transfer(site):
     app, port, _, _ = site
     yield get(port, "/files/vmlinuz")
     yield settle(app)
-    before = fds()
+    before = yield quiet_fds()
     for how in ("abortConnection", "loseConnection"):
         s = socket.create_connection(("127.0.0.1", port), timeout=30)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -345,3 +366,51 @@ def test_pipelined_requests_and_http10_close(site):
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200") and body == data
     assert app.counters["http.file_sendfile"] == 3
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_small_budget_takes_turns_and_every_body_arrives_whole(site, monkeypatch):
+    """64 KiB per connection per turn: the sender thread comes back to a
+    connection that used its budget without an event (edge-triggered), the
+    reactor path on its next write event; 12 bodies at once, all intact."""
+    from netbootd.net.http import sendthread
+    monkeypatch.setattr(sendthread, "BUDGET", 64 << 10)
+    monkeypatch.setattr(sendfile, "BUDGET", 64 << 10)
+    app, port, root, _ = site
+    want = hashlib.sha256((root / "vmlinuz").read_bytes()).hexdigest()
+    results = yield defer.gatherResults([get(port, "/files/vmlinuz") for _ in range(12)])
+    assert [st for st, _, _ in results] == [200] * 12
+    assert all(hashlib.sha256(b).hexdigest() == want for _, _, b in results)
+    yield settle(app)
+    assert not app.active
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_body_goes_by_the_sender_thread_and_its_descriptors_are_closed(site, monkeypatch):
+    """With THREAD on, every sendfile(2) runs in the one 'netbootd-sendfile'
+    thread (on the reactor thread otherwise); after transfers that end every
+    way (whole, client gone) none of the dups or files is left open."""
+    import threading
+    callers = set()
+    real = os.sendfile
+
+    def spy(*a):
+        callers.add(threading.current_thread().name)
+        return real(*a)
+    monkeypatch.setattr(os, "sendfile", spy)
+    app, port, _, _ = site
+    yield get(port, "/files/vmlinuz")
+    yield settle(app)
+    before = yield quiet_fds()
+    if sendfile.THREAD:
+        assert callers == {"netbootd-sendfile"}
+        assert [t.name for t in threading.enumerate()].count("netbootd-sendfile") == 1
+    else:
+        assert callers == {threading.main_thread().name}
+    for _ in range(3):
+        status, _, body = yield get(port, "/files/vmlinuz")
+        assert status == 200 and len(body) == SMALL
+        got = yield threads.deferToThread(_half_read, port, "/files/initrd.img", 200000)
+        assert got.startswith(b"HTTP/1.1 200")
+    yield settle(app, before)
+    assert fds() == before and not app.active

@@ -7,7 +7,10 @@ transport are sent by `SendfileProducer`; everything else (TLS transports,
 multipart ranges, anything not a `tcp.Connection`) keeps static.File's own
 producers, which copy 64 KiB at a time through the transport's buffer.
 
-How the producer rides the reactor (non-blocking socket, no thread):
+By default (``THREAD``) the reactor sends only the headers: once they are
+out, the sender thread of sendthread.py sends the body from a dup() of the
+socket and hands the end back (see there).  With ``THREAD`` off, the
+producer rides the reactor (non-blocking socket, no thread):
 * the status line and headers go into the transport's write buffer as usual
   (``request.write(b"")``);
 * the producer puts its own ``doWrite`` on the transport *instance* (as
@@ -36,11 +39,17 @@ from twisted.internet import error, tcp
 from twisted.internet.interfaces import ISSLTransport
 from twisted.web import http, static
 
+from . import sendthread
+
 # Bytes sent to one connection per write event before the reactor moves on.
 BUDGET = 4 << 20
 # False: every body takes static.File's copying path (bench/http's
 # netbootd-copy diagnostic, to measure what sendfile buys).
 ENABLED = True
+# True: once the headers are out, the body goes by the sender thread
+# (sendthread.py); False: by sendfile calls on the reactor's write events
+# (bench/http's netbootd-reactor diagnostic).
+THREAD = True
 
 
 def sendfile_transport(request):
@@ -74,7 +83,8 @@ class SendfileProducer:
         self.left = size
         self.transport = transport
         self.counters = counters
-        self.hooked = False
+        self.hooked = None                   # the doWrite we put on the transport
+        self.job = None                      # the sender thread's, while it sends
 
     def start(self) -> None:
         req = self.request
@@ -91,8 +101,7 @@ class SendfileProducer:
         if req._disconnected:
             return
         t = self.transport
-        t.doWrite = self._do_write           # our handler for this transport's write events
-        self.hooked = True
+        self._hook(self._do_write)           # our handler for this transport's write events
         t.startWriting()
 
     # IProducer, for anyone who asks (the channel never gets us registered).
@@ -104,6 +113,7 @@ class SendfileProducer:
 
     def stopProducing(self) -> None:
         self._unhook()
+        self._cancel()
         self._close_file()
 
     def _do_write(self):
@@ -117,6 +127,9 @@ class SendfileProducer:
         if t.disconnecting:                  # loseConnection() mid-transfer: let it close
             self._unhook()
             return type(t).doWrite(t)
+        if THREAD:
+            self._hand_over()
+            return None
         sent = 0
         sock = t.fileno()
         while self.left > 0 and sent < BUDGET:
@@ -152,23 +165,78 @@ class SendfileProducer:
         self._finish()
         return None
 
+    def _hand_over(self) -> None:
+        """The headers are out: the body goes by the sender thread, which owns
+        a dup of the socket and the file from now on (sendthread.py)."""
+        t = self.transport
+        self._unhook()
+        t.stopWriting()
+        self.job = sendthread.Job(os.dup(t.fileno()), self.file, self.pos, self.left,
+                                  self.request, t.reactor, self._sent)
+        self.file = None                     # the thread closes it
+        # loseConnection waits for a write event on the socket the thread keeps
+        # full: stop the thread first (the client then sees a cut body and FIN,
+        # as on the reactor path).
+        t.loseConnection = self._lose_connection
+        sendthread.sender().submit(self.job)
+
+    def _lose_connection(self) -> None:
+        self._cancel()
+        type(self.transport).loseConnection(self.transport)
+
+    def _sent(self, why) -> None:
+        """The sender thread's end of the body (in the reactor thread): why is
+        None when all went out, else the connection is closed as a send error
+        returned to the reactor would close it."""
+        if self.job is None or self.request is None:   # cancelled: the request is gone
+            return
+        self.job = None
+        self._cancel()                       # (only takes the loseConnection hook off)
+        if why is None:
+            self._finish()
+            return
+        if why == sendthread.TRUNCATED and self.counters is not None:
+            self.counters["http.file_truncated"] += 1
+        t = self.transport
+        if t.disconnected or t.disconnecting or getattr(t, "_aborting", False):
+            return
+
+        def lost():
+            self._unhook()
+            return error.ConnectionLost(why)
+        self._hook(lost)
+        t.startWriting()
+
+    def _cancel(self) -> None:
+        t = self.transport
+        if vars(t).get("loseConnection") == self._lose_connection:
+            del t.loseConnection
+        if self.job is not None:
+            sendthread.sender().cancel(self.job)
+            self.job = None
+
     def _finish(self) -> None:
         req = self.request
         if req is not None and not req.finished and not req._disconnected:
             req.finish()
         self._close_file()
 
+    def _hook(self, fn) -> None:
+        self.transport.doWrite = fn
+        self.hooked = fn
+
     def _unhook(self) -> None:
-        if self.hooked:
-            self.hooked = False
+        if self.hooked is not None:
+            fn, self.hooked = self.hooked, None
             t = self.transport
-            if vars(t).get("doWrite") == self._do_write:   # abortConnection puts its own
+            if vars(t).get("doWrite") is fn:   # abortConnection puts its own
                 del t.doWrite
 
     def _closed(self, _result) -> None:
         """The request finished or its connection was lost (a lost connection
         is the client's business, not an error: nothing is passed on)."""
         self._unhook()
+        self._cancel()
         self._close_file()
         self.request = None
 

@@ -1,0 +1,182 @@
+"""The sender thread: file bodies by sendfile(2) off the reactor thread.
+
+Why: driven by the reactor, every write event of a file transfer costs a turn
+of Twisted's loop in Python (doPoll, callWithLogger's context, doWrite,
+the producer) -- about 30 us per wake-up, ~460 wake-ups per GB: a CPU cost
+per GB 1.3-1.4x nginx's at 20-200 connections (bench/http/README.md).  Here
+one thread with its own edge-triggered epoll does only ``poll -> sendfile``
+for every body under way; the reactor keeps everything else.
+
+The hand-over (sendfile.SendfileProducer):
+* the reactor writes the status line and headers and waits until its
+  transport's buffer is empty; then it stops write events on the connection
+  and submits a `Job`: a dup() of the socket's descriptor, the open file, the
+  byte range, and the callback for the end;
+* from then on the thread alone owns the dup and the file (it closes both),
+  so no descriptor can be closed under it or reused: the reactor closing or
+  aborting its own descriptor leaves the socket alive through the dup;
+* the thread sends until the socket is full (EAGAIN; edge-triggered, so a
+  short count alone is no proof) or ``BUDGET`` bytes went to one connection
+  in this round (it comes back to it after the others, without waiting for
+  an event);
+* at the end -- the whole range sent, a send error (client gone), or the file
+  shorter than promised -- it closes its descriptors and hands the outcome to
+  the reactor with callFromThread: the reactor then finishes the request (or
+  closes the connection) and only then writes anything on the socket again;
+* the reactor cancels a job when the request ends early (connection lost,
+  abortConnection, loseConnection, shutdown): the thread drops it at once.
+  A close after abortConnection's SO_LINGER(0) still sends the reset when the
+  thread closes the last descriptor.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import threading
+
+log = logging.getLogger("netbootd.http")
+
+# Bytes sent to one connection per round before the thread serves the others.
+BUDGET = 4 << 20
+TRUNCATED = "file shorter than its Content-Length"
+_ET_OUT = select.EPOLLOUT | select.EPOLLET
+
+
+class Job:
+    """One body: bytes [pos, pos + left) of `file` to the socket `sock` (a
+    dup the thread closes).  `done(why)` runs in the reactor thread at the
+    end: why is None (all sent), TRUNCATED, or the send error's text."""
+
+    __slots__ = ("sock", "file", "fd", "pos", "left", "start", "request", "reactor", "done",
+                 "queued")
+
+    def __init__(self, sock: int, file_obj, pos: int, left: int, request, reactor, done):
+        self.sock = sock
+        self.file = file_obj
+        self.fd = file_obj.fileno()
+        self.pos = self.start = pos
+        self.left = left
+        self.request = request
+        self.reactor = reactor
+        self.done = done
+        self.queued = False
+
+
+class Sender:
+    """The thread and its epoll; `submit` and `cancel` are called from the
+    reactor thread, everything else runs in the sender thread."""
+
+    def __init__(self):
+        self.ep = select.epoll()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ep.register(self.wake_r, select.EPOLLIN)
+        self.inbox: collections.deque = collections.deque()   # (add?, job), thread-safe ends
+        self.jobs: dict[int, Job] = {}                        # sender thread only
+        self.thread = threading.Thread(target=self._run, name="netbootd-sendfile", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        self.inbox.append((True, job))
+        self._wake()
+
+    def cancel(self, job: Job) -> None:
+        self.inbox.append((False, job))
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self.wake_w, b"\0")
+        except BlockingIOError:       # the pipe is full: the thread is due to read it anyway
+            pass
+
+    # -- the sender thread ------------------------------------------------
+    def _run(self) -> None:
+        ready: list[Job] = []         # used their budget with room left: no new edge will come
+        while True:
+            try:
+                events = self.ep.poll(0 if ready else -1)
+                again, ready = ready, []
+                for fd, _ev in events:
+                    if fd == self.wake_r:
+                        self._inbox()
+                        continue
+                    job = self.jobs.get(fd)
+                    if job is not None:
+                        self._send(job, ready)
+                for job in again:
+                    job.queued = False
+                    if job.sock >= 0:
+                        self._send(job, ready)
+            except Exception:         # noqa: BLE001 - the thread must live on
+                log.exception("sendfile thread")
+
+    def _inbox(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self.inbox:
+            add, job = self.inbox.popleft()
+            if add:
+                self.jobs[job.sock] = job
+                self.ep.register(job.sock, _ET_OUT)   # writable now: the first edge is due
+            elif job.sock >= 0:
+                self._end(job, None, tell=False)
+
+    def _send(self, job: Job, ready: list) -> None:
+        sent = 0
+        why = None
+        while job.left > 0:
+            if sent >= BUDGET:
+                if not job.queued:
+                    job.queued = True
+                    ready.append(job)
+                break
+            try:
+                n = os.sendfile(job.sock, job.fd, job.pos, min(job.left, BUDGET - sent))
+            except BlockingIOError:   # full: the next edge brings us back
+                break
+            except InterruptedError:
+                continue
+            except OSError as e:      # EPIPE, ECONNRESET: the client is gone
+                why = f"sendfile: {e.strerror or e}"
+                break
+            if n == 0:                # the file shrank: Content-Length cannot be kept
+                why = TRUNCATED
+                break
+            job.pos += n
+            job.left -= n
+            sent += n
+        if sent:
+            job.request.sentLength = job.pos - job.start   # progress for the status page
+        if why is not None or job.left <= 0:
+            self._end(job, why, tell=True)
+
+    def _end(self, job: Job, why, tell: bool) -> None:
+        self.jobs.pop(job.sock, None)
+        try:
+            self.ep.unregister(job.sock)
+        except (OSError, ValueError):
+            pass
+        os.close(job.sock)
+        job.sock = -1
+        job.file.close()
+        if tell:
+            job.reactor.callFromThread(job.done, why)
+
+
+_sender: Sender | None = None
+_lock = threading.Lock()
+
+
+def sender() -> Sender:
+    """The process's sender thread, started on first use."""
+    global _sender
+    if _sender is None:
+        with _lock:
+            if _sender is None:
+                _sender = Sender()
+    return _sender
