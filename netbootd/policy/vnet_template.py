@@ -58,6 +58,8 @@ def parse_template(text: str) -> dict[str, Field]:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         return parse_opennebula(text)
+    except RecursionError:
+        raise VnetError("nested too deeply") from None
     return from_toml(doc, text)
 
 
@@ -65,30 +67,48 @@ def from_toml(doc: dict, text: str = "") -> dict[str, Field]:
     """A TOML document (or a JSON object from the API) -> fields; lines found
     by looking for ``key =`` in the text."""
     out: dict[str, Field] = {}
+    lines = _toml_lines(text)          # one pass: a 64 KiB template must not take seconds
     for key, value in doc.items():
         up = key.upper()
+        line = lines.get(key)
         if up in out:
-            raise VnetError("given twice (keys are case-insensitive)", up, _toml_line(text, key))
-        out[up] = Field(up, _plain(value, up, _toml_line(text, key)), _toml_line(text, key))
+            raise VnetError("given twice (keys are case-insensitive)", up, line)
+        out[up] = Field(up, _plain(value, up, line), line)
     return out
 
 
-def _toml_line(text: str, key: str) -> int | None:
-    m = re.search(r"^[ \t]*" + re.escape(key) + r"[ \t]*=", text, re.M)
-    return text.count("\n", 0, m.start()) + 1 if m else None
+_TOML_KEY = re.compile(r"^[ \t]*([A-Za-z0-9_-]+)[ \t]*=", re.M)
 
 
-def _plain(value, key, line):
+def _toml_lines(text: str) -> dict[str, int]:
+    """key -> the line where ``key =`` first starts a line."""
+    lines: dict[str, int] = {}
+    line, at = 1, 0
+    for m in _TOML_KEY.finditer(text):
+        line += text.count("\n", at, m.start())
+        at = m.start()
+        lines.setdefault(m.group(1), line)
+    return lines
+
+
+# Deeper than LEASES = [{IP = ...}] is never a network: refused before the
+# recursion below could be (a JSON body from the API is depth-checked too).
+MAX_DEPTH = 4
+
+
+def _plain(value, key, line, depth: int = 0):
     """TOML/JSON values as template values: scalars become strings (True ->
     "YES"), lists and tables keep their shape."""
+    if depth > MAX_DEPTH:
+        raise VnetError("nested too deeply", key, line)
     if isinstance(value, bool):
         return "YES" if value else "NO"
     if isinstance(value, (int, float, str)):
         return str(value)
     if isinstance(value, (list, tuple)):
-        return [_plain(v, key, line) for v in value]
+        return [_plain(v, key, line, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {str(k).upper(): _plain(v, key, line) for k, v in value.items()}
+        return {str(k).upper(): _plain(v, key, line, depth + 1) for k, v in value.items()}
     raise VnetError(f"unsupported value {value!r:.40}", key, line)
 
 

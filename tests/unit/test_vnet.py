@@ -246,3 +246,21 @@ def test_boot_profile_is_checked_and_found_by_address():
     b = from_template("NAME = b\nSUBNET = 10.0.1.0/24\n")
     assert profile_for([b, a], "10.0.0.7") == "localboot"
     assert profile_for([b, a], "10.0.1.7") is None and profile_for([a], "nonsense") is None
+
+
+@pytest.mark.parametrize("text", [
+    "a = " + "[" * 5000 + "]" * 5000 + "\n",                  # tomllib recursion
+    "name = \"x\"\nleases = [[[[[[1]]]]]]\n",                  # deeper than any network
+    "name = \"x\"\n" + "b = {" * 300 + "c = 1" + "}" * 300 + "\n",
+])
+def test_deep_nesting_is_a_template_error_not_a_crash(text):
+    with pytest.raises(VnetError) as e:
+        from_template(text)
+    assert "nested too deeply" in str(e.value) or "unknown key" in str(e.value), str(e.value)
+
+
+def test_many_keys_are_read_in_one_pass_and_the_first_unknown_one_is_named():
+    text = 'name = "x"\nsubnet = "10.0.0.0/24"\n' + "".join(f"k{i} = {i}\n" for i in range(7000))
+    with pytest.raises(VnetError) as e:
+        from_template(text)
+    assert e.value.key == "K0" and e.value.line == 3, str(e.value)
