@@ -17,6 +17,7 @@ stops answering there (`router_seen`), counted and reported as an event.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import struct
@@ -111,8 +112,11 @@ class RaResponder:
 
     def received(self, data: bytes, src: str, hops: int | None) -> None:
         c = self.counters
-        if hops is not None and hops != 255:
-            c["drop.hop_limit"] += 1             # RFC 4861 §6.1.1: not from this link
+        if hops != 255:                          # RFC 4861 §6.1.1: not from this link
+            c["drop.hop_limit"] += 1             # (no hop limit given: not trusted either)
+            return
+        if not (src == "::" or _link_local(src)):
+            c["drop.source"] += 1                # RS/RA come from link-local or :: only
             return
         try:
             kind = icmp6.message_type(data)
@@ -177,3 +181,10 @@ class RaResponder:
         if self.sock.fileno() >= 0:
             self.reactor.removeReader(self)
             self.sock.close()
+
+
+def _link_local(addr: str) -> bool:
+    try:
+        return ipaddress.IPv6Address(addr).is_link_local
+    except ValueError:
+        return False

@@ -98,3 +98,29 @@ def test_a_real_router_on_the_link_stops_the_quench(lab, netbootd_factory, tmp_p
     wait_for(lambda: "answers on this link: no quench here" in nb.log_tail(), 10,
              what="the responder to see the router")
     assert solicit(lab, lan.ns["cli"], lan.ifs["cli"], tries=3)["src"] is None
+
+
+def test_an_ra_from_a_global_address_is_not_a_router_and_the_quench_stays(
+        lab, netbootd_factory, tmp_path):
+    """Routers advertise from their link-local address (RFC 4861 §6.1.2): an
+    RA from any other source is dropped, so it cannot switch the quench off."""
+    from pathlib import Path
+    lan, nb, srv_ll = start(lab, netbootd_factory, tmp_path)
+    cli, ifc = lan.ns["cli"], lan.ifs["cli"]
+    lab.ns_exec(cli, "ip", "-6", "addr", "add", "2001:db8:77::5/64", "dev", ifc, "nodad")
+    root = str(Path(__file__).resolve().parents[2])
+    code = SEND_RA.format(root=root, iface=ifc).replace(
+        "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)",
+        "s.bind(('2001:db8:77::5', 0))\n"
+        "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)")
+    lab.ns_exec(cli, PYTHON, "-c", code)
+    import re
+
+    def dropped():
+        text = lab.ns_exec(lan.ns["srv"], "curl", "-s", "http://127.0.0.1:8080/metrics",
+                           check=False).stdout
+        return re.search(r'netbootd_dropped\w*\{[^}]*"ra"[^}]*"source"', text)
+    wait_for(dropped, 10, what="the RA from a global address counted as dropped")
+    got = solicit(lab, cli, ifc)
+    assert got["src"] == srv_ll, (got, nb.log_tail())
+    assert "answers on this link" not in nb.log_tail()
