@@ -203,6 +203,9 @@ def medium_values(*, server_url: str, token: str, account: str = "", extra_cmdli
         if not isinstance(pin, str) or not _PIN_RE.match(pin):
             raise MediaError(f"pin: {pin!r} is not sha256//BASE64 (a SHA-256 public-key pin, "
                              "44 base64 characters)")
+        if not server_url.startswith("https://"):
+            raise MediaError("pin: only for an https:// server_url (over http the token "
+                             "would travel in cleartext; the pin could check nothing)")
         vals["nb_pin"] = pin
     return vals
 
@@ -391,7 +394,11 @@ def write_image(out: Path, *, flavour: str, tree: dict[str, bytes], grafts: list
                 pad: bool = True) -> str:
     """The ISO tree (path -> bytes, plus /.disk/info) and grafts (path=source)
     through xorriso into a temp file beside out, fsynced, renamed; its sha256."""
-    tmp_out = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    # The image carries the account's enrollment token: written in a private
+    # directory beside out (no name another user can predict or plant a
+    # symlink at), made 0600, then renamed over out.
+    priv = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp_out = priv / "image"
     try:
         step("ISO tree", n, n + 1)
         with tempfile.TemporaryDirectory(prefix="netbootd-media.") as sd:
@@ -407,9 +414,11 @@ def write_image(out: Path, *, flavour: str, tree: dict[str, bytes], grafts: list
             digest = hashlib.file_digest(f, "sha256").hexdigest() if hasattr(
                 hashlib, "file_digest") else hashlib.sha256(f.read()).hexdigest()
             os.fsync(f.fileno())
+        os.chmod(tmp_out, 0o600)
         os.replace(tmp_out, out)
     finally:
         tmp_out.unlink(missing_ok=True)
+        priv.rmdir()
     return digest
 
 

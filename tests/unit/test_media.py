@@ -149,10 +149,11 @@ def test_the_image_is_isohybrid_with_an_esp_holding_only_the_signed_chain(tmp_pa
 
 # -- issue 12 part 2: static address, pin, the net flavour ---------------------------------
 PIN = "sha256//" + "Ab+/" * 10 + "xyz="
+HTTPS = "https://192.0.2.10:8443"
 
 
 def test_static_address_and_pin_become_grub_variables_of_the_medium():
-    cfg = media.medium_config(server_url=URL, token=TOKEN, account="acme", ip="192.0.2.50/24",
+    cfg = media.medium_config(server_url=HTTPS, token=TOKEN, account="acme", ip="192.0.2.50/24",
                               gateway="192.0.2.1", dns="198.51.100.53", pin=PIN).decode()
     for line in ('set nb_ip="192.0.2.50/24"', 'set nb_ip_addr="192.0.2.50"',
                  'set nb_ip_net="192.0.2.0/24"', 'set nb_gw="192.0.2.1"',
@@ -185,10 +186,11 @@ def test_grub_cfg_passes_the_fields_to_the_kernel_under_the_agreed_names():
     ({"pin": "sha1//" + "A" * 43 + "="}, "^pin: "),
     ({"pin": "sha256//" + "A" * 43 + "=\nset x=1"}, "^pin: "),
     ({"pin": "sha256//" + "A" * 42 + "$="}, "^pin: "),
+    ({"pin": PIN, "server_url": URL}, "^pin: only for an https:// server_url"),
 ])
 def test_static_address_and_pin_are_validated_naming_the_field(kw, message):
     with pytest.raises(media.MediaError, match=message):
-        media.medium_config(server_url=URL, token=TOKEN, **kw)
+        media.medium_config(**{"server_url": HTTPS, "token": TOKEN, **kw})
 
 
 def test_net_ipxe_script_dhcp_or_static_with_the_token_on_the_command_line():
@@ -202,13 +204,13 @@ def test_net_ipxe_script_dhcp_or_static_with_the_token_on_the_command_line():
     assert "netbootd.ip" not in kernel
     assert f"initrd --name discover.img {URL}/files/netbootd/discover.img" in dhcp
     static = media_net.medium_ipxe(server_url=URL + "/", token=TOKEN, ip="192.0.2.50/25",
-                                   gateway="192.0.2.1", dns="192.0.2.2", pin=PIN).decode()
+                                   gateway="192.0.2.1", dns="192.0.2.2").decode()
     assert "ifconf" not in static
     for line in ("set net0/ip 192.0.2.50", "set net0/netmask 255.255.255.128",
                  "set net0/gateway 192.0.2.1", "set net0/dns 192.0.2.2"):
         assert line + "\n" in static, line
-    assert (f"netbootd.ip=192.0.2.50/25 netbootd.gw=192.0.2.1 netbootd.dns=192.0.2.2 "
-            f"netbootd.pin={PIN} || goto retry") in static
+    assert ("netbootd.ip=192.0.2.50/25 netbootd.gw=192.0.2.1 netbootd.dns=192.0.2.2 "
+            "|| goto retry") in static
     assert f"{URL}//files" not in static
 
 
@@ -245,6 +247,9 @@ def test_net_flavour_two_builds_are_byte_identical_and_only_the_settings_differ(
     monkeypatch.chdir(a)
     ia = mediabuild.build_image(a / "n.img", flavour="net", server_url=URL, token=TOKEN,
                            account="acme", cache=None)
+    # it carries the token: 0600, and nothing else left beside it
+    assert (a / "n.img").stat().st_mode & 0o777 == 0o600
+    assert [x.name for x in a.iterdir()] == ["n.img"]
     time.sleep(1.5)
     monkeypatch.chdir(b)
     ib = mediabuild.build_image(b / "n.img", flavour="net", server_url=URL, token=TOKEN,
@@ -258,7 +263,7 @@ def test_net_flavour_two_builds_are_byte_identical_and_only_the_settings_differ(
     assert ia["size"] < 6 << 20, ia
     other = mediabuild.build_image(b / "o.img", flavour="net", server_url="http://198.51.100.7",
                               token=TOKEN[:-3] + "xyz", account="other-co",
-                              ip="198.51.100.50/24", gateway="198.51.100.1", pin=PIN,
+                              ip="198.51.100.50/24", gateway="198.51.100.1",
                               cache=tmp_path / "cache")
     x, y = (a / "n.img").read_bytes(), (b / "o.img").read_bytes()
     assert len(x) == len(y) == other["size"]
