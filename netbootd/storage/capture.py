@@ -34,6 +34,13 @@ class Target:
             if not real.startswith(inside) or real != os.path.abspath(path):
                 raise VolumeError(f"volume {name!r}: its path leaves the pool's volumes "
                                   "directory", "name", name)
+        else:
+            # lvm: /dev/<vg>/<lv> is a link udev makes to /dev/dm-N; the device
+            # it resolves to is what is opened (O_NOFOLLOW) and must stay in /dev
+            path = os.path.realpath(path)
+            if not path.startswith("/dev/"):
+                raise VolumeError(f"volume {name!r}: {path} is not a device under /dev",
+                                  "name", name)
         try:
             fd = os.open(path, flags)
         except OSError as e:
