@@ -15,6 +15,8 @@ The build runs off the reactor thread, one at a time (the medium-independent par
 come from the build cache: a fraction of a second), into <state_dir>/media/."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 from twisted.internet import defer, threads
@@ -72,7 +74,11 @@ class MediaApi:
         if self.state_dir is None:
             raise Unavailable("no state dir to keep the images in (not a daemon)")
         text, writes = self._token(a)
-        out = os.path.join(self.state_dir, "media", f"{a.id}-{flavour}.img")
+        # One file per account, flavour and settings: a build for other settings
+        # never replaces the file another request is sending (same settings and
+        # the account's reused token give the same bytes: builds are reproducible).
+        tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        out = os.path.join(self.state_dir, "media", f"{a.id}-{flavour}-{tag}.img")
 
         def build(_):
             os.makedirs(os.path.dirname(out), mode=0o700, exist_ok=True)
