@@ -216,3 +216,26 @@ def test_serve_raises_the_soft_fd_limit_to_the_hard_limit():
     r = subprocess.run(["prlimit", "--nofile=1024:4096", sys.executable, "-c", code],
                        capture_output=True, text=True, timeout=30)
     assert r.stdout.strip() == "(4096, 4096) (4096, 4096)", r.stderr
+
+
+def test_an_admitted_large_body_gets_time_for_its_length_and_is_not_evicted():
+    """A capture chunk admitted by its handler (allow_body): the request
+    deadline becomes request_timeout + length at MIN_BODY_RATE, and the
+    connection leaves the list a flood evicts from."""
+    from twisted.internet.testing import StringTransport
+    from netbootd.net.http.limits import MIN_BODY_RATE, LimitedChannel
+    clock = task.Clock()
+    limits = ConnectionLimits(clock, total=5, per_source=5, request_timeout=10,
+                              idle_timeout=10)
+    assert limits.admit("10.0.0.5")
+    ch = LimitedChannel()
+    ch.limits, ch.source = limits, "10.0.0.5"
+    ch.makeConnection(StringTransport())
+    assert ch in limits.waiting
+    clock.advance(5)
+    ch.allow_body(20 * MIN_BODY_RATE)                 # 10 s + 20 s from now
+    assert ch not in limits.waiting
+    clock.advance(29.9)
+    assert limits.counters["http.body_timeout"] == 0
+    clock.advance(0.2)
+    assert limits.counters["http.body_timeout"] == 1 and limits.open == 0

@@ -65,6 +65,11 @@ class ConnectionLimits:
             del self.by_source[source]
 
 
+# The slowest sustained rate an admitted large body may arrive at (bytes/s):
+# a 64 MiB capture chunk gets 10 s + 64 s.
+MIN_BODY_RATE = 1 << 20
+
+
 class LimitedChannel(http.HTTPChannel):
     """HTTPChannel with an absolute deadline for each request to arrive."""
 
@@ -87,6 +92,16 @@ class LimitedChannel(http.HTTPChannel):
         if self.persistent:
             self._arm(self.limits.idle_timeout, "http.idle_timeout")
         super().requestDone(request)
+
+    def allow_body(self, length: int) -> None:
+        """A large body a handler has admitted after checking its headers (a
+        capture chunk, netbootd/net/http/api_capture.py): its deadline becomes
+        request_timeout + length at MIN_BODY_RATE from now, and the connection
+        is no longer one a flood may evict (it is not waiting: it is working)."""
+        self._disarm()
+        self._deadline = self.limits.clock.callLater(
+            self.limits.request_timeout + length / MIN_BODY_RATE, self._expired,
+            "http.body_timeout")
 
     def connectionLost(self, reason):
         self._disarm()
