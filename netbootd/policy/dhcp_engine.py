@@ -369,5 +369,6 @@ class DhcpEngine(ReplyBuilder):
             else:
                 ip = socket.inet_ntoa(yiaddr)
                 dest, arp = (ip, o.CLIENT_PORT), (ip, pkt.chaddr)
-        return Outcome(reply, dest, arp, writes, kind=o.MSG_NAMES[rtype])
+        # Positional: keyword arguments cost ~0.1 us more, per packet.
+        return Outcome(reply, dest, arp, writes, False, None, o.MSG_NAMES[rtype])
 
