@@ -15,6 +15,9 @@ Servers:
              sendfile off: what nginx costs when it copies through user space
   netbootd-copy  (diagnostic, not in the default set) the same runner with
              sendfile off: bodies copied through Python, as before sendfile.py
+  netbootd-reactor  (diagnostic, not in the default set) the same runner with
+             the body sent by sendfile on the reactor's write events instead of
+             the sender thread (net/http/sendthread.py)
   netbootd-nomemtune  (diagnostic, not in the default set) the same runner
              without netbootd.runtime.memtune.tune_malloc(), i.e. glibc's malloc
              defaults, as the daemon ran before it pinned the thresholds
@@ -208,8 +211,19 @@ class NetbootdCopy(Netbootd):
         return super().command() + ["--no-sendfile"]
 
 
+class NetbootdReactor(Netbootd):
+    """Diagnostic: bodies sent by sendfile calls on the reactor's write events
+    (sendfile.THREAD off), as before the sender thread: what it buys, same run."""
+    name = "netbootd-reactor"
+    label = "netbootd, sendfile on the reactor thread"
+    port = 8086
+
+    def command(self):
+        return super().command() + ["--reactor-send"]
+
+
 SERVERS = {c.name: c for c in (Netbootd, Nginx, NginxNoSendfile, NetbootdNoMemtune,
-                                NetbootdCopy)}
+                                NetbootdCopy, NetbootdReactor)}
 
 
 def tree_user(root: int | None) -> float:

@@ -71,6 +71,9 @@ def main() -> int:
     ap.add_argument("--no-sendfile", action="store_true",
                     help="copy file bodies through Python (static.File's producers), as before "
                          "net/http/sendfile.py")
+    ap.add_argument("--reactor-send", action="store_true",
+                    help="send file bodies by sendfile calls on the reactor's write events "
+                         "instead of the sender thread (net/http/sendthread.py)")
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--no-memtune", action="store_true",
                     help="skip netbootd.runtime.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
@@ -82,6 +85,9 @@ def main() -> int:
     if args.no_sendfile:
         from netbootd.net.http import sendfile
         sendfile.ENABLED = False
+    if args.reactor_send:
+        from netbootd.net.http import sendfile
+        sendfile.THREAD = False
     from twisted.internet import reactor
 
     from netbootd.net.http.app import HttpApp

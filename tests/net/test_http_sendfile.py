@@ -370,9 +370,8 @@ def test_pipelined_requests_and_http10_close(site):
 
 @pytest_twisted.inlineCallbacks
 def test_a_small_budget_takes_turns_and_every_body_arrives_whole(site, monkeypatch):
-    """64 KiB per connection per turn: the sender thread comes back to a
-    connection that used its budget without an event (edge-triggered), the
-    reactor path on its next write event; 12 bodies at once, all intact."""
+    """64 KiB per connection per turn: both paths come back to a connection
+    that used its budget on the next poll; 12 bodies at once, all intact."""
     from netbootd.net.http import sendthread
     monkeypatch.setattr(sendthread, "BUDGET", 64 << 10)
     monkeypatch.setattr(sendfile, "BUDGET", 64 << 10)

@@ -4,7 +4,7 @@ Why: driven by the reactor, every write event of a file transfer costs a turn
 of Twisted's loop in Python (doPoll, callWithLogger's context, doWrite,
 the producer) -- about 30 us per wake-up, ~460 wake-ups per GB: a CPU cost
 per GB 1.3-1.4x nginx's at 20-200 connections (bench/http/README.md).  Here
-one thread with its own edge-triggered epoll does only ``poll -> sendfile``
+one thread with its own epoll does only ``poll -> sendfile``
 for every body under way; the reactor keeps everything else.
 
 The hand-over (sendfile.SendfileProducer):
@@ -15,10 +15,11 @@ The hand-over (sendfile.SendfileProducer):
 * from then on the thread alone owns the dup and the file (it closes both),
   so no descriptor can be closed under it or reused: the reactor closing or
   aborting its own descriptor leaves the socket alive through the dup;
-* the thread sends until the socket is full (EAGAIN; edge-triggered, so a
-  short count alone is no proof) or ``BUDGET`` bytes went to one connection
-  in this round (it comes back to it after the others, without waiting for
-  an event);
+* the thread sends until the socket is full (a short count or EAGAIN) or
+  ``BUDGET`` bytes went to one connection in this round; its epoll is
+  level-triggered, so a socket with room left is reported again at the next
+  poll, after the others (edge-triggered would need one more call per
+  wake-up, to see EAGAIN: measured, more sendfile calls and no fewer wake-ups);
 * at the end -- the whole range sent, a send error (client gone), or the file
   shorter than promised -- it closes its descriptors and hands the outcome to
   the reactor with callFromThread: the reactor then finishes the request (or
@@ -41,7 +42,7 @@ log = logging.getLogger("netbootd.http")
 # Bytes sent to one connection per round before the thread serves the others.
 BUDGET = 4 << 20
 TRUNCATED = "file shorter than its Content-Length"
-_ET_OUT = select.EPOLLOUT | select.EPOLLET
+_OUT = select.EPOLLOUT
 
 
 class Job:
@@ -49,8 +50,7 @@ class Job:
     dup the thread closes).  `done(why)` runs in the reactor thread at the
     end: why is None (all sent), TRUNCATED, or the send error's text."""
 
-    __slots__ = ("sock", "file", "fd", "pos", "left", "start", "request", "reactor", "done",
-                 "queued")
+    __slots__ = ("sock", "file", "fd", "pos", "left", "start", "request", "reactor", "done")
 
     def __init__(self, sock: int, file_obj, pos: int, left: int, request, reactor, done):
         self.sock = sock
@@ -61,7 +61,6 @@ class Job:
         self.request = request
         self.reactor = reactor
         self.done = done
-        self.queued = False
 
 
 class Sender:
@@ -93,22 +92,15 @@ class Sender:
 
     # -- the sender thread ------------------------------------------------
     def _run(self) -> None:
-        ready: list[Job] = []         # used their budget with room left: no new edge will come
         while True:
             try:
-                events = self.ep.poll(0 if ready else -1)
-                again, ready = ready, []
-                for fd, _ev in events:
+                for fd, _ev in self.ep.poll():
                     if fd == self.wake_r:
                         self._inbox()
                         continue
                     job = self.jobs.get(fd)
                     if job is not None:
-                        self._send(job, ready)
-                for job in again:
-                    job.queued = False
-                    if job.sock >= 0:
-                        self._send(job, ready)
+                        self._send(job)
             except Exception:         # noqa: BLE001 - the thread must live on
                 log.exception("sendfile thread")
 
@@ -122,22 +114,18 @@ class Sender:
             add, job = self.inbox.popleft()
             if add:
                 self.jobs[job.sock] = job
-                self.ep.register(job.sock, _ET_OUT)   # writable now: the first edge is due
+                self.ep.register(job.sock, _OUT)
             elif job.sock >= 0:
                 self._end(job, None, tell=False)
 
-    def _send(self, job: Job, ready: list) -> None:
+    def _send(self, job: Job) -> None:
         sent = 0
         why = None
-        while job.left > 0:
-            if sent >= BUDGET:
-                if not job.queued:
-                    job.queued = True
-                    ready.append(job)
-                break
+        while job.left > 0 and sent < BUDGET:
+            want = min(job.left, BUDGET - sent)
             try:
-                n = os.sendfile(job.sock, job.fd, job.pos, min(job.left, BUDGET - sent))
-            except BlockingIOError:   # full: the next edge brings us back
+                n = os.sendfile(job.sock, job.fd, job.pos, want)
+            except BlockingIOError:   # full: epoll reports it when there is room
                 break
             except InterruptedError:
                 continue
@@ -150,6 +138,8 @@ class Sender:
             job.pos += n
             job.left -= n
             sent += n
+            if n < want:              # full (or the file ends: the next call says 0)
+                break
         if sent:
             job.request.sentLength = job.pos - job.start   # progress for the status page
         if why is not None or job.left <= 0:
