@@ -16,7 +16,7 @@ from ...policy import capture as cp
 from . import validate as v
 from .api_agent import AgentApi, agent_secret
 from .common import read_json
-from .errors import BadRequest, Refusal, TooLarge
+from .errors import BadRequest, Conflict, Refusal, TooLarge
 
 _CHUNK_PATH = re.compile(rb"^/api/v1/agent/capture/([0-9a-f]{1,32})/([0-9]{1,20})(?:\?|$)")
 
@@ -101,6 +101,9 @@ class CaptureApi:
             return None
         # one body in memory per capture at a time (MAX_RUNNING bounds the captures)
         cap.receiving = True
+        allow = getattr(getattr(request, "channel", None), "allow_body", None)
+        if allow is not None:          # the request deadline grows with the chunk
+            allow(length)
 
         def done(_):
             cap.receiving = False
@@ -171,6 +174,12 @@ class CaptureApi:
                     self.captures.check(h, job, off)
                 except Exception as e:
                     raise self._mapped(e) from None
+                cap = self.captures.by_job.get(job)
+                if cap is not None and (cap.busy or cap.receiving):
+                    # a retry while the previous chunk is still in: the agent asks
+                    # for the committed offset again (a 413 would end the capture)
+                    raise Conflict("the previous chunk of this capture is still being "
+                                   "received or written: ask for the offset and retry")
                 raise TooLarge(f"body larger than the chunk ({cp.CHUNK_MAX} bytes at most)")
             data = request.content.read() if n else b""
         else:

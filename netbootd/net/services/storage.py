@@ -108,11 +108,45 @@ class StorageService(service.Service):
     def _opened(self, _) -> None:
         st = self.storage
         st.ready = True
-        self._usage = task.LoopingCall(st.refresh_usage)
+        self._hold_restarted_captures()
+        self._usage = task.LoopingCall(self._periodic)
         self._usage.clock = self.core.reactor
         self._usage.start(USAGE_EVERY, now=False)
         log.info("storage: %d pools, %d exports (%s)", len(st.pools), len(st.exports),
                  st.export_problem or f"{st.exporter.kind} on {st.portal}:{st.port}")
+
+    def _periodic(self) -> None:
+        self.storage.refresh_usage()
+        self._release_holds()
+
+    def _hold_restarted_captures(self) -> None:
+        """Captures the last stop cut short resume when their agent calls back
+        (net/capture.py _restore); until then nobody may delete, export or
+        recreate their volume, or the resumed agent would write into another."""
+        now = self.core.reactor.seconds()
+        self.holds: dict = {}
+        for h in self.core.registry.hosts.values():
+            act = h.action or {}
+            if act.get("action") == "capture" and act.get("volume") and act.get("job"):
+                vol = act["volume"]
+                self.storage.busy.setdefault(
+                    vol, f"host {h.mac}'s capture resumes into it when its agent calls")
+                self.holds[vol] = (h.mac, act["job"], now)
+
+    def _release_holds(self) -> None:
+        """A hold ends when its capture resumed (running), its host's action was
+        replaced, or its agent stayed silent for capture.IDLE."""
+        from ..capture import IDLE
+        st, now = self.storage, self.core.reactor.seconds()
+        for vol, (mac, job, since) in list(getattr(self, "holds", {}).items()):
+            h = self.core.registry.hosts.get(mac)
+            act = (h.action or {}) if h is not None else {}
+            if vol in st.running:
+                del self.holds[vol]
+            elif act.get("job") != job or now - since > IDLE:
+                del self.holds[vol]
+                if "resumes into it" in st.busy.get(vol, ""):
+                    del st.busy[vol]
 
     def stopService(self):
         super().stopService()
