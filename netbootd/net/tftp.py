@@ -38,7 +38,7 @@
   thread (``first_per_client``, ``first_total``, config
   ``boot.tftp_max_unconfirmed``, default 512: see TransferLoop for who is
   evicted and when a new request is dropped instead), sends at most two
-  datagrams and ends after ~2 s.  So a flood of forged RRQs cannot fill the
+  datagrams and ends after ~4 s.  So a flood of forged RRQs cannot fill the
   caps real clients need.  A client that has ACKed is never refused for
   the total (only for its own per-client cap), so the confirmed may pass
   ``total`` by what was unconfirmed at the time.  Transfer sockets: at most

@@ -53,7 +53,7 @@ class TransferLoop:
     Unconfirmed transfers (no ACK yet: maybe a forged RRQ, whose replies go
     to a victim who never answers) are budgeted here, apart from the
     reactor's caps: at most ``first_per_client`` per source address and
-    ``first_total`` in all (an unconfirmed transfer lives ~2 s and sends two
+    ``first_total`` in all (an unconfirmed transfer lives ~4 s and sends two
     datagrams: policy/tftp_session.py).
 
     * Over its source's budget, a new one ends the oldest of that source
