@@ -84,7 +84,9 @@ def dns_check(server: str, host: dict, port: int = 53) -> str | None:
 
 
 def _ask(s, server, port, name, qtype) -> list[str]:
-    for _ in range(3):
+    # 6 tries: with --loss the check's own packets are dropped too, and what is
+    # checked is the daemon's zone, not the link
+    for _ in range(6):
         q = DNSRecord.question(name, qtype)
         s.sendto(q.pack(), (server, port))
         try:
