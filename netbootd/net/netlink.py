@@ -22,6 +22,7 @@ from collections import Counter
 from typing import Callable
 
 from . import interfaces
+from .udp import SockReader
 
 log = logging.getLogger("netbootd")
 
@@ -33,7 +34,7 @@ GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 RTM_NAMES = {16: "newlink", 17: "dellink", 20: "newaddr", 21: "deladdr"}
 
 
-class NetlinkWatcher:
+class NetlinkWatcher(SockReader):
     """IReadDescriptor on a NETLINK_ROUTE socket; `on_change(links)` runs on
     the reactor after each settled burst of changes."""
 
@@ -62,16 +63,7 @@ class NetlinkWatcher:
             self._ipr = IPRoute()
         return interfaces.links(self._ipr)
 
-    # IReadDescriptor -----------------------------------------------------
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def logPrefix(self) -> str:
-        return "NetlinkWatcher"
-
-    def connectionLost(self, reason) -> None:
-        pass
-
+    # IReadDescriptor: doRead (the rest: udp.SockReader) -------------------
     def doRead(self) -> None:
         changed = False
         for _ in range(256):

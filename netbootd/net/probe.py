@@ -12,6 +12,8 @@ import struct
 
 from twisted.internet import defer
 
+from .udp import SockReader
+
 ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST = 0, 8
 
 
@@ -30,7 +32,7 @@ def echo_request(ident: int, seq: int, payload: bytes = b"netbootd-probe") -> by
     return struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, csum, ident, seq) + payload
 
 
-class IcmpProber:
+class IcmpProber(SockReader):
     """A raw ICMP socket registered with the reactor as a reader."""
 
     def __init__(self, reactor, timeout: float):
@@ -43,16 +45,7 @@ class IcmpProber:
         self._pending: dict[tuple[str, int], tuple[defer.Deferred, object]] = {}
         reactor.addReader(self)
 
-    # IReadDescriptor
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def logPrefix(self) -> str:
-        return "IcmpProber"
-
-    def connectionLost(self, reason) -> None:
-        pass
-
+    # IReadDescriptor: doRead (the rest: udp.SockReader)
     def doRead(self) -> None:
         for _ in range(64):
             try:

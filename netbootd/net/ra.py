@@ -26,6 +26,7 @@ from collections import Counter
 from ..codec import icmp6
 from ..codec.errors import DecodeError
 from . import interfaces
+from .udp import SockReader
 
 log = logging.getLogger("netbootd")
 
@@ -43,7 +44,7 @@ def icmp6_filter(*allowed: int) -> bytes:
     return struct.pack("=8I", *words)
 
 
-class RaResponder:
+class RaResponder(SockReader):
     """Quench RAs on one interface.  `on_event(kind, **detail)` reports
     router_seen; counters: rx.RS, tx.RA, rx.RA, drop.<reason>, ignored.<why>."""
 
@@ -86,16 +87,7 @@ class RaResponder:
             raise
         return s
 
-    # IReadDescriptor -----------------------------------------------------
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def logPrefix(self) -> str:
-        return "RaResponder"
-
-    def connectionLost(self, reason) -> None:
-        pass
-
+    # IReadDescriptor: doRead (the rest: udp.SockReader) -------------------
     def doRead(self) -> None:
         for _ in range(64):
             try:

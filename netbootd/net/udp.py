@@ -21,6 +21,22 @@ _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 _IGNORE = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EMSGSIZE)
 
 
+class SockReader:
+    """The IReadDescriptor methods shared by the readers on a socket of their own
+    (``self.sock``: probe.py, ra.py, netlink.py); they add ``doRead``.  The log
+    prefix is the class name (Twisted asks for it on every event)."""
+    sock: socket.socket
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return type(self).__name__
+
+    def connectionLost(self, reason) -> None:
+        pass
+
+
 class UdpEndpoint:
     """IReadDescriptor over an already-bound non-blocking UDP socket."""
 
