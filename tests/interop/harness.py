@@ -18,6 +18,7 @@ Addresses used: 10.77.0.0/16 and 10.78.0.0/16, only inside lab namespaces.
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -798,3 +799,15 @@ def logged_counters(nb: "Netbootd") -> dict:
     import ast
     found = re.findall(r"dhcp stopped: (\{.*\})", nb.log_path.read_text(errors="replace"))
     return ast.literal_eval(found[-1]) if found else {}
+
+
+@contextlib.contextmanager
+def client_agent(lab: labnet.Lab, lan, tmp_path: Path, name: str = "cli"):
+    """The scapy agent on the ``name`` end of a lab link (DHCP ports absorbed,
+    log in tmp_path/agent.log), closed afterwards."""
+    agent = Agent(lab, lan.ns[name], lan.ifs[name], absorb=(67, 68),
+                  log_path=tmp_path / "agent.log")
+    try:
+        yield agent
+    finally:
+        agent.close()

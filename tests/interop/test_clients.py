@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .harness import (ACK, DECLINE, HELPERS, INFORM, RELEASE, Agent, Capture, decode_reply,
+from .harness import (ACK, DECLINE, HELPERS, INFORM, RELEASE, Capture, client_agent, decode_reply,
                       netbootd_bin, norm_mac, build_lan, describe_all, dhcp_frame,
                       discover, dora, iface_mac, ip_bytes, is_reply, lease_rows_for, leases,
                       opt, require_bin, wait_for, write_config)
@@ -49,12 +49,8 @@ def clients_lab(lab, netbootd_factory, tmp_path):
     cfg = write_config(tmp_path / "netbootd.toml", CONFIG)
     nb = netbootd_factory(lan.ns["srv"], ["--config", str(cfg), "--mode", "full",
                                           "--interface", lan.ifs["srv"]]).start()
-    agent = Agent(lab, lan.ns["cli"], lan.ifs["cli"], absorb=(67, 68),
-                  log_path=tmp_path / "agent.log")
-    try:
+    with client_agent(lab, lan, tmp_path) as agent:
         yield lan, nb, agent
-    finally:
-        agent.close()
 
 
 def _events(path) -> list[dict]:

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from .harness import (Agent, build_lan, discover, lease_rows_for, wait_for, write_config)
+from .harness import (build_lan, client_agent, discover, lease_rows_for, wait_for,
+                      write_config)
 
 SERVER = "10.77.0.1"
 SQUAT = "10.77.1.10"          # the first address of the range: what a naive pool offers first
@@ -30,14 +31,10 @@ def test_probe_skips_an_address_that_answers_ping_and_puts_it_on_probation(
     cfg = write_config(tmp_path / "netbootd.toml", CONFIG)
     nb = netbootd_factory(lan.ns["srv"], ["--config", str(cfg), "--mode", "full",
                                           "--interface", lan.ifs["srv"]]).start()
-    agent = Agent(lab, lan.ns["cli"], lan.ifs["cli"], absorb=(67, 68),
-                  log_path=tmp_path / "agent.log")
-    try:
+    with client_agent(lab, lan, tmp_path) as agent:
         t0 = time.monotonic()
         offer, got = discover(agent, "02:77:00:00:0b:01", timeout=6)
         elapsed = time.monotonic() - t0
-    finally:
-        agent.close()
     assert offer is not None, f"no OFFER; log:\n{nb.log_tail()}"
     assert offer.yiaddr != SQUAT, "offered an address that answers ping"
     assert offer.yiaddr.startswith("10.77.1.")

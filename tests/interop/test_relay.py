@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from .harness import (ACK, DISCOVER, OFFER, REQUEST, Agent, build_pair, describe_all,
+from .harness import (ACK, DISCOVER, OFFER, REQUEST, build_pair, client_agent, describe_all,
                       dhcp_frame, dora, iface_mac, ip_bytes, lease_rows_for, logged_counters, opt,
                       relay_config, wait_for)
 
@@ -30,12 +30,8 @@ def relay_lab(lab, netbootd_factory, tmp_path):
     lan = build_pair(lab, "10.77.0.1/16", f"{RELAY}/16")
     nb = netbootd_factory(lan.ns["srv"], ["--mode", "full", "--interface", lan.ifs["srv"],
                                           *relay_config(tmp_path / "relay.toml", (RELAY,))]).start()
-    agent = Agent(lab, lan.ns["cli"], lan.ifs["cli"], absorb=(67, 68),
-                  log_path=tmp_path / "agent.log")
-    try:
+    with client_agent(lab, lan, tmp_path) as agent:
         yield lan, nb, agent
-    finally:
-        agent.close()
 
 
 @pytest.mark.interop

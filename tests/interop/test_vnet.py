@@ -15,9 +15,9 @@ import time
 import pytest
 
 from .harness import (ACK, DISCOVER, OFFER, REQUEST, Agent, Capture, acks_in, build_pair,
-                      db_query, describe_all, dhcp_frame, dora, discover, iface_mac, ip_bytes,
-                      leases, norm_mac, opt, start_perfdhcp, parse_perfdhcp, require_bin,
-                      wait_for, write_config)
+                      client_agent, db_query, describe_all, dhcp_frame, dora, discover, iface_mac,
+                      ip_bytes, leases, norm_mac, opt, start_perfdhcp, parse_perfdhcp,
+                      require_bin, wait_for, write_config)
 
 SERVER, RELAY = "10.77.0.1", "10.77.0.2"
 
@@ -77,12 +77,8 @@ def served(lab, netbootd_factory, tmp_path):
                        'subnet = "10.77.0.0/16"\nranges = ["10.77.1.10-10.77.1.12"]\n')
     nb = netbootd_factory(lan.ns["srv"], ["--interface", lan.ifs["srv"], "--config", str(cfg)]
                           ).start()
-    agent = Agent(lab, lan.ns["cli"], lan.ifs["cli"], absorb=(67, 68),
-                  log_path=tmp_path / "agent.log")
-    try:
+    with client_agent(lab, lan, tmp_path) as agent:
         yield lan, nb, agent
-    finally:
-        agent.close()
 
 
 @pytest.mark.interop
