@@ -53,11 +53,13 @@ class Capture:
         self.t0 = time.monotonic()   # when the agent's first chunk came
         self.uploading = False
         self.created = False         # the capture made the volume
+        self.refused = None          # why the last chunk or stream was refused (GET shows it)
 
     def view(self) -> dict:
         return {"job": self.job.id, "volume": self.volume, "pool": self.pool,
                 "disk": self.disk, "bytes": self.total, "chunk": self.chunk,
-                "committed": self.committed, "state": self.job.state}
+                "committed": self.committed, "state": self.job.state,
+                **({"refused": self.refused} if self.refused else {})}
 
 
 class Captures:
@@ -253,26 +255,48 @@ class Captures:
             return f
         return self.run(reopen).addCallbacks(ready, failed)
 
-    def check(self, h, job_id: str, offset: int) -> None:
-        """Would a chunk at ``offset`` of the expected length be taken now?"""
+    def _running(self, h, job_id: str) -> Capture:
+        """_mine, refused when the daemon has no state of the capture (restarted)."""
         from .storage import Refused
         cap = self._mine(h, job_id)
         if cap is None:
             raise Refused(409, "the daemon restarted: GET the capture's committed offset "
                                "first")
+        return cap
+
+    def check(self, h, job_id: str, offset: int) -> None:
+        """Would a chunk at ``offset`` of the expected length be taken now?"""
+        cap = self._running(h, job_id)
         n = cp.expected_length(cap.total, cap.chunk, offset) if 0 <= offset < cap.total else 0
         cp.check_offset(cap.total, cap.chunk, cap.committed, offset, n)
 
-    def chunk(self, h, job_id: str, offset: int, data, sha) -> defer.Deferred:
+    def check_stream(self, h, job_id: str, offset: int, length: int) -> Capture:
+        """Would a stream from ``offset`` declaring ``length`` body bytes be taken now?"""
         from .storage import Refused
-        cap = self._mine(h, job_id)
-        if cap is None:
-            raise Refused(409, "the daemon restarted: GET the capture's committed offset "
-                               "first")
+        cap = self._running(h, job_id)
+        cp.check_stream(cap.total, cap.chunk, cap.committed, offset, length)
+        if cap.busy or cap.receiving:
+            raise Refused(409, "the previous upload of this capture is still being received "
+                               "or written: ask for the offset and retry")
+        return cap
+
+    def chunk(self, h, job_id: str, offset: int, data, sha) -> defer.Deferred:
+        cap = self._running(h, job_id)
+        if not cap.busy:
+            cp.check_offset(cap.total, cap.chunk, cap.committed, offset, len(data))
+        return self.write(h, cap, offset, data, cp.check_sha(sha))
+
+    def write(self, h, cap: Capture, offset: int, data, sha: str) -> defer.Deferred:
+        """Write the next chunk (checked against ``sha`` in the worker thread) and
+        commit it; fires with {"committed", "bytes"}.  The stream (api_capture.py)
+        calls this per chunk, the per-chunk POST through chunk()."""
+        from .storage import Refused
+        job_id = cap.job.id
+        if self._running(h, job_id) is not cap:
+            raise Refused(409, f"capture {job_id!r} is not this host's running capture")
         if cap.busy:
             raise Refused(409, "a chunk of this capture is being written")
         n = cp.check_offset(cap.total, cap.chunk, cap.committed, offset, len(data))
-        sha = cp.check_sha(sha)
         cap.busy = True
         if not cap.uploading:
             cap.uploading, cap.t0 = True, time.monotonic()
@@ -302,6 +326,8 @@ class Captures:
             self._idle(cap)
             if not f.check(cp.CaptureError):
                 self._end(cap, f.value)
+            else:
+                cap.refused = f.value.reason
             return f
         return self.run(write).addCallbacks(written, failed)
 

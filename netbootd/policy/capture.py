@@ -73,10 +73,7 @@ def expected_length(total: int, chunk: int, offset: int) -> int:
     return min(chunk, total - offset)
 
 
-def check_offset(total: int, chunk: int, committed: int, offset, length) -> int:
-    """The chunk at ``offset`` of ``length`` bytes may be written now: it is the next
-    one (``committed``), aligned and whole.  409 for an offset other than the
-    committed one (the agent asks GET .../capture/{job} and resumes there)."""
+def _check_start(total: int, chunk: int, committed: int, offset) -> None:
     if type(offset) is not int or offset < 0:
         raise CaptureError("offset: a non-negative whole number of bytes", "offset")
     if offset >= total:
@@ -88,11 +85,49 @@ def check_offset(total: int, chunk: int, committed: int, offset, length) -> int:
     if offset != committed:
         raise CaptureError(f"offset: {offset} is not the committed offset {committed}: "
                            "resume from there", "offset", 409)
+
+
+def check_offset(total: int, chunk: int, committed: int, offset, length) -> int:
+    """The chunk at ``offset`` of ``length`` bytes may be written now: it is the next
+    one (``committed``), aligned and whole.  409 for an offset other than the
+    committed one (the agent asks GET .../capture/{job} and resumes there)."""
+    _check_start(total, chunk, committed, offset)
     want = expected_length(total, chunk, offset)
     if length != want:
         raise CaptureError(f"body: {length} bytes, the chunk at {offset} is {want} bytes",
                            "body")
     return want
+
+
+FRAME = 65                       # a stream frame's header: the chunk's sha256 hex + "\n"
+
+
+def stream_length(total: int, chunk: int, offset: int) -> int:
+    """The body of a stream from ``offset``: every chunk still to send, each after
+    its FRAME-byte header."""
+    left = total - offset
+    return left + FRAME * (-(-left // chunk))
+
+
+def check_stream(total: int, chunk: int, committed: int, offset, length) -> int:
+    """A stream from ``offset`` declaring ``length`` body bytes may start now: the
+    offset is the committed one and the length exactly the framed remainder."""
+    _check_start(total, chunk, committed, offset)
+    want = stream_length(total, chunk, offset)
+    if length != want:
+        raise CaptureError(f"Content-Length: {length} bytes, the framed chunks from {offset} "
+                           f"are {want} bytes ({FRAME}-byte sha256 line before each chunk)",
+                           "Content-Length")
+    return want
+
+
+def frame_sha(head: bytes, offset: int) -> str:
+    """The sha256 of a stream frame's header (64 lowercase hex digits and a newline)."""
+    if len(head) != FRAME or head[-1:] != b"\n" or not _HEX.match(
+            head[:-1].decode("ascii", "replace")):
+        raise CaptureError(f"frame at {offset}: not a sha256 line (64 lowercase hex digits "
+                           "and a newline) before the chunk", "body")
+    return head[:-1].decode("ascii")
 
 
 def check_sha(value) -> str:

@@ -80,6 +80,21 @@ def captures_of(app):
     return app.admit_body.__self__.captures
 
 
+def hold_writes(cap):
+    """The capture's chunk writes wait (in the worker thread) until ``gate`` is set;
+    ``entered`` is set when the first one is waiting."""
+    import threading
+    gate, entered = threading.Event(), threading.Event()
+    real = cap.target.write
+
+    def held(*a):
+        entered.set()
+        gate.wait(10)
+        return real(*a)
+    cap.target.write = held
+    return gate, entered
+
+
 @pytest_twisted.inlineCallbacks
 def send(base, secret, job, data, start=0, stop=None):
     """POST the chunks of ``data`` from ``start`` (to ``stop``); their sha256s."""
@@ -330,21 +345,13 @@ def test_an_abandoned_capture_ends_and_frees_its_volume(tmp_path, capi):
 def test_a_capture_ended_during_a_write_closes_its_volume_after_the_write(tmp_path, capi):
     """The job ends (its action replaced) while a chunk is in the worker thread: the
     volume's fd is closed only once that write returned, and the chunk is refused."""
-    import threading
     app, base = capi[0], capi[1]
     data = source(tmp_path).read_bytes()
     secret = enroll(app, MAC)
     code, job = yield admin(base, f"/api/v1/hosts/{MAC}/capture",
                             {"disk": "vdz", "volume": "race"})
     cap = captures_of(app).by_job[job["id"]]
-    gate, entered = threading.Event(), threading.Event()
-    real = cap.target.write
-
-    def slow_write(*a):
-        entered.set()
-        gate.wait(10)
-        return real(*a)
-    cap.target.write = slow_write
+    gate, entered = hold_writes(cap)
     target = cap.target
     chunk = data[:MIB]
     pending = agent(base, secret, "POST", f"/api/v1/agent/capture/{job['id']}/0", chunk,

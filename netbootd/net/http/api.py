@@ -265,6 +265,7 @@ ROUTES = [
     Route("POST", H + "/capture", CaptureApi.start, "admin"),
     Route("GET", "/api/v1/agent/capture/{job}", CaptureApi.status, "agent"),
     Route("POST", "/api/v1/agent/capture/{job}/{offset}", CaptureApi.chunk, "agent"),
+    Route("POST", "/api/v1/agent/capture/{job}/stream/{offset}", CaptureApi.stream, "agent"),
 ]
 SPEC: dict = document(ROUTES)
 EVENT_KINDS = catalog_json()          # the status page fetches it (events.py)

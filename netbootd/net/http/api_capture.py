@@ -10,69 +10,17 @@ chunk's.  Any other body stays under the usual limit (413)."""
 from __future__ import annotations
 
 import re
-import socket
 
 from ...policy import capture as cp
 from . import validate as v
 from .api_agent import AgentApi, agent_secret
+from .capture_body import ChunkBody, RefusedBody, StreamBody
 from .common import read_json
 from .errors import BadRequest, Conflict, Refusal, TooLarge
 
 _CHUNK_PATH = re.compile(rb"^/api/v1/agent/capture/([0-9a-f]{1,32})/([0-9]{1,20})(?:\?|$)")
-
-
-# Reading a chunk: the reactor is woken when LOWAT bytes wait (SO_RCVLOWAT, never more
-# than what is still to come) and reads up to READ at once.  Waking per arriving
-# segment costs a reactor turn and a window update per few KiB: over a veth pair at
-# 1 Gb/s the server's CPU went from 9.9 to 3-4 s/GB with this (bench/storage/capture.py).
-LOWAT = 256 * 1024
-READ = 1 << 20
-
-
-class ChunkBody:
-    """A request body of a known length, in one preallocated buffer (what
-    twisted.web's Request writes to and the handler reads)."""
-
-    def __init__(self, length: int, transport=None):
-        self.buf = bytearray(length)
-        self.pos = 0
-        self.sock, self.lowat = None, 1
-        handle = getattr(transport, "getHandle", lambda: None)()
-        if isinstance(handle, socket.socket):        # plain TCP (not TLS, not a test's)
-            self.sock = handle
-            if getattr(transport, "bufferSize", READ) < READ:
-                transport.bufferSize = READ
-            self._lowat()
-
-    def _lowat(self) -> None:
-        """SO_RCVLOWAT: at most the bytes still to come (or the last ones never wake us)."""
-        want = max(1, min(LOWAT, len(self.buf) - self.pos))
-        if want != self.lowat and self.sock is not None:
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
-                self.lowat = want
-            except OSError:
-                self.sock = None
-
-    def write(self, data: bytes) -> None:
-        end = self.pos + len(data)
-        if end <= len(self.buf):
-            self.buf[self.pos:end] = data
-        self.pos = end
-        if self.sock is not None:
-            self._lowat()
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.pos        # twisted seeks to 0 before dispatch; the handler reads buf
-
-    def read(self, n: int = -1) -> bytes:
-        return b""
-
-    def close(self) -> None:
-        self.buf = bytearray()
+_STREAM_PATH = re.compile(rb"^/api/v1/agent/capture/([0-9a-f]{1,32})/stream/([0-9]{1,20})"
+                          rb"(?:\?|$)")
 
 
 def _refusal(e) -> Refusal:
@@ -85,7 +33,12 @@ class CaptureApi:
 
     # -- body admission (from the headers, before the body is read) ---------------
     def admit(self, request, method: bytes, target: bytes, length: int):
-        """A ChunkBody for an upload this host may send now, else None."""
+        """A ChunkBody for an upload this host may send now, a StreamBody for a
+        stream, a RefusedBody (answered at once) for a refused stream, else None."""
+        if method == b"POST" and (target or b"").startswith(b"/api/v1/agent/capture/"):
+            m = _STREAM_PATH.match(target)
+            if m is not None:
+                return self._admit_stream(request, m, length)
         m = _CHUNK_PATH.match(target or b"")
         if method != b"POST" or m is None or not 0 < length <= cp.CHUNK_MAX:
             return None
@@ -100,15 +53,39 @@ class CaptureApi:
         except Exception:          # refused: the handler answers with the reason
             return None
         # one body in memory per capture at a time (MAX_RUNNING bounds the captures)
+        self._receiving(request, cap, length)
+        return ChunkBody(length, getattr(request.channel, "transport", None))
+
+    @staticmethod
+    def _receiving(request, cap, length: int, body=None) -> None:
         cap.receiving = True
         allow = getattr(getattr(request, "channel", None), "allow_body", None)
-        if allow is not None:          # the request deadline grows with the chunk
+        if allow is not None:          # the request deadline grows with the body
             allow(length)
 
         def done(_):
             cap.receiving = False
-        request.notifyFinish().addBoth(done)
-        return ChunkBody(length, getattr(request.channel, "transport", None))
+
+        def lost(f):
+            if body is not None:
+                body.lost(f"the connection was lost: {f.getErrorMessage()}")
+        request.notifyFinish().addErrback(lost).addBoth(done)
+
+    def _admit_stream(self, request, m, length: int):
+        """A stream's body is admitted only when it may start now (the host's secret,
+        its running capture, the committed offset, exactly the framed remainder); else
+        the refusal is answered at once, before any body byte is read."""
+        transport = getattr(request.channel, "transport", None)
+        try:
+            h = self._host(request)
+            cap = self.captures.check_stream(h, m.group(1).decode(), int(m.group(2)), length)
+        except Exception as e:
+            err = self._mapped(e)
+            self.counters["api.capture_stream_refused"] += 1
+            return RefusedBody(transport, err) if transport is not None else None
+        body = StreamBody(self.captures, h, cap, int(m.group(2)), length, transport)
+        self._receiving(request, cap, length, body)
+        return body
 
     _host = AgentApi._host          # the agent's secret (uses .agents, .counters)
 
@@ -192,3 +169,25 @@ class CaptureApi:
         except Exception as e:
             raise self._mapped(e) from None
         return d.addErrback(lambda f: self._raise(f.value))
+
+    def stream(self, request, job, offset):
+        """POST agent/capture/{job}/stream/{offset}: every chunk from the committed
+        offset to the end over this one request, each after its sha256 line
+        (capture_body.StreamBody); answers {"committed", "bytes"} once all are."""
+        h = self._host(request)
+        body = getattr(request, "big_body", None)
+        if isinstance(body, RefusedBody):     # answered from the headers already
+            raise body.error
+        if isinstance(body, StreamBody):
+            self.counters["api.capture_stream"] += 1
+            return body.outcome()
+        try:
+            off = int(offset)
+        except ValueError:
+            raise BadRequest("offset: a whole number of bytes") from None
+        length = request.getHeader(b"content-length")
+        try:
+            self.captures.check_stream(h, job, off, int(length) if length else 0)
+        except Exception as e:
+            raise self._mapped(e) from None
+        raise Conflict("the stream was not admitted: ask for the committed offset and retry")

@@ -473,6 +473,18 @@ OPERATIONS: dict = {
         "responses": {"200": _ok({"type": "object", "required": ["committed", "bytes"]}),
                       "400": _ERR, "401": _ERR, "404": _ERR, "409": _ERR, "413": _ERR,
                       "422": _ERR, "503": _ERR}},
+    ("POST", "/api/v1/agent/capture/{job}/stream/{offset}"): {
+        "security": _AGENT,
+        "parameters": [{"name": "offset", "in": "path", "required": True,
+                        "schema": {"type": "integer", "minimum": 0}}],
+        "requestBody": {"required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}},
+        "description": "every chunk from the committed offset to the end over one "
+                       "connection, each after its sha256 in hex and a newline; "
+                       "Content-Length exactly the framed remainder (docs/storage.md)",
+        "responses": {"200": _ok({"type": "object", "required": ["committed", "bytes"]}),
+                      "400": _ERR, "401": _ERR, "404": _ERR, "409": _ERR, "422": _ERR,
+                      "503": _ERR}},
 }
 
 
