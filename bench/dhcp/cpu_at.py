@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""CPU per DORA at fixed offered rates, returning clients: netbootd vs Kea.
+"""CPU per DORA at fixed offered rates, returning or new clients: netbootd vs Kea.
 
     sudo .venv/bin/python bench/dhcp/cpu_at.py                      # 1000,2000,4000/s
+    sudo .venv/bin/python bench/dhcp/cpu_at.py --scenario unique --rates 2000,4000
     sudo .venv/bin/python bench/dhcp/cpu_at.py --rates 1000,4000 --rounds 3
     sudo .venv/bin/python bench/dhcp/cpu_at.py --netbootd-src base=/tmp/old-tree
 
@@ -14,6 +15,11 @@ warmed up once (each holds a lease), and then every (round, rate) runs one
 trial on every server in turn, so the servers are measured side by side in
 time.  CPU = utime + stime of the server process (all its threads) over the
 trial, from /proc/<pid>/stat; per DORA = that / ACKs received.
+
+`--scenario unique`: every DORA from a new client (run.py's unique scenario:
+perfdhcp -R 52000 -u); each trial starts its server on an empty state
+directory (start-up not measured: the CPU is counted over the trial only),
+so the pool never runs out and every client is new to the server.
 
 `--netbootd-src LABEL=DIR` adds a netbootd run from another source tree (its
 `netbootd` package directory's parent, put first on PYTHONPATH), e.g. the
@@ -42,15 +48,16 @@ def _run_args(a) -> argparse.Namespace:
     """The settings run.Bench reads, for fixed-rate trials."""
     return argparse.Namespace(
         no_pin=a.no_pin, exit_wait=1.0, wait_idle=a.wait_idle, redo=0,
-        perfdhcp_threads="single", drop_time=1.0, start_timeout=30.0, start_settle=1.0,
+        perfdhcp_threads=a.perfdhcp_threads, drop_time=1.0, start_timeout=30.0, start_settle=1.0,
         netbootd_config=None, kea_log_severity="WARN", keep_state=False)
 
 
 class Side:
     """One server in its own lab, warmed up, kept running for all trials."""
 
-    def __init__(self, bench, srv, clients: int, workdir: str):
-        self.bench, self.srv, self.clients = bench, srv, clients
+    def __init__(self, bench, srv, clients: int, workdir: str, unique: bool = False):
+        self.bench, self.srv, self.clients, self.unique = bench, srv, clients, unique
+        self.starts = 0
         self.root = Path(tempfile.mkdtemp(prefix=f"bench-dhcp-cpu-{srv.name}-", dir=workdir))
         self.lab = run.labnet.Lab()
         self.trials: list[dict] = []
@@ -60,6 +67,9 @@ class Side:
         self.sns, self.cns = lab.namespace("srv"), lab.namespace("cli")
         sif, _ = lab.link(self.sns, f"{run.SERVER_ADDR}/{run.PREFIX}", self.cns,
                           f"{run.CLIENT_ADDR}/{run.PREFIX}")
+        self.sif = sif
+        if self.unique:
+            return self                 # a fresh server per trial (trial())
         self.srv.start(lab, self.sns, sif, self.root / "state", self.bench.server_cpu)
         n = self.clients
         for rate in (500, 200, 100):
@@ -80,11 +90,19 @@ class Side:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def trial(self, rate: int, period: float) -> dict:
+        if self.unique:
+            self.srv.stop()
+            self.starts += 1
+            state = self.root / f"state-{self.starts}"
+            shutil.rmtree(self.root / f"state-{self.starts - 1}", ignore_errors=True)
+            self.srv.start(self.lab, self.sns, self.sif, state, self.bench.server_cpu)
         if not self.srv.alive():
             raise BenchError(f"{self.srv.name} died:\n{common.tail(self.srv.logfile)}")
         before = thread_jiffies(self.srv.proc.pid)
-        t = self.bench.perfdhcp(self.lab, self.cns, rate, self.clients, period,
-                                int(rate * period), unique=False, server_pid=self.srv.proc.pid)
+        count = min(int(rate * period), run.UNIQUE_MAX_EXCHANGES) if self.unique \
+            else int(rate * period)
+        t = self.bench.perfdhcp(self.lab, self.cns, rate, self.clients, period, count,
+                                unique=self.unique, server_pid=self.srv.proc.pid)
         t["cpu_us_per_dora"] = (round(1e6 * t["server_cpu_s"] / t["acks"], 1)
                                 if t["acks"] else None)
         t["threads_us_per_dora"] = per_thread(before, thread_jiffies(self.srv.proc.pid),
@@ -94,6 +112,10 @@ class Side:
         log(f"    {self.srv.name:24} r={rate:>5}/s acks/s={t['leases_per_s']:>7.0f} "
             f"drop={t['drop_pct']:5.2f}% cpu={t['server_cpu_s']:5.2f}s "
             f"= {t['cpu_us_per_dora'] or 0:6.1f} us/DORA ({split})"
+            f" delay avg/max {t['avg_delay_ms'][1]:.1f}/{t['max_delay_ms'][1]:.0f} ms"
+            + "".join(f" {side}-rcvbuf-drops={t['udp'][side]['RcvbufErrors']}"
+                      for side in ("server", "client")
+                      if t.get("udp", {}).get(side, {}).get("RcvbufErrors"))
             + (f"  [other processes: {t['foreign_cpu_pct']:.0f}% CPU]"
                if t["foreign_cpu_pct"] > BUSY_WARN else ""))
         time.sleep(0.5)
@@ -157,10 +179,10 @@ def summarize(sides: list[Side], rates: list[int]) -> dict:
     return out
 
 
-def print_table(summary: dict, labels: dict, rates: list[int]) -> None:
+def print_table(summary: dict, labels: dict, rates: list[int], scenario: str) -> None:
     print()
     print("CPU per DORA (us, median of the quiet rounds; server process, all threads), "
-          "returning clients")
+          f"{scenario} clients")
     hdr = f"{'server':44} " + " ".join(f"{str(r) + '/s':>16}" for r in rates)
     print(hdr)
     print("-" * len(hdr))
@@ -196,14 +218,24 @@ def main() -> int:
                     help="also run netbootd from this source tree (repeatable)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--period", type=float, default=5.0, help="seconds per trial")
-    ap.add_argument("--clients", type=int, default=run.RETURNING_CLIENTS)
+    ap.add_argument("--scenario", choices=("returning", "unique"), default="returning")
+    ap.add_argument("--clients", type=int, help="perfdhcp -R (default: 1,000 returning "
+                    "clients; unique: run.py's 52,000)")
     ap.add_argument("--wait-idle", type=float, default=20.0)
     ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--perfdhcp-threads", choices=("single", "multi"), default="single")
+    ap.add_argument("--shape", choices=("default", "wide"), default="default",
+                    help="wide: as run.py --shape wide (no pinning, perfdhcp's own threads)")
     ap.add_argument("--workdir", default="/var/tmp")
     ap.add_argument("--lock", default="/run/lock/netbootd-bench.lock")
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     rates = [int(r) for r in a.rates.split(",") if r.strip()]
+    unique = a.scenario == "unique"
+    if a.shape == "wide":
+        a.no_pin, a.perfdhcp_threads = True, "multi"
+    if a.clients is None:
+        a.clients = run.UNIQUE_CLIENTS if unique else run.RETURNING_CLIENTS
     why = run.labnet.available()
     if why:
         print(f"bench-dhcp-cpu: cannot build labs: {why}", file=sys.stderr)
@@ -226,7 +258,7 @@ def main() -> int:
     try:
         for srv in servers:
             log(f"== {srv.label}")
-            side = Side(bench, srv, a.clients, a.workdir)
+            side = Side(bench, srv, a.clients, a.workdir, unique)
             side.__enter__()
             sides.append(side)
         log(f"CPU check (fixed loop on the server CPU): {run.cpu_speed(bench.server_cpu)} s")
@@ -239,7 +271,7 @@ def main() -> int:
         for side in sides:
             side.__exit__(None, None, None)
     summary = summarize(sides, rates)
-    print_table(summary, {s.srv.name: s.srv.label for s in sides}, rates)
+    print_table(summary, {s.srv.name: s.srv.label for s in sides}, rates, a.scenario)
     doc = {"bench": "dhcp-cpu", "started": started.isoformat(), "settings": vars(a),
            "pinning": bench.pin, "summary": summary,
            "trials": {s.srv.name: s.trials for s in sides}}
