@@ -11,7 +11,14 @@ once its first write has waited `window`, as a batch does when the thread is
 idle: a fast disk would otherwise commit a few writes at a time, thousands
 of times a second, and each commit costs a transaction, an fsync and two
 thread wake-ups (bench/dhcp: ~2,300 commits/s at 6,000 DORA/s, ~3 DORAs each).
-No write waits longer than `window` plus the commit in progress.
+Under load the window stretches: a batch that holds `fill` writes or more
+when its window closes is filling fast, and waits on - until it holds
+`target` writes at the rate it filled, at most `stretch` windows after its
+first write - so a busy server commits fewer, larger batches (a commit's fixed
+cost: an fsync, ~70 us of CPU here, the thread hand-offs, the reactor's
+wake-up; bench/dhcp/README.md, 2026-12-04).  A slow flow (fewer than `fill`
+writes in a window) commits as before.  No write waits longer than `stretch`
+windows plus the commit in progress.
 
 One unstorable write must not cost the others their replies: when a batch
 fails with a *write fault* (a value the store cannot hold: an integer past
@@ -94,7 +101,8 @@ class GroupCommitter:
                  is_write_fault: Callable[[BaseException], bool] = _no_fault,
                  reread: Callable | None = None,
                  on_dropped: Callable[[list], None] | None = None,
-                 batch_min: int = 64):
+                 batch_min: int = 64, fill: int = 32, target: int = 256,
+                 stretch: float = 4.0):
         """`apply(batch)` writes a batch (blocking).  By default it runs on
         one CommitThread, so commits keep their order.  Tests may pass
         `run_in_thread(fn, arg)` returning a Deferred (a synchronous or a
@@ -106,6 +114,9 @@ class GroupCommitter:
         self.on_dropped = on_dropped
         self.window = window
         self.batch_min = batch_min
+        self.fill = fill
+        self.target = target
+        self.max_wait = window * stretch
         self._since = 0.0               # when the pending batch got its first write
         self._thread = None
         if run_in_thread is None:
@@ -133,19 +144,47 @@ class GroupCommitter:
             self._writes.extend(writes)
         if on_commit is not None:
             self._waiters.append((first, len(self._writes), on_commit))
-        if not self._busy and self._timer is None and (self._writes or self._waiters):
+        if self._busy:
+            return
+        if self._timer is None:
+            if not (self._writes or self._waiters):
+                return
             if self.window > 0:
                 self._timer = self.reactor.callLater(self.window, self._flush)
             else:
                 self._flush()
+        elif len(self._writes) >= self.target:      # a stretched batch is full: it goes
+            self._timer.cancel()
+            self._flush(now=True)
 
     @property
     def pending(self) -> int:
         return len(self._writes)
 
-    def _flush(self) -> None:
+    def _due(self, after_commit: bool = False) -> float:
+        """Seconds until the pending batch goes (0: now).  Right after a
+        commit, a batch of batch_min writes goes at once (the thread is the
+        bottleneck: commits run back to back).  Else it waits its window,
+        then, while it fills fast (fill writes or more), until it holds
+        target writes at the rate it filled, within max_wait of its first
+        write."""
+        n = len(self._writes)
+        if self._idle or (after_commit and n >= self.batch_min) or n >= self.target:
+            return 0.0
+        age = self.reactor.seconds() - self._since
+        if age < self.window:
+            return self.window - age
+        if n < self.fill or age >= self.max_wait:
+            return 0.0
+        return min(self.max_wait - age, (self.target - n) * age / n)
+
+    def _flush(self, now: bool = False) -> None:
         self._timer = None
         if self._busy:
+            return
+        wait = 0.0 if now or not self._writes else self._due()
+        if wait > 0:
+            self._timer = self.reactor.callLater(wait, self._flush)
             return
         writes, waiters = self._writes, self._waiters
         self._writes, self._waiters = [], []
@@ -254,11 +293,11 @@ class GroupCommitter:
             self._maybe_idle()
             return
         # The next batch has been filling up meanwhile: it goes now when it
-        # is large, has waited a window, or someone drains; else when its
-        # first write has waited a window.
-        wait = self.window - (self.reactor.seconds() - self._since)
-        if wait <= 0 or len(self._writes) >= self.batch_min or self._idle:
-            self._flush()
+        # is large, has waited its window (stretched while it fills fast:
+        # _due), or someone drains.
+        wait = self._due(after_commit=True) if self._writes else 0.0
+        if wait <= 0:
+            self._flush(now=True)
         elif self._timer is None:
             self._timer = self.reactor.callLater(wait, self._flush)
 

@@ -18,7 +18,9 @@ from collections import Counter, OrderedDict
 
 from ..model import KNOWN_STATES, Host, HostState
 from ..policy.ratelimit import Buckets
-from ..writes import EventWrite, HostDelete, HostWrite, event
+from json.encoder import encode_basestring_ascii as _json_str
+
+from ..writes import EventWrite, HostDelete, HostWrite, event, event_json
 
 STATES = tuple(s.value for s in HostState)
 
@@ -198,16 +200,25 @@ class Registry:
         h = self.seen.pop(mac, None)
         if h is None:
             return None
-        self._adopt(h, now, writes, arch=h.arch, interface=h.interface,
-                    vendor_class=h.vendor_class, uuid=h.uuid)
+        detail = _discovered_json(h)
+        if detail is None:
+            self._adopt(h, now, writes, arch=h.arch, interface=h.interface,
+                        vendor_class=h.vendor_class, uuid=h.uuid)
+        else:
+            self._adopt_json(h, now, writes, detail)
         writes.append(HostWrite(h))
         return h
 
     def _adopt(self, h: Host, now: float, writes: list, **detail) -> None:
+        self._adopt_json(h, now, writes, None, detail)
+
+    def _adopt_json(self, h: Host, now: float, writes: list, detail_json: str | None,
+                    detail: dict | None = None) -> None:
         self.hosts[h.mac] = h
         writes += self._pending.pop(h.mac, ())
         self.counters["hosts.created"] += 1
-        writes.append(event(now, h.mac, "host.discovered", **detail))
+        writes.append(event(now, h.mac, "host.discovered", **detail) if detail_json is None
+                      else event_json(now, h.mac, "host.discovered", detail_json))
 
     def admit_http(self, mac: str, source: str | None, now: float) -> str | None:
         """May an unauthenticated HTTP call (boot script, agent) make `mac` a
@@ -392,3 +403,19 @@ def page(hosts, limit: int, cursor: str | None = None, match=None) -> tuple[list
 
 def state_counts(hosts) -> dict[str, int]:
     return dict(Counter(h.state.value for h in hosts))
+
+
+def _discovered_json(h: Host) -> str | None:
+    """host.discovered's detail from DHCP, as writes.event() encodes it (keys
+    sorted, compact, ASCII), built with one format (a new client's hot path:
+    ~0.3 us, the encoder ~1.6); None for a value of another type (then
+    event() encodes it)."""
+    arch, iface, vc, uuid = h.arch, h.interface, h.vendor_class, h.uuid
+    if not ((arch is None or type(arch) is int) and (iface is None or type(iface) is str)
+            and (vc is None or type(vc) is str) and (uuid is None or type(uuid) is str)):
+        return None
+    return '{"arch":%s,"interface":%s,"uuid":%s,"vendor_class":%s}' % (
+        "null" if arch is None else int.__repr__(arch),
+        "null" if iface is None else _json_str(iface),
+        "null" if uuid is None else _json_str(uuid),
+        "null" if vc is None else _json_str(vc))

@@ -150,3 +150,39 @@ def test_stop_ends_the_thread():
     t = CommitThread(ThreadReactor(), lambda batch: None, lambda *a: None)
     t.stop()
     assert not t._thread.is_alive()
+
+
+def test_a_batch_filling_fast_waits_on_until_its_target_within_the_stretch():
+    applied = []
+    reactor, c = make(lambda batch: applied.append(len(batch)), window=0.002, fill=4,
+                      target=16, stretch=4.0)
+    try:
+        for _ in range(8):                         # 8 writes in 2 ms: 4 per ms
+            c.submit(["w"])
+            reactor.advance(0.00025)
+        assert applied == [] and c.pending == 8, "filling fast: waits past its window"
+        for _ in range(7):
+            c.submit(["w"])
+            reactor.advance(0.00025)
+        assert applied == [] and c.pending == 15
+        c.submit(["w"])                            # the target: the timer set for it
+        reactor.advance(0.00025)
+        reactor.run_thread_calls()
+        assert applied == [16]
+        # A batch that keeps filling below its target goes after 4 windows.
+        for _ in range(4):
+            c.submit(["w"])
+        reactor.advance(0.002)
+        assert c.pending == 4
+        reactor.advance(0.0055)
+        assert c.pending == 4
+        reactor.advance(0.001)                     # 8.5 ms: past 4 windows
+        reactor.run_thread_calls()
+        assert applied == [16, 4]
+        # A slow flow (fewer than `fill` writes in a window) keeps its window.
+        c.submit(["w"])
+        reactor.advance(0.002)
+        reactor.run_thread_calls()
+        assert applied == [16, 4, 1]
+    finally:
+        c.stop()
