@@ -21,6 +21,7 @@ from ..writes import (
 )
 from .interface import BadWrite, StoreError
 from .networks import NETWORK_SQL, SELECT_NETWORKS, network_rows
+from .rows import insert_rows
 
 log = logging.getLogger("netbootd.store")
 
@@ -96,15 +97,16 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # the mac index is left alone unless the mac changed (REPLACE deletes and
 # re-inserts both): 40 -> 31 us of commit-thread CPU per returning client's
 # DORA, measured with batches of 15 renewals among 1,000 leases.
-_LEASE_SQL = ("INSERT INTO leases(address, network, client_key, mac, hostname, state, starts, ends) "
-              "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(address) DO UPDATE SET "
-              "network=excluded.network, client_key=excluded.client_key, mac=excluded.mac, "
-              "hostname=excluded.hostname, state=excluded.state, starts=excluded.starts, "
-              "ends=excluded.ends")
+_LEASE_HEAD = ("INSERT INTO leases(address, network, client_key, mac, hostname, state, starts, "
+               "ends) VALUES ")
+_LEASE_TAIL = (" ON CONFLICT(address) DO UPDATE SET "
+               "network=excluded.network, client_key=excluded.client_key, mac=excluded.mac, "
+               "hostname=excluded.hostname, state=excluded.state, starts=excluded.starts, "
+               "ends=excluded.ends")
 _HOST_COLS = ("mac, state, arch, vendor_class, uuid, hostname, interface, first_seen, last_seen, "
               "ip, profile, profile_args, account, ids, secret_hash, agent_addr, action, hw")
-_HOST_SQL = (f"INSERT INTO hosts({_HOST_COLS}) VALUES ({','.join('?' * 18)}) "
-             "ON CONFLICT(mac) DO UPDATE SET "
+_HOST_HEAD = f"INSERT INTO hosts({_HOST_COLS}) VALUES "
+_HOST_TAIL = (" ON CONFLICT(mac) DO UPDATE SET "
              "state=excluded.state, arch=excluded.arch, vendor_class=excluded.vendor_class, "
              "uuid=excluded.uuid, hostname=excluded.hostname, interface=excluded.interface, "
              "last_seen=excluded.last_seen, ip=excluded.ip, profile=excluded.profile, "
@@ -117,7 +119,7 @@ _TOKEN_SQL = ("INSERT OR REPLACE INTO tokens(id, account, hash, label, created, 
               "uses, revoked) VALUES (?,?,?,?,?,?,?,?,?)")
 # Inventory documents kept per host (the newest): history, bounded.
 INVENTORY_PER_HOST = 20
-_EVENT_SQL = "INSERT INTO events(ts, mac, kind, detail) VALUES (?,?,?,?)"
+_EVENT_HEAD = "INSERT INTO events(ts, mac, kind, detail) VALUES "
 # Events kept per host (the newest); older ones are trimmed in the background.
 EVENTS_PER_HOST = 500
 # Events of MACs that are not hosts (DHCP offers to clients that never took a
@@ -260,12 +262,13 @@ class SqliteStore:
         try:
             if deleted:
                 c.executemany("DELETE FROM hosts WHERE mac = ?", [(m,) for m in deleted])
+            # Multi-row statements (store/rows.py): few GIL hand-offs per commit.
             if hosts:
-                c.executemany(_HOST_SQL, hosts.values())
+                insert_rows(c, _HOST_HEAD, _HOST_TAIL, 18, list(hosts.values()))
             if leases:
-                c.executemany(_LEASE_SQL, leases.values())
+                insert_rows(c, _LEASE_HEAD, _LEASE_TAIL, 8, list(leases.values()))
             if events:
-                c.executemany(_EVENT_SQL, events)
+                insert_rows(c, _EVENT_HEAD, "", 4, events)
             for stmts in admin:
                 for sql, args in stmts:
                     c.execute(sql, args)
