@@ -262,20 +262,7 @@ api() {
     *:*) _host=${_hp%:*} _port=${_hp##*:} ;;
     *) _host=$_hp _port=80 ;;
   esac
-  (
-    umask 077
-    {
-      printf '%s %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: netbootd-agent/2\r\n' \
-        "$_m" "$_prefix$_p" "$_hp"
-      [ -n "$secret" ] && printf 'Authorization: Agent %s\r\n' "$secret"
-      if [ -n "$_b" ]; then
-        printf 'Content-Type: application/json\r\nContent-Length: %s\r\n' \
-          "$(stat -c %s "$_b")"
-      fi
-      printf 'Connection: close\r\n\r\n'
-      [ -n "$_b" ] && cat "$_b"
-    } > "$NB_RUN/http.req"
-  )
+  _api_req
   # nc half-closes the connection when its stdin ends, and an HTTP server may
   # take that for a client gone away (Twisted drops the request unanswered):
   # feed it through a FIFO whose write end stays open until nc exits (the
@@ -290,6 +277,26 @@ api() {
   exec 3>&-
   rm -f "$NB_RUN/http.req" "$NB_RUN/http.fifo"
   http_reply "$_hp"
+}
+
+# _api_req: the request of api ($_m $_prefix$_p to $_hp, body $_b, $secret) in
+# $NB_RUN/http.req, 0600, written by the shell's printf: the secret is never on a
+# command line (other processes can read /proc/PID/cmdline).
+_api_req() {
+  (
+    umask 077
+    {
+      printf '%s %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: netbootd-agent/2\r\n' \
+        "$_m" "$_prefix$_p" "$_hp"
+      [ -n "$secret" ] && printf 'Authorization: Agent %s\r\n' "$secret"
+      if [ -n "$_b" ]; then
+        printf 'Content-Type: application/json\r\nContent-Length: %s\r\n' \
+          "$(stat -c %s "$_b")"
+      fi
+      printf 'Connection: close\r\n\r\n'
+      [ -n "$_b" ] && cat "$_b"
+    } > "$NB_RUN/http.req"
+  )
 }
 
 # tls_mode: how https goes: "pin" (curl checks tls_pin), "insecure" (no check:
@@ -318,7 +325,7 @@ _api_https() {
       fi
       return ;;
     insecure)
-      command -v curl > /dev/null || { _api_wget "$@"; return; }
+      command -v curl > /dev/null || { _api_ssl_client; return; }
       set -- -k ;;
     pin) set -- -k --pinnedpubkey "$tls_pin" ;;
   esac
@@ -376,25 +383,36 @@ nb_fetch() {
   esac
 }
 
-# https with netbootd.insecure=1 and no curl: busybox wget (its ssl_client, no
-# certificate check); a refusal's body is lost, only the status line.
-_api_wget() {
-  set -- wget -q -O "$NB_RUN/http.body" --header "User-Agent: netbootd-agent/2"
-  [ -n "$secret" ] && set -- "$@" --header "Authorization: Agent $secret"
-  if [ -n "$_b" ]; then
-    set -- "$@" --header 'Content-Type: application/json' --post-file "$_b"
+# https with netbootd.insecure=1 and no curl: busybox's own TLS (ssl_client, no
+# certificate check) on the socket nc opens (nc -e runs it with the socket as stdin
+# and stdout).  The request goes from the 0600 request file (_api_req), so the
+# secret is never on a command line: busybox wget --header put it in
+# /proc/PID/cmdline.  The answer is parsed as plain http's (a refusal's body kept).
+# Busybox 1.35's TLS offers no signature algorithm OpenSSL 3 accepts at its default
+# security level (alert 40 from netbootd's own listener): this path reaches only
+# servers that accept it (docs/agent-protocol.md, "HTTPS").
+_api_ssl_client() {
+  if ! command -v ssl_client > /dev/null; then
+    http_error="https without curl needs busybox ssl_client"
+    return
   fi
-  if timeout 30 "$@" "$server$_p" 2> "$NB_RUN/http.err"; then
-    http_status=200
-    jflat "$NB_RUN/http.body" "$NB_RUN/http.flat" || : > "$NB_RUN/http.flat"
-  else
-    http_error=$(oneline "$(cat "$NB_RUN/http.err" 2>/dev/null)")
-    case "$http_error" in
-      *"server returned error: HTTP/1."?" "[1-5][0-9][0-9]*)
-        http_status=$(printf '%s' "${http_error#*HTTP/1.? }" | cut -c 1-3) ;;
-    esac
-    : > "$NB_RUN/http.flat"
-  fi
+  _hp=${server#https://} _prefix=""
+  case "$_hp" in */*) _prefix=/${_hp#*/}; _hp=${_hp%%/*} ;; esac
+  _prefix=${_prefix%/}
+  case "$_hp" in
+    *:*) _host=${_hp%:*} _port=${_hp##*:} ;;
+    *) _host=$_hp _port=443 ;;
+  esac
+  _api_req
+  timeout 30 nc -w 10 "$_host" "$_port" -e /bin/sh -c \
+    'exec 3<&0 < "$1" > "$2"; exec ssl_client -s 3 -n "$3"' \
+    sh "$NB_RUN/http.req" "$NB_RUN/http.resp" "$_host" 2> "$NB_RUN/http.err"
+  rm -f "$NB_RUN/http.req"
+  [ -s "$NB_RUN/http.resp" ] || {
+    http_error="no https answer from $_hp: $(oneline "$(cat "$NB_RUN/http.err" 2>/dev/null)")"
+    return
+  }
+  http_reply "$_hp"
 }
 
 # --- binary bodies (capture.sh) ------------------------------------------------------
