@@ -17,7 +17,8 @@ disk's shape), read from the page cache by both sides (it is read once before th
   capture  a netbootd process (the real site, SQLite store and a ``file`` pool under
            --work; started per trial, not timed) with a capture queued for a host; the
            agent's own code (iso_builder/agent/capture.sh: dd per chunk, sha256sum,
-           lib.sh's nc transport) run by the initrd's static busybox with PATH holding
+           lib.sh's nc transport: one stream per attempt, or with --transport chunk one
+           POST per chunk as over https) run by the initrd's static busybox with PATH holding
            only its applets, exactly as in the initrd, its scratch dir on /dev/shm
            (a tmpfs, as /run in the initrd).  Timed from the agent's start to
            its "done" report (the server fsyncs the volume before answering the last
@@ -32,6 +33,7 @@ receiving side (netbootd's process / nc -l), and the ratio capture/dd|nc of the 
 
 Usage: .venv/bin/python bench/storage/capture.py [--quick] [--trials N] [--size-mib N]
        [--chunk-mib N] [--link loopback|veth] [--rate 1gbit] [--pin|--no-pin]
+       [--transport stream|chunk]
 Results: a report on stdout, JSON in bench/results/storage-capture-<timestamp>.json.
 """
 from __future__ import annotations
@@ -206,7 +208,7 @@ def children_cpu() -> float:
 
 
 def trial_capture(work: Path, bbpath: str, disk: Path, size: int, chunk: int,
-                  link: Link) -> dict:
+                  link: Link, transport: str = "stream") -> dict:
     tdir = Path(tempfile.mkdtemp(dir=work, prefix="cap-"))
     server = subprocess.Popen(link.server + [sys.executable, __file__, "--serve", str(tdir),
                                              str(size), str(chunk), link.host],
@@ -230,7 +232,8 @@ def trial_capture(work: Path, bbpath: str, disk: Path, size: int, chunk: int,
                   "act capture \"$(jget \"$NB_RUN/next.flat\" id)\" \"$NB_RUN/next.flat\"\n")
         env = {"PATH": bbpath, "NB_LIB": str(agent), "NB_RUN": str(run),
                "NB_SYS": str(tdir / "sys"), "NB_PROC": str(tdir / "proc"),
-               "NB_CAPTURE_DEV": str(disk)}
+               "NB_CAPTURE_DEV": str(disk),
+               "NB_CAPTURE_STREAM": "1" if transport == "stream" else "0"}
         srv0, cpu0, t0 = tree_cpu(server.pid), children_cpu(), time.monotonic()
         r = subprocess.run(link.agent + [f"{bbpath}/sh", "-c", script], env=env, capture_output=True,
                            text=True, timeout=TIMEOUT)
@@ -332,6 +335,9 @@ def main() -> int:
     ap.add_argument("--rate", help="veth only: tbf rate on the agent's egress (e.g. 1gbit)")
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
                     help="agent side on core 0, server side on core 1 (default: veth only)")
+    ap.add_argument("--transport", choices=("stream", "chunk"), default="stream",
+                    help="the agent's: one request per attempt (http's default) or one "
+                         "per chunk (https's)")
     ap.add_argument("--work", default="/var/tmp")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
@@ -353,7 +359,8 @@ def main() -> int:
         runs: dict[str, list] = {"capture": [], "ddnc": []}
         for i in range(args.trials):
             for name in ("capture", "ddnc") if i % 2 == 0 else ("ddnc", "capture"):
-                r = (trial_capture(work, bbpath, disk, size, chunk, link) if name == "capture"
+                r = (trial_capture(work, bbpath, disk, size, chunk, link, args.transport)
+                     if name == "capture"
                      else trial_ddnc(work, bbpath, disk, size, link))
                 r["mb_s"] = size / 1e6 / r["seconds"]
                 runs[name].append(r)
@@ -369,7 +376,8 @@ def main() -> int:
                 "recv_cpu_s_per_gb": round(statistics.median(r["recv_cpu"] for r in rs) / gb, 2),
                 "identical": all(r["identical"] for r in rs)}
         ratio = round(summary["capture"]["mb_s"] / summary["ddnc"]["mb_s"], 2)
-        print(f"capture of {args.size_mib} MiB over {link.describe()}, chunk {args.chunk_mib} MiB, "
+        print(f"capture ({args.transport}) of {args.size_mib} MiB over {link.describe()}, "
+              f"chunk {args.chunk_mib} MiB, "
               f"{args.trials} trials (medians); machine {busy:.0f}% busy before")
         print(f"{'method':10} {'MB/s':>8} {'send CPU s/GB':>14} {'recv CPU s/GB':>14}")
         for name, s in summary.items():
@@ -379,6 +387,7 @@ def main() -> int:
         doc = {"bench": "storage-capture", "started": started.isoformat(), "cpu": cpu_model(),
                "link": args.link, "rate": args.rate, "pin": args.pin,
                "link_text": link.describe(), "size_mib": args.size_mib, "chunk_mib": args.chunk_mib, "trials": args.trials,
+               "transport": args.transport,
                "busy_before": busy, "other_benchmarks": others, "runs": runs,
                "summary": summary, "ratio": ratio}
         print("results:", save_json(doc, args.out, "storage-capture", started, args.quick))

@@ -3,10 +3,13 @@
 #
 #   act_capture ID FLAT   the action {"job", "disk", "bytes", "chunk", "volume"}:
 #     report started; GET /api/v1/agent/capture/JOB (the committed offset);
-#     each chunk read with dd into $NB_RUN (tmpfs), its sha256 appended to a list,
-#     POSTed (lib.sh's api_file) to /api/v1/agent/capture/JOB/OFFSET?sha256=HEX; the next chunk is
-#     read while this one is on the wire.  A refused or lost chunk: ask the server
-#     for the committed offset again and continue from there (at most
+#     each chunk read with dd into $NB_RUN (tmpfs) and hashed (sha256sum), its sha256
+#     appended to a list; the next chunk is read and hashed while this one is on the wire.
+#     http: ONE request per attempt, POST /api/v1/agent/capture/JOB/stream/OFFSET
+#     (lib.sh's api_stream), its body every chunk still to send, each after its sha256
+#     line.  https (and NB_CAPTURE_STREAM=0): one POST per chunk (lib.sh's api_file) to
+#     /api/v1/agent/capture/JOB/OFFSET?sha256=HEX.  A refused or lost stream or chunk:
+#     ask the server for the committed offset again and continue from there (at most
 #     CAPTURE_TRIES times in a row without progress).  At the end: report done
 #     with sha256 of the chunk list (what was read), or failed with the reason.
 
@@ -41,7 +44,7 @@ cap_committed() {
 # cap_hashes_to OFFSET: the list holds exactly the chunks before OFFSET (drops
 # later lines; reads and hashes missing earlier chunks without sending them).
 cap_hashes_to() {
-  _want=$(( $1 / cap_chunk ))
+  _want=$(( ($1 + cap_chunk - 1) / cap_chunk ))     # the last chunk may be short
   _have=$(wc -l < "$NB_RUN/cap.hashes" | tr -cd '0-9')
   if [ "$_have" -gt "$_want" ]; then
     head -n "$_want" "$NB_RUN/cap.hashes" > "$NB_RUN/cap.hashes.new"
@@ -58,8 +61,117 @@ cap_hashes_to() {
 
 cap_fail() {  # cap_fail ID REASON
   marker "FAILED capture id=$(oneline "$1") disk=$(oneline "$cap_disk"): $(oneline "$2")"
-  rm -f "$NB_RUN"/cap.a* "$NB_RUN"/cap.b* "$NB_RUN/cap.hashes"
+  rm -f "$NB_RUN"/cap.a* "$NB_RUN"/cap.b* "$NB_RUN/cap.hashes" "$NB_RUN/cap.fail"
   report "$1" capture failed "{\"error\":$(jstr "$2"),\"committed\":$(jnum "$cap_off")}"
+}
+
+# cap_again ID WHAT: a chunk or stream refused or lost: counted (a marker); a final
+# refusal or CAPTURE_TRIES in a row without progress fail the capture (1), else after
+# CAPTURE_PAUSE the caller asks for the committed offset.
+cap_again() {
+  tries=$((tries + 1))
+  marker "capture $2 $cap_off: status=$http_status $(oneline "$http_error") (try $tries)"
+  case "$http_status" in
+    400|401|404|413) cap_fail "$1" "$2 $cap_off refused: $http_error"; return 1 ;;
+  esac
+  if [ "$tries" -ge "$CAPTURE_TRIES" ]; then
+    cap_fail "$1" "$2 $cap_off: $http_error"; return 1
+  fi
+  sleep "$CAPTURE_PAUSE"
+}
+
+# cap_by_chunk ID: the rest of the disk, one POST per chunk (https: curl per chunk).
+cap_by_chunk() {
+  cur=a nxt=b rp=""
+  [ "$cap_off" -lt "$cap_total" ] && cap_read "$cap_off" "$NB_RUN/cap.$cur"
+  tries=0
+  while [ "$cap_off" -lt "$cap_total" ]; do
+    if [ ! -s "$NB_RUN/cap.$cur.sha" ]; then
+      [ -n "$rp" ] && wait "$rp"
+      cap_fail "$1" "read of $cap_dev at $cap_off failed: $(oneline "$(cat "$NB_RUN/cap.$cur.err" 2>/dev/null)")"
+      return 1
+    fi
+    ahead=$(( cap_off + cap_chunk ))
+    rp=""
+    if [ "$ahead" -lt "$cap_total" ]; then
+      cap_read "$ahead" "$NB_RUN/cap.$nxt" &
+      rp=$!
+    fi
+    read -r sha < "$NB_RUN/cap.$cur.sha"
+    # lib.sh's api_file: the chunk streamed to nc (http), the pinned curl (https)
+    _n=$(( cap_total - cap_off ))
+    [ "$_n" -gt "$cap_chunk" ] && _n=$cap_chunk
+    api_file POST "/api/v1/agent/capture/$cap_job/$cap_off?sha256=$sha" "$NB_RUN/cap.$cur" "$_n"
+    [ -n "$rp" ] && wait "$rp"
+    if [ "$http_status" = 200 ]; then
+      echo "$sha" >> "$NB_RUN/cap.hashes"
+      cap_off=$(( cap_off + cap_chunk ))
+      [ "$cap_off" -gt "$cap_total" ] && cap_off=$cap_total
+      _t=$cur cur=$nxt nxt=$_t
+      tries=0
+      continue
+    fi
+    # refused or lost: where does the server stand?
+    was=$cap_off
+    cap_again "$1" "chunk at" || return 1
+    cap_committed || continue          # keep cap_off; try the same chunk again
+    if [ "$cap_off" != "$was" ]; then
+      cap_hashes_to "$cap_off" || { cap_fail "$1" "read of $cap_dev failed"; return 1; }
+      [ "$cap_off" -lt "$cap_total" ] && cap_read "$cap_off" "$NB_RUN/cap.$cur"
+    fi
+  done
+}
+
+# cap_frames FROM: a stream's body from FROM (that chunk read into cap.a) to the end:
+# per chunk its sha256 line and its bytes; the next chunk is read and hashed meanwhile.
+# Runs in api_stream's subshell: 0 all written, 1 a write failed (the connection went),
+# 2 a read failed ("OFFSET: error" in cap.fail).
+cap_frames() {
+  _o=$1 _c=a _x=b
+  while [ "$_o" -lt "$cap_total" ]; do
+    if [ ! -s "$NB_RUN/cap.$_c.sha" ]; then
+      echo "$_o: $(cat "$NB_RUN/cap.$_c.err" 2>/dev/null)" > "$NB_RUN/cap.fail"
+      return 2
+    fi
+    _a=$(( _o + cap_chunk )) _rp=""
+    if [ "$_a" -lt "$cap_total" ]; then
+      cap_read "$_a" "$NB_RUN/cap.$_x" > /dev/null &
+      _rp=$!
+    fi
+    cat "$NB_RUN/cap.$_c.sha" "$NB_RUN/cap.$_c" || { [ -z "$_rp" ] || wait "$_rp"; return 1; }
+    cat "$NB_RUN/cap.$_c.sha" >> "$NB_RUN/cap.hashes"
+    [ -z "$_rp" ] || wait "$_rp"
+    _o=$_a _t=$_c _c=$_x _x=$_t
+  done
+}
+
+# cap_by_stream ID: the rest of the disk over one connection per attempt.
+cap_by_stream() {
+  tries=0
+  while [ "$cap_off" -lt "$cap_total" ]; do
+    cap_read "$cap_off" "$NB_RUN/cap.a"
+    _left=$(( cap_total - cap_off ))
+    was=$cap_off
+    rm -f "$NB_RUN/cap.fail"
+    api_stream POST "/api/v1/agent/capture/$cap_job/stream/$cap_off" \
+      $(( _left + 65 * ((_left + cap_chunk - 1) / cap_chunk) )) cap_frames "$cap_off"
+    if [ "$api_rc" = 2 ]; then
+      cap_fail "$1" "read of $cap_dev at $(oneline "$(cat "$NB_RUN/cap.fail")") failed"
+      return 1
+    fi
+    if [ "$http_status" = 200 ]; then
+      _c=$(jget "$NB_RUN/http.flat" committed)
+      case "$_c" in ''|*[!0-9]*) ;; *) cap_off=$_c ;; esac
+      [ "$cap_off" -gt "$was" ] && tries=0
+    else
+      cap_again "$1" "stream from" || return 1
+      cap_committed || continue        # keep cap_off; try the same stream again
+      _r=$(jget "$NB_RUN/http.flat" refused)
+      [ -n "$_r" ] && marker "capture: the server stopped the stream: $(oneline "$_r")"
+      [ "$cap_off" -gt "$was" ] && tries=0
+    fi
+    cap_hashes_to "$cap_off" || { cap_fail "$1" "read of $cap_dev failed"; return 1; }
+  done
 }
 
 act_capture() {
@@ -94,53 +206,11 @@ act_capture() {
   done
   marker "capture id=$(oneline "$id") disk=$cap_disk bytes=$cap_total chunk=$cap_chunk from=$cap_off"
   cap_hashes_to "$cap_off" || { cap_fail "$id" "read of $cap_dev failed"; return; }
-  cur=a nxt=b rp=""
-  [ "$cap_off" -lt "$cap_total" ] && cap_read "$cap_off" "$NB_RUN/cap.$cur"
-  tries=0
-  while [ "$cap_off" -lt "$cap_total" ]; do
-    if [ ! -s "$NB_RUN/cap.$cur.sha" ]; then
-      [ -n "$rp" ] && wait "$rp"
-      cap_fail "$id" "read of $cap_dev at $cap_off failed: $(oneline "$(cat "$NB_RUN/cap.$cur.err" 2>/dev/null)")"
-      return
-    fi
-    ahead=$(( cap_off + cap_chunk ))
-    rp=""
-    if [ "$ahead" -lt "$cap_total" ]; then
-      cap_read "$ahead" "$NB_RUN/cap.$nxt" &
-      rp=$!
-    fi
-    read -r sha < "$NB_RUN/cap.$cur.sha"
-    # lib.sh's api_file: the chunk streamed to nc (http), the pinned curl (https)
-    _n=$(( cap_total - cap_off ))
-    [ "$_n" -gt "$cap_chunk" ] && _n=$cap_chunk
-    api_file POST "/api/v1/agent/capture/$cap_job/$cap_off?sha256=$sha" "$NB_RUN/cap.$cur" "$_n"
-    [ -n "$rp" ] && wait "$rp"
-    if [ "$http_status" = 200 ]; then
-      echo "$sha" >> "$NB_RUN/cap.hashes"
-      cap_off=$(( cap_off + cap_chunk ))
-      [ "$cap_off" -gt "$cap_total" ] && cap_off=$cap_total
-      _t=$cur cur=$nxt nxt=$_t
-      tries=0
-      continue
-    fi
-    # refused or lost: where does the server stand?
-    tries=$((tries + 1))
-    marker "capture chunk at $cap_off: status=$http_status $(oneline "$http_error") (try $tries)"
-    case "$http_status" in
-      400|401|404|413) cap_fail "$id" "chunk at $cap_off refused: $http_error"; return ;;
-    esac
-    if [ "$tries" -ge "$CAPTURE_TRIES" ]; then
-      cap_fail "$id" "chunk at $cap_off: $http_error"; return
-    fi
-    sleep "$CAPTURE_PAUSE"
-    was=$cap_off
-    cap_committed || continue          # keep cap_off; try the same chunk again
-    if [ "$cap_off" != "$was" ]; then
-      cap_hashes_to "$cap_off" || { cap_fail "$id" "read of $cap_dev failed"; return; }
-      [ "$cap_off" -lt "$cap_total" ] && cap_read "$cap_off" "$NB_RUN/cap.$cur"
-    fi
-  done
-  rm -f "$NB_RUN"/cap.a* "$NB_RUN"/cap.b*
+  case "$server:${NB_CAPTURE_STREAM:-1}" in
+    http://*:1) cap_by_stream "$id" || return ;;
+    *) cap_by_chunk "$id" || return ;;
+  esac
+  rm -f "$NB_RUN"/cap.a* "$NB_RUN"/cap.b* "$NB_RUN/cap.fail"
   digest=$(sha256sum "$NB_RUN/cap.hashes" | cut -c 1-64)
   chunks=$(wc -l < "$NB_RUN/cap.hashes" | tr -cd '0-9')
   rm -f "$NB_RUN/cap.hashes"

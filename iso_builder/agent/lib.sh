@@ -271,7 +271,7 @@ api() {
   mkfifo -m 0600 "$NB_RUN/http.fifo"
   timeout 30 nc -w 10 "$_host" "$_port" < "$NB_RUN/http.fifo" > "$NB_RUN/http.resp" 2>/dev/null &
   _nc=$!
-  exec 3> "$NB_RUN/http.fifo"
+  fifo_w || { kill "$_nc" 2>/dev/null; wait "$_nc"; http_error="cannot open $NB_RUN/http.fifo"; return; }
   (cat "$NB_RUN/http.req" >&3) 2>/dev/null   # a subshell: if nc is gone, only it sees EPIPE
   wait "$_nc"
   exec 3>&-
@@ -297,6 +297,18 @@ _api_req() {
       [ -n "$_b" ] && cat "$_b"
     } > "$NB_RUN/http.req"
   )
+}
+
+# fifo_w: fd 3 = the write end of $NB_RUN/http.fifo.  The open waits for nc's side;
+# a background job ending meanwhile (SIGCHLD: capture.sh reads the next chunk in the
+# background) interrupts it (EINTR), and a failed `exec` redirection ends a
+# non-interactive shell - `command exec` only fails, and is tried again.
+fifo_w() {
+  _fw=0
+  until command exec 3> "$NB_RUN/http.fifo"; do
+    _fw=$((_fw + 1))
+    [ "$_fw" -ge 20 ] && return 1
+  done 2>/dev/null
 }
 
 # tls_mode: how https goes: "pin" (curl checks tls_pin), "insecure" (no check:
@@ -425,26 +437,47 @@ api_file() {
     http://*) ;;
     *) api "$1" "$2" "$3"; return ;;
   esac
-  http_status=0 http_error=""
+  _f=$3
+  api_stream "$1" "$2" "$4" cat "$_f"
+}
+
+# api_stream METHOD PATH LENGTH CMD [ARG...]: one plain-http request whose body, LENGTH
+# bytes, CMD writes to its stdout while the connection is open (one connection for a
+# whole capture: capture.sh).  CMD runs in a subshell with SIGPIPE ignored: a dropped
+# connection is a failed write there (CMD stops), never the end of the agent; its exit
+# status is in api_rc.  nc's time limit grows with LENGTH (1 MB/s, the server's own
+# floor).  Same results as api.
+api_stream() {
+  http_status=0 http_error="" api_rc=0
   rm -f "$NB_RUN/http.body" "$NB_RUN/http.flat" "$NB_RUN/http.resp" "$NB_RUN/http.fifo"
   : > "$NB_RUN/http.body"
+  case "$server" in
+    http://*) ;;
+    *) http_error="a streamed body needs plain http"; return ;;
+  esac
   _hp=${server#http://} _prefix=""
   case "$_hp" in */*) _prefix=/${_hp#*/}; _hp=${_hp%%/*} ;; esac
   _prefix=${_prefix%/}
   _host=${_hp%:*} _port=80
   case "$_hp" in *:*) _port=${_hp##*:} ;; esac
+  _m=$1 _p=$2 _len=$3
+  shift 3
   mkfifo -m 0600 "$NB_RUN/http.fifo"     # held open until nc exits: see api
-  timeout 300 nc "$_host" "$_port" < "$NB_RUN/http.fifo" > "$NB_RUN/http.resp" 2>/dev/null &
+  timeout $(( 300 + _len / 1000000 )) nc "$_host" "$_port" < "$NB_RUN/http.fifo" \
+    > "$NB_RUN/http.resp" 2>/dev/null &
   _nc=$!
-  exec 3> "$NB_RUN/http.fifo"
+  fifo_w || { kill "$_nc" 2>/dev/null; wait "$_nc"; http_error="cannot open $NB_RUN/http.fifo"; return; }
   (
+    trap '' PIPE
     printf '%s %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: netbootd-agent/2\r\n' \
-      "$1" "$_prefix$2" "$_hp"
+      "$_m" "$_prefix$_p" "$_hp"
     [ -n "$secret" ] && printf 'Authorization: Agent %s\r\n' "$secret"
-    printf 'Content-Type: application/octet-stream\r\nContent-Length: %s\r\n' "$4"
-    printf 'Connection: close\r\n\r\n'
-    cat "$3"
+    printf 'Content-Type: application/octet-stream\r\nContent-Length: %s\r\n' "$_len"
+    printf 'Connection: close\r\n\r\n' || exit 1
+    "$@"
   ) >&3 2>/dev/null
+  api_rc=$?
+  [ "$api_rc" = 0 ] || kill "$_nc" 2>/dev/null   # CMD gave up: the server sees the drop
   wait "$_nc"
   exec 3>&-
   rm -f "$NB_RUN/http.fifo"

@@ -1,9 +1,11 @@
 """The agent's capture (iso_builder/agent/capture.sh) run by the initrd's static busybox,
 PATH holding only its applets, against the real netbootd site (real store, real file
 pool) through a TCP proxy on loopback that drops connections mid-way: once in the
-middle of a chunk's request (nothing committed), once after the server answered
-(committed, the agent never hears it).  The agent asks for the committed offset,
-resumes, and the volume ends byte-identical to the disk with the digests agreeing."""
+middle of a request (a stream's, or a chunk's: nothing more committed), once after the
+server answered (committed, the agent never hears it).  The agent asks for the
+committed offset, resumes, and the volume ends byte-identical to the disk with the
+digests agreeing.  Both transports: one stream per attempt (http's default) and one
+POST per chunk (https's, here with NB_CAPTURE_STREAM=0)."""
 from __future__ import annotations
 
 import json
@@ -20,11 +22,14 @@ from tests.unit.test_agent_shell import AGENT, bbpath  # noqa: F401  (fixture)
 
 class DroppingProxy:
     """127.0.0.1:port -> upstream.  Connections are counted by their first bytes; the
-    ``cut_request``-th chunk POST is closed after 600 KB of its request, the
+    ``cut_request``-th capture POST is closed after ``cut_bytes`` of its request, the
     ``cut_reply``-th one after its whole request went up, before any reply comes back."""
 
-    def __init__(self, upstream: int, cut_request: int, cut_reply: int):
+    def __init__(self, upstream: int, cut_request: int, cut_reply: int,
+                 cut_bytes: int = 600_000):
         self.upstream, self.cut_request, self.cut_reply = upstream, cut_request, cut_reply
+        self.cut_bytes = cut_bytes
+        self.paths: list[str] = []
         self.chunks = 0
         self.cuts: list[str] = []
         self.sock = socket.socket()
@@ -49,11 +54,12 @@ class DroppingProxy:
         if first.startswith(b"POST /api/v1/agent/capture/"):
             self.chunks += 1
             n = self.chunks
+            self.paths.append(first.split(b" ", 2)[1].decode())
         sent = 0
         u.sendall(first)
         sent += len(first)
         if n == self.cut_request:
-            while sent < 600_000:
+            while sent < self.cut_bytes:
                 b = c.recv(65536)
                 if not b:
                     break
@@ -113,7 +119,7 @@ def fake_sys(tmp_path, disk: str, size: int) -> tuple[str, str]:
     return str(sys_), str(proc)
 
 
-def run_agent(bbpath, tmp_path, server, secret, dev, sysdir, procdir):
+def run_agent(bbpath, tmp_path, server, secret, dev, sysdir, procdir, **extra):
     """GET next and act on it, as init does; the console lines."""
     import subprocess
     run = tmp_path / "run"
@@ -126,16 +132,33 @@ def run_agent(bbpath, tmp_path, server, secret, dev, sysdir, procdir):
               "act \"$(jget \"$NB_RUN/next.flat\" action)\" \"$(jget \"$NB_RUN/next.flat\" id)\""
               " \"$NB_RUN/next.flat\"\n")
     env = {"PATH": bbpath, "NB_LIB": str(AGENT), "NB_RUN": str(run), "NB_SYS": sysdir,
-           "NB_PROC": procdir, "NB_CAPTURE_DEV": dev, "NB_CAPTURE_PAUSE": "1"}
+           "NB_PROC": procdir, "NB_CAPTURE_DEV": dev, "NB_CAPTURE_PAUSE": "1", **extra}
     return threads.deferToThread(subprocess.run, [f"{bbpath}/sh", "-c", script], env=env,
                                  capture_output=True, text=True, timeout=120)
 
 
 @pytest_twisted.inlineCallbacks
-def test_agent_captures_through_dropped_connections(tmp_path, bbpath):  # noqa: F811
+def ended(tmp_path, base, job, disk, secret, out):
+    """The job is done, the volume is the disk, the digests agree, no secret printed,
+    no chunk file left."""
+    yield sleep(0.1)
+    code, view = yield call(base, "GET", f"/api/v1/jobs/{job}")
+    assert view["state"] == "done", (view, out)
+    assert (tmp_path / "pool" / "volumes" / "cap").read_bytes() == disk.read_bytes()
+    digest = [line for line in out.splitlines() if "sha256=" in line][0]
+    assert view["result"]["sha256"] in digest
+    assert secret not in out
+    left = [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("cap.")]
+    assert not left, f"chunk files left behind: {left}"
+
+
+@pytest_twisted.inlineCallbacks
+def capture_through(tmp_path, bbpath, check, env=None, **cuts):  # noqa: F811
+    """capture.sh through a DroppingProxy(**cuts); ``check(out, proxy, job)`` on its
+    console, then the capture must have ended done (``ended``)."""
     app, base, _, committer, port = make_api(tmp_path)
     app.admit_body.__self__.captures.chunk_size = MIB
-    proxy = DroppingProxy(int(base.rsplit(":", 1)[1]), cut_request=3, cut_reply=5)
+    proxy = DroppingProxy(int(base.rsplit(":", 1)[1]), **cuts)
     try:
         disk = source(tmp_path)
         secret = enroll(app, MAC)
@@ -144,24 +167,40 @@ def test_agent_captures_through_dropped_connections(tmp_path, bbpath):  # noqa: 
         assert code == 200, job
         sysdir, procdir = fake_sys(tmp_path, "vdz", SIZE)
         r = yield run_agent(bbpath, tmp_path, f"http://127.0.0.1:{proxy.port}", secret,
-                            str(disk), sysdir, procdir)
+                            str(disk), sysdir, procdir, **(env or {}))
         out = r.stdout + r.stderr
         assert proxy.cuts == ["request", "reply"], out
-        assert "report id=" in out and "action=capture status=done" in out, out
-        assert "capture chunk at 2097152: status=0" in out, out     # the cut request
-        yield sleep(0.1)
-        code, view = yield call(base, "GET", f"/api/v1/jobs/{job['id']}")
-        assert view["state"] == "done", (view, out)
-        assert (tmp_path / "pool" / "volumes" / "cap").read_bytes() == disk.read_bytes()
-        digest = [line for line in out.splitlines() if "sha256=" in line][0]
-        assert view["result"]["sha256"] in digest
-        assert secret not in out
-        left = [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("cap.")]
-        assert not left, f"chunk files left behind: {left}"
+        check(out, proxy, job["id"])
+        yield ended(tmp_path, base, job["id"], disk, secret, out)
     finally:
         proxy.close()
         port.stopListening()
         committer.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_agent_streams_through_dropped_connections(tmp_path, bbpath):  # noqa: F811
+    """The first stream is cut after 2.5 chunks (two committed), the second after the
+    server's answer (all committed): three requests in all, one per attempt."""
+    def check(out, proxy, j):
+        assert proxy.paths == [f"/api/v1/agent/capture/{j}/stream/0",
+                               f"/api/v1/agent/capture/{j}/stream/{2 * MIB}"], out
+        assert "capture stream from 0: status=0" in out, out
+        assert "the server stopped the stream: the connection was lost" in out, out
+        assert "action=capture status=done" in out, out
+    yield capture_through(tmp_path, bbpath, check, cut_request=1, cut_reply=2,
+                          cut_bytes=2 * (MIB + 65) + MIB // 2)
+
+
+@pytest_twisted.inlineCallbacks
+def test_agent_captures_chunk_by_chunk_through_dropped_connections(tmp_path, bbpath):  # noqa: F811,E501
+    """One POST per chunk (https's transport): the third chunk's request is cut, the
+    fifth chunk's answer."""
+    def check(out, proxy, j):
+        assert "report id=" in out and "action=capture status=done" in out, out
+        assert "capture chunk at 2097152: status=0" in out, out     # the cut request
+    yield capture_through(tmp_path, bbpath, check, {"NB_CAPTURE_STREAM": "0"},
+                          cut_request=3, cut_reply=5)
 
 
 @pytest_twisted.inlineCallbacks
