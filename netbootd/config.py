@@ -27,6 +27,7 @@ from .events import REPORTABLE_KINDS
 from .model import normalize_mac
 
 DEFAULT_STATE_DIR = "/var/lib/netbootd"
+ADMIN_OVER_PLAIN = ("allow", "loopback", "refuse")     # [http] admin_over_plain
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,16 @@ class HttpConfig:
     tls_cert: str | None = opt(None, _abs_path)
     tls_key: str | None = opt(None, _abs_path)
     tls_port: int = opt(8443, _port)
+    # Who may send the admin token (Authorization: Bearer) over plain http: "allow"
+    # anyone, "loopback" only this machine, "refuse" nobody (https only).  Unset:
+    # "loopback" with TLS configured, else "allow" (admin_plain(); net/http/routes.py).
+    admin_over_plain: str | None = opt(None, _one_of(*ADMIN_OVER_PLAIN))
+
+    def admin_plain(self) -> str:
+        """admin_over_plain as it applies (the default follows tls_cert)."""
+        if self.admin_over_plain is not None:
+            return self.admin_over_plain
+        return "allow" if self.tls_cert is None else "loopback"
 
 
 @dataclass(frozen=True)
@@ -424,4 +435,7 @@ def _cross_check(cfg: Config, locate) -> None:
                           f"http.{'tls_cert' if missing == 'tls_key' else 'tls_key'} (HTTPS)")
     if cfg.http.tls_cert is not None and cfg.http.tls_port == cfg.boot.http_port:
         raise ConfigError(locate("http.tls_port"), f"{cfg.http.tls_port} is boot.http_port")
+    if cfg.http.admin_over_plain == "refuse" and cfg.http.tls_cert is None:
+        raise ConfigError(locate("http.admin_over_plain"), '"refuse" needs http.tls_cert and '
+                          "http.tls_key (without https no admin call could be made)")
     check_storage(cfg.storage, locate)

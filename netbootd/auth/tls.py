@@ -61,6 +61,31 @@ def valid_pin(text: str) -> bool:
     return bool(PIN_RE.match(text or ""))
 
 
+def medium_pin(flavour: str, server_url: str, pin: str | None, tls_cert: str | None,
+               names: tuple[str, str] = ("server_url", "pin")) -> tuple[str | None, str]:
+    """The pin a boot medium carries, for `netbootd media build` and the media API
+    alike: an https `full` medium takes `pin`, else the daemon's own certificate's
+    ([http] tls_cert: what `netbootd tls pin` prints), and needs the agent's pinned
+    TLS client (curl) to pack; other media keep `pin` as given (media.medium_values
+    checks it).  (pin, "") or (None, why); `names` are the caller's words for the
+    URL and the pin (--server-url, --pin on the command line)."""
+    if not (server_url or "").startswith("https://") or flavour != "full":   # net: http only
+        return pin, ""
+    if not pin:
+        if not tls_cert:
+            return None, (f"an https {names[0]} needs {names[1]} sha256//... (netbootd tls "
+                          "pin), or [http] tls_cert in the config to take it from")
+        try:
+            pin = pubkey_pin(tls_cert)
+        except (OSError, ValueError) as e:
+            return None, f"[http] tls_cert: {e}"
+    from iso_builder import initrd
+    if initrd.find_tls_client() is None:
+        return None, ("an https medium needs the agent's pinned TLS client (Debian's curl, "
+                      "packed from /usr/bin/curl): install the curl package")
+    return pin, ""
+
+
 def check_key_mode(key_path: str, where: str = "http.tls_key") -> None:
     """The private key must be a regular file nobody but its owner can read."""
     try:

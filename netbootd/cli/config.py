@@ -31,5 +31,6 @@ def check(args) -> int:
         where = cfg.boot.templates_dir or default_templates_dir()
         print(f"netbootd: boot template {e.name} not found in {where}", file=sys.stderr)
         return 1
-    print(f"{args.file}: OK (mode={cfg.mode}, {len(cfg.networks)} network(s))")
+    print(f"{args.file}: OK (mode={cfg.mode}, {len(cfg.networks)} network(s), admin token "
+          f"over plain http: {cfg.http.admin_plain()})")
     return 0

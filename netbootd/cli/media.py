@@ -104,20 +104,13 @@ def _read_token(path: str) -> str | None:
     return words[0]
 
 
-def _https_pin(args, pin: str | None) -> tuple[str | None, str]:
-    """The pin of an https medium: --pin, else the daemon's own certificate
-    ([http] tls_cert, netbootd tls pin); (pin, "") or (None, why)."""
-    if pin:
-        return pin, ""
-    cert = effective_config(args).http.tls_cert
-    if not cert:
-        return None, ("an https --server-url needs --pin sha256//... (netbootd tls pin), or "
-                      "[http] tls_cert in the config to take it from")
+def _https_pin(args, pin: str | None, flavour: str = "full",
+               server_url: str = "https://") -> tuple[str | None, str]:
+    """The medium's pin (auth/tls.medium_pin, as the media API): --pin, else the
+    daemon's own certificate ([http] tls_cert, netbootd tls pin); (pin, "") or (None, why)."""
     from ..auth import tls
-    try:
-        return tls.pubkey_pin(cert), ""
-    except (OSError, ValueError) as e:
-        return None, f"[http] tls_cert: {e}"
+    return tls.medium_pin(flavour, server_url, pin, effective_config(args).http.tls_cert,
+                          ("--server-url", "--pin"))
 
 
 def build(args) -> int:
@@ -132,14 +125,9 @@ def build(args) -> int:
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         return fail(f"media build: -o {args.output}: directory {parent} is missing or not "
                     "writable")
-    pin = args.pin
-    if server_url.startswith("https://") and args.flavour == "full":   # net: http only
-        pin, why = _https_pin(args, pin)
-        if why:
-            return fail(f"media build: {why}")
-        if initrd_mod.find_tls_client() is None:
-            return fail("media build: an https medium needs the agent's pinned TLS client "
-                        "(Debian's curl, packed from /usr/bin/curl): install the curl package")
+    pin, why = _https_pin(args, args.pin, args.flavour, server_url)
+    if why:
+        return fail(f"media build: {why}")
     settings = dict(server_url=server_url, account=args.account, extra_cmdline=args.cmdline,
                     ip=args.ip, gateway=args.gateway, dns=args.dns, pin=pin)
     try:   # every Debian input and field before a token is made

@@ -300,7 +300,7 @@ def build_routes(app) -> list[Route]:
                 AccountsApi(app.accounts, app.registry, app.clock, app.committed),
                 TokensApi(app.accounts, app.ring, app.state_dir, app.clock, app.committed),
                 MediaApi(app.accounts, app.ring, app.state_dir, app.clock, app.committed,
-                         app.http_base),
+                         app.http_base, app.tls_cert),
                 OverviewApi(reads, app, app.registry),
                 EventStreams(reads.events, app.clock, app.counters, app.max_streams,
                              app.max_streams_per_source, app.streams),

@@ -11,6 +11,10 @@ bytes (the build is reproducible), so a download can be resumed with Range and
 cached by its ETag.  Revoke that token (`netbootd media list`, `tokens revoke`) to
 retire every image served so far; the next GET makes a new one.
 
+An https `full` medium without pin= carries the pin of the daemon's own certificate
+([http] tls_cert), as `netbootd media build` does (auth/tls.medium_pin: one rule for
+both); without either, 400 saying how to get one.
+
 The build runs off the reactor thread, one at a time (the medium-independent parts
 come from the build cache: a fraction of a second), into <state_dir>/media/."""
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 from twisted.internet import defer, threads
 from twisted.web import server
 
+from ...auth import tls
 from ...auth.enroll import token_hash
 from .common import error, local_base
 from .errors import ApiError, BadRequest, NotFound, Unavailable
@@ -33,9 +38,11 @@ MEDIA_LABEL = "media api"
 
 
 class MediaApi:
-    def __init__(self, accounts, ring, state_dir, clock, committed, http_base=None):
+    def __init__(self, accounts, ring, state_dir, clock, committed, http_base=None,
+                 tls_cert=None):
         self.accounts, self.ring, self.state_dir = accounts, ring, state_dir
         self.clock, self.committed, self.http_base = clock, committed, http_base
+        self.tls_cert = tls_cert     # [http] tls_cert: the pin of an https medium
         self.lock = defer.DeferredLock()
 
     def _token(self, a):
@@ -67,6 +74,10 @@ class MediaApi:
         settings = {"server_url": server_url, "account": a.name}
         for field in ("ip", "gateway", "dns", "pin"):
             settings[field] = v.str_arg(request, field)
+        settings["pin"], why = tls.medium_pin(flavour, server_url, settings["pin"],
+                                              self.tls_cert)
+        if why:
+            raise BadRequest(why)
         try:
             mediabuild.preflight(flavour, token="nbt1.x", **settings)
         except media.MediaError as e:

@@ -23,6 +23,11 @@ class HttpApp:
     token: str
     default_profile: str = "discover"
     http_base: str | None = None         # override for URLs in scripts
+    # [http] TLS: the certificate (the media API's default pin), the https port, and
+    # who may send the admin token over plain http (routes.admin_plain_refusal)
+    tls_cert: str | None = None
+    tls_port: int | None = None
+    admin_over_plain: str = "allow"
     roots: list[str] = field(default_factory=list)        # served directories, in order
     generated: dict[str, str] = field(default_factory=dict)  # name -> file path
     counters: Counter = field(default_factory=Counter)

@@ -511,6 +511,8 @@ def document(routes) -> dict:
         op = dict(OPERATIONS[(r.method, r.pattern)])
         if r.auth == "admin":
             op["security"] = _SEC
+            # over plain http from a peer [http] admin_over_plain refuses (routes.py)
+            op["responses"] = {**op.get("responses", {}), "403": _ERR}
         item[r.method.lower()] = op
     return {"openapi": "3.0.3", "info": {"title": "netbootd API", "version": "1"},
             "components": COMPONENTS, "paths": paths}

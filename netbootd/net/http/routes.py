@@ -8,7 +8,8 @@ and not the other.
 auth: "none"  a read, open to anyone who can reach the port (CONTRACT-api.md);
       "agent" the discover initrd's callbacks: no token (the initrd has none),
               narrow, new hosts rate-limited by the handler;
-      "admin" needs `Authorization: Bearer <admin token>`.
+      "admin" needs `Authorization: Bearer <admin token>`, and, on the plain-http
+              port, a peer [http] admin_over_plain allows (admin_plain_refusal).
 
 A handler is called as handler(request, **path_params) and returns a JSON
 value (200), a Deferred of one (replied when it fires: after a commit or a
@@ -17,6 +18,7 @@ itself (the event stream).  It raises errors.ApiError for every refusal;
 `_reply_error` is the one place those become responses."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -25,8 +27,8 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from .common import authorized, error, send_json
-from .errors import ApiError, MethodNotAllowed, NotFound, Unauthorized
+from .common import authorized, client_ip, count, error, send_json
+from .errors import ApiError, Forbidden, MethodNotAllowed, NotFound, Unauthorized
 
 log = logging.getLogger("netbootd.http")
 
@@ -62,6 +64,30 @@ def _match(segments: tuple[str, ...], path: list[str]) -> dict[str, str] | None:
     return params
 
 
+def is_loopback(peer: str | None) -> bool:
+    """127.0.0.0/8, ::1 and ::ffff:127.x.y.z; anything else (None, a name) is not."""
+    try:
+        a = ipaddress.ip_address((peer or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(a, "ipv4_mapped", None)
+    return (mapped or a).is_loopback
+
+
+def admin_plain_refusal(policy: str, peer: str | None, https_url: str | None) -> str | None:
+    """Why an admin call (or one carrying a Bearer token) that arrived over plain
+    http from `peer` is refused under [http] admin_over_plain = `policy`, or None:
+    "allow" lets it through, "loopback" only from this machine, "refuse" never.
+    The reason names the https URL to use instead (None: no TLS configured)."""
+    if policy == "allow" or (policy == "loopback" and is_loopback(peer)):
+        return None
+    who = "from this machine only" if policy == "loopback" else "never"
+    use = f"use {https_url}" if https_url else "call from the daemon's machine (127.0.0.1)"
+    return (f"the admin token is accepted over plain http {who} ([http] admin_over_plain = "
+            f"\"{policy}\"): {use}; a token already sent this way crossed the network in "
+            "cleartext (netbootd token rotate)")
+
+
 def _reply_error(request, e: ApiError) -> bytes:
     for k, v in e.headers.items():
         request.setHeader(k, v)
@@ -72,10 +98,12 @@ class Router(resource.Resource):
     """Mounted at /api: every request below it is matched against the table."""
     isLeaf = True
 
-    def __init__(self, routes: list[Route], token: str):
+    def __init__(self, routes: list[Route], token: str, admin_over_plain: str = "allow",
+                 tls_port: int | None = None):
         super().__init__()
         self.routes = list(routes)
         self.token = token
+        self.admin_over_plain, self.tls_port = admin_over_plain, tls_port
         seen = set()
         for r in self.routes:
             if (r.method, r.segments) in seen:
@@ -109,6 +137,8 @@ class Router(resource.Resource):
             return error(request, 404, "no such route")
         try:
             route, params = self.resolve(method, path)
+            if self.admin_over_plain != "allow" and not request.isSecure():
+                self._plain_check(request, route)
             if route.auth == "admin" and not authorized(request, self.token):
                 raise Unauthorized()
             result = route.handler(request, **params)
@@ -120,6 +150,28 @@ class Router(resource.Resource):
             result.addBoth(self._finish, request)
             return server.NOT_DONE_YET
         return send_json(request, 200, result)
+
+    def _plain_check(self, request, route: Route) -> None:
+        """Forbidden for an admin route, or any call with a Bearer token, over plain
+        http from a peer admin_over_plain does not allow (agent calls carry
+        "Agent ...", reads none: they pass)."""
+        hdr = request.getHeader(b"authorization") or b""
+        if route.auth != "admin" and not hdr.strip().lower().startswith(b"bearer"):
+            return
+        peer = client_ip(request)
+        url = None
+        if self.tls_port is not None:
+            host = request.getHost().host
+            host = f"[{host}]" if ":" in host else host
+            url = f"https://{host}:{self.tls_port}{request.uri.decode('ascii', 'replace')}"
+        why = admin_plain_refusal(self.admin_over_plain, peer, url)
+        if why is not None:
+            count(request, "http.admin_plain_refused")
+            log.warning("http: %s %s from %s: admin call over plain http refused "
+                        "(admin_over_plain = %s)", request.method.decode("ascii", "replace"),
+                        request.path[:80].decode("ascii", "replace"), peer,
+                        self.admin_over_plain)
+            raise Forbidden(why)
 
     def _finish(self, result, request) -> None:
         if request.finished or request._disconnected:

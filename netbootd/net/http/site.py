@@ -72,7 +72,8 @@ def build_site(app: HttpApp, metrics=None, limits: ConnectionLimits | None = Non
     root = Root()
     root.putChild(b"boot", BootScripts(app))
     root.putChild(b"files", Files(app))
-    root.putChild(b"api", Router(build_routes(app), app.token))
+    root.putChild(b"api", Router(build_routes(app), app.token, app.admin_over_plain,
+                                 app.tls_port if app.tls_cert else None))
     root.putChild(b"", StatusPage(app.registry, app, app.reads, app.leases))
     root.putChild(b"static", Static())
     if metrics is not None:

@@ -63,6 +63,8 @@ class HttpService(service.Service):
             state_dir=cfg.state_dir, submit=core.committer.submit,
             renderer=Renderer(b.templates_dir, b.discover_cmdline), clock=core.reactor,
             token=token, default_profile=b.default_profile, http_base=b.http_base,
+            tls_cert=cfg.http.tls_cert, tls_port=cfg.http.tls_port,
+            admin_over_plain=cfg.http.admin_plain(),
             roots=[root], generated=generated, ip_to_mac=core.ip_to_mac, store=core.store,
             version=__version__, mode=cfg.mode, started=core.started, pools=core.pools,
             transfers=core.transfers, networks=core.networks, max_streams=cfg.http.max_streams,
