@@ -46,6 +46,16 @@ def test_the_daemon_serves_https_with_the_configured_key(lab, netbootd_factory, 
     assert 'scheme="http"' in r.stdout
     r = curl("http://10.77.0.1:8080/api/v1/status")
     assert r.returncode == 0, "plain http stays on"
+    # [http] admin_over_plain defaults to "loopback" with TLS: the admin token from
+    # another machine over plain http gets 403 naming the https URL; over https it works
+    assert "admin token over plain http: loopback" in log
+    token = (nb.state_dir / "admin.token").read_text().strip()
+    bearer = ("-H", f"Authorization: Bearer {token}")
+    r = curl(*bearer, "-w", "\n%{http_code}", "http://10.77.0.1:8080/api/v1/tokens")
+    assert r.stdout.endswith("\n403") and "use https://10.77.0.1:8443/api/v1/tokens" in r.stdout
+    r = curl(*bearer, "-w", "\n%{http_code}", "-k", "--pinnedpubkey", pair["pin"],
+             "https://10.77.0.1:8443/api/v1/tokens")
+    assert r.stdout.endswith("\n200"), r.stdout
 
 
 @pytest.mark.interop

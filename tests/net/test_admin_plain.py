@@ -135,8 +135,12 @@ def test_admin_token_over_plain_http_only_from_loopback(api, lab, tmp_path):  # 
         code, body = yield ns_curl(lab, cli, "-H", "Authorization: Agent nba1.x.y",
                                    base + "/api/v1/agent/next")
         assert code == 401, body      # a bad agent secret, judged as always
-        # the daemon's own machine over plain http: allowed
+        # the daemon's own machine over plain http: allowed, from 127.0.0.1 and from the
+        # address called (the srv namespace calling 10.79.4.1 from 10.79.4.1)
         code, body = yield curl(*bearer, *new, '{"name": "local"}', lbase + "/api/v1/accounts")
+        assert code == 200, body
+        code, body = yield ns_curl(lab, srv, *bearer, *new, '{"name": "self"}',
+                                   base + "/api/v1/accounts")
         assert code == 200, body
         assert app.counters["http.admin_plain_refused"] == 4
     finally:

@@ -35,6 +35,15 @@ def test_the_policy_decides_by_the_peer(policy, peer, allowed):
         assert "netbootd token rotate" in why
 
 
+def test_a_peer_that_is_the_address_called_is_this_machine():
+    """A connection from 10.0.0.1 to 10.0.0.1 never left the machine (the CLI with
+    --server http://<its own address>)."""
+    assert admin_plain_refusal("loopback", "10.0.0.1", URL, "10.0.0.1") is None
+    assert admin_plain_refusal("loopback", "10.0.0.2", URL, "10.0.0.1") is not None
+    assert admin_plain_refusal("loopback", None, URL, None) is not None
+    assert admin_plain_refusal("refuse", "10.0.0.1", URL, "10.0.0.1") is not None
+
+
 def test_without_tls_the_refusal_says_to_call_from_the_machine():
     why = admin_plain_refusal("loopback", "192.0.2.7", None)
     assert "from this machine only" in why and "127.0.0.1" in why and "https" not in why

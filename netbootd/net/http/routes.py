@@ -74,12 +74,18 @@ def is_loopback(peer: str | None) -> bool:
     return (mapped or a).is_loopback
 
 
-def admin_plain_refusal(policy: str, peer: str | None, https_url: str | None) -> str | None:
+def admin_plain_refusal(policy: str, peer: str | None, https_url: str | None,
+                        local: str | None = None) -> str | None:
     """Why an admin call (or one carrying a Bearer token) that arrived over plain
     http from `peer` is refused under [http] admin_over_plain = `policy`, or None:
     "allow" lets it through, "loopback" only from this machine, "refuse" never.
-    The reason names the https URL to use instead (None: no TLS configured)."""
-    if policy == "allow" or (policy == "loopback" and is_loopback(peer)):
+    This machine: a loopback peer, or a peer that is the address the call came in
+    on (`local`: only the machine itself connects from it - the CLI with --server
+    http://<its own address>).  The reason names the https URL to use instead
+    (None: no TLS configured)."""
+    if policy == "allow":
+        return None
+    if policy == "loopback" and (is_loopback(peer) or (peer is not None and peer == local)):
         return None
     who = "from this machine only" if policy == "loopback" else "never"
     use = f"use {https_url}" if https_url else "call from the daemon's machine (127.0.0.1)"
@@ -158,13 +164,12 @@ class Router(resource.Resource):
         hdr = request.getHeader(b"authorization") or b""
         if route.auth != "admin" and not hdr.strip().lower().startswith(b"bearer"):
             return
-        peer = client_ip(request)
+        peer, local = client_ip(request), request.getHost().host
         url = None
         if self.tls_port is not None:
-            host = request.getHost().host
-            host = f"[{host}]" if ":" in host else host
+            host = f"[{local}]" if ":" in local else local
             url = f"https://{host}:{self.tls_port}{request.uri.decode('ascii', 'replace')}"
-        why = admin_plain_refusal(self.admin_over_plain, peer, url)
+        why = admin_plain_refusal(self.admin_over_plain, peer, url, local)
         if why is not None:
             count(request, "http.admin_plain_refused")
             log.warning("http: %s %s from %s: admin call over plain http refused "

@@ -85,9 +85,10 @@ class HttpService(service.Service):
             self.tls_port = listen_tls(core.reactor, h.tls_port, self.port.factory,
                                        h.tls_cert, h.tls_key, b.http_listen)
             self.listeners.append(("https", b.http_listen, self.tls_port.getHost().port))
-            log.info("https: listening on %s:%d (certificate %s, %s, until %s; pin %s)",
+            log.info("https: listening on %s:%d (certificate %s, %s, until %s; pin %s; "
+                     "admin token over plain http: %s)",
                      b.http_listen, self.tls_port.getHost().port, h.tls_cert, facts["subject"],
-                     facts["not_after"], facts["pin"])
+                     facts["not_after"], facts["pin"], h.admin_plain())
         app = self.app
         listeners = self.listeners
         core.expose(transfers=app.active_transfers,
