@@ -112,6 +112,7 @@ class Side:
         log(f"    {self.srv.name:24} r={rate:>5}/s acks/s={t['leases_per_s']:>7.0f} "
             f"drop={t['drop_pct']:5.2f}% cpu={t['server_cpu_s']:5.2f}s "
             f"= {t['cpu_us_per_dora'] or 0:6.1f} us/DORA ({split})"
+            f" perfdhcp cpu={t['client_cpu_s']:.2f}s"
             f" delay avg/max {t['avg_delay_ms'][1]:.1f}/{t['max_delay_ms'][1]:.0f} ms"
             + "".join(f" {side}-rcvbuf-drops={t['udp'][side]['RcvbufErrors']}"
                       for side in ("server", "client")

@@ -53,6 +53,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import sqlite3
@@ -622,6 +623,7 @@ class Bench:
         s0 = _pid_jiffies(server_pid)
         f0 = foreign_sample(lab)
         t0 = time.monotonic()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         p = lab.popen(ns, cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             out, _ = p.communicate(timeout=period + self.wait_s + 30)
@@ -633,6 +635,7 @@ class Bench:
             if p in lab.procs:
                 lab.procs.remove(p)
         wall = time.monotonic() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)     # perfdhcp, reaped by now
         # CPU time used during the trial by processes that are not ours.
         foreign, steal = foreign_pct(f0, foreign_sample(lab))
         udp = {("client" if n == ns else "server"): udp_delta(snmp0[n], udp_counters(lab, n))
@@ -662,6 +665,7 @@ class Bench:
             "foreign_cpu_pct": round(foreign, 1),
             "steal_pct": round(steal, 1),
             "server_cpu_s": round((_pid_jiffies(server_pid) - s0) / CLK_TCK, 2) if server_pid else None,
+            "client_cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 2),
         }
 
     def passed(self, t: dict) -> bool:
