@@ -413,3 +413,71 @@ def test_the_body_goes_by_the_sender_thread_and_its_descriptors_are_closed(site,
         assert got.startswith(b"HTTP/1.1 200")
     yield settle(app, before)
     assert fds() == before and not app.active
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_cork_is_released_after_every_body_on_a_keepalive_connection(site, monkeypatch):
+    """TCP_CORK (sendfile.CORK) holds the headers for the body's first
+    segment; a 1-byte body, a Range and a whole file on one keep-alive
+    connection each arrive complete, and the socket is left uncorked (a
+    corked socket would hold the next response's last segment up to 200 ms)."""
+    app, port, root, _ = site
+    (root / "one").write_bytes(b"x")
+    data = (root / "vmlinuz").read_bytes()
+    transports, corks = [], []
+    real_start, real_cork = sendfile.SendfileProducer.start, sendfile._cork
+
+    def start(self):
+        transports.append(self.transport)
+        return real_start(self)
+
+    def cork(t, on):
+        corks.append(on)
+        return real_cork(t, on)
+    monkeypatch.setattr(sendfile.SendfileProducer, "start", start)
+    monkeypatch.setattr(sendfile, "_cork", cork)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def run():
+        out = []
+        for path, hdrs in [("/files/one", {}), ("/files/vmlinuz", {"Range": "bytes=10-20"}),
+                           ("/files/vmlinuz", {})]:
+            c.request("GET", path, headers=hdrs)
+            r = c.getresponse()
+            out.append((r.status, r.read()))
+        return out
+    try:
+        out = yield threads.deferToThread(run)
+        assert out == [(200, b"x"), (206, data[10:21]), (200, data)]
+        yield settle(app)
+        assert len(transports) == 3 and len({id(t) for t in transports}) == 1, "one connection"
+        assert corks.count(1) == 3, "corked for each body"
+        t = transports[0]
+        assert t.connected and t.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+    finally:
+        c.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_symlink_swapped_out_of_the_root_after_it_was_served_is_refused(site, tmp_path):
+    """Nothing about a name is kept between requests: served through a
+    symlink inside the root, then the link points out -> 403, no byte of the
+    target; a file replaced by rename is served fresh with a new ETag."""
+    app, port, root, _ = site
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOP SECRET")
+    (root / "alias").symlink_to("vmlinuz")
+    status, h1, body = yield get(port, "/files/alias")
+    assert status == 200 and body == (root / "vmlinuz").read_bytes()
+    os.unlink(root / "alias")
+    os.symlink(secret, root / "alias")
+    status, _, body = yield get(port, "/files/alias")
+    assert status == 403 and b"TOP SECRET" not in body
+    os.unlink(root / "alias")
+    os.symlink("../secret.txt", root / "alias")
+    status, _, body = yield get(port, "/files/alias")
+    assert status == 403 and b"TOP SECRET" not in body
+    (root / "new.tmp").write_bytes(b"a new kernel")
+    os.replace(root / "new.tmp", root / "vmlinuz")
+    status, h2, body = yield get(port, "/files/vmlinuz")
+    assert status == 200 and body == b"a new kernel" and h2["etag"] != h1["etag"]

@@ -1,46 +1,60 @@
 """GET/HEAD /files/<path>: kernels, initrds, iPXE binaries for HTTP Boot.
 
-Names are checked by policy/paths.py; the realpath of what they resolve to
-must stay inside its root (symlinks leading out are refused).  Range, HEAD
-and Content-Length come from twisted.web.static.File; the body goes out by
-sendfile(2) from the checked descriptor on plain TCP (sendfile.py), by
+Names are checked by policy/paths.py; what they resolve to must stay
+inside its root (net/fileroots.py: symlinks leading out are refused).  Range,
+HEAD and Content-Length come from twisted.web.static.File; the body goes out
+by sendfile(2) from the checked descriptor on plain TCP (sendfile.py), by
 static.File's copying producers otherwise.  The ETag names the file's inode,
 mtime and size (If-None-Match -> 304).  Each finished transfer becomes a step
 in the host's boot timeline.
 """
 from __future__ import annotations
 
+import functools
+import io
 import os
+from json.encoder import encode_basestring_ascii
 
-from twisted.web import resource
+from twisted.web import resource, static
+from twisted.web.static import getTypeAndEncoding
 
-from ...policy.paths import PathRefused, resolve
-from ...writes import event
-from ..fileroots import open_in_root
+from ...policy.paths import PathRefused, normalize
+from ...writes import event_json
+from ..fileroots import open_in_root, open_in_roots
 from .app import HttpApp
 from .common import client_ip, error
 from .sendfile import SendfileFile, file_etag, not_modified
+
+_REGISTRY = static.Registry()          # static.File makes one per instance otherwise
+
+
+@functools.lru_cache(maxsize=512)
+def _type_of(basename: str) -> tuple:
+    return getTypeAndEncoding(basename, static.File.contentTypes,
+                              static.File.contentEncodings, "application/octet-stream")
 
 
 class _Opened(SendfileFile):
     """static.File (Range, HEAD, Content-Length) that stats and reads the
     descriptor opened and checked by open_in_root, not a fresh open of the
-    path, so a symlink swapped in after the check changes nothing."""
+    path, so a symlink swapped in after the check changes nothing.  Its stat
+    is the one taken on that descriptor when it was opened."""
 
-    def __init__(self, path: str, fd: int, counters=None):
+    def __init__(self, path: str, fd: int, st: os.stat_result, counters=None):
         self._fd = fd
-        super().__init__(path, defaultType="application/octet-stream")
+        super().__init__(path, defaultType="application/octet-stream", registry=_REGISTRY)
+        self._statinfo = st
+        self.type, self.encoding = _type_of(self.basename())
         self.isLeaf = True
         self.counters = counters
 
     def restat(self, reraise=True):
-        self._statinfo = os.fstat(self._fd)
+        pass                                  # the descriptor's stat, from the open
 
     def openForReading(self):
-        return os.fdopen(self._fd, "rb")
+        return io.FileIO(self._fd, "rb")
 
     def render_GET(self, request):
-        self.restat()
         if not_modified(request, file_etag(self._statinfo)):
             os.close(self._fd)
             return b""
@@ -49,17 +63,16 @@ class _Opened(SendfileFile):
     render_HEAD = render_GET
 
 
-def open_file(app: HttpApp, name: str) -> tuple[str, int]:
-    """(path, open fd) of the file a request names.  Raises PathRefused
-    (reason "not_found" when there is no such file)."""
-    res = resolve(name, app.roots, app.generated,
-                  lambda root, rel: os.path.lexists(os.path.join(root, rel)))
-    if res.root is None:                       # a generated name: its file, by path
-        root, rel = os.path.split(app.generated[res.rel])
+def open_file(app: HttpApp, name: str) -> tuple[str, int, os.stat_result]:
+    """(path, open fd, its stat) of the file a request names, looked up as
+    policy/paths.resolve does (generated names first, then each root).
+    Raises PathRefused (reason "not_found" when there is no such file)."""
+    rel = normalize(name)
+    if app.generated and rel in app.generated:   # a generated name: its file, by path
+        fd, st, real = open_in_root(*os.path.split(app.generated[rel]))
     else:
-        root, rel = res.root, res.rel
-    fd, _, real = open_in_root(root, rel)
-    return real, fd
+        fd, st, real = open_in_roots(app.roots, rel)
+    return real, fd, st
 
 
 class Files(resource.Resource):
@@ -102,20 +115,31 @@ class FileLeaf(resource.Resource):
         f = _Opened(*opened, counters=app.counters)
         app.counters["http.file"] += 1
         key = id(request)
-        app.active[key] = {"client": client_ip(request), "file": name, "request": request,
-                           "size": os.fstat(opened[1]).st_size, "started": app.clock.seconds()}
+        ip = client_ip(request)
+        app.active[key] = {"client": ip, "file": name, "request": request,
+                           "size": opened[2].st_size, "started": app.clock.seconds()}
 
         def finished(_):
             app.active.pop(key, None)
-            self._log(request, name, _sent(request), request.code)
+            self._log(request, name, _sent(request), request.code, ip)
         request.notifyFinish().addBoth(finished)
         return f.render(request)
 
-    def _log(self, request, name: str, nbytes: int, status: int) -> None:
-        ip = client_ip(request)
+    def _log(self, request, name: str, nbytes: int, status: int, ip=False) -> None:
+        if ip is False:
+            ip = client_ip(request)
         mac = self.app.ip_to_mac(ip) if ip else None
-        self.app.submit([event(self.app.clock.seconds(), mac, "http.file", path=name,
-                               bytes=nbytes, status=status, ip=ip)])
+        self.app.submit([event_json(self.app.clock.seconds(), mac, "http.file",
+                                    file_detail(name, nbytes, status, ip))])
+
+
+def file_detail(name: str, nbytes: int, status: int, ip: str | None) -> str:
+    """The http.file event's detail: the JSON writes.event would make of
+    path, bytes, status and ip (sorted keys, compact, ASCII), built without
+    an encoder pass over a dict."""
+    jip = "null" if ip is None else encode_basestring_ascii(ip)
+    return (f'{{"bytes":{int(nbytes)},"ip":{jip},"path":{encode_basestring_ascii(name)},'
+            f'"status":{int(status)}}}')
 
 
 def _sent(request) -> int:

@@ -7,9 +7,11 @@ transport are sent by `SendfileProducer`; everything else (TLS transports,
 multipart ranges, anything not a `tcp.Connection`) keeps static.File's own
 producers, which copy 64 KiB at a time through the transport's buffer.
 
-By default (``THREAD``) the reactor sends only the headers: once they are
-out, the sender thread of sendthread.py sends the body from a dup() of the
-socket and hands the end back (see there).  With ``THREAD`` off, the
+By default (``THREAD``) the body -- and, on a connection with nothing else
+buffered, the headers too -- go by the sender thread of sendthread.py, from
+a dup() of the socket, which hands the end back (see there).  With ``CORK``
+the socket is corked from the headers to the end of the body (nginx's
+tcp_nopush).  With ``THREAD`` off, the
 producer rides the reactor (non-blocking socket, no thread):
 * the status line and headers go into the transport's write buffer as usual
   (``request.write(b"")``);
@@ -34,6 +36,7 @@ transfers under way show progress as before.
 from __future__ import annotations
 
 import os
+import socket
 
 from twisted.internet import error, tcp
 from twisted.internet.interfaces import ISSLTransport
@@ -50,6 +53,11 @@ ENABLED = True
 # (sendthread.py); False: by sendfile calls on the reactor's write events
 # (bench/http's netbootd-reactor diagnostic).
 THREAD = True
+# True: the socket is corked (TCP_CORK, nginx's tcp_nopush) from the headers
+# to the end of the body, so the headers ride in the body's first full
+# segment and no sendfile call ends in a short segment; uncorked before the
+# request finishes (the next response on a keep-alive connection is not held).
+CORK = True
 
 
 def sendfile_transport(request):
@@ -65,6 +73,18 @@ def sendfile_transport(request):
     if t.disconnecting or t.disconnected or getattr(t, "_aborting", False):
         return None
     return t
+
+
+def _no_writes() -> None:
+    pass
+
+
+def _cork(t, on: int) -> bool:
+    try:
+        t.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, on)
+        return True
+    except OSError:                          # closed under us: nothing to hold or flush
+        return False
 
 
 def _pending(t) -> int:
@@ -85,6 +105,7 @@ class SendfileProducer:
         self.counters = counters
         self.hooked = None                   # the doWrite we put on the transport
         self.job = None                      # the sender thread's, while it sends
+        self.corked = False
 
     def start(self) -> None:
         req = self.request
@@ -97,10 +118,15 @@ class SendfileProducer:
         if self.left <= 0:                   # a 416 or an empty file: headers only
             self._finish()
             return
+        t = self.transport
+        if CORK:
+            self.corked = _cork(t, 1)
+        if THREAD and not _pending(t):       # the headers go with the body, by the thread
+            self._hand_over(self._headers())
+            return
         req.write(b"")                       # status line + headers, into the buffer
         if req._disconnected:
             return
-        t = self.transport
         self._hook(self._do_write)           # our handler for this transport's write events
         t.startWriting()
 
@@ -165,14 +191,33 @@ class SendfileProducer:
         self._finish()
         return None
 
-    def _hand_over(self) -> None:
-        """The headers are out: the body goes by the sender thread, which owns
-        a dup of the socket and the file from now on (sendthread.py)."""
+    def _headers(self) -> bytes:
+        """The status line and headers, taken from the transport's buffer
+        (empty before: `_pending`) instead of being written by the reactor,
+        which then needs no write event (2 epoll_ctl and a turn of its loop
+        per request saved)."""
+        t = self.transport
+        t.startWriting = _no_writes          # (instance attribute, taken off below)
+        try:
+            self.request.write(b"")
+        finally:
+            del t.startWriting
+        head = b"".join(t._tempDataBuffer)
+        t._tempDataBuffer = []
+        t._tempDataLen = 0
+        return head
+
+    def _hand_over(self, head: bytes = b"") -> None:
+        """The headers are out (or in `head`): the body goes by the sender
+        thread, which owns a dup of the socket and the file from now on
+        (sendthread.py)."""
         t = self.transport
         self._unhook()
         t.stopWriting()
         self.job = sendthread.Job(os.dup(t.fileno()), self.file, self.pos, self.left,
-                                  self.request, t.reactor, self._sent)
+                                  self.request, t.reactor, self._sent, uncork=self.corked,
+                                  head=head)
+        self.corked = False                  # the thread uncorks after the last byte
         self.file = None                     # the thread closes it
         # loseConnection waits for a write event on the socket the thread keeps
         # full: stop the thread first (the client then sees a cut body and FIN,
@@ -216,6 +261,9 @@ class SendfileProducer:
             self.job = None
 
     def _finish(self) -> None:
+        if self.corked:
+            self.corked = False
+            _cork(self.transport, 0)         # out goes the last short segment
         req = self.request
         if req is not None and not req.finished and not req._disconnected:
             req.finish()

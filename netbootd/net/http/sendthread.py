@@ -8,15 +8,23 @@ one thread with its own epoll does only ``poll -> sendfile``
 for every body under way; the reactor keeps everything else.
 
 The hand-over (sendfile.SendfileProducer):
-* the reactor writes the status line and headers and waits until its
-  transport's buffer is empty; then it stops write events on the connection
-  and submits a `Job`: a dup() of the socket's descriptor, the open file, the
-  byte range, and the callback for the end;
+* the reactor builds the status line and headers; when its transport's
+  buffer is empty (always, on a keep-alive connection between responses) it
+  takes them out of the buffer and gives them to the thread, which writes
+  them before the body (no write event on the reactor, no epoll_ctl there);
+  otherwise it writes them itself and waits until the buffer is empty.  Then
+  it submits a `Job`: a dup() of the socket's descriptor, the open file, the
+  byte range, the headers if any, and the callback for the end;
+* the socket is corked (TCP_CORK, sendfile.CORK) from the headers on, so the
+  headers ride in the body's first full segment and no sendfile call ends in
+  a short segment; the thread uncorks it after the last byte, before it
+  tells the reactor;
 * from then on the thread alone owns the dup and the file (it closes both),
   so no descriptor can be closed under it or reused: the reactor closing or
   aborting its own descriptor leaves the socket alive through the dup;
 * the thread sends until the socket is full (a short count or EAGAIN) or
-  ``BUDGET`` bytes went to one connection in this round; its epoll is
+  ``BUDGET`` bytes went to one connection in this round, at most ``CHUNK``
+  per sendfile call (nginx's sendfile_max_chunk); its epoll is
   level-triggered, so a socket with room left is reported again at the next
   poll, after the others (edge-triggered would need one more call per
   wake-up, to see EAGAIN: measured, more sendfile calls and no fewer wake-ups);
@@ -35,12 +43,15 @@ import collections
 import logging
 import os
 import select
+import socket
 import threading
 
 log = logging.getLogger("netbootd.http")
 
 # Bytes sent to one connection per round before the thread serves the others.
 BUDGET = 4 << 20
+# Bytes asked of one sendfile(2) call (nginx: sendfile_max_chunk 2m).
+CHUNK = 2 << 20
 TRUNCATED = "file shorter than its Content-Length"
 _OUT = select.EPOLLOUT
 
@@ -50,9 +61,11 @@ class Job:
     dup the thread closes).  `done(why)` runs in the reactor thread at the
     end: why is None (all sent), TRUNCATED, or the send error's text."""
 
-    __slots__ = ("sock", "file", "fd", "pos", "left", "start", "request", "reactor", "done")
+    __slots__ = ("sock", "file", "fd", "pos", "left", "start", "request", "reactor", "done",
+                 "uncork", "head")
 
-    def __init__(self, sock: int, file_obj, pos: int, left: int, request, reactor, done):
+    def __init__(self, sock: int, file_obj, pos: int, left: int, request, reactor, done,
+                 uncork: bool = False, head: bytes = b""):
         self.sock = sock
         self.file = file_obj
         self.fd = file_obj.fileno()
@@ -61,6 +74,8 @@ class Job:
         self.request = request
         self.reactor = reactor
         self.done = done
+        self.uncork = uncork          # TCP_CORK off once all is sent (sendfile.CORK)
+        self.head = head              # status line and headers not written yet
 
 
 class Sender:
@@ -121,8 +136,19 @@ class Sender:
     def _send(self, job: Job) -> None:
         sent = 0
         why = None
+        if job.head:
+            try:
+                n = os.write(job.sock, job.head)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._end(job, f"send: {e.strerror or e}", tell=True)
+                return
+            job.head = job.head[n:]
+            if job.head:              # full already: the rest at the next event
+                return
         while job.left > 0 and sent < BUDGET:
-            want = min(job.left, BUDGET - sent)
+            want = min(job.left, BUDGET - sent, CHUNK)
             try:
                 n = os.sendfile(job.sock, job.fd, job.pos, want)
             except BlockingIOError:   # full: epoll reports it when there is room
@@ -142,6 +168,8 @@ class Sender:
                 break
         if sent:
             job.request.sentLength = job.pos - job.start   # progress for the status page
+        if why is None and job.left <= 0 and job.uncork:
+            _uncork(job.sock)         # the last short segment goes now, not at the reactor's turn
         if why is not None or job.left <= 0:
             self._end(job, why, tell=True)
 
@@ -156,6 +184,16 @@ class Sender:
         job.file.close()
         if tell:
             job.reactor.callFromThread(job.done, why)
+
+
+def _uncork(fd: int) -> None:
+    s = socket.socket(fileno=fd)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+    except OSError:
+        pass
+    finally:
+        s.detach()
 
 
 _sender: Sender | None = None
