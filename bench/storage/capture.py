@@ -33,7 +33,7 @@ receiving side (netbootd's process / nc -l), and the ratio capture/dd|nc of the 
 
 Usage: .venv/bin/python bench/storage/capture.py [--quick] [--trials N] [--size-mib N]
        [--chunk-mib N] [--link loopback|veth] [--rate 1gbit] [--pin|--no-pin]
-       [--transport stream|chunk]
+       [--transport stream|chunk] [--hasher busybox|openssl]
 Results: a report on stdout, JSON in bench/results/storage-capture-<timestamp>.json.
 """
 from __future__ import annotations
@@ -208,7 +208,7 @@ def children_cpu() -> float:
 
 
 def trial_capture(work: Path, bbpath: str, disk: Path, size: int, chunk: int,
-                  link: Link, transport: str = "stream") -> dict:
+                  link: Link, transport: str = "stream", hasher: str = "busybox") -> dict:
     tdir = Path(tempfile.mkdtemp(dir=work, prefix="cap-"))
     server = subprocess.Popen(link.server + [sys.executable, __file__, "--serve", str(tdir),
                                              str(size), str(chunk), link.host],
@@ -230,10 +230,17 @@ def trial_capture(work: Path, bbpath: str, disk: Path, size: int, chunk: int,
                   "finish() { :; }\napi GET /api/v1/agent/next\n"
                   "cp \"$NB_RUN/http.flat\" \"$NB_RUN/next.flat\"\n"
                   "act capture \"$(jget \"$NB_RUN/next.flat\" id)\" \"$NB_RUN/next.flat\"\n")
-        env = {"PATH": bbpath, "NB_LIB": str(agent), "NB_RUN": str(run),
+        path = bbpath
+        if hasher == "openssl":         # as an initrd carrying Debian's openssl would
+            (work / "openssl-bin").mkdir(exist_ok=True)
+            if not (work / "openssl-bin" / "openssl").exists():
+                (work / "openssl-bin" / "openssl").symlink_to(shutil.which("openssl"))
+            path = f"{work / 'openssl-bin'}:{bbpath}"
+        env = {"PATH": path, "NB_LIB": str(agent), "NB_RUN": str(run),
                "NB_SYS": str(tdir / "sys"), "NB_PROC": str(tdir / "proc"),
                "NB_CAPTURE_DEV": str(disk),
-               "NB_CAPTURE_STREAM": "1" if transport == "stream" else "0"}
+               "NB_CAPTURE_STREAM": "1" if transport == "stream" else "0",
+               "NB_CAPTURE_HASH": hasher}
         srv0, cpu0, t0 = tree_cpu(server.pid), children_cpu(), time.monotonic()
         r = subprocess.run(link.agent + [f"{bbpath}/sh", "-c", script], env=env, capture_output=True,
                            text=True, timeout=TIMEOUT)
@@ -338,6 +345,9 @@ def main() -> int:
     ap.add_argument("--transport", choices=("stream", "chunk"), default="stream",
                     help="the agent's: one request per attempt (http's default) or one "
                          "per chunk (https's)")
+    ap.add_argument("--hasher", choices=("busybox", "openssl"), default="busybox",
+                    help="the agent's sha256: busybox sha256sum (the initrd's) or this "
+                         "machine's openssl dgst (SHA-NI)")
     ap.add_argument("--work", default="/var/tmp")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
@@ -359,7 +369,8 @@ def main() -> int:
         runs: dict[str, list] = {"capture": [], "ddnc": []}
         for i in range(args.trials):
             for name in ("capture", "ddnc") if i % 2 == 0 else ("ddnc", "capture"):
-                r = (trial_capture(work, bbpath, disk, size, chunk, link, args.transport)
+                r = (trial_capture(work, bbpath, disk, size, chunk, link, args.transport,
+                                   args.hasher)
                      if name == "capture"
                      else trial_ddnc(work, bbpath, disk, size, link))
                 r["mb_s"] = size / 1e6 / r["seconds"]
@@ -376,7 +387,7 @@ def main() -> int:
                 "recv_cpu_s_per_gb": round(statistics.median(r["recv_cpu"] for r in rs) / gb, 2),
                 "identical": all(r["identical"] for r in rs)}
         ratio = round(summary["capture"]["mb_s"] / summary["ddnc"]["mb_s"], 2)
-        print(f"capture ({args.transport}) of {args.size_mib} MiB over {link.describe()}, "
+        print(f"capture ({args.transport}, {args.hasher} sha256) of {args.size_mib} MiB over {link.describe()}, "
               f"chunk {args.chunk_mib} MiB, "
               f"{args.trials} trials (medians); machine {busy:.0f}% busy before")
         print(f"{'method':10} {'MB/s':>8} {'send CPU s/GB':>14} {'recv CPU s/GB':>14}")
@@ -387,7 +398,7 @@ def main() -> int:
         doc = {"bench": "storage-capture", "started": started.isoformat(), "cpu": cpu_model(),
                "link": args.link, "rate": args.rate, "pin": args.pin,
                "link_text": link.describe(), "size_mib": args.size_mib, "chunk_mib": args.chunk_mib, "trials": args.trials,
-               "transport": args.transport,
+               "transport": args.transport, "hasher": args.hasher,
                "busy_before": busy, "other_benchmarks": others, "runs": runs,
                "summary": summary, "ratio": ratio}
         print("results:", save_json(doc, args.out, "storage-capture", started, args.quick))

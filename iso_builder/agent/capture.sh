@@ -16,6 +16,18 @@
 CAPTURE_TRIES=${NB_CAPTURE_TRIES:-8}
 CAPTURE_PAUSE=${NB_CAPTURE_PAUSE:-2}
 
+# cap_sha FILE: its sha256 (64 hex digits and a newline).  openssl's where the initrd
+# carries it (SHA-NI where the CPU has it: ~0.8 s CPU per GB here, process included),
+# else busybox's sha256sum (no SHA-NI: ~4.4 s CPU per GB, the agent's largest cost per
+# byte; bench/storage/README.md).  NB_CAPTURE_HASH=busybox forces the latter.
+cap_sha() {
+  if [ "${NB_CAPTURE_HASH:-auto}" != busybox ] && command -v openssl > /dev/null; then
+    LD_LIBRARY_PATH=$NB_LIBS openssl dgst -sha256 -r "$1"
+  else
+    sha256sum "$1"
+  fi | cut -c 1-64
+}
+
 # cap_read OFFSET FILE: the chunk at OFFSET into FILE, its sha256 into FILE.sha
 # (empty when the read failed or came back short).
 cap_read() {
@@ -24,7 +36,7 @@ cap_read() {
   rm -f "$2" "$2.sha"
   if dd if="$cap_dev" of="$2" bs=$MiB skip=$(( $1 / MiB )) count=$(( (_n + MiB - 1) / MiB )) \
        2> "$2.err" && [ "$(stat -c %s "$2")" = "$_n" ]; then
-    sha256sum "$2" | cut -c 1-64 > "$2.sha"
+    cap_sha "$2" > "$2.sha"
   else
     : > "$2.sha"
   fi

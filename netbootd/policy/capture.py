@@ -1,10 +1,13 @@
 """Disk capture (issue 13 item 4): the pure rules of a capture job.
 
 The agent streams a local disk into a volume in chunks (docs/storage.md, Capture):
-POST /api/v1/agent/capture/{job}/{offset}?sha256=HEX with one chunk as the body
-(or the sha256 in an ``X-Sha256`` header).  Chunks are sent in order; the server
-commits a chunk only at the offset it expects (its ``committed`` offset), so after
-a dropped connection the agent asks for that offset and continues from there.
+all the chunks still to send in one request, POST /api/v1/agent/capture/{job}/stream/
+{offset}, each after a FRAME-byte line holding its sha256 (``stream_length``,
+``check_stream``, ``frame_sha``); or one chunk per request, POST
+/api/v1/agent/capture/{job}/{offset}?sha256=HEX (or the sha256 in an ``X-Sha256``
+header).  Chunks are sent in order; the server commits a chunk only at the offset it
+expects (its ``committed`` offset), so after a dropped connection the agent asks for
+that offset and continues from there.
 
 Integrity: each chunk's sha256 is checked by the server on the bytes it writes
 (a mismatch refuses the chunk; the agent sends it again).  The capture's digest

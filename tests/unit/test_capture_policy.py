@@ -102,3 +102,39 @@ def test_verdict():
     assert "no sha256" in cp.verdict(10, 10, d, None, 10)
     assert "mismatch" in cp.verdict(10, 10, d, "f" * 64, 10)
     assert cp.rate_mb_s(10_000_000, 2.0) == 5.0 and cp.rate_mb_s(1, 0) is None
+
+
+def test_a_streams_length_is_the_rest_of_the_disk_and_a_line_per_chunk():
+    total = 5 * MiB + 512
+    assert cp.stream_length(total, 2 * MiB, 0) == total + 3 * cp.FRAME
+    assert cp.stream_length(total, 2 * MiB, 4 * MiB) == MiB + 512 + cp.FRAME
+    assert cp.stream_length(4 * MiB, 2 * MiB, 2 * MiB) == 2 * MiB + cp.FRAME
+    # the same as framing every chunk of the plan from there
+    assert cp.stream_length(total, 2 * MiB, 2 * MiB) == sum(
+        n + cp.FRAME for off, n in cp.plan(total, 2 * MiB) if off >= 2 * MiB)
+
+
+@pytest.mark.parametrize("offset,length,status,words", [
+    (0, 5 * MiB + 512 + 3 * 65 + 1, 400, "Content-Length: 5243588 bytes"),
+    (0, 5 * MiB + 512, 400, "the framed chunks from 0 are 5243587 bytes"),
+    (2 * MiB, 3 * MiB + 512 + 130, 409, "not the committed offset 0"),
+    (MiB, 1, 400, "not a multiple of the chunk size"),
+    (6 * MiB, 1, 400, "at or past the end"),
+])
+def test_a_stream_starts_only_at_the_committed_offset_with_its_exact_length(
+        offset, length, status, words):
+    total = 5 * MiB + 512
+    with pytest.raises(cp.CaptureError) as e:
+        cp.check_stream(total, 2 * MiB, 0, offset, length)
+    assert e.value.status == status and words in e.value.reason
+    assert cp.check_stream(total, 2 * MiB, 0, 0, total + 3 * 65) == total + 3 * 65
+
+
+def test_a_frame_is_a_sha256_line():
+    sha = hashlib.sha256(b"x").hexdigest()
+    assert cp.frame_sha(sha.encode() + b"\n", 0) == sha
+    for bad in (sha.upper().encode() + b"\n", sha.encode() + b" ", sha.encode()[:-1] + b"\n\n",
+                b"g" * 64 + b"\n", sha.encode()):
+        with pytest.raises(cp.CaptureError) as e:
+            cp.frame_sha(bad, 4 * MiB)
+        assert "frame at 4194304: not a sha256 line" in e.value.reason
