@@ -4,7 +4,10 @@ a whole capture over one connection; the transport paused while both chunk buffe
 taken (never a third); a connection dropped mid-stream resumes at the committed offset;
 a frame whose sha256 does not match its chunk, or is not a sha256 line, stops the stream
 with nothing written past the committed offset; a wrong offset, Content-Length or
-secret is answered from the headers, before any body byte is sent."""
+secret is answered from the headers, before any body byte is sent.  And the stream
+body's state machine driven directly (a stand-in writer whose calls the test answers):
+a chunk whole when the connection goes is still written, a refused chunk drops the one
+waiting, the socket is read again once the writer took the waiting chunk."""
 from __future__ import annotations
 
 import hashlib
@@ -147,17 +150,22 @@ def test_a_dropped_stream_resumes_at_the_committed_offset(tmp_path, capi):  # no
     app, base, data, secret, job, cap = yield start(tmp_path, capi, "s2")
     body, shas = frames(data)
     path = f"/api/v1/agent/capture/{job}/stream/0"
-    # two whole frames and half of the third, then the connection goes
+    # two whole frames and half of the third, then the connection goes: the whole
+    # ones are committed (the second one, if it waited for the writer when the server
+    # saw the connection go, is written still; only a reset that lost its bytes in the
+    # server's socket would leave it out), the half one is not
     yield raw(base, secret, path, len(body), body, close_after=2 * (MIB + 65) + MIB // 2)
     yield idle(cap)
     code, st = yield agent(base, secret, "GET", f"/api/v1/agent/capture/{job}")
-    assert (code, st["committed"]) == (200, 2 * MIB), st
+    at = st["committed"]
+    assert code == 200 and at in (MIB, 2 * MIB), st
     assert "connection was lost" in st["refused"]
+    assert (tmp_path / "pool" / "volumes" / "s2").read_bytes()[at:] == bytes(SIZE - at)
     # the same stream again from 0: not the committed offset, answered from the headers
     code, r = yield raw(base, secret, path, len(body))
-    assert code == 409 and "not the committed offset 2097152" in r["error"], r
-    rest, _ = frames(data, start=2 * MIB)
-    code, r = yield raw(base, secret, f"/api/v1/agent/capture/{job}/stream/{2 * MIB}",
+    assert code == 409 and f"not the committed offset {at}" in r["error"], r
+    rest, _ = frames(data, start=at)
+    code, r = yield raw(base, secret, f"/api/v1/agent/capture/{job}/stream/{at}",
                         len(rest), rest)
     assert (code, r["committed"]) == (200, SIZE), r
     yield finish(app, base, secret, job, shas)
@@ -220,3 +228,85 @@ def test_a_wrong_stream_is_refused_from_its_headers(tmp_path, capi):  # noqa: F8
     code, r = yield raw(base, secret, f"{p}/0", len(body), body)
     assert (code, r["committed"]) == (200, SIZE), r
     yield finish(app, base, secret, job, shas)
+
+
+class _Writes:
+    """Captures.write's stand-in: each call's Deferred is fired by the test."""
+
+    def __init__(self):
+        self.calls = []
+
+    def write(self, host, cap, off, data, sha):
+        from twisted.internet import defer
+        d = defer.Deferred()
+        self.calls.append((off, bytes(data), sha, d))
+        return d
+
+
+class _Transport:
+    def __init__(self):
+        self.log = []
+
+    def pauseProducing(self):
+        self.log.append("pause")
+
+    def resumeProducing(self):
+        self.log.append("resume")
+
+    def abortConnection(self):
+        self.log.append("abort")
+
+
+def _body(total=4 * MIB):
+    from types import SimpleNamespace
+
+    from netbootd.net.http.capture_body import StreamBody
+    cap = SimpleNamespace(total=total, chunk=MIB, refused=None, job=SimpleNamespace(id="j"))
+    writes, transport = _Writes(), _Transport()
+    data = os.urandom(total)
+    body, _ = frames(data)
+    return StreamBody(writes, None, cap, 0, len(body), transport), writes, transport, body, data
+
+
+def test_a_chunk_whole_when_the_connection_goes_is_still_written():
+    """Chunk 0 in the writer, chunk 1 whole and waiting (the socket paused), half of
+    chunk 2 held: the connection goes; chunk 1 is written after chunk 0, not chunk 2."""
+    s, writes, transport, body, data = _body()
+    s.write(body[:2 * (MIB + 65) + MIB // 2])
+    assert [c[0] for c in writes.calls] == [0] and transport.log == ["pause"]
+    assert s.ready[0] == MIB and s.made == 2
+    s.lost()
+    assert "connection was lost" in s.cap.refused
+    writes.calls[0][3].callback({"committed": MIB})
+    assert [c[0] for c in writes.calls] == [0, MIB]
+    assert writes.calls[1][1] == data[MIB:2 * MIB]
+    writes.calls[1][3].callback({"committed": 2 * MIB})
+    assert len(writes.calls) == 2 and "resume" not in transport.log and s.made == 2
+
+
+def test_a_refused_chunk_drops_the_one_waiting_and_the_connection():
+    from netbootd.net.http.errors import Refusal
+    s, writes, transport, body, data = _body()
+    s.write(body[:2 * (MIB + 65) + 100])
+    writes.calls[0][3].errback(Refusal(422, "sha256: the chunk's bytes do not match"))
+    assert len(writes.calls) == 1 and s.ready is None
+    assert transport.log == ["pause", "abort"] and "do not match" in s.cap.refused
+    s.write(body[2 * (MIB + 65) + 100:])      # what still arrives is dropped
+    assert len(writes.calls) == 1
+    failed = []
+    s.outcome().addErrback(failed.append)
+    assert failed[0].value.status == 422
+
+
+def test_the_socket_is_read_again_once_the_writer_took_the_waiting_chunk():
+    s, writes, transport, body, data = _body()
+    s.write(body[:2 * (MIB + 65) + 10])
+    assert transport.log == ["pause"] and s.held == body[2 * (MIB + 65):2 * (MIB + 65) + 10]
+    writes.calls[0][3].callback({"committed": MIB})
+    assert transport.log == ["pause", "resume"] and s.held == b""
+    s.write(body[2 * (MIB + 65) + 10:])
+    done = s.outcome()
+    for i in range(1, 4):
+        assert writes.calls[i][0] == i * MIB and writes.calls[i][1] == data[i * MIB:(i + 1) * MIB]
+        writes.calls[i][3].callback({"committed": (i + 1) * MIB, "bytes": 4 * MIB})
+    assert done.result == {"committed": 4 * MIB, "bytes": 4 * MIB} and s.made == 2

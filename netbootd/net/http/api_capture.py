@@ -1,12 +1,15 @@
 """Disk capture over HTTP (issue 13 item 4): the admin's POST hosts/{mac}/capture and
-the agent's GET/POST /api/v1/agent/capture/{job}[/{offset}].  The logic is
-net/capture.py's; this module only speaks HTTP.
+the agent's GET/POST /api/v1/agent/capture/{job}[/{offset}|/stream/{offset}].  The
+logic is net/capture.py's; this module only speaks HTTP (the bodies: capture_body.py).
 
 A chunk's body (up to policy/capture.CHUNK_MAX bytes, far past the API's 64 KiB)
 is buffered in memory only when ``admit`` accepted it from the request's
 headers, before any of it was read: the agent's secret checks, the job is that
 host's running capture, the offset is the committed one and the length the
-chunk's.  Any other body stays under the usual limit (413)."""
+chunk's.  Any other body stays under the usual limit (413).  A stream (every chunk
+still to send, framed) is admitted on the same checks with its exact framed length,
+and parsed as it arrives (two chunk buffers at most); a refused one is answered at
+once from its headers."""
 from __future__ import annotations
 
 import re
@@ -83,6 +86,7 @@ class CaptureApi:
             err = self._mapped(e)
             self.counters["api.capture_stream_refused"] += 1
             return RefusedBody(transport, err) if transport is not None else None
+        cap.refused = None             # GET tells why this stream stops, if it does
         body = StreamBody(self.captures, h, cap, int(m.group(2)), length, transport)
         self._receiving(request, cap, length, body)
         return body

@@ -135,9 +135,10 @@ class StreamBody(_Lowat):
             self._lowat(self.left)
 
     def lost(self, reason: str = "the connection was lost") -> None:
-        """The request ended before the body did (notifyFinish's errback)."""
+        """The request ended before the body did (notifyFinish's errback): a chunk
+        received whole is still written (its sha256 decides), the partial one is not."""
         if self.error is None and (self.left > 0 or self.waiting is None):
-            self.stop(Refusal(400, reason), drop=False)
+            self.stop(Refusal(400, reason), drop=False, keep_ready=True)
 
     def outcome(self) -> defer.Deferred:
         """The handler's answer: {"committed", "bytes"} once every chunk is committed."""
@@ -213,6 +214,9 @@ class StreamBody(_Lowat):
         self.writing = False
         self.result = result
         if self.error is not None:
+            if self.ready is not None:         # whole before the connection went
+                item, self.ready = self.ready, None
+                self._write(item)
             return
         self.spare.append(buf)
         if self.ready is not None:
@@ -226,6 +230,7 @@ class StreamBody(_Lowat):
 
     def _refused(self, f) -> None:
         self.writing = False                  # its buffer is not used again
+        self.ready = None                     # nothing after a refused chunk
         self.stop(_refusal(f.value))
 
     def _complete(self) -> bool:
@@ -239,13 +244,16 @@ class StreamBody(_Lowat):
         if not self.paused and self.error is None and self.transport is not None:
             self.transport.resumeProducing()
 
-    def stop(self, err: Refusal, drop: bool = True) -> None:
-        """Stop taking chunks (the one in the writer still commits): answer with the
-        reason when the body is complete, else drop the connection."""
+    def stop(self, err: Refusal, drop: bool = True, keep_ready: bool = False) -> None:
+        """Stop taking chunks (the one in the writer still commits, and with
+        ``keep_ready`` the whole one waiting for it): answer with the reason when the
+        body is complete, else drop the connection."""
         if self.error is not None:
             return
         self.error = err
-        self.ready, self.held, self.buf, self.spare = None, b"", None, []
+        if not keep_ready:
+            self.ready = None
+        self.held, self.buf, self.spare = b"", None, []
         self.cap.refused = err.reason
         log.warning("capture %s: stream stopped at %d: %s", self.cap.job.id, self.off,
                     err.reason)
