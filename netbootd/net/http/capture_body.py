@@ -106,6 +106,9 @@ class ChunkBody(_Lowat):
 
 
 class StreamBody(_Lowat):
+    """A stream's body (the module's docstring): frames parsed on the reactor as they
+    arrive, whole chunks handed to ``captures.write`` one at a time, two buffers."""
+
     def __init__(self, captures, host, cap, offset: int, length: int, transport=None):
         self.captures, self.host, self.cap = captures, host, cap
         self.transport = transport
