@@ -18,6 +18,8 @@ Servers:
   netbootd-reactor  (diagnostic, not in the default set) the same runner with
              the body sent by sendfile on the reactor's write events instead of
              the sender thread (net/http/sendthread.py)
+  netbootd-cork  (diagnostic, not in the default set) the same runner
+             with TCP_CORK from the headers to the end of each body
   netbootd-nomemtune  (diagnostic, not in the default set) the same runner
              without netbootd.runtime.memtune.tune_malloc(), i.e. glibc's malloc
              defaults, as the daemon ran before it pinned the thresholds
@@ -222,8 +224,19 @@ class NetbootdReactor(Netbootd):
         return super().command() + ["--reactor-send"]
 
 
+class NetbootdCork(Netbootd):
+    """Diagnostic: the same runner with TCP_CORK from the headers to the end
+    of each body (sendfile.CORK on, nginx's tcp_nopush): what it costs, same run."""
+    name = "netbootd-cork"
+    label = "netbootd, TCP_CORK"
+    port = 8087
+
+    def command(self):
+        return super().command() + ["--cork"]
+
+
 SERVERS = {c.name: c for c in (Netbootd, Nginx, NginxNoSendfile, NetbootdNoMemtune,
-                                NetbootdCopy, NetbootdReactor)}
+                                NetbootdCopy, NetbootdReactor, NetbootdCork)}
 
 
 def tree_user(root: int | None) -> float:

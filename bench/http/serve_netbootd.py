@@ -74,6 +74,9 @@ def main() -> int:
     ap.add_argument("--reactor-send", action="store_true",
                     help="send file bodies by sendfile calls on the reactor's write events "
                          "instead of the sender thread (net/http/sendthread.py)")
+    ap.add_argument("--cork", action="store_true",
+                    help="cork the socket (TCP_CORK) from the headers to the end of the body "
+                         "(net/http/sendfile.py CORK, off by default)")
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--no-memtune", action="store_true",
                     help="skip netbootd.runtime.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
@@ -85,6 +88,9 @@ def main() -> int:
     if args.no_sendfile:
         from netbootd.net.http import sendfile
         sendfile.ENABLED = False
+    if args.cork:
+        from netbootd.net.http import sendfile
+        sendfile.CORK = True
     if args.reactor_send:
         from netbootd.net.http import sendfile
         sendfile.THREAD = False

@@ -417,10 +417,11 @@ def test_the_body_goes_by_the_sender_thread_and_its_descriptors_are_closed(site,
 
 @pytest_twisted.inlineCallbacks
 def test_the_cork_is_released_after_every_body_on_a_keepalive_connection(site, monkeypatch):
-    """TCP_CORK (sendfile.CORK) holds the headers for the body's first
-    segment; a 1-byte body, a Range and a whole file on one keep-alive
+    """With TCP_CORK (sendfile.CORK, off by default) the headers wait for the
+    body's first segment; a 1-byte body, a Range and a whole file on one keep-alive
     connection each arrive complete, and the socket is left uncorked (a
     corked socket would hold the next response's last segment up to 200 ms)."""
+    monkeypatch.setattr(sendfile, "CORK", True)
     app, port, root, _ = site
     (root / "one").write_bytes(b"x")
     data = (root / "vmlinuz").read_bytes()

@@ -11,7 +11,7 @@ By default (``THREAD``) the body -- and, on a connection with nothing else
 buffered, the headers too -- go by the sender thread of sendthread.py, from
 a dup() of the socket, which hands the end back (see there).  With ``CORK``
 the socket is corked from the headers to the end of the body (nginx's
-tcp_nopush).  With ``THREAD`` off, the
+tcp_nopush; off by default: measured dearer).  With ``THREAD`` off, the
 producer rides the reactor (non-blocking socket, no thread):
 * the status line and headers go into the transport's write buffer as usual
   (``request.write(b"")``);
@@ -57,7 +57,10 @@ THREAD = True
 # to the end of the body, so the headers ride in the body's first full
 # segment and no sendfile call ends in a short segment; uncorked before the
 # request finishes (the next response on a keep-alive connection is not held).
-CORK = True
+# Off: measured on loopback (bench/http/README.md, 2026-12-04), corked
+# sockets cost 1.5-1.8x the CPU per GB at 2-20 connections (the sender
+# thread hardly ever sleeps) and bought nothing measurable at 200.
+CORK = False
 
 
 def sendfile_transport(request):

@@ -15,10 +15,9 @@ The hand-over (sendfile.SendfileProducer):
   otherwise it writes them itself and waits until the buffer is empty.  Then
   it submits a `Job`: a dup() of the socket's descriptor, the open file, the
   byte range, the headers if any, and the callback for the end;
-* the socket is corked (TCP_CORK, sendfile.CORK) from the headers on, so the
-  headers ride in the body's first full segment and no sendfile call ends in
-  a short segment; the thread uncorks it after the last byte, before it
-  tells the reactor;
+* with sendfile.CORK (off by default: measured dearer) the socket is corked
+  (TCP_CORK) from the headers on, and the thread uncorks it after the last
+  byte, before it tells the reactor;
 * from then on the thread alone owns the dup and the file (it closes both),
   so no descriptor can be closed under it or reused: the reactor closing or
   aborting its own descriptor leaves the socket alive through the dup;
