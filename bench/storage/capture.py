@@ -130,7 +130,8 @@ class Link:
     """Where the two sides run: argv prefixes for the agent side and the server side and
     the server's address.  close() removes the namespaces (and what still runs there)."""
 
-    def __init__(self, kind: str, rate: str | None, pin: bool):
+    def __init__(self, kind: str, rate: str | None, pin: bool,
+                 slow_start_after_idle: bool = True):
         self.kind, self.rate, self.pin, self.lab = kind, rate, pin, None
         self.host, self.agent, self.server = "127.0.0.1", [], []
         if kind == "veth":
@@ -145,6 +146,9 @@ class Link:
                 if rate:
                     self.lab.ns_exec(a, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
                                      "rate", rate, "burst", "256kb", "latency", "20ms")
+                if not slow_start_after_idle:    # per namespace: the agent's only
+                    self.lab.ns_exec(a, "sysctl", "-qw",
+                                     "net.ipv4.tcp_slow_start_after_idle=0")
             except BaseException:
                 self.lab.close()
                 raise
@@ -348,6 +352,9 @@ def main() -> int:
     ap.add_argument("--hasher", choices=("busybox", "openssl"), default="busybox",
                     help="the agent's sha256: busybox sha256sum (the initrd's) or this "
                          "machine's openssl dgst (SHA-NI)")
+    ap.add_argument("--slow-start-after-idle", action=argparse.BooleanOptionalAction,
+                    default=True, help="veth: the agent namespace's "
+                    "net.ipv4.tcp_slow_start_after_idle (the kernel's default: on)")
     ap.add_argument("--work", default="/var/tmp")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
@@ -360,7 +367,7 @@ def main() -> int:
         args.pin = args.link == "veth"
     if args.pin and (os.cpu_count() or 1) < 2:
         raise SystemExit("--pin needs two cores")
-    link = Link(args.link, args.rate, args.pin)
+    link = Link(args.link, args.rate, args.pin, args.slow_start_after_idle)
     work = Path(tempfile.mkdtemp(dir=args.work, prefix="nb-capture-bench-"))
     try:
         bbpath = busybox_path(work)
@@ -399,6 +406,7 @@ def main() -> int:
                "link": args.link, "rate": args.rate, "pin": args.pin,
                "link_text": link.describe(), "size_mib": args.size_mib, "chunk_mib": args.chunk_mib, "trials": args.trials,
                "transport": args.transport, "hasher": args.hasher,
+               "slow_start_after_idle": args.slow_start_after_idle,
                "busy_before": busy, "other_benchmarks": others, "runs": runs,
                "summary": summary, "ratio": ratio}
         print("results:", save_json(doc, args.out, "storage-capture", started, args.quick))
