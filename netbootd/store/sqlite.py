@@ -21,7 +21,7 @@ from ..writes import (
 )
 from .interface import BadWrite, StoreError
 from .networks import NETWORK_SQL, SELECT_NETWORKS, network_rows
-from .rows import insert_rows
+from .rows import host_of as _host_of, host_row as _host_row, insert_rows
 
 log = logging.getLogger("netbootd.store")
 
@@ -444,35 +444,6 @@ class SqliteStore:
             out.append(d)
         out.sort(key=lambda d: tuple(int(x) for x in d["address"].split(".")))
         return out
-
-
-def _json_obj(text, kind, default):
-    v = json.loads(text) if text else default
-    if not isinstance(v, kind):
-        raise ValueError(f"not a {kind.__name__}: {text!r:.40}")
-    return v
-
-
-def _host_row(h: Host) -> tuple:
-    # A new host has no profile arguments and no identifiers: '{}' and '[]'
-    # as json.dumps writes them, without its ~1 us per call (one host row per
-    # new DHCP client).
-    args, ids = h.profile_args, h.ids
-    return (h.mac, h.state.value, h.arch, h.vendor_class, h.uuid, h.hostname, h.interface,
-            h.first_seen, h.last_seen, h.ip, h.profile,
-            "{}" if type(args) is dict and not args else json.dumps(args, sort_keys=True),
-            h.account, "[]" if type(ids) is list and not ids else json.dumps(ids),
-            h.secret_hash, h.agent_addr,
-            None if h.action is None else json.dumps(h.action, sort_keys=True),
-            None if h.hw is None else json.dumps(h.hw, sort_keys=True))
-
-
-def _host_of(row) -> Host:
-    return Host(str(row[0]), HostState(row[1]), None if row[2] is None else int(row[2]),
-                row[3], row[4], row[5], row[6], float(row[7]), float(row[8]), row[9], row[10],
-                _json_obj(row[11], dict, {}), row[12], _json_obj(row[13], list, []), row[14],
-                row[15], _json_obj(row[16], dict, None) if row[16] else None,
-                _json_obj(row[17], dict, None) if row[17] else None)
 
 
 def _account_sql(w: AccountWrite) -> list:
