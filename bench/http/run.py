@@ -1,8 +1,16 @@
 #!/usr/bin/env python3
 """HTTP file-serving benchmark: netbootd's /files vs nginx, driven by wrk.
 
-Everything runs on the loopback of one private network namespace
-(labnet.Lab) that this script creates and deletes.  Both servers run at
+Where (--link): loopback (the default) - servers and wrk on the loopback
+of one private network namespace (labnet.Lab) that this script creates and
+deletes; veth - the servers in one namespace, wrk in another, joined by a
+veth pair (10.213.15.1-2/30, addresses that exist only there; MTU 1500) with
+RPS steering each side's receive processing onto its own side's core (the
+server's on the server CPU, wrk's on wrk's), as on two machines with NICs:
+on loopback the client's TCP receive and ACK work runs in the sender's
+softirq and is charged to the server.  Loopback stays the default so that
+results compare with every earlier run; veth is the shape closer to a
+boot server on a real link, and both are reported.  Both servers run at
 once (the idle one sleeps); trials are interleaved, the order rotating every
 repetition.
 
@@ -119,7 +127,7 @@ class Netbootd(Server):
 
     def command(self):
         return [PY, str(HERE / "serve_netbootd.py"), "--root", str(self.root),
-                "--port", str(self.port), "--ip", "127.0.0.1"]
+                "--port", str(self.port), "--ip", self.args.host]
 
     def counters(self):
         text = self.logfile.read_text(errors="replace")
@@ -178,7 +186,7 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     server {{
-        listen 127.0.0.1:{self.port};
+        listen {self.args.host}:{self.port};
         location /files/ {{ alias {self.root}/; }}
     }}
 }}
@@ -258,10 +266,10 @@ def tree_user(root: int | None) -> float:
 
 # --------------------------------------------------------------------------
 class Bench:
-    def __init__(self, args, lab, ns: str, work: Path):
+    def __init__(self, args, lab, ns: str, work: Path, client_ns: str | None = None):
         self.args = args
         self.lab = lab
-        self.ns = ns
+        self.ns = client_ns or ns     # where wrk and curl run (the servers' namespace on loopback)
         self.work = work
         cpus = sorted(os.sched_getaffinity(0))
         if args.pin == "split" and len(cpus) >= 2:
@@ -281,7 +289,7 @@ class Bench:
         return self.idle(common.cpu_busy)
 
     def url(self, srv: Server) -> str:
-        return f"http://127.0.0.1:{srv.port}/files/{FILE_NAME}"
+        return f"http://{self.args.host}:{srv.port}/files/{FILE_NAME}"
 
     def verify(self, srv: Server, want_sha: str) -> dict:
         dest = self.work / f"verify-{srv.name}.bin"
@@ -409,7 +417,7 @@ class Bench:
 def print_report(doc: dict) -> None:
     names, labels = doc["servers"], doc["labels"]
     print()
-    print(f"HTTP GET of a {FILE_SIZE >> 20} MiB file over loopback (private netns), wrk; "
+    print(f"HTTP GET of a {FILE_SIZE >> 20} MiB file over {doc['method'].get('link', 'loopback')}, wrk; "
           f"pinning: {doc['method']['pinning']}; {doc['settings']['duration']:g}s trials; "
           "median of the repetitions")
     for scen, per in doc["results"].items():
@@ -507,6 +515,25 @@ def compute(doc: dict) -> None:
                              "met": (c <= 1.2) if c is not None else None})
 
 
+VETH_CLIENT, VETH_SERVER = "10.213.15.1", "10.213.15.2"
+
+
+def veth_link(lab, client_ns: str, server_ns: str, bench: "Bench") -> str:
+    """--link veth: the pair between wrk's namespace and the servers', and RPS:
+    a veth hands each packet to the receiving side in the sender's softirq, on
+    the sender's CPU; rps_cpus queues it to the receiving side's own CPU
+    instead, so the client's receive work is not charged to the server."""
+    cdev, sdev = lab.link(client_ns, f"{VETH_CLIENT}/30", server_ns, f"{VETH_SERVER}/30")
+    how = f"veth {cdev} ({VETH_CLIENT}, wrk) <-> {sdev} ({VETH_SERVER}, servers), MTU 1500"
+    if bench.server_cpu is not None and bench.client_cpu != bench.server_cpu:
+        for ns, dev, cpu in ((client_ns, cdev, bench.client_cpu),
+                             (server_ns, sdev, bench.server_cpu)):
+            lab.ns_exec(ns, "sh", "-c", f"echo {1 << int(cpu):x} > "
+                        f"/sys/class/net/{dev}/queues/rx-0/rps_cpus")
+        how += f"; RPS: wrk's receive on CPU {bench.client_cpu}, servers' on CPU {bench.server_cpu}"
+    return how
+
+
 def main() -> int:
     global FILE_SIZE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -515,6 +542,10 @@ def main() -> int:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of: " + ",".join(SCENARIOS))
     ap.add_argument("--duration", type=float, help="seconds per wrk trial (default 5; quick 2)")
     ap.add_argument("--reps", type=int, help="repetitions (default 5; quick 2)")
+    ap.add_argument("--link", choices=("loopback", "veth"), default="loopback",
+                    help="loopback: servers and wrk in one namespace (default, as every earlier "
+                         "run); veth: two namespaces joined by a veth pair, RPS steering each "
+                         "side's receive onto its own core")
     ap.add_argument("--pin", choices=("split", "same", "none"), default="split",
                     help="split: servers on the last CPU, wrk on the first (default); "
                          "same: all on the last CPU")
@@ -557,13 +588,24 @@ def main() -> int:
 
     servers: list[Server] = []
     bench = None
+    link_desc = args.link
     doc: dict = {"bench": "http", "started": started.isoformat(), "servers": [], "labels": {},
                  "versions": {}, "verify": {}, "results": {}, "profiles": {}}
     skipped = {}
     try:
         with labnet.Lab() as lab:
             ns = lab.namespace("http")
-            bench = Bench(args, lab, ns, work)
+            client_ns = None
+            args.host = "127.0.0.1"
+            if args.link == "veth":
+                client_ns = lab.namespace("wrk")
+                args.host = VETH_SERVER
+            bench = Bench(args, lab, ns, work, client_ns)
+            if client_ns:
+                link_desc = veth_link(lab, client_ns, ns, bench)
+            else:
+                link_desc = "loopback (one private netns)"
+            log(f"link: {link_desc}")
             log(f"lab {ns}; work dir {work}; servers on CPU {bench.server_cpu}, "
                 f"wrk on CPU {bench.client_cpu}")
             common.start_servers(servers, lambda n: SERVERS[n](args, work, root), names, lab, ns,
@@ -591,6 +633,7 @@ def main() -> int:
     doc["settings"] = vars(args)
     doc["method"] = {
         "file_bytes": FILE_SIZE,
+        "link": link_desc,
         "client": "wrk -t<threads> -c<N> --timeout 60s (keep-alive); 2-thread wrk not pinned",
         "server_cpu_s_per_gb": "server CPU seconds (process tree, over the trial's wall time) / "
                                "GB (10^9 B) wrk read; median over trials",
