@@ -28,6 +28,8 @@ Servers:
              the sender thread (net/http/sendthread.py)
   netbootd-cork  (diagnostic, not in the default set) the same runner
              with TCP_CORK from the headers to the end of each body
+  netbootd-b256  (diagnostic, not in the default set) the same runner with
+             256 KiB per connection per sender-thread turn (4 MiB by default)
   netbootd-nomemtune  (diagnostic, not in the default set) the same runner
              without netbootd.runtime.memtune.tune_malloc(), i.e. glibc's malloc
              defaults, as the daemon ran before it pinned the thresholds
@@ -243,8 +245,20 @@ class NetbootdCork(Netbootd):
         return super().command() + ["--cork"]
 
 
+class NetbootdBudget256(Netbootd):
+    """Diagnostic: the sender thread gives each connection at most 256 KiB per
+    turn (sendthread.BUDGET, 4 MiB by default), so at many connections all are
+    served in turn, as nginx does, without the cork."""
+    name = "netbootd-b256"
+    label = "netbootd, 256 KiB per turn"
+    port = 8088
+
+    def command(self):
+        return super().command() + ["--budget-kib", "256"]
+
+
 SERVERS = {c.name: c for c in (Netbootd, Nginx, NginxNoSendfile, NetbootdNoMemtune,
-                                NetbootdCopy, NetbootdReactor, NetbootdCork)}
+                                NetbootdCopy, NetbootdReactor, NetbootdCork, NetbootdBudget256)}
 
 
 def tree_user(root: int | None) -> float:

@@ -77,6 +77,9 @@ def main() -> int:
     ap.add_argument("--cork", action="store_true",
                     help="cork the socket (TCP_CORK) from the headers to the end of the body "
                          "(net/http/sendfile.py CORK, off by default)")
+    ap.add_argument("--budget-kib", type=int,
+                    help="bytes (KiB) the sender thread sends to one connection per turn "
+                         "(net/http/sendthread.py BUDGET; sendfile calls capped to it too)")
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--no-memtune", action="store_true",
                     help="skip netbootd.runtime.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
@@ -91,6 +94,10 @@ def main() -> int:
     if args.cork:
         from netbootd.net.http import sendfile
         sendfile.CORK = True
+    if args.budget_kib:
+        from netbootd.net.http import sendthread
+        sendthread.BUDGET = args.budget_kib << 10
+        sendthread.CHUNK = min(sendthread.CHUNK, sendthread.BUDGET)
     if args.reactor_send:
         from netbootd.net.http import sendfile
         sendfile.THREAD = False
