@@ -153,7 +153,8 @@ class GroupCommitter:
                 self._timer = self.reactor.callLater(self.window, self._flush)
             else:
                 self._flush()
-        elif len(self._writes) >= self.target:      # a stretched batch is full: it goes
+        elif len(self._writes) >= self.target and self.max_wait > self.window:
+            # a stretched batch is full: it goes
             self._timer.cancel()
             self._flush(now=True)
 
@@ -169,12 +170,12 @@ class GroupCommitter:
         target writes at the rate it filled, within max_wait of its first
         write."""
         n = len(self._writes)
-        if self._idle or (after_commit and n >= self.batch_min) or n >= self.target:
+        if self._idle or (after_commit and n >= self.batch_min):
             return 0.0
         age = self.reactor.seconds() - self._since
         if age < self.window:
             return self.window - age
-        if n < self.fill or age >= self.max_wait:
+        if n < self.fill or n >= self.target or age >= self.max_wait:
             return 0.0
         return min(self.max_wait - age, (self.target - n) * age / n)
 
