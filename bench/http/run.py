@@ -30,6 +30,8 @@ Servers:
              with TCP_CORK from the headers to the end of each body
   netbootd-b256  (diagnostic, not in the default set) the same runner with
              256 KiB per connection per sender-thread turn (4 MiB by default)
+  netbootd-cork32  (diagnostic, not in the default set) TCP_CORK only while
+             at least 32 bodies are under way (sendfile.CORK_AT)
   netbootd-nomemtune  (diagnostic, not in the default set) the same runner
              without netbootd.runtime.memtune.tune_malloc(), i.e. glibc's malloc
              defaults, as the daemon ran before it pinned the thresholds
@@ -257,8 +259,21 @@ class NetbootdBudget256(Netbootd):
         return super().command() + ["--budget-kib", "256"]
 
 
+class NetbootdCork32(Netbootd):
+    """Diagnostic: TCP_CORK only while at least 32 bodies are under way in the
+    sender thread (sendfile.CORK_AT): the cork's turn-taking at 200
+    connections without its cost at 1-20."""
+    name = "netbootd-cork32"
+    label = "netbootd, cork at >= 32 bodies"
+    port = 8089
+
+    def command(self):
+        return super().command() + ["--cork-at", "32"]
+
+
 SERVERS = {c.name: c for c in (Netbootd, Nginx, NginxNoSendfile, NetbootdNoMemtune,
-                                NetbootdCopy, NetbootdReactor, NetbootdCork, NetbootdBudget256)}
+                                NetbootdCopy, NetbootdReactor, NetbootdCork, NetbootdBudget256,
+                                NetbootdCork32)}
 
 
 def tree_user(root: int | None) -> float:

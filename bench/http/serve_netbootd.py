@@ -80,6 +80,9 @@ def main() -> int:
     ap.add_argument("--budget-kib", type=int,
                     help="bytes (KiB) the sender thread sends to one connection per turn "
                          "(net/http/sendthread.py BUDGET; sendfile calls capped to it too)")
+    ap.add_argument("--cork-at", type=int,
+                    help="cork (as --cork) only while at least this many bodies are under way "
+                         "(net/http/sendfile.py CORK_AT)")
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--no-memtune", action="store_true",
                     help="skip netbootd.runtime.memtune.tune_malloc() (glibc defaults; the daemon applies it)")
@@ -98,6 +101,9 @@ def main() -> int:
         from netbootd.net.http import sendthread
         sendthread.BUDGET = args.budget_kib << 10
         sendthread.CHUNK = min(sendthread.CHUNK, sendthread.BUDGET)
+    if args.cork_at is not None:
+        from netbootd.net.http import sendfile
+        sendfile.CORK_AT = args.cork_at
     if args.reactor_send:
         from netbootd.net.http import sendfile
         sendfile.THREAD = False

@@ -416,12 +416,18 @@ def test_the_body_goes_by_the_sender_thread_and_its_descriptors_are_closed(site,
 
 
 @pytest_twisted.inlineCallbacks
-def test_the_cork_is_released_after_every_body_on_a_keepalive_connection(site, monkeypatch):
+@pytest.mark.parametrize("how", ["always", "at-0"])
+def test_the_cork_is_released_after_every_body_on_a_keepalive_connection(site, monkeypatch, how):
     """With TCP_CORK (sendfile.CORK, off by default) the headers wait for the
     body's first segment; a 1-byte body, a Range and a whole file on one keep-alive
     connection each arrive complete, and the socket is left uncorked (a
     corked socket would hold the next response's last segment up to 200 ms)."""
-    monkeypatch.setattr(sendfile, "CORK", True)
+    if how == "always":
+        monkeypatch.setattr(sendfile, "CORK", True)
+    else:       # CORK_AT 0: corked at any number of bodies under way (by the thread only)
+        monkeypatch.setattr(sendfile, "CORK_AT", 0)
+        if not sendfile.THREAD:
+            pytest.skip("CORK_AT counts the sender thread's bodies")
     app, port, root, _ = site
     (root / "one").write_bytes(b"x")
     data = (root / "vmlinuz").read_bytes()

@@ -5,6 +5,7 @@ more, so at many connections every one is served in turn.  Real sockets
 `_send` is called the way the thread calls it for one ready socket."""
 from __future__ import annotations
 
+import collections
 import os
 import select
 import socket
@@ -91,3 +92,33 @@ def test_turns_add_up_to_the_whole_body_and_the_end_is_told_once(pair):
     assert bytes(got) == path.read_bytes()
     assert turns >= size // sendthread.BUDGET
     assert [c[1] for c in reactor.calls] == [(None,)]
+
+
+def test_cork_at_counts_the_bodies_under_way(monkeypatch, tmp_path):
+    """sendfile.CORK_AT: the count it compares with is the sender thread's
+    bodies under way (a body submitted and not ended); the thread's inbox is
+    run here by hand."""
+    s = _sender()
+    s.inbox = collections.deque()
+    s.wake_r, s.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    monkeypatch.setattr(sendthread, "_sender", s)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a.setblocking(False)                             # as the reactor's sockets are
+    try:
+        path = tmp_path / "blob"
+        path.write_bytes(b"x" * 4096)
+        reactor, ends = _Reactor(), []
+        assert sendthread.active() == 0
+        job = _job(a, path, reactor, ends)
+        s.submit(job)
+        assert sendthread.active() == 0              # not the thread's before its inbox runs
+        s._inbox()
+        assert sendthread.active() == 1
+        s.cancel(job)
+        s._inbox()
+        assert sendthread.active() == 0 and not reactor.calls and job.sock == -1
+    finally:
+        a.close()
+        b.close()
+        os.close(s.wake_r)
+        os.close(s.wake_w)

@@ -61,6 +61,10 @@ THREAD = True
 # sockets cost 1.5-1.8x the CPU per GB at 2-20 connections (the sender
 # thread hardly ever sleeps) and bought nothing measurable at 200.
 CORK = False
+# A number: cork (as CORK does) only while at least this many bodies are under
+# way in the sender thread -- at many connections the cork makes it serve them
+# in turn, as nginx does; at few it costs.  None: CORK alone decides.
+CORK_AT: int | None = None
 
 
 def sendfile_transport(request):
@@ -122,7 +126,7 @@ class SendfileProducer:
             self._finish()
             return
         t = self.transport
-        if CORK:
+        if CORK or (CORK_AT is not None and THREAD and sendthread.active() >= CORK_AT):
             self.corked = _cork(t, 1)
         if THREAD and not _pending(t):       # the headers go with the body, by the thread
             self._hand_over(self._headers())

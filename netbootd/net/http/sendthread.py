@@ -199,6 +199,13 @@ _sender: Sender | None = None
 _lock = threading.Lock()
 
 
+def active() -> int:
+    """Bodies under way in the sender thread (0 before it starts); read from
+    the reactor thread without the lock: a count a moment old is good enough
+    for sendfile.CORK_AT."""
+    return len(_sender.jobs) if _sender is not None else 0
+
+
 def sender() -> Sender:
     """The process's sender thread, started on first use."""
     global _sender
