@@ -37,6 +37,7 @@ import tempfile
 from pathlib import Path
 
 from . import debs
+from . import hashtool
 from . import kexec as kexec_mod
 from . import tlsclient
 from .cpio import Archive, gzip_bytes
@@ -354,6 +355,17 @@ def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES
                     tls_bytes += len(data)
         except (OSError, tlsclient.TlsClientError) as e:
             raise InitrdError(f"TLS client: {e}") from None
+    # Beside curl, whose libraries (libcrypto, libssl) are packed already, openssl
+    # costs its binary (~1 MB): the medium's agent hashes a capture with SHA-NI.
+    ossl, ossl_bytes = (hashtool.for_media(cache_dir()) if tls_client is not None else None), 0
+    if ossl is not None:
+        try:
+            for path, data, mode in hashtool.files_for_initrd(ossl):
+                if path not in a:
+                    a.add_file(path, data, mode)
+                    ossl_bytes += len(data)
+        except (OSError, hashtool.HashToolError) as e:
+            raise InitrdError(f"openssl: {e}") from None
 
     loaded = []
     for rel in order:
@@ -378,6 +390,8 @@ def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES
         "kexec": str(kexec) if kexec is not None else None,
         "tls_client": str(tls_client) if tls_client is not None else None,
         "tls_client_bytes": tls_bytes,
+        "openssl": str(ossl) if ossl is not None else None,
+        "openssl_bytes": ossl_bytes,
     }
     return a, info
 
@@ -457,8 +471,11 @@ def ensure_discover_initrd(out_path, *, modules=DEFAULT_MODULES,
     """The discover initrd at `out_path`, built only when its inputs changed
     since the last build (recorded beside it in <out_path>.json) or the image
     no longer matches its recorded sha256 (a restart costs a hash, not a rebuild).
-    fetch=False (the daemon): a missing busybox is an InitrdError, no apt-get."""
+    fetch=False (the daemon): a missing busybox is an InitrdError, no apt-get.
+    fetch=True (the install step, `netbootd initrd build`) also builds the agent tool
+    pack beside it (iso_builder/hashtool.py; info["tools"]); the daemon never does."""
     out = Path(out_path)
+    tools = hashtool.beside(out, cache_dir()) if fetch else None
     side = out.with_name(out.name + ".json")
     kver = default_kernel_version()
     bb = find_busybox(fetch)
@@ -470,7 +487,7 @@ def ensure_discover_initrd(out_path, *, modules=DEFAULT_MODULES,
         if rec["inputs"] == inputs and \
                 hashlib.sha256(out.read_bytes()).hexdigest() == info["sha256"] and \
                 (info.get("vmlinuz") is None or Path(info["vmlinuz"]).is_file()):
-            return dict(info, reused=True)
+            return dict(info, reused=True, **({"tools": tools} if fetch else {}))
     except (OSError, ValueError, KeyError, TypeError):
         pass
     info = build_discover_initrd(out, kernel_version=kver, modules=modules,
@@ -478,7 +495,7 @@ def ensure_discover_initrd(out_path, *, modules=DEFAULT_MODULES,
     tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"inputs": inputs, "info": info}, indent=1, default=str))
     os.replace(tmp, side)
-    return dict(info, reused=False)
+    return dict(info, reused=False, **({"tools": tools} if fetch else {}))
 
 
 def main(argv: list[str] | None = None) -> int:

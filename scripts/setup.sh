@@ -94,6 +94,9 @@ fi
 # The discover initrd (the agent that unassigned hosts boot) is built here, at
 # install, or on first use by `netbootd initrd build`: only these two may fetch
 # busybox-static (apt-get download); a running daemon never fetches packages.
+# The same step builds the agent tool pack beside it (<state-dir>/agent-tools.cpio.gz,
+# iso_builder/hashtool.py): Debian's openssl (installed here as a dependency, else
+# apt-get download'ed into the cache) that a capturing agent fetches for a SHA-NI sha256.
 state_dir=${NETBOOTD_STATE_DIR:-/var/lib/netbootd}
 if ! .venv/bin/netbootd initrd build --state-dir "$state_dir"; then
   echo "setup.sh: no discover initrd yet (above: why); 'netbootd initrd build' builds it" >&2

@@ -33,7 +33,7 @@ receiving side (netbootd's process / nc -l), and the ratio capture/dd|nc of the 
 
 Usage: .venv/bin/python bench/storage/capture.py [--quick] [--trials N] [--size-mib N]
        [--chunk-mib N] [--link loopback|veth] [--rate 1gbit] [--pin|--no-pin]
-       [--transport stream|chunk] [--hasher busybox|openssl]
+       [--transport stream|chunk] [--hasher busybox|openssl|pack[,...]]
 Results: a report on stdout, JSON in bench/results/storage-capture-<timestamp>.json.
 """
 from __future__ import annotations
@@ -65,9 +65,12 @@ TIMEOUT = 600
 
 
 # -- the server (a child process: --serve) -------------------------------------------
-def serve(work: Path, size: int, chunk: int, host: str = "127.0.0.1") -> None:
+def serve(work: Path, size: int, chunk: int, host: str = "127.0.0.1",
+          pack: str | None = None) -> None:
     """netbootd's site on ``host`` with one file pool and a capture queued for a host;
-    prints {"port", "secret", "job"} and exits when the capture ends."""
+    prints {"port", "secret", "job"} and exits when the capture ends.  ``pack``: the
+    agent tool pack served (with its .sha256) as the daemon serves it from its state dir,
+    so the capture action names it."""
     from twisted.internet import reactor
 
     from netbootd import config
@@ -97,6 +100,9 @@ def serve(work: Path, size: int, chunk: int, host: str = "127.0.0.1") -> None:
                                     reflink=False)
     st.ready = True
     app.storage = st
+    if pack:
+        from netbootd.net.capture import TOOLS_NAME
+        app.generated[TOOLS_NAME] = pack
     port = reactor.listenTCP(0, build_site(app), interface=host)
     reply, writes = app.agents.register(MAC, "127.0.0.1", None, None, None, "127.0.0.1",
                                         reactor.seconds())
@@ -212,10 +218,15 @@ def children_cpu() -> float:
 
 
 def trial_capture(work: Path, bbpath: str, disk: Path, size: int, chunk: int,
-                  link: Link, transport: str = "stream", hasher: str = "busybox") -> dict:
+                  link: Link, transport: str = "stream", hasher: str = "busybox",
+                  pack: Path | None = None) -> dict:
+    """hasher: busybox (NB_CAPTURE_HASH=busybox), openssl (this machine's on the agent's
+    PATH, as the boot media's initrd has it) or pack (PATH: busybox only; the server
+    serves ``pack`` and the agent fetches it as a real one does, inside the timing)."""
     tdir = Path(tempfile.mkdtemp(dir=work, prefix="cap-"))
     server = subprocess.Popen(link.server + [sys.executable, __file__, "--serve", str(tdir),
-                                             str(size), str(chunk), link.host],
+                                             str(size), str(chunk), link.host,
+                                             *([str(pack)] if hasher == "pack" else [])],
                               stdout=subprocess.PIPE, text=True)
     try:
         info = json.loads(server.stdout.readline())
@@ -244,7 +255,7 @@ def trial_capture(work: Path, bbpath: str, disk: Path, size: int, chunk: int,
                "NB_SYS": str(tdir / "sys"), "NB_PROC": str(tdir / "proc"),
                "NB_CAPTURE_DEV": str(disk),
                "NB_CAPTURE_STREAM": "1" if transport == "stream" else "0",
-               "NB_CAPTURE_HASH": hasher}
+               "NB_CAPTURE_HASH": "busybox" if hasher == "busybox" else "auto"}
         srv0, cpu0, t0 = tree_cpu(server.pid), children_cpu(), time.monotonic()
         r = subprocess.run(link.agent + [f"{bbpath}/sh", "-c", script], env=env, capture_output=True,
                            text=True, timeout=TIMEOUT)
@@ -255,6 +266,9 @@ def trial_capture(work: Path, bbpath: str, disk: Path, size: int, chunk: int,
         server.wait(30)
         if end.get("state") != "done":
             raise RuntimeError(f"capture did not end done: {end} {r.stdout[-400:]}")
+        want = "hasher=busybox" if hasher == "busybox" else "hasher=openssl"
+        if want not in r.stdout:
+            raise RuntimeError(f"the agent did not hash with {hasher}: {r.stdout[-600:]}")
         same = _same(disk, tdir / "pool" / "volumes" / "cap")
         return {"seconds": wall, "send_cpu": agent_cpu, "recv_cpu": srv, "identical": same,
                 "sparse_skipped": end["result"]["sparse_skipped"]}
@@ -334,8 +348,9 @@ def make_disk(path: Path, size: int) -> None:
 
 
 def main() -> int:
-    if len(sys.argv) == 6 and sys.argv[1] == "--serve":
-        serve(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+    if len(sys.argv) in (6, 7) and sys.argv[1] == "--serve":
+        serve(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5],
+              *sys.argv[6:])
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="64 MiB, 1 trial")
@@ -349,9 +364,11 @@ def main() -> int:
     ap.add_argument("--transport", choices=("stream", "chunk"), default="stream",
                     help="the agent's: one request per attempt (http's default) or one "
                          "per chunk (https's)")
-    ap.add_argument("--hasher", choices=("busybox", "openssl"), default="busybox",
-                    help="the agent's sha256: busybox sha256sum (the initrd's) or this "
-                         "machine's openssl dgst (SHA-NI)")
+    ap.add_argument("--hasher", default="busybox",
+                    help="the agent's sha256, a comma list (each a capture method of the "
+                         "run): busybox (sha256sum, the initrd's), openssl (this machine's "
+                         "on the agent's PATH, as on boot media) or pack (the agent tool "
+                         "pack, iso_builder/hashtool.py, served and fetched by the agent)")
     ap.add_argument("--slow-start-after-idle", action=argparse.BooleanOptionalAction,
                     default=True, help="veth: the agent namespace's "
                     "net.ipv4.tcp_slow_start_after_idle (the kernel's default: on)")
@@ -367,18 +384,33 @@ def main() -> int:
         args.pin = args.link == "veth"
     if args.pin and (os.cpu_count() or 1) < 2:
         raise SystemExit("--pin needs two cores")
+    hashers = [h for h in args.hasher.split(",") if h]
+    if not hashers or any(h not in ("busybox", "openssl", "pack") for h in hashers):
+        raise SystemExit(f"--hasher: a comma list of busybox, openssl, pack; got {args.hasher!r}")
     link = Link(args.link, args.rate, args.pin, args.slow_start_after_idle)
     work = Path(tempfile.mkdtemp(dir=args.work, prefix="nb-capture-bench-"))
     try:
         bbpath = busybox_path(work)
         disk = work / "disk.img"
         make_disk(disk, size)
-        runs: dict[str, list] = {"capture": [], "ddnc": []}
+        pack = None
+        if "pack" in hashers:
+            from iso_builder import hashtool
+            from iso_builder.initrd import cache_dir
+            built = hashtool.build_pack(work / hashtool.PACK_NAME, cache_dir())
+            if built is None:
+                raise SystemExit("--hasher pack: no openssl to pack")
+            pack = Path(built["path"])
+            log(f"tool pack: {built['size']} bytes gzip'ed ({built['uncompressed_size']} "
+                "unpacked)")
+        methods = {("capture" if len(hashers) == 1 else f"capture-{h}"): h for h in hashers}
+        runs: dict[str, list] = {**{m: [] for m in methods}, "ddnc": []}
+        order = list(runs)
         for i in range(args.trials):
-            for name in ("capture", "ddnc") if i % 2 == 0 else ("ddnc", "capture"):
+            for name in order if i % 2 == 0 else order[::-1]:
                 r = (trial_capture(work, bbpath, disk, size, chunk, link, args.transport,
-                                   args.hasher)
-                     if name == "capture"
+                                   methods[name], pack)
+                     if name != "ddnc"
                      else trial_ddnc(work, bbpath, disk, size, link))
                 r["mb_s"] = size / 1e6 / r["seconds"]
                 runs[name].append(r)
@@ -393,22 +425,24 @@ def main() -> int:
                 "send_cpu_s_per_gb": round(statistics.median(r["send_cpu"] for r in rs) / gb, 2),
                 "recv_cpu_s_per_gb": round(statistics.median(r["recv_cpu"] for r in rs) / gb, 2),
                 "identical": all(r["identical"] for r in rs)}
-        ratio = round(summary["capture"]["mb_s"] / summary["ddnc"]["mb_s"], 2)
+        ratios = {m: round(summary[m]["mb_s"] / summary["ddnc"]["mb_s"], 2) for m in methods}
+        ratio = ratios[next(iter(methods))]
         print(f"capture ({args.transport}, {args.hasher} sha256) of {args.size_mib} MiB over {link.describe()}, "
               f"chunk {args.chunk_mib} MiB, "
               f"{args.trials} trials (medians); machine {busy:.0f}% busy before")
-        print(f"{'method':10} {'MB/s':>8} {'send CPU s/GB':>14} {'recv CPU s/GB':>14}")
+        print(f"{'method':16} {'MB/s':>8} {'send CPU s/GB':>14} {'recv CPU s/GB':>14}")
         for name, s in summary.items():
-            print(f"{name:10} {s['mb_s']:8.1f} {s['send_cpu_s_per_gb']:14.2f} "
+            print(f"{name:16} {s['mb_s']:8.1f} {s['send_cpu_s_per_gb']:14.2f} "
                   f"{s['recv_cpu_s_per_gb']:14.2f}  identical={s['identical']}")
-        print(f"ratio capture / dd|nc: {ratio}x")
+        for m, x in ratios.items():
+            print(f"ratio {m} / dd|nc: {x}x")
         doc = {"bench": "storage-capture", "started": started.isoformat(), "cpu": cpu_model(),
                "link": args.link, "rate": args.rate, "pin": args.pin,
                "link_text": link.describe(), "size_mib": args.size_mib, "chunk_mib": args.chunk_mib, "trials": args.trials,
                "transport": args.transport, "hasher": args.hasher,
                "slow_start_after_idle": args.slow_start_after_idle,
                "busy_before": busy, "other_benchmarks": others, "runs": runs,
-               "summary": summary, "ratio": ratio}
+               "summary": summary, "ratio": ratio, "ratios": ratios}
         print("results:", save_json(doc, args.out, "storage-capture", started, args.quick))
         return 0
     finally:

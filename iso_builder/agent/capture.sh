@@ -1,8 +1,9 @@
 # netbootd agent: disk capture (busybox sh), sourced by actions.sh.
 # docs/agent-protocol.md "capture"; the server side is netbootd/net/capture.py.
 #
-#   act_capture ID FLAT   the action {"job", "disk", "bytes", "chunk", "volume"}:
-#     report started; GET /api/v1/agent/capture/JOB (the committed offset);
+#   act_capture ID FLAT   the action {"job", "disk", "bytes", "chunk", "volume"} (and
+#     "tools", "tools_sha256" when the daemon serves a tool pack): report started;
+#     choose the sha256 (cap_hasher); GET /api/v1/agent/capture/JOB (the committed offset);
 #     each chunk read with dd into $NB_RUN (tmpfs) and hashed (sha256sum), its sha256
 #     appended to a list; the next chunk is read and hashed while this one is on the wire.
 #     http: ONE request per attempt, POST /api/v1/agent/capture/JOB/stream/OFFSET
@@ -16,16 +17,72 @@
 CAPTURE_TRIES=${NB_CAPTURE_TRIES:-8}
 CAPTURE_PAUSE=${NB_CAPTURE_PAUSE:-2}
 
-# cap_sha FILE: its sha256 (64 hex digits and a newline).  openssl's where the initrd
-# carries it (SHA-NI where the CPU has it: ~0.8 s CPU per GB here, process included),
+# cap_sha FILE: its sha256 (64 hex digits and a newline).  openssl's when cap_hasher
+# chose it (SHA-NI where the CPU has it: ~0.8 s CPU per GB here, process included),
 # else busybox's sha256sum (no SHA-NI: ~4.4 s CPU per GB, the agent's largest cost per
-# byte; bench/storage/README.md).  NB_CAPTURE_HASH=busybox forces the latter.
+# byte; bench/storage/README.md).
 cap_sha() {
-  if [ "${NB_CAPTURE_HASH:-auto}" != busybox ] && command -v openssl > /dev/null; then
+  if [ "$cap_hash" = openssl ]; then
     LD_LIBRARY_PATH=$NB_LIBS openssl dgst -sha256 -r "$1"
   else
     sha256sum "$1"
   fi | cut -c 1-64
+}
+
+# cap_hasher FLAT: set cap_hash (openssl or busybox) and cap_why (how it was chosen).
+# An openssl on PATH that hashes a known input wins (the boot media's initrd carries
+# one).  Else the action's tool pack ({"tools": URL path, "tools_sha256": HEX},
+# iso_builder/hashtool.py): fetched (nb_fetch: busybox wget, or the pinned curl) into
+# $NB_RUN (a tmpfs), its sha256 checked with busybox sha256sum before anything in it
+# runs, unpacked into $NB_RUN/tools, its bin/ put first on PATH (bin/openssl runs the
+# binary by the pack's own interpreter and libraries), tried on a known input.  Any
+# failure: a marker saying why, and busybox sha256sum - the capture goes on.
+# NB_CAPTURE_HASH=busybox forces busybox (benchmarks).
+CAP_ABC=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad   # sha256("abc")
+cap_openssl_ok() {
+  command -v openssl > /dev/null &&
+    [ "$(printf abc | LD_LIBRARY_PATH=$NB_LIBS openssl dgst -sha256 -r 2>/dev/null |
+         cut -c 1-64)" = "$CAP_ABC" ]
+}
+cap_hasher() {
+  cap_hash=busybox cap_why=""
+  if [ "${NB_CAPTURE_HASH:-auto}" = busybox ]; then cap_why="NB_CAPTURE_HASH=busybox"; return; fi
+  if cap_openssl_ok; then cap_hash=openssl cap_why="on PATH"; return; fi
+  _tp=$(jget "$1" tools) _ts=$(jget "$1" tools_sha256)
+  if [ -z "$_tp" ]; then cap_why="no openssl and no tool pack"; return; fi
+  case "$_tp" in
+    /*[!A-Za-z0-9._/-]*|*..*|[!/]*) cap_tools_fail "not a path: $_tp"; return ;;
+  esac
+  case "$_ts" in
+    *[!0-9a-f]*|'') cap_tools_fail "not a sha256: $_ts"; return ;;
+  esac
+  [ "${#_ts}" = 64 ] || { cap_tools_fail "not a sha256: $_ts"; return; }
+  rm -rf "$NB_RUN/tools" "$NB_RUN/tools.pack"
+  if ! nb_fetch "$server$_tp" "$NB_RUN/tools.pack"; then
+    cap_tools_fail "download of $_tp failed: $(cat "$NB_RUN/wget.err" 2>/dev/null)"; return
+  fi
+  _got=$(sha256sum "$NB_RUN/tools.pack" | cut -c 1-64)
+  if [ "$_got" != "$_ts" ]; then
+    cap_tools_fail "$_tp has sha256 $_got, the action says $_ts"; return
+  fi
+  if ! mkdir -m 0700 "$NB_RUN/tools" ||
+     ! (cd "$NB_RUN/tools" && gzip -dc "$NB_RUN/tools.pack" | cpio -id 2> /dev/null) ||
+     [ ! -x "$NB_RUN/tools/bin/openssl" ]; then
+    cap_tools_fail "cannot unpack $_tp"; return
+  fi
+  rm -f "$NB_RUN/tools.pack"
+  PATH="$NB_RUN/tools/bin:$PATH"
+  if ! cap_openssl_ok; then
+    PATH=${PATH#"$NB_RUN/tools/bin:"}
+    cap_tools_fail "openssl from $_tp does not hash"; return
+  fi
+  cap_hash=openssl cap_why="tool pack $_tp"
+}
+
+cap_tools_fail() {  # cap_tools_fail WHY: busybox it is
+  rm -rf "$NB_RUN/tools" "$NB_RUN/tools.pack"
+  cap_hash=busybox cap_why="tool pack not used: $(oneline "$1")"
+  marker "capture: $cap_why; hashing with busybox sha256sum"
 }
 
 # cap_read OFFSET FILE: the chunk at OFFSET into FILE, its sha256 into FILE.sha
@@ -208,6 +265,7 @@ act_capture() {
     return
   fi
   report "$id" capture started
+  cap_hasher "$2"
   : > "$NB_RUN/cap.hashes"
   tries=0
   t0=$(now)
@@ -216,7 +274,7 @@ act_capture() {
     [ "$tries" -ge "$CAPTURE_TRIES" ] && { cap_fail "$id" "no committed offset: $http_error"; return; }
     sleep "$CAPTURE_PAUSE"
   done
-  marker "capture id=$(oneline "$id") disk=$cap_disk bytes=$cap_total chunk=$cap_chunk from=$cap_off"
+  marker "capture id=$(oneline "$id") disk=$cap_disk bytes=$cap_total chunk=$cap_chunk from=$cap_off hasher=$cap_hash ($cap_why)"
   cap_hashes_to "$cap_off" || { cap_fail "$id" "read of $cap_dev failed"; return; }
   case "$server:${NB_CAPTURE_STREAM:-1}" in
     http://*:1) cap_by_stream "$id" || return ;;

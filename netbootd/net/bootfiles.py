@@ -53,6 +53,7 @@ def discover_media(cfg: Config, generated: dict[str, str]):
     kernel is served with it, since the modules inside must match.  Returns
     the build's Deferred (None when nothing is built)."""
     b = cfg.boot
+    agent_tools(cfg, generated)
     if b.discover_initrd:
         generated["netbootd/discover.img"] = b.discover_initrd
         kernel = b.discover_kernel or newest_kernel()
@@ -80,3 +81,13 @@ def discover_media(cfg: Config, generated: dict[str, str]):
     path = os.path.join(cfg.state_dir, "discover.img")
     return threads.deferToThread(ensure_discover_initrd, path,
                                  fetch=False).addCallbacks(done, failed)
+
+
+def agent_tools(cfg: Config, generated: dict[str, str]) -> None:
+    """The agent tool pack (iso_builder/hashtool.py: openssl, fetched by a capturing
+    agent) beside discover.img, when the install step or `netbootd initrd build` made
+    it: served as is, never built here (net/capture.py names it in capture actions)."""
+    from .capture import TOOLS_NAME
+    path = os.path.join(cfg.state_dir, TOOLS_NAME.rsplit("/", 1)[1])
+    if os.path.isfile(path) and os.path.isfile(path + ".sha256"):
+        generated[TOOLS_NAME] = path

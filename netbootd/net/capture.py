@@ -62,9 +62,33 @@ class Capture:
                 **({"refused": self.refused} if self.refused else {})}
 
 
+# The agent tool pack (iso_builder/hashtool.py: openssl for a SHA-NI sha256), among the
+# daemon's generated files (net/bootfiles.py) when the install step built it.
+TOOLS_NAME = "netbootd/agent-tools.cpio.gz"
+
+
+def tool_pack(generated) -> dict:
+    """The capture action's {"tools": URL path, "tools_sha256": HEX} when the pack is
+    served and its sidecar (<pack>.sha256, sha256sum's format) is well formed; else {}:
+    the agent hashes with what it has."""
+    path = (generated or {}).get(TOOLS_NAME)
+    if not isinstance(path, str):
+        return {}
+    try:
+        with open(path + ".sha256") as f:
+            digest = f.read(200).split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return {}
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        return {}
+    return {"tools": f"/files/{TOOLS_NAME}", "tools_sha256": digest}
+
+
 class Captures:
     def __init__(self, storage: Callable, registry, agents, submit: Callable, clock,
-                 run=threads.deferToThread, chunk: int = cp.CHUNK):
+                 run=threads.deferToThread, chunk: int = cp.CHUNK,
+                 tools: Callable[[], dict] = dict):
+        self.tools = tools           # () -> tool_pack(...) fields for the action
         self.storage, self.registry, self.agents = storage, registry, agents
         self.submit, self.clock, self.run = submit, clock, run
         self.chunk_size = cp.check_chunk_size(chunk)
@@ -176,7 +200,7 @@ class Captures:
             try:
                 writes = self.agents.queue_server_action(h, {
                     "action": "capture", "job": job.id, "disk": name, "volume": volume,
-                    "bytes": total, "chunk": self.chunk_size}, now)
+                    "bytes": total, "chunk": self.chunk_size, **self.tools()}, now)
             except AgentRefused as e:
                 raise Refused(e.status, e.reason) from None
             writes.append(event(now, mac, "storage.capture", job=job.id, status="queued",

@@ -289,8 +289,9 @@ def build_routes(app) -> list[Route]:
     hosts = HostsApi(app.registry, app.clock, app.committed, reads, app.leases, app.accounts)
     hosts.host_agent = HostAgentApi(app.registry, app.accounts, app.agents, app.clock,
                                     app.committed, hosts._view)
-    from ..capture import Captures
-    captures = Captures(lambda: app.storage, app.registry, app.agents, app.submit, app.clock)
+    from ..capture import Captures, tool_pack
+    captures = Captures(lambda: app.storage, app.registry, app.agents, app.submit, app.clock,
+                        tools=lambda: tool_pack(app.generated))
     capture_api = CaptureApi(captures, app.agents, app.counters)
     app.admit_body = capture_api.admit          # site.py: big bodies of capture chunks
     return bind(ROUTES,
