@@ -130,3 +130,33 @@ def test_a_failing_step_does_not_end_the_pacing(pacer, monkeypatch, caplog):
 def test_bad_intervals_are_refused(tick, sweep):
     with pytest.raises(ValueError):
         GcPacer(task.Clock(), tick=tick, sweep=sweep)
+
+
+def test_a_storm_raises_the_young_threshold_and_calm_restores_it(pacer):
+    from netbootd.runtime.gcpace import STORM_ALLOCS_PER_S, STORM_YOUNG
+    p, clock = pacer
+    g0, g1, _ = gc.get_threshold()
+    p.start()
+    clock.advance(1.0)                         # start-up's own allocations counted off
+    assert not p.storm and gc.get_threshold()[0] == g0
+    held = [[i] for i in range(2 * STORM_ALLOCS_PER_S)]    # a second's worth, twice over
+    clock.advance(1.0)
+    assert p.storm
+    assert gc.get_threshold()[:2] == (STORM_YOUNG, g1)
+    assert gc.get_threshold()[2] > 2 ** 30     # still no automatic full collection
+    del held
+    clock.advance(1.0)                         # a quiet second: back to CPython's threshold
+    assert not p.storm
+    assert gc.get_threshold()[:2] == (g0, g1)
+
+
+def test_a_slow_flow_keeps_the_young_threshold(pacer):
+    p, clock = pacer
+    g0 = gc.get_threshold()[0]
+    p.start()
+    clock.advance(1.0)
+    for _ in range(5):
+        held = [[i] for i in range(g0 * 3)]   # a few young collections a second
+        clock.advance(1.0)
+        assert not p.storm and gc.get_threshold()[0] == g0
+    del held
