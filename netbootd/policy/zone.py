@@ -213,12 +213,14 @@ class Zone:
             prev = self._lease_at.get(client)
             if prev is not None and prev != a:
                 self._drop_lease(prev)                   # the client moved (LeaseTable.bind)
-            self._drop_lease(a)
+            if cur is not None:
+                self._drop_lease(a)
             self._leases[a] = (mac, lease.ends, client)
             self._lease_count[mac] += 1
             self._lease_at[client] = a
         heapq.heappush(self._heap, (lease.ends, a))
-        lab = self._acceptable(mac, sanitize_label(lease.hostname))
+        # No hostname (most clients of a storm): no label, without the calls.
+        lab = self._acceptable(mac, sanitize_label(lease.hostname)) if lease.hostname else None
         if self._lease_name.get(mac) != lab:
             if lab:
                 self._lease_name[mac] = lab
@@ -242,7 +244,7 @@ class Zone:
                 self._dirty.add(mac)     # its last lease is gone, and the name it carried
 
     def _host(self, h: Host) -> None:
-        lab = self._acceptable(h.mac, sanitize_label(h.hostname))
+        lab = self._acceptable(h.mac, sanitize_label(h.hostname)) if h.hostname else None
         if self._host_name.get(h.mac) != lab:
             if lab:
                 self._host_name[h.mac] = lab
@@ -375,11 +377,13 @@ class Zone:
             self._changed_addrs.add(a)
 
     def _ent_update(self, a: int, delta: int) -> None:
-        for k in (1, 2, 3):
-            key = (k, a >> (32 - 8 * k))
-            self._ent[key] += delta
-            if self._ent[key] <= 0:
-                del self._ent[key]
+        ent = self._ent
+        for key in ((1, a >> 24), (2, a >> 16), (3, a >> 8)):
+            n = ent.get(key, 0) + delta
+            if n <= 0:
+                ent.pop(key, None)
+            else:
+                ent[key] = n
 
     def _fwd_wire(self, lab: str) -> bytes:
         return d.labels_wire((lab.encode(),) + self._dl)
