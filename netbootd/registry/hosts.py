@@ -161,10 +161,15 @@ class Registry:
             self.seen[mac] = h
             self.counters["seen.added"] += 1
             return h
-        for attr, val in (("arch", arch), ("vendor_class", vendor_class), ("uuid", uuid),
-                          ("interface", iface)):
-            if val is not None:
-                setattr(h, attr, val)
+        # The DISCOVER's MAC asking again (its REQUEST): facts it sent refresh.
+        if arch is not None:
+            h.arch = arch
+        if vendor_class is not None:
+            h.vendor_class = vendor_class
+        if uuid is not None:
+            h.uuid = uuid
+        if iface is not None:
+            h.interface = iface
         h.last_seen = now
         self.seen.move_to_end(mac)
         return h
