@@ -63,7 +63,9 @@ THREAD = True
 CORK = False
 # A number: cork (as CORK does) only while at least this many bodies are under
 # way in the sender thread -- at many connections the cork makes it serve them
-# in turn, as nginx does; at few it costs.  None: CORK alone decides.
+# in turn, as nginx does; at few it costs.  None: CORK alone decides.  Off:
+# measured at 32 (bench/http/README.md, 2026-12-04 (3)), within noise at 200
+# connections on loopback and on a veth link.
 CORK_AT: int | None = None
 
 
