@@ -48,6 +48,8 @@ import threading
 log = logging.getLogger("netbootd.http")
 
 # Bytes sent to one connection per round before the thread serves the others.
+# 256 KiB was measured (bench/http/README.md, 2026-12-04 (3)): the same order
+# of service at 200 connections, more sendfile calls, dearer per GB.
 BUDGET = 4 << 20
 # Bytes asked of one sendfile(2) call (nginx: sendfile_max_chunk 2m).
 CHUNK = 2 << 20
