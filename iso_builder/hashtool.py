@@ -147,8 +147,4 @@ def beside(initrd: Path, cache: Path) -> dict | None:
     if info is None:
         print("initrd: no openssl: no agent tool pack (capture hashes with busybox)",
               file=sys.stderr)
-    else:
-        print(f"initrd: agent tool pack {info['path']}: "
-              f"{'unchanged' if info['reused'] else 'built'}, {info['size']} bytes, "
-              f"openssl from {info['openssl']}", file=sys.stderr)
     return info

@@ -50,4 +50,9 @@ def build(args) -> int:
         print(f"{info['path']}: {'unchanged' if info.get('reused') else 'built'}, "
               f"{info['size']} bytes, kernel {info['kernel_version']}, "
               f"modules {' '.join(info['modules'])}")
+        tools = info.get("tools")
+        if tools:
+            print(f"{tools['path']}: agent tool pack, "
+                  f"{'unchanged' if tools['reused'] else 'built'}, {tools['size']} bytes, "
+                  f"openssl from {tools['openssl']}")
     return 0
