@@ -13,7 +13,7 @@ import socket
 import threading
 
 import pytest_twisted
-from twisted.internet import threads
+from twisted.internet import defer, threads
 
 from tests.net.test_api_storage import make_api, sleep
 from tests.net.test_capture_api import MAC, MIB, SIZE, admin, call, enroll, source
@@ -152,19 +152,27 @@ def ended(tmp_path, base, job, disk, secret, out):
     assert not left, f"chunk files left behind: {left}"
 
 
+@defer.inlineCallbacks
+def queue_capture(app, base, tmp_path):
+    """1 MiB chunks, a source disk, the host enrolled, a capture of vdz queued:
+    (disk, secret, job)."""
+    app.admit_body.__self__.captures.chunk_size = MIB
+    disk = source(tmp_path)
+    secret = enroll(app, MAC)
+    code, job = yield admin(base, f"/api/v1/hosts/{MAC}/capture",
+                            {"disk": "vdz", "volume": "cap"})
+    assert code == 200, job
+    return disk, secret, job
+
+
 @pytest_twisted.inlineCallbacks
 def capture_through(tmp_path, bbpath, check, env=None, **cuts):  # noqa: F811
     """capture.sh through a DroppingProxy(**cuts); ``check(out, proxy, job)`` on its
     console, then the capture must have ended done (``ended``)."""
     app, base, _, committer, port = make_api(tmp_path)
-    app.admit_body.__self__.captures.chunk_size = MIB
     proxy = DroppingProxy(int(base.rsplit(":", 1)[1]), **cuts)
     try:
-        disk = source(tmp_path)
-        secret = enroll(app, MAC)
-        code, job = yield admin(base, f"/api/v1/hosts/{MAC}/capture",
-                                {"disk": "vdz", "volume": "cap"})
-        assert code == 200, job
+        disk, secret, job = yield queue_capture(app, base, tmp_path)
         sysdir, procdir = fake_sys(tmp_path, "vdz", SIZE)
         r = yield run_agent(bbpath, tmp_path, f"http://127.0.0.1:{proxy.port}", secret,
                             str(disk), sysdir, procdir, **(env or {}))

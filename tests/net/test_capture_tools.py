@@ -15,8 +15,8 @@ from iso_builder import cpio, hashtool
 from iso_builder.initrd import cache_dir
 from netbootd.net.capture import TOOLS_NAME
 from tests.net.test_api_storage import make_api
-from tests.net.test_capture_agent import ended, fake_sys, run_agent
-from tests.net.test_capture_api import MAC, MIB, SIZE, admin, enroll, source
+from tests.net.test_capture_agent import ended, fake_sys, queue_capture, run_agent
+from tests.net.test_capture_api import MAC, SIZE
 from tests.unit.test_agent_shell import bbpath  # noqa: F401  (fixture)
 
 URL = f"/files/{TOOLS_NAME}"
@@ -37,14 +37,9 @@ def pack(tmp_path):
 def capture_with_pack(tmp_path, bbpath, pack):  # noqa: F811
     """A capture with the pack served; the agent's console."""
     app, base, _, committer, port = make_api(tmp_path)
-    app.admit_body.__self__.captures.chunk_size = MIB
     app.generated[TOOLS_NAME] = pack["path"]
     try:
-        disk = source(tmp_path)
-        secret = enroll(app, MAC)
-        code, job = yield admin(base, f"/api/v1/hosts/{MAC}/capture",
-                                {"disk": "vdz", "volume": "cap"})
-        assert code == 200, job
+        disk, secret, job = yield queue_capture(app, base, tmp_path)
         h = app.registry.hosts[MAC]
         assert h.action["tools"] == URL and h.action["tools_sha256"] == pack["sha256"]
         sysdir, procdir = fake_sys(tmp_path, "vdz", SIZE)
