@@ -70,13 +70,13 @@ import os
 from collections import Counter, OrderedDict
 
 from ..codec import tftp as w
-from ..policy.paths import PathRefused, resolve
+from ..policy.paths import PathRefused, normalize
 from ..policy.ratelimit import Buckets
 from ..policy.tftp_session import (
     UNANSWERED, BytesSource, Limits, ReadSession, Refused, negotiate,
 )
 from . import interfaces
-from .fileroots import open_in_root
+from .fileroots import open_in_root, open_in_roots
 from .tftp_transfer import DROPPED, EVICTED, Transfer, TransferLoop
 from .udp import UdpEndpoint
 
@@ -412,16 +412,15 @@ class TftpServer:
             raise Refused(e.reason, error_code(e), e.message) from None
 
     def _open_source(self, name: str):
-        res = resolve(name, self.roots, self.generated,
-                      lambda root, rel: os.path.lexists(os.path.join(root, rel)))
-        root, rel = res.root, res.rel
-        if root is None:
+        rel = normalize(name)
+        if self.generated and rel in self.generated:   # the daemon's own answers win
             self._counters["file.generated"] += 1
             data = self.generated[rel]
             if not isinstance(data, str):
                 return BytesSource(data)
-            root, rel = os.path.split(data)    # a generated name for a file, by path
-        fd, st, real = open_in_root(root, rel)
+            fd, st, real = open_in_root(*os.path.split(data))   # a generated name, by path
+        else:
+            fd, st, real = open_in_roots(self.roots, rel)
         key = (real, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
         if st.st_size > self.cache_limit:
             self._counters["file.direct"] += 1

@@ -18,10 +18,10 @@ import os
 from twisted.internet import defer
 from twisted.web import resource, server
 
-from ...policy.paths import PathRefused, resolve
+from ...policy.paths import PathRefused, normalize
 from ...registry.hosts import page
 from ...web import STATIC_DIR, environment
-from ..fileroots import open_in_root
+from ..fileroots import open_in_roots
 from .common import error
 from .views import hosts_json, status_json
 
@@ -192,9 +192,7 @@ class _StaticLeaf(resource.Resource):
             ctype = STATIC_TYPES.get(os.path.splitext(name)[1].lower())
             if ctype is None:
                 return error(request, 404, "no such static file")
-            res = resolve(name, [self.root], None,
-                          lambda root, rel: os.path.lexists(os.path.join(root, rel)))
-            fd, st, _ = open_in_root(self.root, res.rel)
+            fd, st, _ = open_in_roots([self.root], normalize(name))
         except UnicodeDecodeError:
             return error(request, 400, "refused: path is not UTF-8")
         except PathRefused as e:
