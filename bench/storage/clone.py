@@ -40,7 +40,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from common import RESULTS, check_machine, cpu_model, log, save_json  # noqa: E402
 
-from netbootd.storage.filepool import FilePool, fs_type  # noqa: E402
+from netbootd.storage.filepool import FilePool  # noqa: E402
+from netbootd.storage.filesystem import fs_type  # noqa: E402
 
 MiB, GiB = 1 << 20, 1 << 30
 EXTENTS = 64

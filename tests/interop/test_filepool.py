@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from netbootd.storage import open_pool
-from netbootd.storage.filepool import FilePool, data_segments, fs_type, holders
+from netbootd.storage.filepool import FilePool
+from netbootd.storage.filesystem import data_segments, fs_type, holders
 from netbootd.storage.volumes import (Exists, InUse, NoSpace, NotFound, Thresholds,
                                       Unsupported, VolumeBackend, VolumeError)
 
