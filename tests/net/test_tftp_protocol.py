@@ -417,7 +417,7 @@ def test_the_blksize_cap_applies_to_what_is_sent(tmp_path, cap):
 
 
 def test_file_source_reads_ahead_and_serves_any_offset_exactly(tmp_path):
-    from netbootd.net.tftp import FileSource
+    from netbootd.net.tftp_files import FileSource
     data = os.urandom(10_000)
     p = tmp_path / "f"
     p.write_bytes(data)
@@ -434,7 +434,7 @@ def test_file_source_reads_ahead_and_serves_any_offset_exactly(tmp_path):
 def test_file_sources_of_one_file_share_its_chunks_and_read_it_exactly(tmp_path, size):
     """Every block at every blksize, across chunk boundaries and at the end,
     from two sources of the same file: each chunk is read once for both."""
-    from netbootd.net.tftp import ChunkCache, FileSource
+    from netbootd.net.tftp_files import ChunkCache, FileSource
     data = os.urandom(size)
     p = tmp_path / "f"
     p.write_bytes(data)
@@ -455,7 +455,7 @@ def test_file_sources_of_one_file_share_its_chunks_and_read_it_exactly(tmp_path,
 
 
 def test_the_chunk_cache_stays_within_its_total_and_evicts_the_oldest(tmp_path):
-    from netbootd.net.tftp import ChunkCache
+    from netbootd.net.tftp_files import ChunkCache
     p = tmp_path / "f"
     p.write_bytes(os.urandom(10 * 1024))
     fd = os.open(p, os.O_RDONLY)

@@ -8,7 +8,7 @@ import pytest
 
 from netbootd.codec import tftp as t
 from netbootd.net.fileroots import open_in_root
-from netbootd.net.tftp import error_code
+from netbootd.net.tftp_files import error_code
 from netbootd.policy.paths import PathRefused as Refused
 from netbootd.policy.paths import Resolved, normalize, resolve, within
 
