@@ -63,7 +63,7 @@ class FakeReactor(task.Clock):
 
 
 class FakeEpoll:
-    """Stands in for select.epoll in net/tftp_transfer.py's TransferLoop (run with
+    """Stands in for select.epoll in net/tftp_loop.py's TransferLoop (run with
     threaded=False): records which descriptors are watched; tests deliver
     datagrams to the transfers themselves."""
 

@@ -17,7 +17,7 @@ change not made in netbootd would buy (netbootd's code is unchanged):
              daemon: a file truncated in place while mapped raises SIGBUS).
 (The former `logprefix`, `read1` and `threads` diagnostics are now how
 netbootd works: transfer sockets sit in one epoll set that a thread of its
-own waits on, net/tftp_transfer.py's TransferLoop.)
+own waits on, net/tftp_loop.py's TransferLoop.)
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 * The listener (port 69, on the reactor) only reads requests.  Each accepted
   RRQ gets a fresh UDP socket on an ephemeral port, its own TID (RFC 1350
   §4), driven by a ``ReadSession`` (policy/tftp_session.py) on the transfer
-  thread (``TransferLoop``, net/tftp_transfer.py).
+  thread (``TransferLoop``, net/tftp_loop.py; one ``Transfer``: net/tftp_transfer.py).
 * Transfer sockets are connect()ed to their client, as tftp-hpa does: the
   kernel drops datagrams from any other address/port (RFC 1350 §4's "should
   answer with ERROR 5" is not done: we never hear of the stranger), send()
@@ -78,7 +78,8 @@ from ..policy.tftp_session import (
 from . import interfaces
 from .fileroots import open_in_root, open_in_roots
 from .tftp_files import ChunkCache, FileCache, FileSource, error_code, read_all
-from .tftp_transfer import DROPPED, EVICTED, Transfer, TransferLoop
+from .tftp_loop import DROPPED, EVICTED, TransferLoop
+from .tftp_transfer import Transfer
 from .udp import UdpEndpoint
 
 log = logging.getLogger("netbootd.tftp")

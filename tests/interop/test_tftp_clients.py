@@ -213,7 +213,7 @@ def test_a_client_that_went_away_ends_its_transfer_at_the_first_retransmission(s
     assert ev["duration"] < 3.0 and server.counters["rx.unreachable"] == 1
 
 
-# -- the transfer thread (net/tftp_transfer.py TransferLoop) ------------------------------------------
+# -- the transfer thread (net/tftp_loop.py TransferLoop) ----------------------------------------------
 @pytest_twisted.inlineCallbacks
 def test_transfers_go_on_while_the_reactor_is_busy(served):
     """Transfers run on their own thread: while the reactor is blocked

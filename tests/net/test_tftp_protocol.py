@@ -17,7 +17,7 @@ import pytest
 
 from netbootd.codec import tftp as t
 from netbootd.net.tftp import TftpServer
-from netbootd.net.tftp_transfer import TransferLoop
+from netbootd.net.tftp_loop import TransferLoop
 from tests.fakes import FakeEpoll, FakeReactor, FakeUdpSocket
 
 CLIENT = ("10.77.0.50", 2070)
