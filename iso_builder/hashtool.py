@@ -18,7 +18,7 @@ daemon serves the pack as /files/netbootd/agent-tools.cpio.gz (HTTP and TFTP) an
 names it, with its digest, in every capture action; the agent downloads it only then
 and checks the digest before it runs anything from it.
 
-Packed like kexec and curl (iso_builder/kexec.py).  Where openssl comes from, first
+A PackedTool (iso_builder/toolpack.py), like curl.  Where openssl comes from, first
 found wins: $NETBOOTD_OPENSSL (a path, or "none"), an installed /usr/bin/openssl, our
 cache (<cache>/openssl/root), or - only with fetch=True (the install step,
 `netbootd initrd build`) - `apt-get download openssl` and the libraries it lacks.
@@ -33,6 +33,7 @@ from pathlib import Path
 
 from . import cpio
 from . import kexec as packer
+from .toolpack import PackedTool
 
 SYSTEM_OPENSSL = (Path("/usr/bin/openssl"),)
 BIN_PATH = "usr/bin/openssl"
@@ -46,28 +47,11 @@ class HashToolError(RuntimeError):
     pass
 
 
-def cache_root(cache: Path) -> Path:
-    return cache / "openssl" / "root"
+OPENSSL = PackedTool("openssl", "NETBOOTD_OPENSSL", SYSTEM_OPENSSL, BIN_PATH, HashToolError)
 
-
-def find_openssl(cache: Path, fetch: bool = False) -> Path | None:
-    """The openssl binary to pack, or None."""
-    try:
-        return packer.find_binary(
-            "NETBOOTD_OPENSSL", (*SYSTEM_OPENSSL, cache_root(cache) / BIN_PATH),
-            (lambda: packer.fetch_binary("openssl", BIN_PATH, cache_root(cache)))
-            if fetch else None)
-    except packer.KexecError as e:
-        raise HashToolError(str(e)) from None
-
-
-def files_for_initrd(binary: Path) -> list[tuple[str, bytes, int]]:
-    """(path in the archive, bytes, mode): openssl, its interpreter and libraries
-    (what the boot media's initrd adds beside curl, whose libraries it shares)."""
-    try:
-        return packer.files_for_initrd(binary, BIN_PATH)
-    except packer.KexecError as e:
-        raise HashToolError(str(e).replace("kexec", "openssl")) from None
+find_openssl = OPENSSL.find            # the openssl to pack, or None
+files_for_initrd = OPENSSL.files       # openssl, its interpreter and libraries (the pack's
+                                       # files; the boot media's initrd adds them beside curl)
 
 
 def wrapper(files: list[tuple[str, bytes, int]]) -> bytes:

@@ -44,6 +44,7 @@ from . import tlsclient
 from .cpio import Archive, gzip_bytes
 from .guest_kernel import (BOOT_DIR, MODULES_ROOT, guest_kernels, module_name, parse_builtin,
                            parse_modules_dep, resolve_modules, uncompressed_name)
+from .toolpack import PackedTool
 
 # The agent's sources (init, udhcpc.script) are package data of iso_builder,
 # so an installed wheel builds the same initrd as a checkout.
@@ -192,6 +193,16 @@ def busybox_version(busybox: Path) -> str:
 _URL_RE = re.compile(r"^https?://[^\s\"'\\`$]+$")
 
 
+def _add_tool(a: Archive, tool: PackedTool, binary: Path | None, what: str) -> int:
+    """`binary` packed into `a` as `tool` (iso_builder/toolpack.py); the bytes added."""
+    if binary is None:
+        return 0
+    try:
+        return tool.add_to(a, binary)
+    except (OSError, tool.error) as e:
+        raise InitrdError(f"{what}: {e}") from None
+
+
 def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES,
                   server_url: str | None = None, source_dir: Path = INITRD_SRC,
                   modules_root: Path = MODULES_ROOT,
@@ -243,26 +254,12 @@ def build_archive(*, kernel_version: str, busybox: Path, modules=DEFAULT_MODULES
                 a.add_file(path, data, mode)   # parents are added implicitly
         except (OSError, kexec_mod.KexecError) as e:
             raise InitrdError(f"kexec: {e}") from None
-    tls_bytes = 0
-    if tls_client is not None:
-        try:
-            for path, data, mode in tlsclient.files_for_initrd(tls_client):
-                if path not in a:          # a library kexec brought already (libc)
-                    a.add_file(path, data, mode)
-                    tls_bytes += len(data)
-        except (OSError, tlsclient.TlsClientError) as e:
-            raise InitrdError(f"TLS client: {e}") from None
+    # A library kexec brought already (libc) is packed once.
+    tls_bytes = _add_tool(a, tlsclient.CURL, tls_client, "TLS client")
     # Beside curl, whose libraries (libcrypto, libssl) are packed already, openssl
     # costs its binary (~1 MB): the medium's agent hashes a capture with SHA-NI.
-    ossl, ossl_bytes = (hashtool.for_media(cache_dir()) if tls_client is not None else None), 0
-    if ossl is not None:
-        try:
-            for path, data, mode in hashtool.files_for_initrd(ossl):
-                if path not in a:
-                    a.add_file(path, data, mode)
-                    ossl_bytes += len(data)
-        except (OSError, hashtool.HashToolError) as e:
-            raise InitrdError(f"openssl: {e}") from None
+    ossl = hashtool.for_media(cache_dir()) if tls_client is not None else None
+    ossl_bytes = _add_tool(a, hashtool.OPENSSL, ossl, "openssl")
 
     loaded = []
     for rel in order:
