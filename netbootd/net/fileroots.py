@@ -128,10 +128,10 @@ def _open_checked(root: str, rel: str, realpath) -> tuple[int, os.stat_result, s
 
 def open_in_roots(roots, rel: str) -> tuple[int, os.stat_result, str]:
     """The first root that has ``rel`` (a name normalized by
-    policy/paths.normalize), opened by open_in_root.  As paths.resolve with
-    lexists: a name present in a root (even a dangling or escaping symlink)
-    is answered from that root, never skipped in favour of a later one; only
-    a name absent from a root moves on to the next."""
+    policy/paths.normalize), opened by open_in_root.  A name present in a
+    root (even a dangling or escaping symlink) is answered from that root,
+    never skipped in favour of a later one; only a name absent from a root
+    (no lexists) moves on to the next."""
     for root in roots:
         try:
             return open_in_root(root, rel)

@@ -7,16 +7,16 @@ any '..' component, even a harmless one.  A leading '/' is root-relative,
 like tftp-hpa --secure: firmware asks for "/undionly.kpxe", and "/etc/passwd"
 means <root>/etc/passwd.  '.' and empty components are dropped.
 
-Generated files (the daemon's own) win over files on disk; then each root
-in order.  The I/O side (net/fileroots.py) checks the realpath of what it
-opens with ``within``, so a symlink leading out of its root is refused, not
-skipped in favour of a later root.
+The look-up is the I/O side's: net/tftp.py and net/http/files.py try the
+generated files (the daemon's own) first, then net/fileroots.open_in_roots
+each root in order; a name present in a root is answered from it (a symlink
+leading out of the root is refused, not skipped in favour of a later root).
+Where openat2 cannot keep the open beneath the root, fileroots checks the
+realpath of what it opens with ``within``.
 """
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 MAX_NAME = 255
 
@@ -26,12 +26,6 @@ class PathRefused(Exception):
         self.reason = reason
         self.message = message
         super().__init__(f"{reason}: {message}")
-
-
-@dataclass(frozen=True)
-class Resolved:
-    root: str | None               # None: the in-memory generated file ``rel``
-    rel: str                       # normalized, '/'-separated, relative
 
 
 def normalize(name: str) -> str:
@@ -58,22 +52,6 @@ def normalize(name: str) -> str:
     if not parts:
         raise PathRefused("empty_name", "no file named")
     return "/".join(parts)
-
-
-def resolve(name: str, roots: Sequence[str], generated: Mapping[str, object] | None = None,
-            exists: Callable[[str, str], bool] = lambda root, rel: True) -> Resolved:
-    """The first place that has ``name``: generated files first (the daemon's
-    own answers win over files on disk), then each root in order.  ``exists``
-    (root, rel) is the caller's look-up (the I/O side passes lexists, so a
-    symlink that points out of its root is found here and refused on open,
-    never skipped in favour of a later root)."""
-    rel = normalize(name)
-    if generated and rel in generated:
-        return Resolved(None, rel)
-    for root in roots:
-        if exists(root, rel):
-            return Resolved(root, rel)
-    raise PathRefused("not_found", "file not found")
 
 
 def within(root_real: str, target_real: str) -> bool:

@@ -1,6 +1,6 @@
 """net/fileroots.py: the openat2(RESOLVE_BENEATH) fast path gives the same
 answers as the realpath checks it replaces, on real files and symlinks; the
-lookup over several roots keeps paths.resolve's order; the access-log line
+lookup over several roots keeps the roots' order; the access-log line
 and the http.file event detail, built by hand, equal what twisted's formatter
 and writes.event make."""
 from __future__ import annotations
@@ -130,9 +130,8 @@ def test_without_openat2_the_checked_path_answers_alone(tree, monkeypatch, paths
 
 
 def test_roots_in_order_and_a_name_present_in_a_root_is_not_skipped(tmp_path):
-    """As paths.resolve with lexists: absent from the first root -> the
-    second; present but refused (dangling, escaping) -> refused, not looked
-    up further."""
+    """Absent from the first root (no lexists) -> the second; present but
+    refused (dangling, escaping) -> refused, not looked up further."""
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()

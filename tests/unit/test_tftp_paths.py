@@ -1,21 +1,38 @@
-"""Which file a TFTP name means: the pure policy (normalize/resolve/within)
-and the I/O-side containment check (net.fileroots.open_in_root) on real files."""
+"""Which file a TFTP name means: the pure policy (normalize, within) and the I/O side
+on real files: the look-up over the roots (net.fileroots.open_in_roots, generated names
+first) and its containment check (open_in_root)."""
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 
 from netbootd.codec import tftp as t
-from netbootd.net.fileroots import open_in_root
+from netbootd.net.fileroots import open_in_root, open_in_roots
+from netbootd.net.http.files import open_file
 from netbootd.net.tftp_files import error_code
 from netbootd.policy.paths import PathRefused as Refused
-from netbootd.policy.paths import Resolved, normalize, resolve, within
+from netbootd.policy.paths import normalize, within
 
 
-def refused(name, **kw):
+def refused(name):
     with pytest.raises(Refused) as ei:
-        resolve(name, ["/srv/tftp"], **kw)
+        normalize(name)
+    return ei.value
+
+
+def read(opened) -> bytes:
+    fd, _, _ = opened
+    try:
+        return os.pread(fd, 100, 0)
+    finally:
+        os.close(fd)
+
+
+def refused_in(roots, rel):
+    with pytest.raises(Refused) as ei:
+        open_in_roots([str(r) for r in roots], rel)
     return ei.value
 
 
@@ -32,14 +49,18 @@ def test_dots_inside_a_name_are_not_dotdot_components():
     assert normalize("...") == "..."
 
 
-def test_a_leading_slash_is_root_relative_like_tftp_hpa_secure():
-    assert resolve("/undionly.kpxe", ["/srv/tftp"]) == Resolved("/srv/tftp", "undionly.kpxe")
+def test_a_leading_slash_is_root_relative_like_tftp_hpa_secure(tmp_path):
+    (tmp_path / "undionly.kpxe").write_bytes(b"pxe")
+    assert normalize("/undionly.kpxe") == "undionly.kpxe"
+    assert read(open_in_roots([str(tmp_path)], normalize("/undionly.kpxe"))) == b"pxe"
 
 
-def test_an_absolute_host_path_never_leaves_the_roots():
+def test_an_absolute_host_path_never_leaves_the_roots(tmp_path):
     """'/etc/passwd' means <root>/etc/passwd, not the host's file."""
-    assert resolve("/etc/passwd", ["/srv/tftp"]) == Resolved("/srv/tftp", "etc/passwd")
-    r = refused("/etc/passwd", exists=lambda root, rel: False)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_bytes(b"the root's own")
+    assert read(open_in_roots([str(tmp_path)], normalize("/etc/passwd"))) == b"the root's own"
+    r = refused_in([tmp_path / "etc"], normalize("/etc/passwd"))   # a root without etc/
     assert (r.reason, error_code(r)) == ("not_found", t.ERR_NOT_FOUND)
 
 
@@ -67,20 +88,31 @@ def test_redundant_slashes_and_dot_components_are_dropped():
     assert normalize("//efi/./x64//ipxe.efi") == "efi/x64/ipxe.efi"
 
 
-def test_roots_are_searched_in_order_and_the_first_that_has_the_file_wins():
-    have = {("/b", "f"), ("/c", "f")}
-    assert resolve("f", ["/a", "/b", "/c"], exists=lambda r, n: (r, n) in have) == \
-        Resolved("/b", "f")
-
-
-def test_generated_files_are_found_first_under_their_normalized_name():
-    assert resolve("/autoexec.ipxe", ["/a"], {"autoexec.ipxe": b"#!ipxe"}) == \
-        Resolved(None, "autoexec.ipxe")
-
-
-def test_a_name_found_nowhere_is_file_not_found():
-    r = refused("nope.efi", exists=lambda r, n: False)
+def test_roots_are_searched_in_order_and_the_first_that_has_the_file_wins(tmp_path):
+    roots = [tmp_path / n for n in "abc"]
+    for r in roots:
+        r.mkdir()
+    (roots[1] / "f").write_bytes(b"B")
+    (roots[2] / "f").write_bytes(b"C")
+    assert read(open_in_roots([str(r) for r in roots], "f")) == b"B"
+    r = refused_in(roots, "nope.efi")                                # found nowhere
     assert (r.reason, error_code(r)) == ("not_found", t.ERR_NOT_FOUND)
+
+
+def test_generated_files_are_found_first_under_their_normalized_name(tmp_path):
+    """A generated name (the daemon's own file, by path) wins over the same name in a
+    root (net/http/files.open_file; net/tftp.py looks it up the same way)."""
+    root, own = tmp_path / "root", tmp_path / "state" / "autoexec.ipxe"
+    root.mkdir()
+    own.parent.mkdir()
+    (root / "autoexec.ipxe").write_bytes(b"on disk")
+    own.write_bytes(b"#!ipxe generated")
+    app = SimpleNamespace(roots=[str(root)], generated={"autoexec.ipxe": str(own)})
+    real, fd, st = open_file(app, "//./autoexec.ipxe")
+    assert real == str(own) and read((fd, st, real)) == b"#!ipxe generated"
+    app.generated = {}
+    real, fd, st = open_file(app, "/autoexec.ipxe")
+    assert real == str(root / "autoexec.ipxe") and read((fd, st, real)) == b"on disk"
 
 
 @pytest.mark.parametrize("root, target, ok", [

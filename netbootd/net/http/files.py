@@ -64,8 +64,8 @@ class _Opened(SendfileFile):
 
 
 def open_file(app: HttpApp, name: str) -> tuple[str, int, os.stat_result]:
-    """(path, open fd, its stat) of the file a request names, looked up as
-    policy/paths.resolve does (generated names first, then each root).
+    """(path, open fd, its stat) of the file a request names, looked up as TFTP
+    does (net/tftp.py): generated names first, then each root (open_in_roots).
     Raises PathRefused (reason "not_found" when there is no such file)."""
     rel = normalize(name)
     if app.generated and rel in app.generated:   # a generated name: its file, by path
