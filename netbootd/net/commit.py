@@ -118,6 +118,9 @@ class GroupCommitter:
         self.target = target
         self.max_wait = window * stretch
         self._since = 0.0               # when the pending batch got its first write
+        self._cut_since = 0.0           # ... and the batch on the commit thread
+        self._lost = float("-inf")      # when the last batch that failed was cut
+        self._cut_at = 0.0
         self._thread = None
         if run_in_thread is None:
             self._thread = CommitThread(reactor, self._apply_isolating, self._outcome)
@@ -162,6 +165,20 @@ class GroupCommitter:
     def pending(self) -> int:
         return len(self._writes)
 
+    def stored(self, t: float) -> bool:
+        """Whether every write submitted before reactor time `t` (this
+        committer's clock) is committed: `t` is before the first write of the
+        batch on the commit thread (or, the thread idle, of the pending one)
+        and after the cut of the last batch that failed.  Conservative: a
+        time equal to a batch's first write counts as not stored."""
+        if t <= self._lost:
+            return False
+        if self._busy:
+            return t < self._cut_since
+        if self._writes or self._waiters:
+            return t < self._since
+        return True
+
     def _due(self, after_commit: bool = False) -> float:
         """Seconds until the pending batch goes (0: now).  Right after a
         commit, a batch of batch_min writes goes at once (the thread is the
@@ -194,6 +211,8 @@ class GroupCommitter:
             self._maybe_idle()
             return
         self._busy = True
+        self._cut_since = self._since
+        self._cut_at = self.reactor.seconds()
         if self._thread is not None:
             self._inflight = waiters
             self._thread.put(writes)
@@ -276,6 +295,7 @@ class GroupCommitter:
         # retransmit; the in-memory table still holds the addresses for them.
         self._busy = False
         self.failures += 1
+        self._lost = self._cut_at
         why = failure.getErrorMessage() if hasattr(failure, "getErrorMessage") else \
             f"{type(failure).__name__}: {failure}"
         log.error("store: commit of %d writes failed, %d replies withheld: %s",

@@ -85,9 +85,16 @@ class DhcpProtocol:
 
     def _dispatch(self, out: Outcome) -> None:
         if out.must_commit:
-            # Durability: the ACK leaves only after its lease is committed.
-            self.committer.submit(out.writes, lambda: self._send(out))
-            return
+            renews = out.renews
+            if renews is None or not self.committer.stored(renews):
+                # Durability: the ACK leaves only after its lease is committed.
+                self.committer.submit(out.writes, lambda: self._send(out))
+                return
+            # A renewal of a stored binding that covers the client's T1: after
+            # a crash that loses this commit the client still holds its
+            # address until it renews.  It leaves now; its writes commit in
+            # this batch (no burst of ACKs when the commit lands).
+            self.counters["ack.renewal_early"] += 1
         if out.writes:
             self.committer.submit(out.writes)
         if out.reply is not None:

@@ -23,12 +23,13 @@ from .dhcp_values import (  # noqa: F401 (sanitize_hostname re-exported)
     client_id_ok, max_message, option_hostname, sanitize_hostname,
 )
 from .dhcp_networks import BootByNetwork, NetworkSet
-from .dhcp_reply import PXE_VENDOR_OPTS, ReplyBuilder  # noqa: F401 (re-exported)
+from .dhcp_reply import PXE_VENDOR_OPTS, ReplyBuilder, renewal_time  # noqa: F401 (re-exported)
 from .leases import LeaseTable, Network, PoolExhausted, client_key, int2ip
 from .ratelimit import Buckets
 
 _BCAST = "255.255.255.255"
 _ZERO = b"\0\0\0\0"
+_ACTIVE = LeaseState.ACTIVE
 _RX_NAMES = {t: "rx." + n for t, n in o.MSG_NAMES.items()}
 _TX_NAMES = {n: "tx." + n for n in o.MSG_NAMES.values()}
 
@@ -52,6 +53,10 @@ class Outcome:
     must_commit: bool = False                # the reply waits for the writes
     probe: int | None = None                 # ICMP-probe this address before replying
     kind: str = ""                           # reply type name, for counters
+    # An ACK that only extends a binding: the `starts` of the binding it
+    # extends, whose expiry still covers the client's renewal time (T1).
+    # When that binding is stored, the ACK need not wait (net/dhcp.py).
+    renews: float | None = None
 
 
 @dataclass(frozen=True)
@@ -280,9 +285,11 @@ class DhcpEngine(ReplyBuilder):
             return self._nak(pkt, ing, reason, writes)
         hostname = self._hostname(pkt, net, mac)
         lease_time = self._lease_time(net)
+        prev = self.leases.by_client.get((net.name, key))
         lease = self.leases.bind(net.name, addr, key, mac, now, lease_time, hostname,
                                  self.registry.is_known(mac) or res is not None)
         boot = self._boot(client, mac, ing, now, writes, net)
+        n = len(writes)
         self.registry.promote(mac, now, writes)     # a lease makes a seen MAC a stored host
         yiaddr = addr.to_bytes(4, "big")
         writes += [LeaseWrite(lease),
@@ -290,6 +297,12 @@ class DhcpEngine(ReplyBuilder):
         reply = self._reply(pkt, o.ACK, yiaddr, ing, net, client, lease_time, hostname, boot)
         out = self._out(pkt, reply, o.ACK, writes, ing)
         out.must_commit = True
+        if prev is not None and prev.state is _ACTIVE and prev.address == addr \
+                and prev.hostname == hostname and prev.ends >= now + renewal_time(lease_time) \
+                and len(writes) == n + 2:
+            # Only an extension: the binding a restart would load already holds
+            # this address for this client past its T1 (no new host either).
+            out.renews = prev.starts
         return out
 
     def _nak(self, pkt, ing, reason, writes) -> Outcome:

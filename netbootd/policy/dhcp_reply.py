@@ -33,6 +33,12 @@ _json_cache: dict = {}
 _event_heads: dict = {}
 
 
+def renewal_time(lease_time: int) -> int:
+    """T1, the time (seconds after the ACK) at which a client renews: half
+    its lease, RFC 2131 §4.4.5's default, sent in option 58."""
+    return lease_time // 2
+
+
 def _json(value) -> str:
     """json.dumps for the few distinct server-side strings (file names,
     interface names) that go into hot-path events; memoized."""
@@ -65,7 +71,7 @@ class ReplyBuilder:
         if opts is None:
             opts = self._lease_cache[lease_time] = {
                 o.OPT_LEASE_TIME: o.u32(lease_time),
-                o.OPT_RENEWAL_T1: o.u32(lease_time // 2),            # RFC 2131 §4.4.5
+                o.OPT_RENEWAL_T1: o.u32(renewal_time(lease_time)),   # RFC 2131 §4.4.5
                 o.OPT_REBINDING_T2: o.u32(lease_time * 7 // 8)}
         return opts
 

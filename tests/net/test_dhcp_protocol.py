@@ -318,3 +318,64 @@ def test_after_a_dropped_write_memory_holds_what_the_store_holds(tmp_path):
     assert table.lease_of("lab", b"\x01b") is None
     assert table.holder(ip2int("10.77.0.20"), 2.0) is good
     assert {int(lz.address) for lz in store.load_leases()} == {ip2int("10.77.0.20")}
+
+
+def request_again(proto, i, addr):
+    proto.datagramReceived(wire(client_packet(o.REQUEST, mac_bytes(i), giaddr="10.77.0.9",
+                                              requested=addr, server_id=SERVER)),
+                           ("10.77.0.9", 67))
+
+
+def acks(proto):
+    return [p for p, _ in sent(proto) if p.msg_type == o.ACK]
+
+
+def test_a_renewal_of_a_stored_binding_is_acked_at_once_and_still_committed():
+    proto, clock, thread = make()
+    offer = discover_request(proto, 1)
+    clock.advance(0.002)
+    thread.finish()                              # the binding is stored
+    assert len(acks(proto)) == 1
+    clock.advance(1)
+    request_again(proto, 1, offer.yiaddr_ip)
+    assert len(acks(proto)) == 2, "a renewal of a stored binding waited for a commit"
+    assert proto.counters["ack.renewal_early"] == 1
+    clock.advance(0.002)
+    thread.finish()
+    lease = [w.lease for w in thread.applied[1] if type(w) is LeaseWrite][0]
+    assert lease.starts == clock.seconds() - 0.002 and lease.state == LeaseState.ACTIVE
+
+
+def test_a_renewal_of_a_binding_not_yet_stored_waits_for_the_commit():
+    proto, clock, thread = make()
+    offer = discover_request(proto, 1)
+    clock.advance(0.002)                         # batch 1 is on the commit thread
+    clock.advance(0.0005)
+    request_again(proto, 1, offer.yiaddr_ip)     # its binding is in that batch
+    assert acks(proto) == []
+    thread.finish()                              # batch 1 stored: ACK 1 leaves
+    assert len(acks(proto)) == 1
+    clock.advance(0.002)
+    thread.finish()
+    assert len(acks(proto)) == 2 and proto.counters["ack.renewal_early"] == 0
+
+
+def test_after_a_failed_commit_a_renewal_waits_until_its_binding_is_stored_again():
+    proto, clock, thread = make()
+    offer = discover_request(proto, 1)
+    clock.advance(0.002)
+    thread.finish()
+    clock.advance(1)
+    request_again(proto, 1, offer.yiaddr_ip)     # early ACK; its extension is in batch 2
+    clock.advance(0.002)
+    thread.finish(fail=True)                     # ... which is lost
+    assert len(acks(proto)) == 2
+    clock.advance(1)
+    request_again(proto, 1, offer.yiaddr_ip)     # memory holds the lost extension: wait
+    assert len(acks(proto)) == 2
+    clock.advance(0.002)
+    thread.finish()
+    assert len(acks(proto)) == 3
+    clock.advance(1)
+    request_again(proto, 1, offer.yiaddr_ip)     # stored again: at once
+    assert len(acks(proto)) == 4 and proto.counters["ack.renewal_early"] == 2

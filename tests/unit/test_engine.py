@@ -554,3 +554,49 @@ def test_cached_reply_bytes_equal_the_general_encoder(rtype, prl, uuid, relay, h
                       socket.inet_aton("10.77.0.1") if filename else b"\0" * 4, pkt.giaddr,
                       pkt.chaddr, b"", fn if len(fn) < 128 else b"", opts)
     assert got == dhcp.encode(ref, max_message(pkt.options))
+
+
+# -- an ACK that only extends a binding (Outcome.renews; net/dhcp.py decides) --
+
+def _renew(e, i, addr, now, hostname=None):
+    extra = {o.OPT_HOSTNAME: hostname.encode()} if hostname else None
+    return roundtrip(e, client_packet(o.REQUEST, mac_bytes(i), requested=addr,
+                                      server_id=SERVER, extra=extra), now=now)
+
+
+def test_a_new_binding_never_counts_as_a_renewal():
+    e = make_engine()
+    _, out, ack = dora(e, 1)
+    assert ack.msg_type == o.ACK and out.must_commit and out.renews is None
+
+
+def test_a_returning_client_renews_the_binding_it_holds():
+    e = make_engine()
+    _, first, ack = dora(e, 1)
+    held = [w.lease for w in first.writes if type(w) is LeaseWrite][0]
+    out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 60)
+    assert again.msg_type == o.ACK and out.must_commit
+    assert out.renews == held.starts == NOW
+    lease = [w.lease for w in out.writes if type(w) is LeaseWrite][0]
+    assert lease.ends == NOW + 60 + 3600, "the extension is still written"
+
+
+def test_a_renewal_past_t1_of_the_held_binding_is_not_covered():
+    e = make_engine()
+    _, _, ack = dora(e, 1)
+    out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 1800)     # exactly T1 left: covered
+    assert again.msg_type == o.ACK and out.renews == NOW
+    out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 1800 + 1801)  # 1799 s left of 3600
+    assert again.msg_type == o.ACK and out.renews is None
+
+
+def test_a_changed_hostname_or_address_is_not_a_renewal():
+    e = make_engine()
+    _, _, ack = dora(e, 1)
+    out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 1, hostname="newname")
+    assert again.msg_type == o.ACK and out.renews is None    # a new name for DNS
+    out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 2, hostname="newname")
+    assert out.renews == NOW + 1                              # the name is held now
+    free = "10.77.0.200"
+    out, moved = _renew(e, 1, free, NOW + 3)
+    assert moved.msg_type == o.ACK and moved.yiaddr_ip == free and out.renews is None
