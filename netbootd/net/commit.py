@@ -102,7 +102,8 @@ class GroupCommitter:
                  reread: Callable | None = None,
                  on_dropped: Callable[[list], None] | None = None,
                  batch_min: int = 64, fill: int = 32, target: int = 256,
-                 stretch: float = 4.0):
+                 stretch: float = 4.0, unawaited_target: int = 1024,
+                 unawaited_stretch: float = 10.0):
         """`apply(batch)` writes a batch (blocking).  By default it runs on
         one CommitThread, so commits keep their order.  Tests may pass
         `run_in_thread(fn, arg)` returning a Deferred (a synchronous or a
@@ -117,6 +118,11 @@ class GroupCommitter:
         self.fill = fill
         self.target = target
         self.max_wait = window * stretch
+        # A batch no reply waits for (events, early renewals: net/dhcp.py)
+        # stretches further: its size is what saves CPU, and no client sees
+        # its latency.
+        self.unawaited_target = unawaited_target
+        self.unawaited_max_wait = window * unawaited_stretch
         self._since = 0.0               # when the pending batch got its first write
         self._cut_since = 0.0           # ... and the batch on the commit thread
         self._lost = float("-inf")      # when the last batch that failed was cut
@@ -141,7 +147,8 @@ class GroupCommitter:
 
     def submit(self, writes: list, on_commit: Callable[[], None] | None = None) -> None:
         first = len(self._writes)
-        if not first and not self._waiters:
+        waited = bool(self._waiters)
+        if not first and not waited:
             self._since = self.reactor.seconds()
         if writes:
             self._writes.extend(writes)
@@ -156,7 +163,13 @@ class GroupCommitter:
                 self._timer = self.reactor.callLater(self.window, self._flush)
             else:
                 self._flush()
-        elif len(self._writes) >= self.target and self.max_wait > self.window:
+        elif on_commit is not None and not waited and first:
+            # the first reply to wait on an unawaited batch: its (shorter)
+            # deadline applies from now on
+            self._timer.cancel()
+            self._flush()
+        elif len(self._writes) >= (self.target if self._waiters else self.unawaited_target) \
+                and self.max_wait > self.window:
             # a stretched batch is full: it goes
             self._timer.cancel()
             self._flush(now=True)
@@ -187,14 +200,18 @@ class GroupCommitter:
         target writes at the rate it filled, within max_wait of its first
         write."""
         n = len(self._writes)
-        if self._idle or (after_commit and n >= self.batch_min):
+        if self._waiters:
+            target, max_wait = self.target, self.max_wait
+        else:
+            target, max_wait = self.unawaited_target, self.unawaited_max_wait
+        if self._idle or (after_commit and n >= self.batch_min and self._waiters):
             return 0.0
         age = self.reactor.seconds() - self._since
         if age < self.window:
             return self.window - age
-        if n < self.fill or n >= self.target or age >= self.max_wait:
+        if n < self.fill or n >= target or age >= max_wait:
             return 0.0
-        return min(self.max_wait - age, (self.target - n) * age / n)
+        return min(max_wait - age, (target - n) * age / n)
 
     def _flush(self, now: bool = False) -> None:
         self._timer = None

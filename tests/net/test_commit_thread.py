@@ -105,13 +105,17 @@ def test_a_write_fault_is_bisected_on_the_thread_and_only_its_reply_is_withheld(
         c.stop()
 
 
+def _reply() -> None:
+    """A reply waiting on its writes: the batch follows the awaited policy."""
+
+
 def test_a_small_next_batch_waits_its_window_a_large_one_goes_at_once():
     applied = []
     reactor, c = make(lambda batch: applied.append(len(batch)), window=0.002, batch_min=10)
     try:
-        c.submit(["a"])
+        c.submit(["a"], _reply)
         reactor.advance(0.002)                     # batch 1 on the thread
-        c.submit(["b"])                            # arrives during the commit
+        c.submit(["b"], _reply)                            # arrives during the commit
         reactor.advance(0.0005)
         reactor.run_thread_calls()                 # batch 1 done
         assert applied == [1]
@@ -120,9 +124,9 @@ def test_a_small_next_batch_waits_its_window_a_large_one_goes_at_once():
         reactor.advance(0.0015)                    # 'b' has waited 2 ms now
         reactor.run_thread_calls()
         assert applied == [1, 1]
-        c.submit(["c"])
+        c.submit(["c"], _reply)
         reactor.advance(0.002)
-        c.submit([f"d{i}" for i in range(10)])     # a large batch meanwhile
+        c.submit([f"d{i}" for i in range(10)], _reply)     # a large batch meanwhile
         reactor.run_thread_calls()                 # batch 3 done: the next goes at once
         reactor.run_thread_calls()
         assert applied == [1, 1, 1, 10]
@@ -158,20 +162,20 @@ def test_a_batch_filling_fast_waits_on_until_its_target_within_the_stretch():
                       target=16, stretch=4.0)
     try:
         for _ in range(8):                         # 8 writes in 2 ms: 4 per ms
-            c.submit(["w"])
+            c.submit(["w"], _reply)
             reactor.advance(0.00025)
         assert applied == [] and c.pending == 8, "filling fast: waits past its window"
         for _ in range(7):
-            c.submit(["w"])
+            c.submit(["w"], _reply)
             reactor.advance(0.00025)
         assert applied == [] and c.pending == 15
-        c.submit(["w"])                            # the target: the timer set for it
+        c.submit(["w"], _reply)                            # the target: the timer set for it
         reactor.advance(0.00025)
         reactor.run_thread_calls()
         assert applied == [16]
         # A batch that keeps filling below its target goes after 4 windows.
         for _ in range(4):
-            c.submit(["w"])
+            c.submit(["w"], _reply)
         reactor.advance(0.002)
         assert c.pending == 4
         reactor.advance(0.0055)
@@ -180,9 +184,42 @@ def test_a_batch_filling_fast_waits_on_until_its_target_within_the_stretch():
         reactor.run_thread_calls()
         assert applied == [16, 4]
         # A slow flow (fewer than `fill` writes in a window) keeps its window.
-        c.submit(["w"])
+        c.submit(["w"], _reply)
         reactor.advance(0.002)
         reactor.run_thread_calls()
         assert applied == [16, 4, 1]
+    finally:
+        c.stop()
+
+
+def test_a_batch_no_reply_waits_for_stretches_further_until_a_reply_joins():
+    applied = []
+    reactor, c = make(lambda batch: applied.append(len(batch)), window=0.002, fill=4,
+                      target=16, stretch=4.0, unawaited_target=64, unawaited_stretch=10.0)
+    try:
+        for _ in range(40):                        # 40 unawaited writes in 10 ms
+            c.submit(["e"])
+            reactor.advance(0.00025)
+        assert applied == [] and c.pending == 40, "unawaited: past 4 windows, below 64"
+        for _ in range(24):                        # its own target: goes at once
+            c.submit(["e"])
+            reactor.advance(0.00025)
+        reactor.run_thread_calls()
+        assert applied == [64]
+        for _ in range(8):                         # a new unawaited batch fills fast...
+            c.submit(["e"])
+            reactor.advance(0.00025)
+        reactor.advance(0.004)                     # 6 ms old: an awaited one would be due
+        assert c.pending == 8
+        c.submit(["ack"], _reply)                  # ...until a reply waits on it:
+        assert c.pending == 9                      # the awaited stretch (8 ms) applies
+        reactor.advance(0.002)
+        reactor.run_thread_calls()
+        assert applied == [64, 9], "the reply's batch went by the awaited deadline"
+        # Unawaited and slow: it keeps the plain window.
+        c.submit(["e"])
+        reactor.advance(0.002)
+        reactor.run_thread_calls()
+        assert applied == [64, 9, 1]
     finally:
         c.stop()
