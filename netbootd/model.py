@@ -183,6 +183,11 @@ class Lease:
     starts: float
     ends: float
     hostname: str | None = None
+    # Where this lease's write stands in the group commit (the sequence
+    # number GroupCommitter.submit returned for it, net/dhcp.py): -1 when
+    # read from the store, None when bound and not yet handed over.
+    # Memory only: never stored, not compared.
+    seq: int | None = field(default=-1, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

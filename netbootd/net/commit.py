@@ -17,8 +17,13 @@ when its window closes is filling fast, and waits on - until it holds
 first write - so a busy server commits fewer, larger batches (a commit's fixed
 cost: an fsync, ~70 us of CPU here, the thread hand-offs, the reactor's
 wake-up; bench/dhcp/README.md, 2026-12-04).  A slow flow (fewer than `fill`
-writes in a window) commits as before.  No write waits longer than `stretch`
-windows plus the commit in progress.
+writes in a window) commits as before.  No reply waits longer than `stretch`
+windows plus the commit in progress.  A batch no reply waits on (events, the
+renewals net/dhcp.py answers early) stretches further - to
+`unawaited_target` writes, within `unawaited_stretch` windows - and goes
+back to the awaited deadline when a reply joins it; the after-commit rule
+(`batch_min`) is for awaited batches only.  ``submit`` numbers writes and
+``stored(seq)`` says whether they are committed (and no later batch failed).
 
 One unstorable write must not cost the others their replies: when a batch
 fails with a *write fault* (a value the store cannot hold: an integer past
@@ -124,9 +129,13 @@ class GroupCommitter:
         self.unawaited_target = unawaited_target
         self.unawaited_max_wait = window * unawaited_stretch
         self._since = 0.0               # when the pending batch got its first write
-        self._cut_since = 0.0           # ... and the batch on the commit thread
-        self._lost = float("-inf")      # when the last batch that failed was cut
-        self._cut_at = 0.0
+        # Sequence numbers (writes submitted before): stored(seq) is true for
+        # _lost_seq <= seq < _done_seq.  No clock: a wall-clock step or two
+        # reads of it cannot reorder them.
+        self._seq = 0                   # writes submitted so far
+        self._cut_seq = 0               # ... when the batch on the thread was cut
+        self._done_seq = 0              # every write before this is committed,
+        self._lost_seq = 0              # but those before this (a failed batch)
         self._thread = None
         if run_in_thread is None:
             self._thread = CommitThread(reactor, self._apply_isolating, self._outcome)
@@ -145,20 +154,24 @@ class GroupCommitter:
         self.dropped_writes = 0         # write faults isolated and dropped
         self.withheld = 0               # replies withheld for a dropped write of theirs
 
-    def submit(self, writes: list, on_commit: Callable[[], None] | None = None) -> None:
+    def submit(self, writes: list, on_commit: Callable[[], None] | None = None) -> int:
+        """Queue `writes` (and the reply that waits on them); returns their
+        sequence number, for stored()."""
         first = len(self._writes)
+        seq = self._seq
         waited = bool(self._waiters)
         if not first and not waited:
             self._since = self.reactor.seconds()
         if writes:
             self._writes.extend(writes)
+            self._seq = seq + len(writes)
         if on_commit is not None:
             self._waiters.append((first, len(self._writes), on_commit))
         if self._busy:
-            return
+            return seq
         if self._timer is None:
             if not (self._writes or self._waiters):
-                return
+                return seq
             if self.window > 0:
                 self._timer = self.reactor.callLater(self.window, self._flush)
             else:
@@ -166,31 +179,24 @@ class GroupCommitter:
         elif on_commit is not None and not waited and first:
             # the first reply to wait on an unawaited batch: its (shorter)
             # deadline applies from now on
-            self._timer.cancel()
             self._flush()
-        elif len(self._writes) >= (self.target if self._waiters else self.unawaited_target) \
-                and self.max_wait > self.window:
+        elif len(self._writes) >= (self.target if self._waiters else self.unawaited_target):
             # a stretched batch is full: it goes
-            self._timer.cancel()
             self._flush(now=True)
+        return seq
 
     @property
     def pending(self) -> int:
         return len(self._writes)
 
-    def stored(self, t: float) -> bool:
-        """Whether every write submitted before reactor time `t` (this
-        committer's clock) is committed: `t` is before the first write of the
-        batch on the commit thread (or, the thread idle, of the pending one)
-        and after the cut of the last batch that failed.  Conservative: a
-        time equal to a batch's first write counts as not stored."""
-        if t <= self._lost:
+    def stored(self, seq: int | None) -> bool:
+        """Whether the writes submit() numbered `seq` are committed: a batch
+        holding them committed, and no later batch failed (conservative: a
+        failure makes every earlier write count as not stored).  A negative
+        number is something read from the store; None was never submitted."""
+        if seq is None:
             return False
-        if self._busy:
-            return t < self._cut_since
-        if self._writes or self._waiters:
-            return t < self._since
-        return True
+        return seq < 0 or self._lost_seq <= seq < self._done_seq
 
     def _due(self, after_commit: bool = False) -> float:
         """Seconds until the pending batch goes (0: now).  Right after a
@@ -214,7 +220,9 @@ class GroupCommitter:
         return min(max_wait - age, (target - n) * age / n)
 
     def _flush(self, now: bool = False) -> None:
-        self._timer = None
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()              # called early: the timer must not fire later
         if self._busy:
             return
         wait = 0.0 if now or not self._writes else self._due()
@@ -228,8 +236,7 @@ class GroupCommitter:
             self._maybe_idle()
             return
         self._busy = True
-        self._cut_since = self._since
-        self._cut_at = self.reactor.seconds()
+        self._cut_seq = self._seq
         if self._thread is not None:
             self._inflight = waiters
             self._thread.put(writes)
@@ -281,6 +288,7 @@ class GroupCommitter:
     def _done(self, dropped, writes, waiters) -> None:
         self._busy = False
         self.commits += 1
+        self._done_seq = self._cut_seq
         batch = writes
         if dropped:
             bad = {i for i, _, _ in dropped}
@@ -312,7 +320,7 @@ class GroupCommitter:
         # retransmit; the in-memory table still holds the addresses for them.
         self._busy = False
         self.failures += 1
-        self._lost = self._cut_at
+        self._lost_seq = self._cut_seq
         why = failure.getErrorMessage() if hasattr(failure, "getErrorMessage") else \
             f"{type(failure).__name__}: {failure}"
         log.error("store: commit of %d writes failed, %d replies withheld: %s",

@@ -79,22 +79,28 @@ class DhcpProtocol:
         if out.probe is not None and self.prober is not None:
             if out.writes:
                 self.committer.submit(out.writes)
+                out.writes = []                  # submitted: not again after the probe
             self._probe_then_send(out, data, addr, attempt)
             return
         self._dispatch(out)
 
     def _dispatch(self, out: Outcome) -> None:
         if out.must_commit:
-            renews = out.renews
-            if renews is None or not self.committer.stored(renews):
+            prev = out.renews
+            if prev is None or not self.committer.stored(prev.seq):
                 # Durability: the ACK leaves only after its lease is committed.
-                self.committer.submit(out.writes, lambda: self._send(out))
+                seq = self.committer.submit(out.writes, lambda: self._send(out))
+                if out.lease is not None:
+                    out.lease.seq = seq
                 return
-            # A renewal of a stored binding that covers the client's T1: after
-            # a crash that loses this commit the client still holds its
-            # address until it renews.  It leaves now; its writes commit in
-            # this batch (no burst of ACKs when the commit lands).
+            # It only extends a stored binding that reaches past the client's
+            # T2: a crash that loses this commit still leaves the address held
+            # while the client renews and rebinds.  It leaves now, its writes
+            # commit in the next batch (no burst of ACKs when a commit lands).
             self.counters["ack.renewal_early"] += 1
+            out.lease.seq = self.committer.submit(out.writes)
+            self._send(out)
+            return
         if out.writes:
             self.committer.submit(out.writes)
         if out.reply is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..codec import dhcp_options as o
 from ..codec.dhcp import Packet, encode
 from ..config import BootConfig
-from ..model import LeaseState
+from ..model import Lease, LeaseState
 from ..registry.hosts import Registry
 from ..writes import LeaseWrite, event
 from . import pxe
@@ -23,7 +23,7 @@ from .dhcp_values import (  # noqa: F401 (sanitize_hostname re-exported)
     client_id_ok, max_message, option_hostname, sanitize_hostname,
 )
 from .dhcp_networks import BootByNetwork, NetworkSet
-from .dhcp_reply import PXE_VENDOR_OPTS, ReplyBuilder, renewal_time  # noqa: F401 (re-exported)
+from .dhcp_reply import PXE_VENDOR_OPTS, ReplyBuilder, rebinding_time  # noqa: F401 (re-exported)
 from .leases import LeaseTable, Network, PoolExhausted, client_key, int2ip
 from .ratelimit import Buckets
 
@@ -53,10 +53,12 @@ class Outcome:
     must_commit: bool = False                # the reply waits for the writes
     probe: int | None = None                 # ICMP-probe this address before replying
     kind: str = ""                           # reply type name, for counters
-    # An ACK that only extends a binding: the `starts` of the binding it
-    # extends, whose expiry still covers the client's renewal time (T1).
-    # When that binding is stored, the ACK need not wait (net/dhcp.py).
-    renews: float | None = None
+    # An ACK: the lease it binds, whose write net/dhcp.py numbers (Lease.seq).
+    lease: Lease | None = None
+    # An ACK that only extends a binding: the lease it extends, whose expiry
+    # still reaches past the new lease's rebinding time (T2).  When that lease
+    # is stored, the ACK need not wait for its commit (net/dhcp.py).
+    renews: Lease | None = None
 
 
 @dataclass(frozen=True)
@@ -297,12 +299,14 @@ class DhcpEngine(ReplyBuilder):
         reply = self._reply(pkt, o.ACK, yiaddr, ing, net, client, lease_time, hostname, boot)
         out = self._out(pkt, reply, o.ACK, writes, ing)
         out.must_commit = True
+        out.lease = lease
         if prev is not None and prev.state is _ACTIVE and prev.address == addr \
-                and prev.hostname == hostname and prev.ends >= now + renewal_time(lease_time) \
-                and len(writes) == n + 2:
-            # Only an extension: the binding a restart would load already holds
-            # this address for this client past its T1 (no new host either).
-            out.renews = prev.starts
+                and prev.mac == mac and prev.hostname == hostname \
+                and prev.ends >= now + rebinding_time(lease_time) and len(writes) == n + 2:
+            # Only an extension: the binding a restart would load holds this
+            # address for this client past the new lease's T2 (no new host
+            # either), so the client renews (T1) and rebinds before it ends.
+            out.renews = prev
         return out
 
     def _nak(self, pkt, ing, reason, writes) -> Outcome:

@@ -39,6 +39,12 @@ def renewal_time(lease_time: int) -> int:
     return lease_time // 2
 
 
+def rebinding_time(lease_time: int) -> int:
+    """T2, when a client that could not renew starts to rebind (any
+    server): 7/8 of its lease (RFC 2131 §4.4.5), option 59."""
+    return lease_time * 7 // 8
+
+
 def _json(value) -> str:
     """json.dumps for the few distinct server-side strings (file names,
     interface names) that go into hot-path events; memoized."""
@@ -72,7 +78,7 @@ class ReplyBuilder:
             opts = self._lease_cache[lease_time] = {
                 o.OPT_LEASE_TIME: o.u32(lease_time),
                 o.OPT_RENEWAL_T1: o.u32(renewal_time(lease_time)),   # RFC 2131 §4.4.5
-                o.OPT_REBINDING_T2: o.u32(lease_time * 7 // 8)}
+                o.OPT_REBINDING_T2: o.u32(rebinding_time(lease_time))}
         return opts
 
     def _net_opts(self, net: Network) -> dict[int, bytes]:

@@ -201,15 +201,6 @@ class SqliteStore:
             # NORMAL: survives a process crash (kill -9), not power loss.
             c.execute(f"PRAGMA synchronous={'FULL' if self.sync == 'full' else 'NORMAL'}")
             c.execute("PRAGMA foreign_keys=ON")
-            # A store in use holds ~500 events per host, and every event
-            # lands at a random leaf of the events(mac, id) index.  With
-            # SQLite's 2 MB default cache most of those leaves were re-read
-            # (pread) and the WAL was copied back every 1,000 pages: a
-            # returning DORA's commit cost 29-33 us of CPU, 21-23 with a
-            # 16 MiB cache (an upper bound, per connection) and a checkpoint
-            # every 8,000 pages (a WAL of up to ~32 MB); bench/dhcp/README.md.
-            c.execute("PRAGMA cache_size=-16384")
-            c.execute("PRAGMA wal_autocheckpoint=8000")
             self._local.conn = c
         return c
 
@@ -267,6 +258,8 @@ class SqliteStore:
             else:
                 raise BadWrite(f"unknown write {w!r:.80}")
         c = self.conn()
+        if not getattr(self._local, "writer", False):
+            self._writer_pragmas(c)
         c.execute("BEGIN")
         try:
             if deleted:
@@ -287,6 +280,16 @@ class SqliteStore:
             raise
         if trim:
             self.trim_events()
+
+    def _writer_pragmas(self, c) -> None:
+        """The committing connection's cache and checkpoints: each event lands
+        at a random leaf of events(mac, id), ~500 events per host; a 16 MiB
+        cache and a checkpoint per 8,000 pages (~32 MB of WAL at most): 29-33
+        -> 21-23 us of CPU per returning DORA (bench/dhcp/README.md)."""
+        c.execute("PRAGMA cache_size=-16384")
+        c.execute("PRAGMA wal_autocheckpoint=8000")
+        c.execute("PRAGMA journal_size_limit=33554432")
+        self._local.writer = True
 
     def stored(self, write):
         """What the store holds for the row a write targets (a Host or Lease,

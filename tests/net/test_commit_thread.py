@@ -223,3 +223,35 @@ def test_a_batch_no_reply_waits_for_stretches_further_until_a_reply_joins():
         assert applied == [64, 9, 1]
     finally:
         c.stop()
+
+
+def test_stored_follows_the_commits_and_forgets_everything_before_a_failure():
+    fail = []
+
+    def apply(batch):
+        if fail:
+            raise OSError("disk full")
+
+    reactor, c = make(apply, window=0.002)
+    try:
+        assert c.stored(-1) and not c.stored(None)      # read from the store; never submitted
+        a = c.submit(["a1", "a2"], _reply)
+        b = c.submit(["b"])
+        assert (a, b) == (0, 2) and not c.stored(a) and not c.stored(b)
+        reactor.advance(0.002)                          # on the thread: not yet
+        assert not c.stored(a)
+        d = c.submit(["d"])                             # pending behind it
+        reactor.run_thread_calls()
+        assert c.stored(a) and c.stored(b) and not c.stored(d)
+        fail.append(1)
+        reactor.advance(0.02)
+        reactor.run_thread_calls()                      # d's batch fails
+        assert c.failures == 1 and not c.stored(d) and not c.stored(a), \
+            "after a failure nothing before it counts as stored"
+        fail.clear()
+        e = c.submit(["e"], _reply)
+        reactor.advance(0.002)
+        reactor.run_thread_calls()
+        assert c.stored(e) and not c.stored(d)
+    finally:
+        c.stop()

@@ -5,6 +5,7 @@ the socket: it records what would have been sent, and where.
 """
 from __future__ import annotations
 
+import pytest
 from twisted.internet import defer, task
 
 from netbootd.codec import dhcp
@@ -60,8 +61,8 @@ class ManualThread:
             d.callback(None)
 
 
-def make(window=0.002, mode="full", probe=False, prober=None):
-    clock = task.Clock()
+def make(window=0.002, mode="full", probe=False, prober=None, clock=None):
+    clock = clock if clock is not None else task.Clock()
     clock.advance(1_700_000_000)
     net = whole_subnet("lab", SERVER, 24, relays=frozenset({ip2int("10.77.0.9")}))
     engine = DhcpEngine(EngineSettings(mode=mode, probe=probe), [net], LeaseTable([net]),
@@ -344,6 +345,38 @@ def test_a_renewal_of_a_stored_binding_is_acked_at_once_and_still_committed():
     thread.finish()
     lease = [w.lease for w in thread.applied[1] if type(w) is LeaseWrite][0]
     assert lease.starts == clock.seconds() - 0.002 and lease.state == LeaseState.ACTIVE
+
+
+class MovingClock(task.Clock):
+    """Wall-clock-like: every read is a little later than the one before, as
+    the engine's `now` and the committer's own reads are in the daemon."""
+
+    def seconds(self):
+        self.rightNow += 1e-6
+        return self.rightNow
+
+
+@pytest.mark.parametrize("clock_type", [task.Clock, MovingClock])
+@pytest.mark.parametrize("on_thread", [False, True])
+def test_a_repeated_request_for_a_binding_still_committing_waits(clock_type, on_thread):
+    """A relay's duplicate or a retransmission of the first REQUEST: its
+    binding is pending (or on the commit thread), so nothing is stored yet."""
+    proto, clock, thread = make(clock=clock_type())
+    offer = discover_request(proto, 1)
+    if on_thread:
+        clock.advance(0.002)
+        assert len(thread.calls) == 1
+    clock.advance(0.0001)
+    request_again(proto, 1, offer.yiaddr_ip)
+    assert acks(proto) == [], "an ACK left before its binding was stored"
+    assert proto.counters["ack.renewal_early"] == 0
+    if not on_thread:
+        clock.advance(0.002)
+    thread.finish(fail=True)                     # and that commit fails
+    clock.advance(0.01)
+    while thread.calls:
+        thread.finish(fail=True)
+    assert acks(proto) == [], "no ACK for a binding the store never got"
 
 
 def test_a_renewal_of_a_binding_not_yet_stored_waits_for_the_commit():

@@ -564,39 +564,67 @@ def _renew(e, i, addr, now, hostname=None):
                                       server_id=SERVER, extra=extra), now=now)
 
 
-def test_a_new_binding_never_counts_as_a_renewal():
+def _lease(out):
+    return [w.lease for w in out.writes if type(w) is LeaseWrite][0]
+
+
+def test_a_new_binding_is_never_a_renewal_and_is_not_yet_numbered():
     e = make_engine()
     _, out, ack = dora(e, 1)
     assert ack.msg_type == o.ACK and out.must_commit and out.renews is None
+    assert out.lease is _lease(out) and out.lease.seq is None, "bound, not yet submitted"
 
 
 def test_a_returning_client_renews_the_binding_it_holds():
     e = make_engine()
     _, first, ack = dora(e, 1)
-    held = [w.lease for w in first.writes if type(w) is LeaseWrite][0]
     out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 60)
     assert again.msg_type == o.ACK and out.must_commit
-    assert out.renews == held.starts == NOW
-    lease = [w.lease for w in out.writes if type(w) is LeaseWrite][0]
-    assert lease.ends == NOW + 60 + 3600, "the extension is still written"
+    assert out.renews is first.lease, "the binding it extends"
+    assert _lease(out).ends == NOW + 60 + 3600, "the extension is still written"
 
 
-def test_a_renewal_past_t1_of_the_held_binding_is_not_covered():
+def test_a_renewal_is_early_only_while_the_held_binding_reaches_past_t2():
     e = make_engine()
     _, _, ack = dora(e, 1)
-    out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 1800)     # exactly T1 left: covered
-    assert again.msg_type == o.ACK and out.renews == NOW
-    out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 1800 + 1801)  # 1799 s left of 3600
+    out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 450)       # 3150 s left = T2: covered
+    assert again.msg_type == o.ACK and out.renews is not None
+    held = out.lease
+    out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 450 + 451)  # 3149 s left of 3600
+    assert again.msg_type == o.ACK and out.renews is None
+    assert held.ends - (NOW + 901) == 3149
+    out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 901 + 1800)  # a T1 renewal: waits
     assert again.msg_type == o.ACK and out.renews is None
 
 
-def test_a_changed_hostname_or_address_is_not_a_renewal():
+def test_a_changed_hostname_address_or_mac_is_not_a_renewal():
     e = make_engine()
     _, _, ack = dora(e, 1)
     out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 1, hostname="newname")
-    assert again.msg_type == o.ACK and out.renews is None    # a new name for DNS
+    assert again.msg_type == o.ACK and out.renews is None     # a new name for DNS
     out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 2, hostname="newname")
-    assert out.renews == NOW + 1                              # the name is held now
+    assert out.renews is not None                             # the name is held now
     free = "10.77.0.200"
     out, moved = _renew(e, 1, free, NOW + 3)
     assert moved.msg_type == o.ACK and moved.yiaddr_ip == free and out.renews is None
+    # the same client identifier (option 61) from another NIC: the row's MAC changes
+    cid = {o.OPT_CLIENT_ID: b"\x00stable-id"}
+    out, a1 = roundtrip(e, client_packet(o.REQUEST, mac_bytes(7), requested="10.77.0.201",
+                                         server_id=SERVER, extra=cid), now=NOW + 4)
+    assert a1.msg_type == o.ACK
+    out, a2 = roundtrip(e, client_packet(o.REQUEST, mac_bytes(8), requested="10.77.0.201",
+                                         server_id=SERVER, extra=cid), now=NOW + 5)
+    assert a2.msg_type == o.ACK and out.lease.mac == "52:54:00:00:00:08"
+    assert out.renews is None
+
+
+def test_a_renewal_that_registers_its_host_again_is_not_early():
+    e = make_engine()
+    _, _, ack = dora(e, 1)
+    mac = "52:54:00:00:00:01"
+    del e.registry.hosts[mac]                   # the host deleted, its lease kept
+    roundtrip(e, client_packet(o.DISCOVER, mac_bytes(1)), now=NOW + 10)   # seen again
+    out, again = _renew(e, 1, ack.yiaddr_ip, NOW + 11)
+    assert again.msg_type == o.ACK
+    assert any(type(w) is HostWrite for w in out.writes), "the ACK re-creates the host"
+    assert out.renews is None
