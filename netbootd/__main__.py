@@ -45,6 +45,8 @@ def serve(args) -> int:
     from .runtime.memtune import tune_malloc
     tune_malloc()        # before the reactor allocates transfer buffers
     _show_new_token(cfg.state_dir)
+    from .runtime.reactor import install
+    install()            # Twisted's epoll reactor, minus a log context per event
     from twisted.internet import reactor
 
     from .net.services import makeService
