@@ -10,8 +10,9 @@ loopback port; the parent (CPU 1) echoes each one back, and reports its CPU
 
 * ``twisted``: Twisted's epoll reactor with net/udp.py's UdpEndpoint (what the
   DHCP sockets use);
-* ``twisted-lean``: the same, with the reactor's doPoll calling the reader
-  directly instead of through log.callWithLogger (a context push per event);
+* ``twisted-lean``: the same with netbootd/runtime/reactor.py's reactor (what
+  the daemon runs since 2026-12-05): doPoll calls the reader directly instead
+  of through log.callWithLogger (a context push per event);
 * ``epoll``: a bare select.epoll loop with the same recvfrom/sendto calls.
 
 The difference is what the reactor costs per wake-up, on top of the socket
@@ -21,7 +22,6 @@ runs in its own fresh process (the reactor is global).
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import resource
 import select
@@ -49,23 +49,6 @@ def _sender(port: int, rate: int, count: int) -> None:
     s.sendto(QUIT, ("127.0.0.1", port))
 
 
-def _lean_poll(reactor) -> None:
-    def doPoll(self, timeout):
-        try:
-            events = self._poller.poll(-1 if timeout is None else timeout,
-                                       len(self._selectables))
-        except OSError as e:
-            if e.errno == errno.EINTR:
-                return
-            raise
-        sel, drdw = self._selectables, self._doReadOrWrite
-        for fd, event in events:
-            s = sel.get(fd)
-            if s is not None:
-                drdw(s, fd, event)
-    type(reactor).doPoll = type(reactor).doIteration = doPoll
-
-
 def serve(mode: str, rate: int, count: int) -> str:
     """One measurement (run in a fresh process): the result line."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -75,13 +58,15 @@ def serve(mode: str, rate: int, count: int) -> str:
     got = [0]
     if mode != "epoll":
         sys.path.insert(0, str(REPO))
-        from twisted.internet import epollreactor
-        epollreactor.install()
+        if mode == "twisted-lean":
+            from netbootd.runtime import reactor as lean   # the daemon's reactor
+            lean.install()
+        else:
+            from twisted.internet import epollreactor
+            epollreactor.install()
         from twisted.internet import reactor
 
         from netbootd.net.udp import UdpEndpoint
-        if mode == "twisted-lean":
-            _lean_poll(reactor)
 
         class Echo:
             def datagramsReceived(self, batch):
