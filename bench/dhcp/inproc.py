@@ -4,6 +4,8 @@
     .venv/bin/python bench/dhcp/inproc.py            # both parts
     .venv/bin/python bench/dhcp/inproc.py --part path
     .venv/bin/python bench/dhcp/inproc.py --part store --sync normal
+    .venv/bin/python bench/dhcp/inproc.py --part store --sync full --events-per-host 500 \
+        --sizes 60,120,400      # a store in use: its events(mac, id) index is large
 
 On the shared 2-core VM a live bench (cpu_at.py, run.py) moves with whatever
 else runs; the CPU of a fixed piece of work measured with process/thread CPU
@@ -266,11 +268,18 @@ def _dora_writes(i: int, t: float) -> list:
             event_json(t, mac, "dhcp.ack", detail)]
 
 
-def store_costs(sync: str, workdir: str, reps: int, sizes=(1, 2, 4, 8, 16, 32, 64)) -> dict:
+def store_costs(sync: str, workdir: str, reps: int, sizes=(1, 2, 4, 8, 16, 32, 64),
+                events_per_host: int = 0) -> dict:
+    """With `events_per_host`, the store first gets that many events per
+    client, interleaved as a live run writes them (a store in use: the
+    daemon keeps up to 500 per host)."""
     d = tempfile.mkdtemp(prefix="bench-dhcp-inproc-", dir=workdir)
     try:
         store = SqliteStore(d, sync=sync)
         clients = 512
+        for k in range(0, events_per_host, 40):
+            store.apply([event_json(1.0, _mac(i).hex(":"), "dhcp.ack", '{"ip":"10.77.1.1"}')
+                         for _ in range(min(40, events_per_host - k)) for i in range(clients)])
         store.apply([w for i in range(clients) for w in _dora_writes(i, 1.0)])
         out = {}
         for k in sizes:
@@ -302,6 +311,10 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--sync", choices=("full", "normal", "both"), default="both")
     ap.add_argument("--workdir", default="/var/tmp", help="where the store's database goes")
+    ap.add_argument("--events-per-host", type=int, default=0,
+                    help="store: events per client in the store before measuring")
+    ap.add_argument("--sizes", default="1,2,4,8,16,32,64",
+                    help="store: DORAs per commit to measure")
     a = ap.parse_args()
     if a.clients < 16:
         ap.error("--clients: at least 16")
@@ -320,7 +333,9 @@ def main() -> int:
         for sync in (("full", "normal") if a.sync == "both" else (a.sync,)):
             print(f"SqliteStore.apply, sync = {sync}: DORAs per commit -> "
                   "CPU us per DORA (commit thread), wall us per commit")
-            for k, row in store_costs(sync, a.workdir, a.reps).items():
+            sizes = tuple(int(x) for x in a.sizes.split(","))
+            for k, row in store_costs(sync, a.workdir, a.reps, sizes,
+                                      a.events_per_host).items():
                 print(f"  {k:3} {row['cpu_us_per_dora']:7.1f} {row['wall_us_per_commit']:8}")
     return 0
 
