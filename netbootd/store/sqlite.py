@@ -259,7 +259,14 @@ class SqliteStore:
                 raise BadWrite(f"unknown write {w!r:.80}")
         c = self.conn()
         if not getattr(self._local, "writer", False):
-            self._writer_pragmas(c)
+            # The committing connection.  Each event lands at a random leaf of
+            # events(mac, id), ~500 per host: a 16 MiB cache and a checkpoint per
+            # 8,000 pages took 29-33 -> 21-23 us of CPU per returning DORA
+            # (bench/dhcp/README.md, 2026-12-05); the WAL stays under ~32 MB.
+            for pragma in ("cache_size=-16384", "wal_autocheckpoint=8000",
+                           "journal_size_limit=33554432"):
+                c.execute("PRAGMA " + pragma)
+            self._local.writer = True
         c.execute("BEGIN")
         try:
             if deleted:
@@ -280,16 +287,6 @@ class SqliteStore:
             raise
         if trim:
             self.trim_events()
-
-    def _writer_pragmas(self, c) -> None:
-        """The committing connection's cache and checkpoints: each event lands
-        at a random leaf of events(mac, id), ~500 events per host; a 16 MiB
-        cache and a checkpoint per 8,000 pages (~32 MB of WAL at most): 29-33
-        -> 21-23 us of CPU per returning DORA (bench/dhcp/README.md)."""
-        c.execute("PRAGMA cache_size=-16384")
-        c.execute("PRAGMA wal_autocheckpoint=8000")
-        c.execute("PRAGMA journal_size_limit=33554432")
-        self._local.writer = True
 
     def stored(self, write):
         """What the store holds for the row a write targets (a Host or Lease,
