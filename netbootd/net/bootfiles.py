@@ -87,7 +87,7 @@ def agent_tools(cfg: Config, generated: dict[str, str]) -> None:
     """The agent tool pack (iso_builder/hashtool.py: openssl, fetched by a capturing
     agent) beside discover.img, when the install step or `netbootd initrd build` made
     it: served as is, never built here (net/capture.py names it in capture actions)."""
-    from .capture import TOOLS_NAME
-    path = os.path.join(cfg.state_dir, TOOLS_NAME.rsplit("/", 1)[1])
+    from iso_builder.hashtool import HTTP_NAME, PACK_NAME
+    path = os.path.join(cfg.state_dir, PACK_NAME)
     if os.path.isfile(path) and os.path.isfile(path + ".sha256"):
-        generated[TOOLS_NAME] = path
+        generated[HTTP_NAME] = path

@@ -26,6 +26,9 @@ from typing import Callable, Optional
 
 from twisted.internet import defer, threads
 
+from iso_builder.hashtool import HTTP_NAME as TOOLS_NAME
+from iso_builder.hashtool import URL_PATH as TOOLS_URL
+
 from ..policy import capture as cp
 from ..policy.volumes import InUse, NotFound, VolumeError, check_name
 from ..writes import HostWrite, event
@@ -62,14 +65,10 @@ class Capture:
                 **({"refused": self.refused} if self.refused else {})}
 
 
-# The agent tool pack (iso_builder/hashtool.py: openssl for a SHA-NI sha256), among the
-# daemon's generated files (net/bootfiles.py) when the install step built it.
-TOOLS_NAME = "netbootd/agent-tools.cpio.gz"
-
-
 def tool_pack(generated) -> dict:
-    """The capture action's {"tools": URL path, "tools_sha256": HEX} when the pack is
-    served and its sidecar (<pack>.sha256, sha256sum's format) is well formed; else {}:
+    """The capture action's {"tools": URL path, "tools_sha256": HEX} when the agent
+    tool pack (iso_builder/hashtool.py: openssl for a SHA-NI sha256; TOOLS_NAME among
+    the daemon's generated files, net/bootfiles.py) is served and its sidecar (<pack>.sha256, sha256sum's format) is well formed; else {}:
     the agent hashes with what it has."""
     path = (generated or {}).get(TOOLS_NAME)
     if not isinstance(path, str):
@@ -81,7 +80,7 @@ def tool_pack(generated) -> dict:
         return {}
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         return {}
-    return {"tools": f"/files/{TOOLS_NAME}", "tools_sha256": digest}
+    return {"tools": TOOLS_URL, "tools_sha256": digest}
 
 
 class Captures:
