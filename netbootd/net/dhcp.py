@@ -85,13 +85,11 @@ class DhcpProtocol:
         self._dispatch(out)
 
     def _dispatch(self, out: Outcome) -> None:
-        if out.must_commit:
+        if out.must_commit:                  # an ACK: out.lease is its binding
             prev = out.renews
             if prev is None or not self.committer.stored(prev.seq):
                 # Durability: the ACK leaves only after its lease is committed.
-                seq = self.committer.submit(out.writes, lambda: self._send(out))
-                if out.lease is not None:
-                    out.lease.seq = seq
+                out.lease.seq = self.committer.submit(out.writes, lambda: self._send(out))
                 return
             # It only extends a stored binding that reaches past the client's
             # T2: a crash that loses this commit still leaves the address held
