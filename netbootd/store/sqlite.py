@@ -19,6 +19,7 @@ from ..writes import (
     AccountDelete, AccountWrite, EventWrite, ExportDelete, ExportWrite, HostDelete, HostWrite,
     InventoryWrite, LeaseWrite, TokenWrite, TrimEvents,
 )
+from . import eventlog
 from .interface import BadWrite, StoreError
 from .networks import NETWORK_SQL, SELECT_NETWORKS, network_rows
 from .rows import host_of as _host_of, host_row as _host_row, insert_rows
@@ -119,7 +120,6 @@ _TOKEN_SQL = ("INSERT OR REPLACE INTO tokens(id, account, hash, label, created, 
               "uses, revoked) VALUES (?,?,?,?,?,?,?,?,?)")
 # Inventory documents kept per host (the newest): history, bounded.
 INVENTORY_PER_HOST = 20
-_EVENT_HEAD = "INSERT INTO events(ts, mac, kind, detail) VALUES "
 # Events kept per host (the newest); older ones are trimmed in the background.
 EVENTS_PER_HOST = 500
 # Events of MACs that are not hosts (DHCP offers to clients that never took a
@@ -259,10 +259,10 @@ class SqliteStore:
                 raise BadWrite(f"unknown write {w!r:.80}")
         c = self.conn()
         if not getattr(self._local, "writer", False):
-            # The committing connection.  Each event lands at a random leaf of
-            # events(mac, id), ~500 per host: a 16 MiB cache and a checkpoint per
-            # 8,000 pages took 29-33 -> 21-23 us of CPU per returning DORA
-            # (bench/dhcp/README.md, 2026-12-05); the WAL stays under ~32 MB.
+            # The committing connection: a 16 MiB cache and a checkpoint per
+            # 8,000 pages took 29-33 -> 21-23 us of CPU per returning DORA when
+            # events were indexed by (mac, id) (bench/dhcp/README.md,
+            # 2026-12-05); the WAL stays under ~32 MB.
             for pragma in ("cache_size=-16384", "wal_autocheckpoint=8000",
                            "journal_size_limit=33554432"):
                 c.execute("PRAGMA " + pragma)
@@ -277,7 +277,7 @@ class SqliteStore:
             if leases:
                 insert_rows(c, _LEASE_HEAD, _LEASE_TAIL, 8, list(leases.values()))
             if events:
-                insert_rows(c, _EVENT_HEAD, "", 4, events)
+                eventlog.append(c, events)
             for stmts in admin:
                 for sql, args in stmts:
                     c.execute(sql, args)
@@ -303,16 +303,7 @@ class SqliteStore:
     def trim_events(self, keep: int = EVENTS_PER_HOST, orphans: int = ORPHAN_EVENTS) -> int:
         """Keep the newest `keep` events of each host and the newest `orphans`
         events of MACs that are no host; returns rows deleted."""
-        c = self.conn()
-        cur = c.execute(
-            "DELETE FROM events WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER "
-            "(PARTITION BY mac ORDER BY id DESC) AS rn FROM events) WHERE rn > ?)", (keep,))
-        n = cur.rowcount
-        cur = c.execute(
-            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE mac IS NOT NULL "
-            "AND mac NOT IN (SELECT mac FROM hosts) ORDER BY id DESC LIMIT -1 OFFSET ?)",
-            (orphans,))
-        return n + cur.rowcount
+        return eventlog.trim(self.conn(), keep, orphans)
 
     # -- reads ------------------------------------------------------------
     def load_leases(self) -> list[Lease]:
@@ -406,30 +397,14 @@ class SqliteStore:
                kind: str | None = None, newest: bool = False) -> list[dict]:
         """Events in ascending id order: those after `after`, or (newest=True)
         the newest `limit` ones."""
-        where, args = [], []
-        if after:
-            where.append("id > ?")
-            args.append(after)
-        if mac:
-            where.append("mac = ?")
-            args.append(mac)
-        if kind:
-            where.append("kind = ?")
-            args.append(kind)
-        sql = "SELECT id, ts, mac, kind, detail FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY id {'DESC' if newest else 'ASC'} LIMIT ?"
-        rows = self.query(sql, tuple(args) + (limit,))
+        rows = self.query(*eventlog.select(after, limit, mac, kind, newest))
         out = [event_dict(r) for r in rows]
         return out[::-1] if newest else out
 
     def timeline(self, mac: str) -> list[dict]:
         """A host's events and the daemon's own (no MAC), oldest first, with
         the detail as its stored JSON text."""
-        return [dict(r) for r in self.query(
-            "SELECT id, ts, mac, kind, detail FROM events WHERE mac = ? OR mac IS NULL "
-            "ORDER BY id", (mac,))]
+        return [dict(r) for r in self.query(eventlog.TIMELINE, (mac, mac))]
 
     def host(self, mac: str) -> Host | None:
         found = self._hosts("WHERE mac = ?", (mac,))
@@ -437,10 +412,7 @@ class SqliteStore:
 
     def last_events(self) -> dict[str, dict]:
         """The newest event of every host, by MAC."""
-        rows = self.query(
-            "SELECT e.id, e.ts, e.mac, e.kind, e.detail FROM events e JOIN "
-            "(SELECT mac, MAX(id) AS id FROM events WHERE mac IS NOT NULL GROUP BY mac) m "
-            "ON e.id = m.id")
+        rows = self.query(eventlog.LAST)
         return {r["mac"]: event_dict(r) for r in rows}
 
     def leases_view(self, now: float) -> list[dict]:

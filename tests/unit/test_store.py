@@ -216,7 +216,7 @@ def test_the_schema_version_is_the_number_of_migration_files():
     from netbootd.store.sqlite import MIGRATIONS
     names = [p.name for p in _migration_files()]
     assert names == ["0001_initial.sql", "0002_host_profiles.sql", "0003_accounts.sql",
-                     "0004_storage.sql", "0005_networks.sql"]
+                     "0004_storage.sql", "0005_networks.sql", "0006_event_chains.sql"]
     assert SCHEMA_VERSION == len(names) == len(MIGRATIONS)
 
 

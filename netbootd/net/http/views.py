@@ -65,8 +65,9 @@ def lease_lookup(table_of: Callable[[], object], clock) -> Callable[..., dict[st
 
 
 def last_events_of(events: Callable[..., list], macs: list[str]) -> dict:
-    """The newest event of each host on a page (indexed on (mac, id)): one
-    page costs `limit` index probes, not a scan of every host's events.
+    """The newest event of each host on a page (its MAC's chain head,
+    store/eventlog.py): one page costs `limit` look-ups, not a scan of every
+    host's events.
     Blocking (SQLite): run off the reactor thread."""
     out = {}
     for mac in macs:
