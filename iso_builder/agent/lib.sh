@@ -265,17 +265,17 @@ api() {
   _api_req
   # nc half-closes the connection when its stdin ends, and an HTTP server may
   # take that for a client gone away (Twisted drops the request unanswered):
-  # feed it through a FIFO whose write end stays open until nc exits (the
-  # server closes the connection after its answer: HTTP/1.0, Connection: close).
-  rm -f "$NB_RUN/http.fifo"
-  mkfifo -m 0600 "$NB_RUN/http.fifo"
-  timeout 30 nc -w 10 "$_host" "$_port" < "$NB_RUN/http.fifo" > "$NB_RUN/http.resp" 2>/dev/null &
+  # nc's stdin is a FIFO it also holds open for writing (fifo_open), so it never
+  # ends; nc exits when the server closes the connection after its answer
+  # (HTTP/1.0, Connection: close).
+  fifo_open || { http_error="cannot open $NB_RUN/http.fifo"; rm -f "$NB_RUN/http.req"; return; }
+  timeout 30 nc -w 10 "$_host" "$_port" <&4 3>&- 4<&- > "$NB_RUN/http.resp" 2>/dev/null &
   _nc=$!
-  fifo_w || { kill "$_nc" 2>/dev/null; wait "$_nc"; http_error="cannot open $NB_RUN/http.fifo"; return; }
+  exec 4<&-
   (cat "$NB_RUN/http.req" >&3) 2>/dev/null   # a subshell: if nc is gone, only it sees EPIPE
-  wait "$_nc"
   exec 3>&-
-  rm -f "$NB_RUN/http.req" "$NB_RUN/http.fifo"
+  wait "$_nc"
+  rm -f "$NB_RUN/http.req"
   http_reply "$_hp"
 }
 
@@ -299,16 +299,34 @@ _api_req() {
   )
 }
 
-# fifo_w: fd 3 = the write end of $NB_RUN/http.fifo.  The open waits for nc's side;
-# a background job ending meanwhile (SIGCHLD: capture.sh reads the next chunk in the
-# background) interrupts it (EINTR), and a failed `exec` redirection ends a
-# non-interactive shell - `command exec` only fails, and is tried again.
-fifo_w() {
-  _fw=0
-  until command exec 3> "$NB_RUN/http.fifo"; do
-    _fw=$((_fw + 1))
-    [ "$_fw" -ge 20 ] && return 1
-  done 2>/dev/null
+# fifo_open: a pipe for nc's stdin that never ends, without a blocking open.  fd 4 =
+# $NB_RUN/http.fifo opened read-write (on Linux that never waits for a partner), fd 3 =
+# its write end (does not wait either: fd 4 is a reader).  The caller starts nc with
+# `<&4 3>&- 4<&-` (its stdin read-write: nc itself holds a write end, so it never
+# reads EOF), closes fd 4 (then nc is the only reader: if nc is gone, a write on fd 3
+# fails with EPIPE instead of waiting on a full pipe; nc's `timeout` watcher gets
+# /dev/null as stdin, so it holds no end of the FIFO), writes the request on fd 3 and
+# closes it.  The FIFO's name is removed at once: the open ends are all that is used.
+# Replaces a blocking `exec 3> FIFO` that waited for nc's side to open: a SIGCHLD
+# meanwhile (busybox ash catches it without SA_RESTART) failed that open with EINTR.
+# The agent is PID 1 in the initrd, so it is the parent of every orphan - among them
+# each earlier call's `timeout` watcher, which exits up to 1 s after its nc - and gets
+# SIGCHLDs nobody planned for.  The old retry loop
+# (`until command exec 3> FIFO; do ...; [ $n -ge 20 ] && return 1; done`) then
+# succeeded on the second open but returned the loop's status, 1 (the last `[`):
+# one EINTR was enough for "cannot open http.fifo".  Measured with this busybox on
+# the build host (strace: openat(...http.fifo, O_WRONLY...) = ? ERESTARTSYS, then
+# openat = 3, then kill(nc)): 10 of 1,000 api calls failed with the shell as PID 1 of
+# a PID namespace, 2 of 1,000 with background jobs ending, 59 of 300 with a SIGCHLD
+# sent every 0.2 ms; none with this open (tests/net/test_agent_fifo.py).
+fifo_open() {
+  rm -f "$NB_RUN/http.fifo"
+  { mkfifo -m 0600 "$NB_RUN/http.fifo" &&
+      command exec 4<> "$NB_RUN/http.fifo" 3> "$NB_RUN/http.fifo"; } 2>/dev/null
+  _fo=$?
+  rm -f "$NB_RUN/http.fifo"
+  [ "$_fo" = 0 ] || exec 3>&- 4<&-
+  return "$_fo"
 }
 
 # tls_mode: how https goes: "pin" (curl checks tls_pin), "insecure" (no check:
@@ -462,11 +480,11 @@ api_stream() {
   case "$_hp" in *:*) _port=${_hp##*:} ;; esac
   _m=$1 _p=$2 _len=$3
   shift 3
-  mkfifo -m 0600 "$NB_RUN/http.fifo"     # held open until nc exits: see api
-  timeout $(( 300 + _len / 1000000 )) nc "$_host" "$_port" < "$NB_RUN/http.fifo" \
+  fifo_open || { http_error="cannot open $NB_RUN/http.fifo"; return; }   # see api
+  timeout $(( 300 + _len / 1000000 )) nc "$_host" "$_port" <&4 3>&- 4<&- \
     > "$NB_RUN/http.resp" 2>/dev/null &
   _nc=$!
-  fifo_w || { kill "$_nc" 2>/dev/null; wait "$_nc"; http_error="cannot open $NB_RUN/http.fifo"; return; }
+  exec 4<&-
   (
     trap '' PIPE
     printf '%s %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: netbootd-agent/2\r\n' \
@@ -477,10 +495,9 @@ api_stream() {
     "$@"
   ) >&3 2>/dev/null
   api_rc=$?
+  exec 3>&-
   [ "$api_rc" = 0 ] || kill "$_nc" 2>/dev/null   # CMD gave up: the server sees the drop
   wait "$_nc"
-  exec 3>&-
-  rm -f "$NB_RUN/http.fifo"
   http_reply "$_hp"
 }
 
