@@ -317,8 +317,9 @@ _api_req() {
 # one EINTR was enough for "cannot open http.fifo".  Measured with this busybox on
 # the build host (strace: openat(...http.fifo, O_WRONLY...) = ? ERESTARTSYS, then
 # openat = 3, then kill(nc)): 10 of 1,000 api calls failed with the shell as PID 1 of
-# a PID namespace, 2 of 1,000 with background jobs ending, 59 of 300 with a SIGCHLD
-# sent every 0.2 ms; none with this open (tests/net/test_agent_fifo.py).
+# a PID namespace (42 with both cores kept busy), 2 of 1,000 with background jobs
+# ending, 59 of 300 with a SIGCHLD sent every 0.2 ms; none with this open
+# (tests/net/test_agent_fifo.py).
 fifo_open() {
   rm -f "$NB_RUN/http.fifo"
   { mkfifo -m 0600 "$NB_RUN/http.fifo" &&
