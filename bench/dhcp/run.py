@@ -80,6 +80,9 @@ UNIQUE_MAX_EXCHANGES = 50_000    # -n cap per unique trial: perfdhcp overshoots 
                                  # few, and a client must never come back (-u)
 RETURNING_CLIENTS = 1_000
 DROP_LIMIT = 2.5                 # percent
+# netbootd's goals, same-run leases/s over Kea's: issue 10 wants returning clients
+# clearly ahead (a renewal should cost less than a new lease).
+GOALS = {"unique": 1.0, "returning": 1.2}
 PERFDHCP = shutil.which("perfdhcp") or "/usr/sbin/perfdhcp"
 KEA = shutil.which("kea-dhcp4") or "/usr/sbin/kea-dhcp4"
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
@@ -1003,9 +1006,12 @@ def print_report(results: list[dict], args) -> None:
             print(f"  {by[name]['label']:36} " + "  ".join(cells))
         k = by.get("kea")
         if k and nbname == "netbootd":
-            ok = all(nb["scenarios"].get(s, {}).get("leases_per_s", 0) >=
-                     k["scenarios"].get(s, {}).get("leases_per_s", 0) for s in scen)
-            print(f"goal netbootd >= 1.0x Kea with durable leases: {'MET' if ok else 'NOT MET'}")
+            for s in scen:
+                a = nb["scenarios"].get(s, {}).get("leases_per_s", 0)
+                b = k["scenarios"].get(s, {}).get("leases_per_s", 0)
+                goal = GOALS.get(s, 1.0)
+                print(f"goal netbootd >= {goal:.1f}x Kea with durable leases, {s}: "
+                      f"{'MET' if b and a >= goal * b else 'NOT MET'}")
     for r in results:
         for s in scen:
             for p in r["scenarios"].get(s, {}).get("problems", []):

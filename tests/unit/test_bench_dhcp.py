@@ -62,3 +62,22 @@ def test_bad_netbootd_src_specs_name_the_problem(tmp_path, spec, why):
     with pytest.raises(ValueError, match=why.replace(".", r"\.")) as e:
         run.netbootd_sources([spec.format(d=tmp_path)], argparse.Namespace(netbootd_config=None))
     assert spec.split("=")[0] in str(e.value)
+
+
+def test_the_report_holds_returning_clients_to_1_2x_kea_and_new_ones_to_1_0x(capsys):
+    def res(server, unique, returning):
+        d = {"drop_pct": 1.0, "offered_rate": 1, "lowest_failing_rate": 2,
+             "client_limited": False, "confirmed": True, "max_foreign_cpu_pct": 0}
+        return {"server": server, "label": server, "cpu_loop_s": 0.2,
+                "scenarios": {"unique": dict(d, leases_per_s=unique),
+                              "returning": dict(d, leases_per_s=returning)}}
+    args = argparse.Namespace(scenarios=["unique", "returning"], drop_limit=2.5,
+                              perfdhcp_threads="single", period=5.0, returning_clients=1000,
+                              no_pin=False, confirm=True)
+    run.print_report([res("kea", 1000, 1000), res("netbootd", 1000, 1190)], args)
+    out = capsys.readouterr().out
+    assert "goal netbootd >= 1.0x Kea with durable leases, unique: MET" in out
+    assert "goal netbootd >= 1.2x Kea with durable leases, returning: NOT MET" in out
+    run.print_report([res("kea", 1000, 1000), res("netbootd", 990, 1200)], args)
+    out = capsys.readouterr().out
+    assert "unique: NOT MET" in out and "returning: MET" in out
