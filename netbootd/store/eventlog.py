@@ -13,7 +13,9 @@ Reads walk a chain from its head, newest first, one rowid look-up per event (a
 recursive CTE): a host's history costs its own events, not the table's.  A
 trimmed event ends its chain (the walk finds no row for it).
 
-Every function here takes the connection of the caller's transaction.
+An empty MAC is stored as NULL (SqliteStore.apply): one key, one chain, one
+trim partition.  Every function here takes the connection of the caller's
+transaction.
 """
 from __future__ import annotations
 

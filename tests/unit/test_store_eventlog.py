@@ -119,3 +119,11 @@ def test_a_failed_batch_leaves_the_chains_as_they_were(store):
     store.apply([event(3.0, MACS[0], "dhcp.ack")])
     assert [e["ts"] for e in store.events(None, 10, mac=MACS[0])] == [1.0, 3.0]
     assert store.last_events()[MACS[0]]["ts"] == 3.0
+
+
+def test_an_empty_mac_is_the_daemons_chain_so_a_trim_cannot_cut_it(store):
+    store.apply([event(float(i), "" if i % 2 else None, "daemon.note") for i in range(6)]
+                + [event(9.0, MACS[0], "dhcp.ack")])
+    assert store.trim_events(keep=4, orphans=1) == 2
+    assert [(e["ts"], e["mac"]) for e in store.timeline(MACS[0])] == [
+        (2.0, None), (3.0, None), (4.0, None), (5.0, None), (9.0, MACS[0])]
