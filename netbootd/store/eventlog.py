@@ -25,7 +25,8 @@ _INSERT_HEAD = "INSERT INTO events(id, ts, mac, kind, detail, prev) VALUES "
 _HEADS_HEAD = "INSERT INTO event_heads(mac, id) VALUES "
 _HEADS_TAIL = " ON CONFLICT(mac) DO UPDATE SET id = excluded.id"
 _COLS = "id, ts, mac, kind, detail"
-# The chain of one key (bound twice: the key, then the lowest id wanted), newest first.
+# The chain of one key, newest first, down to the first id above `after` (bound:
+# the key, `after`, `after`; then the LIMIT when there is one).
 _CHAIN = ("WITH RECURSIVE chain(id) AS (SELECT id FROM event_heads WHERE mac = ? AND id > ? "
           "UNION ALL SELECT e.prev FROM events e JOIN chain ON e.id = chain.id "
           "WHERE e.prev > ?{limit}) ")
