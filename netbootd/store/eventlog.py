@@ -13,8 +13,8 @@ Reads walk a chain from its head, newest first, one rowid look-up per event (a
 recursive CTE): a host's history costs its own events, not the table's.  A
 trimmed event ends its chain (the walk finds no row for it).
 
-An empty MAC is stored as NULL (SqliteStore.apply): one key, one chain, one
-trim partition.  Every function here takes the connection of the caller's
+An empty MAC is stored as NULL (append): one key, one chain, one trim
+partition.  Every function here takes the connection of the caller's
 transaction.
 """
 from __future__ import annotations
@@ -36,7 +36,8 @@ _LOOKUP_CHUNK = 500
 def append(c, events: list[tuple]) -> None:
     """Append (ts, mac, kind, detail) rows in order, each chained to its MAC's
     previous event, and move the heads.  Ids continue from the table's largest,
-    as INTEGER PRIMARY KEY would."""
+    as INTEGER PRIMARY KEY would.  An empty MAC is stored as NULL, the
+    daemon's own: its chain key, so a trim cannot cut that chain."""
     keys = list({mac or "" for _, mac, _, _ in events})
     heads: dict[str, int] = {}
     for i in range(0, len(keys), _LOOKUP_CHUNK):
@@ -48,7 +49,7 @@ def append(c, events: list[tuple]) -> None:
     rows = []
     for ts, mac, kind, detail in events:
         key = mac or ""
-        rows.append((next_id, ts, mac, kind, detail, heads.get(key)))
+        rows.append((next_id, ts, mac or None, kind, detail, heads.get(key)))
         heads[key] = next_id
         next_id += 1
     insert_rows(c, _INSERT_HEAD, "", 6, rows)

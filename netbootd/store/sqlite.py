@@ -243,7 +243,7 @@ class SqliteStore:
                     int2ip(item.address), item.network, item.client_key, item.mac,
                     item.hostname, item.state.value, item.starts, item.ends)
             elif t is EventWrite:
-                events.append((w.ts, w.mac or None, w.kind, w.detail))   # "": no MAC
+                events.append((w.ts, w.mac, w.kind, w.detail))
             elif t is HostWrite:
                 item = w.host
                 deleted.discard(item.mac)           # the later write in a batch wins
