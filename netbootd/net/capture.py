@@ -68,8 +68,9 @@ class Capture:
 def tool_pack(generated) -> dict:
     """The capture action's {"tools": URL path, "tools_sha256": HEX} when the agent
     tool pack (iso_builder/hashtool.py: openssl for a SHA-NI sha256; TOOLS_NAME among
-    the daemon's generated files, net/bootfiles.py) is served and its sidecar (<pack>.sha256, sha256sum's format) is well formed; else {}:
-    the agent hashes with what it has."""
+    the daemon's generated files, net/bootfiles.py) is served and its sidecar
+    (<pack>.sha256, sha256sum's format) is well formed; else {}: the agent hashes
+    with what it has."""
     path = (generated or {}).get(TOOLS_NAME)
     if not isinstance(path, str):
         return {}

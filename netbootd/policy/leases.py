@@ -339,7 +339,7 @@ class LeaseTable:
             prev.state = LeaseState.RELEASED
             prev.ends = now
         return self._put(Lease(addr, net, key, mac, LeaseState.ACTIVE, now, now + lease_time,
-                               hostname, None), known)
+                               hostname, seq=None), known)
 
     def release(self, net: str, key: bytes, addr: int, now: float) -> Lease | None:
         lease = self.by_addr.get(addr)
