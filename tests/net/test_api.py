@@ -21,6 +21,7 @@ from netbootd.net.http.site import build_site
 from netbootd.policy.boot import Renderer
 from netbootd.registry.hosts import Registry
 from netbootd.store.sqlite import Store
+from netbootd.writes import event
 
 TOKEN = "a" * 64
 MAC = "52:54:00:77:00:10"
@@ -248,6 +249,22 @@ def test_events_page_by_id_and_filter_by_host(api):
     assert mine and {e["mac"] for e in mine} == {"52:54:00:00:00:03"}
     code, body = yield curl(base + "/api/v1/events?limit=abc")
     assert code == 400 and body["error"].startswith("limit")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hosts_events_without_a_cursor_are_its_newest_as_the_store_reads_them(api):
+    """`netbootd events --mac M --limit N` shows the same rows through the API
+    as offline (store.events(newest=True)): the newest N, ascending."""
+    app, base, store, committer = api
+    mac = "52:54:00:00:00:07"
+    committer.submit([event(float(i), mac, "dhcp.ack", n=i) for i in range(6)]
+                     + [event(9.0, "52:54:00:00:00:08", "dhcp.ack")])
+    yield committer.drain()
+    code, rows = yield curl(base + f"/api/v1/events?mac={mac}&limit=2")
+    assert code == 200 and [e["detail"]["n"] for e in rows] == [4, 5]
+    assert [e["id"] for e in rows] == [e["id"] for e in store.events(None, 2, mac, newest=True)]
+    code, more = yield curl(base + f"/api/v1/events?mac={mac}&after={rows[0]['id']}")
+    assert [e["detail"]["n"] for e in more] == [5]
 
 
 @pytest_twisted.inlineCallbacks

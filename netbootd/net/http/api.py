@@ -190,8 +190,9 @@ class OverviewApi:
         mac = v.str_arg(request, "mac")
         if mac is not None:
             mac = v.mac(mac)
-        return self.reads.events(after, limit, mac, v.str_arg(request, "kind"),
-                                 after == 0 and not mac)
+        # No cursor: the newest `limit` (of one host too, as the store's
+        # readers show them), ascending; with ?after=: the next ones.
+        return self.reads.events(after, limit, mac, v.str_arg(request, "kind"), after == 0)
 
     def status(self, request):
         return self.reads.events(0, 50, None, None, True).addCallback(
